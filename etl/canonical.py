@@ -1,0 +1,166 @@
+"""The canonical tables every reader produces and every later stage consumes.
+
+Readers turn SIECLE/STS exports into these tables (one set per school and run); the
+normalizer, validator and planner only ever see these column names. Every value is a string
+or ``None`` (pandas ``object`` dtype, never numbers: codes such as ELEVE_ID or CODE_MEF keep
+their leading zeros), except the few boolean columns listed in ``BOOL_COLUMNS``.
+
+Keys:
+- ``person_key`` is the source key without the academy prefix, e.g. ``SIECLE$0671234X$1541944``
+  (pupil), ``SIECLE-RESP$0671234X$209401`` (guardian), ``STS$0671234X$8949`` (teacher/staff).
+  The jointure written to the directory is ``<ACADEMY PREFIX>$<person_key>``.
+- ``file`` and ``line`` point back at the source element so a rejected record can be named.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pandas as pd
+
+SCHOOLS: Final = ("uai", "academy", "name", "school_year", "source", "file")
+PERSONS: Final = (
+    "person_key",
+    "uai",
+    "profile",  # ELV, TUT, ENS, DIR, EVS, DOC, ETA
+    "source",  # SIECLE, STS
+    "source_id",  # ELEVE_ID, PERSONNE_ID or STS INDIVIDU/@ID
+    "ine",
+    "last_name",
+    "birth_name",
+    "first_name",
+    "birth_date",  # ISO yyyy-mm-dd
+    "sex",  # M, F or None
+    "email",
+    "mobile",
+    "mef",
+    "function",  # STS FONCTION, e.g. ENS, DIR
+    "entry_date",
+    "leave_date",
+    "has_left",  # bool: DATE_SORTIE in the past
+    "file",
+    "line",
+)
+STRUCTURES: Final = ("uai", "code", "kind", "label", "mefs", "divisions", "source", "file", "line")
+MEMBERSHIPS: Final = (
+    "uai",
+    "person_key",
+    "code",
+    "kind",  # D division (class), G group
+    "role",  # pupil, teacher
+    "subject",  # CODE_MATIERE for teachers
+    "head_teacher",  # bool
+    "file",
+    "line",
+)
+GUARDIAN_LINKS: Final = (
+    "uai",
+    "pupil_key",
+    "guardian_key",
+    "level",  # 1 legal guardian, 2 person in charge, 3 contact (RESP_LEGAL mapped)
+    "legal",  # bool
+    "relation",  # CODE_PARENTE
+    "pays_fees",
+    "lives_with",
+    "contact_first",
+    "file",
+    "line",
+)
+SUBJECTS: Final = ("uai", "code", "short_label", "long_label", "source")
+MEFS: Final = ("uai", "code", "formation", "label", "attached_to", "source")
+
+TABLES: Final[dict[str, tuple[str, ...]]] = {
+    "schools": SCHOOLS,
+    "persons": PERSONS,
+    "structures": STRUCTURES,
+    "memberships": MEMBERSHIPS,
+    "guardian_links": GUARDIAN_LINKS,
+    "subjects": SUBJECTS,
+    "mefs": MEFS,
+}
+BOOL_COLUMNS: Final = frozenset({"has_left", "head_teacher", "legal"})
+
+PROFILE_PUPIL: Final = "ELV"
+PROFILE_GUARDIAN: Final = "TUT"
+PROFILE_TEACHER: Final = "ENS"
+#: STS FONCTION -> SDET profile suffix (National_<suffix>)
+STS_FUNCTION_PROFILE: Final[dict[str, str]] = {
+    "ENS": "ENS",
+    "DIR": "DIR",
+    "EDU": "EVS",
+    "DOC": "DOC",
+    "SUR": "EVS",
+    "ADF": "ETA",
+    "ADM": "ETA",
+    "LAB": "ETA",
+    "OUV": "ETA",
+    "MDS": "ETA",
+    "AED": "EVS",
+    "CPE": "EVS",
+}
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    """An empty frame with the table's columns, all ``object`` dtype."""
+    return pd.DataFrame({c: pd.Series([], dtype="object") for c in TABLES[table]})
+
+
+def frame(table: str, rows: dict[str, list[object]]) -> pd.DataFrame:
+    """Build a table from column lists (the fast path: no per-row dicts)."""
+    cols = TABLES[table]
+    n = len(next(iter(rows.values()))) if rows else 0
+    data = {c: pd.Series(rows.get(c, [None] * n), dtype="object") for c in cols}
+    return pd.DataFrame(data, columns=list(cols))
+
+
+class Tables:
+    """The canonical tables of one school (or a concatenation of schools)."""
+
+    def __init__(self, **frames: pd.DataFrame) -> None:
+        self.frames: dict[str, pd.DataFrame] = {t: empty_frame(t) for t in TABLES}
+        for name, df in frames.items():
+            if name not in TABLES:
+                raise KeyError(name)
+            self.frames[name] = df
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.frames[name]
+
+    def __setitem__(self, name: str, df: pd.DataFrame) -> None:
+        self.frames[name] = df
+
+    def add(self, name: str, df: pd.DataFrame) -> None:
+        """Append rows (used when several files feed one table)."""
+        cur = self.frames[name]
+        self.frames[name] = df if cur.empty else pd.concat([cur, df], ignore_index=True)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.frames.items()}
+
+    @staticmethod
+    def concat(parts: list[Tables]) -> Tables:
+        out = Tables()
+        for t in TABLES:
+            dfs = [p.frames[t] for p in parts if not p.frames[t].empty]
+            if dfs:
+                out.frames[t] = pd.concat(dfs, ignore_index=True)
+        return out
+
+    def save(self, path: str) -> None:
+        """Persist for the next stage (XCom carries only this path)."""
+        import os
+
+        os.makedirs(path, exist_ok=True)
+        for name, df in self.frames.items():
+            df.to_pickle(os.path.join(path, f"{name}.pkl"))
+
+    @staticmethod
+    def load(path: str) -> Tables:
+        import os
+
+        out = Tables()
+        for name in TABLES:
+            p = os.path.join(path, f"{name}.pkl")
+            if os.path.exists(p):
+                out.frames[name] = pd.read_pickle(p)  # noqa: S301 - our own staging files
+        return out

@@ -1,0 +1,129 @@
+"""Settings: environment variables, overridden by CLI flags, plus the academies file."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from etl.errors import ConfigError
+
+ACADEMIES_FILE = Path(__file__).with_name("academies.toml")
+DEFAULT_BASE = "dc=ent,dc=grandest,dc=fr"
+
+
+@dataclass(frozen=True)
+class Academy:
+    code: str
+    name: str
+    jointure_prefix: str
+    departments: tuple[str, ...]
+    schedule: str
+    timezone: str
+    record_error_budget: float
+    record_error_budget_min: int
+    guardian_levels: tuple[int, ...]
+    max_disable_share: float
+    max_update_share: float
+
+    @property
+    def dag_id(self) -> str:
+        return "ent_sync__" + self.code.replace("-", "_")
+
+    def owns_uai(self, uai: str) -> bool:
+        return uai[:3] in self.departments
+
+
+def load_academies(path: Path | None = None) -> dict[str, Academy]:
+    """Read the academies config (order kept)."""
+    data: dict[str, Any] = tomllib.loads((path or ACADEMIES_FILE).read_text("utf-8"))
+    defaults: dict[str, Any] = data.get("defaults", {})
+    out: dict[str, Academy] = {}
+    for raw in data.get("academy", []):
+        merged = {**defaults, **raw}
+        try:
+            out[merged["code"]] = Academy(
+                code=merged["code"],
+                name=merged["name"],
+                jointure_prefix=merged["jointure_prefix"],
+                departments=tuple(merged["departments"]),
+                schedule=merged["schedule"],
+                timezone=merged.get("timezone", "Europe/Paris"),
+                record_error_budget=float(merged["record_error_budget"]),
+                record_error_budget_min=int(merged["record_error_budget_min"]),
+                guardian_levels=tuple(int(x) for x in merged["guardian_levels"]),
+                max_disable_share=float(merged["max_disable_share"]),
+                max_update_share=float(merged["max_update_share"]),
+            )
+        except KeyError as e:
+            raise ConfigError(f"academies config: academy entry lacks {e}") from e
+    return out
+
+
+def get_academy(code: str) -> Academy:
+    academies = load_academies()
+    if code not in academies:
+        raise ConfigError(f"unknown academy {code!r}; known: {', '.join(academies)}")
+    return academies[code]
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    url: str | None = None
+    bind_dn: str | None = None
+    password: str | None = field(default=None, repr=False)
+    base: str = DEFAULT_BASE
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    landing: Path
+    workdir: Path
+    state_url: str
+    ldap: LdapSettings
+
+    @staticmethod
+    def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Environment first (ENTSYNC_*), then explicit overrides (CLI flags) win."""
+        e = dict(os.environ if env is None else env)
+        workdir = Path(e.get("ENTSYNC_WORKDIR", "var"))
+        s = Settings(
+            landing=Path(e.get("ENTSYNC_LANDING", str(workdir / "landing"))),
+            workdir=workdir,
+            state_url=e.get("ENTSYNC_STATE_URL", ""),
+            ldap=LdapSettings(
+                url=e.get("ENTSYNC_LDAP_URL") or None,
+                bind_dn=e.get("ENTSYNC_LDAP_BIND_DN") or None,
+                password=e.get("ENTSYNC_LDAP_PASSWORD") or None,
+                base=e.get("ENTSYNC_LDAP_BASE") or DEFAULT_BASE,
+                ca_file=e.get("ENTSYNC_LDAP_CA_FILE") or None,
+            ),
+        )
+        ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
+        plain = {
+            k: (Path(v) if k in ("landing", "workdir") else v)
+            for k, v in overrides.items()
+            if not k.startswith("ldap_") and v is not None
+        }
+        if ldap_over:
+            s = replace(s, ldap=replace(s.ldap, **ldap_over))
+        if plain:
+            s = replace(s, **plain)
+        if not s.state_url:
+            s = replace(s, state_url=f"sqlite:///{(s.workdir / 'state.db').resolve()}")
+        return s
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.workdir / "quarantine"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.workdir / "staging"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.workdir / "reports"

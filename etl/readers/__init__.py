@@ -1,0 +1,34 @@
+"""Readers: one per export kind, each streaming a document into canonical tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from etl.landing import Discovered
+from etl.readers.base import ReadResult
+from etl.readers.siecle import (
+    read_siecle_eleves,
+    read_siecle_nomenclatures,
+    read_siecle_responsables,
+    read_siecle_structures,
+)
+from etl.readers.sts import read_sts
+
+__all__ = ["ReadResult", "read_document"]
+
+
+def read_document(d: Discovered, today: dt.date | None = None) -> ReadResult:
+    """Read one discovered document with the reader of its kind."""
+    assert d.uai is not None and d.kind is not None
+    src = d.source
+    if d.kind == "ELEVES":
+        return read_siecle_eleves(src, d.uai, today)
+    if d.kind == "RESPONSABLES":
+        return read_siecle_responsables(src, d.uai)
+    if d.kind == "NOMENCLATURES":
+        return read_siecle_nomenclatures(src, d.uai)
+    if d.kind == "STRUCTURES":
+        return read_siecle_structures(src, d.uai)
+    if d.kind == "STS":
+        return read_sts(src, d.uai)
+    raise ValueError(f"no reader for kind {d.kind}")
