@@ -6,7 +6,7 @@ without systemd or the Debian configuration. Everything lives in one folder:
 
     <dir>/slapd.conf      rendered from the template on every start
     <dir>/data/           the mdb database (survives restarts)
-    <dir>/run/            pid file, args file, ldapi socket, slapd.log, slapd.stderr
+    <dir>/run/            pid file, args file, ldapi socket, slapd.stderr (slapd's errors)
     <dir>/admin.secret    the rootdn password (mode 0600, no trailing newline: `ldapsearch -y`)
     <dir>/port, <dir>/base
 
@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -53,6 +54,9 @@ STOP_TIMEOUT_S = 15.0
 DEBIAN_PACKAGES = "slapd ldap-utils"
 # Places slapd/slaptest live on Debian even when /usr/sbin is not on PATH.
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+_TOKEN = re.compile(r"@([A-Z][A-Z_]*)@")
+# slapd processes this Python process started, so that stopping them also reaps them.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 # sun_path is 108 bytes on Linux; keep a margin.
 _MAX_SOCKET_PATH = 100
 
@@ -227,11 +231,16 @@ def render_slapd_conf(dir: Path, base: str, password: str) -> str:
     for name, value in values.items():
         if '"' in value or "\n" in value:
             raise SlapdError(f"{name} cannot hold a double quote or a newline: {value!r}")
-    text = SLAPD_CONF_TEMPLATE.read_text(encoding="utf-8")
-    for name, value in values.items():
-        text = text.replace(f"@{name}@", value)
-    if "@" in "".join(line for line in text.splitlines() if not line.lstrip().startswith("#")):
-        raise SlapdError(f"unreplaced @TOKEN@ left in {SLAPD_CONF_TEMPLATE}")
+    template = "".join(
+        line
+        for line in SLAPD_CONF_TEMPLATE.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not line.lstrip().startswith("#")
+    )
+    unknown = {m.group() for m in _TOKEN.finditer(template) if m.group(1) not in values}
+    if unknown:
+        raise SlapdError(f"unknown tokens {sorted(unknown)} in {SLAPD_CONF_TEMPLATE}")
+    # One pass, so that a value holding "@X@" (a path) is never substituted again.
+    text = _TOKEN.sub(lambda m: values[m.group(1)], template)
     return text
 
 
@@ -297,7 +306,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def _diagnostics(dir: Path) -> str:
     parts = []
-    for path in (_run_dir(dir) / "slapd.stderr", _run_dir(dir) / "slapd.log"):
+    for path in (_run_dir(dir) / "slapd.stderr",):
         tail = _tail(path)
         if tail:
             parts.append(f"--- {path} (tail) ---\n{tail}")
@@ -337,8 +346,8 @@ def _run_slaptest(slaptest: str, conf: Path) -> None:
         )
 
 
-def _answers(url: str) -> bool:
-    """Whether slapd answers an anonymous bind and a root DSE read."""
+def _answers(url: str, base: str) -> bool:
+    """Whether a slapd serving `base` answers an anonymous bind and a root DSE read."""
     server = ldap3.Server(url, get_info=ldap3.NONE, connect_timeout=1)
     conn = ldap3.Connection(server, receive_timeout=2, raise_exceptions=False)
     try:
@@ -347,7 +356,10 @@ def _answers(url: str) -> bool:
         found = conn.search(
             "", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["namingContexts"]
         )
-        return bool(found)
+        if not found or not conn.response:
+            return False
+        contexts = conn.response[0].get("attributes", {}).get("namingContexts", [])
+        return any(str(context).lower() == base.lower() for context in contexts)
     except (LDAPException, OSError):
         return False
     finally:
@@ -355,15 +367,19 @@ def _answers(url: str) -> bool:
             conn.unbind()
 
 
-def _wait_until_answering(dir: Path, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not _answers(url):
-        pid_file_written = _pid_file(dir).exists()
-        if pid_file_written and not is_running(dir):
-            raise SlapdError(f"slapd from {dir} exited during startup\n" + _diagnostics(dir))
+def _wait_until_answering(proc: subprocess.Popen[bytes], dir: Path, url: str, base: str) -> None:
+    """Poll until slapd answers; fail fast with its stderr if it exits."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not _answers(url, base):
+        rc = proc.poll()
+        if rc is not None:
+            _children.pop(proc.pid, None)
+            raise SlapdError(
+                f"slapd from {dir} exited during startup (rc {rc}) on {url}\n" + _diagnostics(dir)
+            )
         if time.monotonic() >= deadline:
             raise SlapdError(
-                f"slapd from {dir} did not answer on {url} within {timeout:.0f} s\n"
+                f"slapd from {dir} did not answer on {url} within {START_TIMEOUT_S:.0f} s\n"
                 + _diagnostics(dir)
             )
         time.sleep(0.05)
@@ -417,9 +433,7 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
         running = server_info(dir) if is_running(dir) else None
         if running is not None:
             if running.base != base:
-                raise SlapdError(
-                    f"slapd from {dir} already serves {running.base!r}, not {base!r}"
-                )
+                raise SlapdError(f"slapd from {dir} already serves {running.base!r}, not {base!r}")
             if port is not None and port != running.port:
                 log.warning("slapd from %s already runs on port %d", dir, running.port)
             return running
@@ -450,24 +464,21 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
         _run_slaptest(slaptest, conf)
 
         url, ldapi_url = _ldap_url(port), _ldapi_url(dir)
+        if not _port_is_free(port):
+            raise SlapdError(f"cannot start slapd from {dir}: port {port} is already in use")
         started = time.monotonic()
-        stderr_path = _run_dir(dir) / "slapd.stderr"
-        with open(stderr_path, "wb") as err:
-            # slapd detaches (forks) once it listens; its parent's output goes to the file.
-            result = subprocess.run(
-                [slapd, "-f", str(conf), "-h", f"{url} {ldapi_url}"],
+        with open(_run_dir(dir) / "slapd.stderr", "wb") as err:
+            # `-d none` keeps slapd in the foreground printing only errors, so startup and
+            # runtime failures land in run/slapd.stderr (a detached slapd has no stderr, and
+            # no syslog runs here). Own session: a Ctrl-C on the caller does not reach it.
+            proc = subprocess.Popen(
+                [slapd, "-d", "none", "-f", str(conf), "-h", f"{url} {ldapi_url}"],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
-                timeout=60,
-                check=False,
+                start_new_session=True,
             )
-        if result.returncode != 0:
-            raise SlapdError(
-                f"slapd from {dir} failed to start (rc {result.returncode}) on {url}\n"
-                + _diagnostics(dir)
-            )
-        _wait_until_answering(dir, url, START_TIMEOUT_S)
+        _children[proc.pid] = proc
         info = LdapServer(
             dir=dir,
             port=port,
@@ -477,12 +488,22 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
             bind_dn=_root_dn(base),
             password=password,
         )
-        _ensure_base_entries(info)
+        try:
+            _wait_until_answering(proc, dir, url, base)
+            _ensure_base_entries(info)
+        except BaseException:
+            # Never leave a half-started slapd behind: it is ours, stop it.
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            _children.pop(proc.pid, None)
+            _clean_stale_files(dir)
+            raise
         log.info(
-            "slapd from %s listening on %s (pid %s) after %.2f s",
+            "slapd from %s listening on %s (pid %d) after %.2f s",
             dir,
             url,
-            _running_pid(dir),
+            proc.pid,
             time.monotonic() - started,
         )
         return info
@@ -509,11 +530,18 @@ def stop_slapd(dir: Path) -> bool:
             return False
         os.kill(pid, signal.SIGINT)
         if not _wait_gone(pid, STOP_TIMEOUT_S):
-            log.warning("slapd pid %d from %s ignored SIGINT for %.0f s: killing it",
-                        pid, dir, STOP_TIMEOUT_S)
+            log.warning(
+                "slapd pid %d from %s ignored SIGINT for %.0f s: killing it",
+                pid,
+                dir,
+                STOP_TIMEOUT_S,
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 5.0)
+        child = _children.pop(pid, None)
+        if child is not None:
+            child.wait()
         _clean_stale_files(dir)
         log.info("stopped slapd pid %d from %s", pid, dir)
         return True

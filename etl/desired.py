@@ -1,0 +1,295 @@
+"""The desired directory: what the entries of the synced schools should look like.
+
+Built from the normalized, validated canonical tables of the schools processed in a run, and
+the identity registry (uid and login of each person). Follows ``shared/docs/directory.md``
+(contract v1): only what consumers need is written (no address, no phone number).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from ldap3.utils.dn import escape_rdn
+
+from etl.canonical import Tables
+from etl.config import Academy
+from etl.identity import IdentityRegistry
+
+PROFILE_CLASS = {
+    "ELV": "ENTEleve",
+    "TUT": "ENTAuxPersRelEleve",
+    "ENS": "ENTAuxEnseignant",
+}
+NON_TEACHING_CLASS = "ENTAuxNonEnsEtab"
+#: member of an empty class or group (groupOfNames needs one): a DN no entry ever has
+PLACEHOLDER_MEMBER_RDN = "uid=nobody"
+
+
+@dataclass
+class DesiredEntry:
+    dn: str
+    kind: str  # ou, school, person, class, group
+    uai: str | None
+    attrs: dict[str, list[str]]
+    uid: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.attrs)
+
+
+def content_hash(attrs: dict[str, list[str]]) -> str:
+    canon = {k.lower(): sorted(v) for k, v in attrs.items() if v}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
+
+
+def people_dn(base: str) -> str:
+    return f"ou=people,{base}"
+
+
+def person_dn(uid: str, base: str) -> str:
+    return f"uid={escape_rdn(uid)},ou=people,{base}"
+
+
+def school_dn(uai: str, base: str) -> str:
+    return f"ENTStructureUAI={escape_rdn(uai)},ou=structures,{base}"
+
+
+def groups_dn(uai: str, base: str) -> str:
+    return f"ou=groups,{school_dn(uai, base)}"
+
+
+def structure_dn(uai: str, code: str, base: str) -> str:
+    return f"cn={escape_rdn(code)},{groups_dn(uai, base)}"
+
+
+def placeholder_member(base: str) -> str:
+    return f"{PLACEHOLDER_MEMBER_RDN},ou=people,{base}"
+
+
+def fr_date(iso: str | None) -> str | None:
+    if not iso:
+        return None
+    y, m, d = iso.split("-")
+    return f"{d}/{m}/{y}"
+
+
+@dataclass
+class DesiredState:
+    entries: dict[str, DesiredEntry] = field(default_factory=dict)
+    created_identities: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, e: DesiredEntry) -> None:
+        self.entries[e.dn] = e
+
+
+def _val(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return None
+    s = str(v)
+    return s if s else None
+
+
+def build_desired(tables: Tables, schools: dict[str, str | None], academy: Academy, base: str,
+                  registry: IdentityRegistry, run_id: str,
+                  school_years: dict[str, int | None] | None = None) -> DesiredState:
+    """Desired entries for the given schools (UAI -> display name or None)."""
+    st = DesiredState()
+    years = school_years or {}
+    for uai, name in sorted(schools.items()):
+        sdn = school_dn(uai, base)
+        attrs: dict[str, list[str]] = {
+            "objectClass": ["top", "ENTEtablissement", "entSyncObject"],
+            "ENTStructureUAI": [uai],
+            "ENTStructureAcademie": [academy.code],
+            "ou": [uai],
+        }
+        if name:
+            attrs["ENTStructureNomCourant"] = [name]
+        st.add(DesiredEntry(sdn, "school", uai, attrs))
+        st.add(DesiredEntry(groups_dn(uai, base), "ou", uai,
+                            {"objectClass": ["top", "organizationalUnit"], "ou": ["groups"]}))
+
+    persons = tables["persons"]
+    links = tables["guardian_links"]
+    members = tables["memberships"]
+    structures = tables["structures"]
+    persons = persons[persons["uai"].isin(list(schools))]
+    active = persons[~persons["has_left"].fillna(False).astype(bool)]
+
+    # guardians: only those with an eligible link (level in config) to a present pupil
+    pupils = active[active["profile"] == "ELV"]
+    pupil_keys = set(pupils["person_key"])
+    levels = {str(x) for x in academy.guardian_levels}
+    elig = links[links["level"].isin(levels) & links["pupil_key"].isin(pupil_keys)]
+    guardian_keys = set(elig["guardian_key"])
+    is_guardian = active["profile"] == "TUT"
+    st.skipped["guardian_not_eligible"] = int((is_guardian
+                                               & ~active["person_key"].isin(guardian_keys)).sum())
+    st.skipped["pupil_left"] = int(len(persons) - len(persons[~persons["has_left"]
+                                                             .fillna(False).astype(bool)]))
+    active = active[~is_guardian | active["person_key"].isin(guardian_keys)]
+
+    # resolve identities: INE key first for pupils
+    rows = active.to_dict("records")
+    jointures_of: list[list[str]] = []
+    for r in rows:
+        keys = [r["person_key"]]
+        if r["profile"] == "ELV" and r.get("ine"):
+            keys.insert(0, f"{academy.jointure_prefix}$INE${r['ine']}")
+        jointures_of.append(keys)
+    known = registry.lookup(j for keys in jointures_of for j in keys)
+    key_uid: dict[str, str] = {}
+    for r, keys in zip(rows, jointures_of, strict=True):
+        uid = next((known[k] for k in keys if k in known), None)
+        if uid is None:
+            res = registry.create(r["profile"], r["first_name"], r["last_name"], keys, run_id,
+                                  rule="ine" if len(keys) > 1 else "source_key")
+            uid = res.uid
+            st.created_identities += 1
+            for k in keys:
+                known[k] = uid
+        else:
+            missing = [k for k in keys if k not in known]
+            if missing:
+                registry.attach(uid, missing, run_id, "source_key")
+                for k in missing:
+                    known[k] = uid
+        key_uid[r["person_key"]] = uid
+    logins = registry.logins_of(set(key_uid.values()))
+
+    def dn_of(key: str) -> str | None:
+        uid = key_uid.get(key)
+        return person_dn(uid, base) if uid else None
+
+    # structures (classes and groups) of each school; codes seen in memberships count too
+    struct_kind: dict[tuple[str, str], str] = {}
+    struct_label: dict[tuple[str, str], str] = {}
+    for uai, code, kind, label in structures[["uai", "code", "kind", "label"]].itertuples(
+            index=False):
+        if uai in schools:
+            struct_kind.setdefault((uai, code), kind)
+            if label and (uai, code) not in struct_label:
+                struct_label[(uai, code)] = label
+    group_members: dict[tuple[str, str], set[str]] = defaultdict(set)
+    person_structs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for uai, key, code, kind, role, subject, head in members[
+            ["uai", "person_key", "code", "kind", "role", "subject", "head_teacher"]
+    ].itertuples(index=False):
+        pdn = dn_of(key)
+        if pdn is None or uai not in schools:
+            continue
+        kind = struct_kind.setdefault((uai, code), kind)
+        group_members[(uai, code)].add(pdn)
+        sref = f"{school_dn(uai, base)}${code}"
+        ps = person_structs[key]
+        ps["classes" if kind == "D" else "groups"].add(sref)
+        if head is True:
+            ps["head"].add(sref)
+        if subject:
+            for subj in str(subject).split("|"):
+                ps["subjects"].add(f"{school_dn(uai, base)}${subj}")
+
+    for (uai, code), kind in sorted(struct_kind.items()):
+        dn = structure_dn(uai, code, base)
+        mem = sorted(group_members.get((uai, code), set())) or [placeholder_member(base)]
+        attrs = {
+            "objectClass": ["top", "ENTClasse" if kind == "D" else "ENTGroupe", "entSyncObject"],
+            "cn": [code],
+            "ENTStructureUAI": [uai],
+            "member": mem,
+        }
+        label = struct_label.get((uai, code))
+        if label:
+            attrs["description"] = [label]
+        year = years.get(uai)
+        if year:
+            attrs["ENTStructureAnneeScolaire"] = [str(year)]
+        st.add(DesiredEntry(dn, "class" if kind == "D" else "group", uai, attrs))
+
+    # guardian <-> pupil relations
+    pupil_guardians: dict[str, set[str]] = defaultdict(set)
+    guardian_pupils: dict[str, set[str]] = defaultdict(set)
+    for pk, gk in elig[["pupil_key", "guardian_key"]].itertuples(index=False):
+        g_uid, p_dn = key_uid.get(gk), dn_of(pk)
+        if g_uid and p_dn:
+            pupil_guardians[pk].add(g_uid)
+            guardian_pupils[gk].add(p_dn)
+
+    # persons: one entry per uid (several source rows may merge into one account)
+    by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_uid[key_uid[r["person_key"]]].append(r)
+    for uid, prow in by_uid.items():
+        st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
+                             guardian_pupils))
+    return st
+
+
+def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
+                  person_structs: dict[str, dict[str, set[str]]],
+                  pupil_guardians: dict[str, set[str]],
+                  guardian_pupils: dict[str, set[str]]) -> DesiredEntry:
+    main = prow[0]
+    profile = main["profile"]
+    last = _val(main["last_name"]) or "?"
+    first = _val(main["first_name"]) or "?"
+    profiles = sorted({f"National_{r['profile']}" for r in prow})
+    classes = sorted({PROFILE_CLASS.get(r["profile"], NON_TEACHING_CLASS) for r in prow})
+    attrs: dict[str, list[str]] = {
+        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "ENTPerson",
+                        *classes, "entSyncAccount"],
+        "uid": [uid],
+        "ENTPersonLogin": [login],
+        "sn": [last],
+        "givenName": [first],
+        "cn": [f"{last} {first}"],
+        "displayName": [f"{first} {last}"],
+        "ENTPersonJointure": sorted({r["person_key"] for r in prow}
+                                    | ({f"{r['person_key'].split('$', 1)[0]}$INE${r['ine']}"
+                                        for r in prow if r["profile"] == "ELV" and r.get("ine")})),
+        "ENTPersonProfils": profiles,
+        "ENTPersonStructRattach": [school_dn(main["uai"], base)],
+        "entSyncStatus": ["ACTIVE"],
+    }
+    birth = fr_date(_val(main.get("birth_date")))
+    if birth and profile != "TUT":
+        attrs["ENTPersonDateNaissance"] = [birth]
+    sex = _val(main.get("sex"))
+    if sex:
+        attrs["ENTPersonSexe"] = [sex]
+    email = _val(main.get("email"))
+    if email:
+        attrs["mail"] = [email]
+    keys = [r["person_key"] for r in prow]
+    structs: dict[str, set[str]] = defaultdict(set)
+    for k in keys:
+        for name, vals in person_structs.get(k, {}).items():
+            structs[name] |= vals
+    if profile == "ELV":
+        if main.get("ine"):
+            attrs["ENTEleveINE"] = [str(main["ine"])]
+        if main.get("mef"):
+            attrs["ENTEleveMEF"] = [str(main["mef"])]
+        attrs["ENTEleveClasses"] = sorted(structs["classes"])
+        attrs["ENTEleveGroupes"] = sorted(structs["groups"])
+        attrs["ENTElevePersRelEleve"] = sorted(set().union(*(pupil_guardians.get(k, set())
+                                                             for k in keys)))
+    elif profile == "TUT":
+        attrs["ENTAuxPersRelEleveEleve"] = sorted(set().union(*(guardian_pupils.get(k, set())
+                                                                for k in keys)))
+    else:
+        attrs["ENTAuxEnsClasses"] = sorted(structs["classes"])
+        attrs["ENTAuxEnsGroupes"] = sorted(structs["groups"])
+        attrs["ENTAuxEnsClassesPrincipal"] = sorted(structs["head"])
+        attrs["ENTAuxEnsMatiereEnseignEtab"] = sorted(structs["subjects"])
+        attrs["ENTPersonFonctions"] = sorted({f"{school_dn(r['uai'], base)}${r['function']}"
+                                              for r in prow if r.get("function")})
+    attrs = {k: v for k, v in attrs.items() if v}
+    return DesiredEntry(person_dn(uid, base), "person", main["uai"], attrs, uid=uid)

@@ -1,0 +1,134 @@
+"""Identity: source keys -> stable opaque uid, and human logins.
+
+Rules (see README "Identity and logins"):
+- a person is found by its source keys (jointures), never by its name. Pupils carry two
+  keys: ``<AC>$INE$<ine>`` when they have an INE (national, survives a change of school)
+  and ``<AC>$SIECLE$<uai>$<ELEVE_ID>``; the INE key wins when both are known;
+- a uid is random, opaque, generated once, never derived from a name, never reused;
+- a login is ``prenom.nom``: lower case, ASCII-folded (œ→oe, æ→ae, ß→ss, accents dropped),
+  particles and apostrophes glued (``de La Fontaine`` → ``delafontaine``, ``N'Diaye`` →
+  ``ndiaye``), hyphens kept, only ``[a-z0-9.-]``, at most 32 characters; on collision a number
+  from 2 is appended (``jean.dupont2``). It is assigned once, kept when the name changes, and
+  registered forever in the ``logins`` table so it is never handed out again.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from etl.state.models import Account, Identity, Login
+
+MAX_LOGIN = 32
+_FOLD = str.maketrans({
+    "œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss", "ø": "o", "Ø": "o", "ł": "l",
+    "Ł": "l", "đ": "d", "Đ": "d", "ð": "d", "þ": "th", "ı": "i",
+})
+_UID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+PROFILE_UID_LETTER = {"ELV": "e", "TUT": "r", "ENS": "p", "DIR": "d", "EVS": "v", "DOC": "c"}
+
+
+def fold(text: str) -> str:
+    """ASCII-fold: ligatures expanded, accents dropped, lower case."""
+    t = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    return "".join(c for c in t if not unicodedata.combining(c)).lower()
+
+
+def login_part(name: str | None, keep_spaces_as_hyphen: bool) -> str:
+    t = fold(name or "")
+    t = re.sub(r"['’`´]", "", t)
+    t = re.sub(r"\s+", "-" if keep_spaces_as_hyphen else "", t.strip())
+    t = re.sub(r"[^a-z0-9-]", "", t)
+    t = re.sub(r"-{2,}", "-", t).strip("-")
+    return t
+
+
+def base_login(first_name: str | None, last_name: str | None) -> str:
+    """The collision-free form of the login, before any number is added."""
+    first = login_part(first_name, keep_spaces_as_hyphen=True) or "x"
+    last = login_part(last_name, keep_spaces_as_hyphen=False) or "x"
+    login = f"{first}.{last}"
+    if len(login) > MAX_LOGIN - 3:  # room for a collision number
+        login = login[: MAX_LOGIN - 3].rstrip("-.")
+    return login
+
+
+def new_uid(profile: str) -> str:
+    letter = PROFILE_UID_LETTER.get(profile, "s")
+    return letter + "".join(secrets.choice(_UID_ALPHABET) for _ in range(9))
+
+
+@dataclass
+class Resolved:
+    uid: str
+    login: str
+    created: bool
+
+
+class IdentityRegistry:
+    """Identity map and login registry in the state DB (one session, caller commits)."""
+
+    def __init__(self, session: Session, academy: str) -> None:
+        self.s = session
+        self.academy = academy
+        self._logins: set[str] | None = None
+
+    def lookup(self, jointures: Iterable[str]) -> dict[str, str]:
+        """Known jointure -> uid, queried in chunks."""
+        keys = list(dict.fromkeys(jointures))
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            for j, uid in self.s.execute(
+                select(Identity.jointure, Identity.uid).where(Identity.jointure.in_(chunk))
+            ):
+                out[j] = uid
+        return out
+
+    def logins_of(self, uids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(uids))
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for uid, login in self.s.execute(
+                select(Account.uid, Account.login).where(Account.uid.in_(chunk))
+            ):
+                out[uid] = login
+        return out
+
+    def _all_logins(self) -> set[str]:
+        if self._logins is None:
+            self._logins = set(self.s.scalars(select(Login.login)))
+        return self._logins
+
+    def allocate_login(self, first_name: str | None, last_name: str | None, uid: str) -> str:
+        taken = self._all_logins()
+        base = base_login(first_name, last_name)
+        login, n = base, 1
+        while login in taken:
+            n += 1
+            login = f"{base}{n}"
+        taken.add(login)
+        self.s.add(Login(login=login, uid=uid))
+        return login
+
+    def create(self, profile: str, first_name: str | None, last_name: str | None,
+               jointures: list[str], run_id: str, rule: str = "source_key") -> Resolved:
+        uid = new_uid(profile)
+        while self.s.get(Account, uid) is not None:
+            uid = new_uid(profile)
+        login = self.allocate_login(first_name, last_name, uid)
+        self.s.add(Account(uid=uid, academy=self.academy, profile=profile, login=login))
+        for j in jointures:
+            self.s.add(Identity(jointure=j, uid=uid, rule=rule, created_run=run_id))
+        return Resolved(uid, login, True)
+
+    def attach(self, uid: str, jointures: Iterable[str], run_id: str, rule: str) -> None:
+        for j in jointures:
+            self.s.add(Identity(jointure=j, uid=uid, rule=rule, created_run=run_id))

@@ -1,0 +1,49 @@
+"""Pytest plugin: a real slapd for the whole test session, and admin connections to it.
+
+Register it in tests/conftest.py with `pytest_plugins = ["tests.ldap_fixture"]` (or run pytest
+with `-p tests.ldap_fixture`). There is deliberately no skip when slapd is not installed: the
+fixture fails with the error naming the Debian packages, so a CI without slapd is red, not
+silently green.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import ldap3
+import pytest
+
+from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
+    """A slapd with the project's schema, started on a free port in a session temp folder."""
+    folder = tmp_path_factory.mktemp("slapd")
+    server = start_slapd(folder)
+    try:
+        yield server
+    finally:
+        stop_slapd(folder)
+
+
+def admin_connection(server: LdapServer) -> ldap3.Connection:
+    """An ldap3 connection bound as the directory admin (results, not exceptions, on errors)."""
+    return ldap3.Connection(
+        ldap3.Server(server.url, get_info=ldap3.NONE, connect_timeout=5),
+        user=server.bind_dn,
+        password=server.password,
+        auto_bind=True,
+        raise_exceptions=False,
+        receive_timeout=30,
+    )
+
+
+@pytest.fixture
+def ldap_conn(slapd: LdapServer) -> Iterator[ldap3.Connection]:
+    """A fresh admin connection to the session slapd, unbound after the test."""
+    conn = admin_connection(slapd)
+    try:
+        yield conn
+    finally:
+        conn.unbind()
