@@ -56,6 +56,7 @@ ACADEMY_DEPARTMENTS: dict[str, tuple[str, ...]] = {k: v.departments for k, v in 
 # Share of Germanic surnames per department (Alsace, Moselle).
 _GERMAN_SHARE = {"067": 0.4, "068": 0.35, "057": 0.2}
 
+# fmt: off
 # (postcode, INSEE code, postal label) per department.
 _COMMUNES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "054": (("54000", "54395", "NANCY"), ("54300", "54329", "LUNEVILLE")),
@@ -104,7 +105,19 @@ _SURNAMES_FR = (
     "de Villiers", "Du Pont", "de Saint-Exupéry", "N'Diaye", "D'Angelo", "D'Almeida", "O'Neill",
     "Diallo", "Traoré", "Nguyen", "Benali", "Haddad", "Yilmaz", "Çelik", "Öztürk", "Da Silva",
     "Dos Santos", "Ferreira", "Martínez", "Garcia", "Lopez", "Rodriguez", "Mammeri", "Belkacem",
-    "Saint-Martin", "Dupont-Aignan", "Pierre-Louis",
+    "Saint-Martin", "Dupont-Aignan", "Pierre-Louis", "Adam", "Antoine", "Aubin", "Bailly",
+    "Barre", "Baudry", "Berger", "Bertin", "Besson", "Blanchard", "Bonnin", "Bouchard",
+    "Boucher", "Bouchet", "Boulanger", "Bourdon", "Bousquet", "Briand", "Brunel", "Camus",
+    "Carlier", "Chauvin", "Charpentier", "Chevallier", "Collet", "Collin", "Cordier", "Cousin",
+    "Daniel", "Delaunay", "Delmas", "Descamps", "Devaux", "Drouet", "Dumont", "Dupuis",
+    "Duris", "Ferrand", "Fleurot", "Fortin", "Gaudin", "Gilbert", "Gillet", "Girault", "Godard",
+    "Grand", "Gros", "Guichard", "Guillot", "Hamon", "Hébert", "Hoarau", "Jacob", "Jacquet",
+    "Jourdan", "Julien", "Labbé", "Laine", "Lamy", "Langlois", "Laporte", "Lebon", "Lebrun",
+    "Leconte", "Lejeune", "Lemonnier", "Leroux", "Lesage", "Lévy", "Loiseau", "Maillot",
+    "Mallet", "Marty", "Maurice", "Michaud", "Millet", "Monnier", "Navarro", "Paris", "Pasquier",
+    "Payet", "Pelé", "Perret", "Philippe", "Pichon", "Poulain", "Pruvost", "Raynaud", "Riviere",
+    "Royer", "Salmon", "Schmitt", "Tessier", "Thiébaut", "Thiery", "Vasseur", "Verdier",
+    "Weiss", "Mangin", "Thouvenin", "Colnot", "Ménétrier", "Grandjean", "Didierjean", "Jacquot",
 )
 _SURNAMES_DE = (
     "Müller", "Schmitt", "Schneider", "Meyer", "Weber", "Fischer", "Wagner", "Becker",
@@ -122,7 +135,10 @@ _BOYS = (
     "Baptiste", "Enzo", "Clément", "Maxime", "Antoine", "Jean-Marie", "Jean-Baptiste",
     "Pierre-Louis", "Loïc", "Anaël", "Gaëtan", "Rémi", "Valentin", "Yanis", "Mohamed",
     "Ibrahim", "Kévin", "Thibaut", "Côme", "Eliott", "Grégoire", "Émile", "Étienne", "Noël",
-    "Joël", "Lukas", "Matthias", "Jonas", "Félix", "Aloïs", "Mathéo", "Ilyès",
+    "Joël", "Lukas", "Matthias", "Jonas", "Félix", "Aloïs", "Mathéo", "Ilyès", "Aaron", "Alexis",
+    "Amir", "Axel", "Bastien", "Benjamin", "Corentin", "Dylan", "Evan", "Gabin", "Gaspard",
+    "Hamza", "Isaac", "Kylian", "Lenny", "Liam", "Loris", "Marius", "Martin", "Milo", "Nolan",
+    "Oscar", "Quentin", "Robin", "Samuel", "Simon", "Tiago", "Victor", "Yann", "Zacharie",
 )
 _GIRLS = (
     "Emma", "Jade", "Louise", "Alice", "Chloé", "Lina", "Léa", "Rose", "Anna", "Mila", "Inès",
@@ -130,6 +146,9 @@ _GIRLS = (
     "Maïwenn", "Anaïs", "Héloïse", "Clémence", "Noémie", "Océane", "Gaëlle", "Marie-Hélène",
     "Anne-Sophie", "Marie-Ève", "Salomé", "Sarah", "Aïcha", "Yasmine", "Myriam", "Zoë",
     "Chloë", "Lætitia", "Bénédicte", "Ségolène", "Jeanne", "Hélène", "Lilou", "Romy", "Léonie",
+    "Adèle", "Apolline", "Capucine", "Charlotte", "Clara", "Constance", "Elsa", "Emy", "Iris",
+    "Jasmine", "Juliette", "Justine", "Lana", "Lola", "Lucie", "Margaux", "Marion", "Mathilde",
+    "Maya", "Nina", "Nour", "Pauline", "Romane", "Sofia", "Victoire", "Violette", "Yaëlle",
 )
 _MEN = (
     "Jean-Marie", "Benoît", "Jérôme", "François", "Stéphane", "Frédéric", "Sébastien",
@@ -155,6 +174,7 @@ _PROFESSIONS = (
     "82", "99",
 )
 _REGIMES = ("2", "21", "24", "24", "24", "29", "0", "3")
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -171,6 +191,7 @@ class _Level:
     specialities: tuple[str, ...] = ()  # subject codes taught as speciality groups
 
 
+# fmt: off
 _COLLEGE_LEVELS = (
     _Level("10010012110", "6EME", "6EME", "6ème", "21110010012", "6", "6", 11, False),
     _Level("10110001110", "5G", "5EME", "5ème", "21120010001", "5", "5", 12, True),
@@ -229,6 +250,7 @@ _COLLEGE_CORE = ("020700", "061300", "043100", "030201", "062900", "061800", "10
 _LYCEE_CORE = ("020700", "061300", "043100", "030201", "062900", "061800", "100100", "076700")
 _LV2 = (("ESP", "030602", "ESPAGNOL"), ("ALL", "030102", "ALLEMAND"))
 _LATIN = "020300"
+# fmt: on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,8 +474,12 @@ class _People:
         rng = self.rng
         style = rng.randrange(3)
         f, ln = _ascii_slug(first), _ascii_slug(last)
-        local = f"{f}.{ln}" if style == 0 else f"{ln}{rng.randrange(1, 99)}" if style == 1 else (
-            f"{f[:1]}{ln}{rng.randrange(1000, 99999)}"
+        local = (
+            f"{f}.{ln}"
+            if style == 0
+            else f"{ln}{rng.randrange(1, 99)}"
+            if style == 1
+            else (f"{f[:1]}{ln}{rng.randrange(1000, 99999)}")
         )
         return f"{local}@{rng.choice(_MAIL_DOMAINS)}"
 
@@ -469,8 +495,15 @@ class _People:
             return f"{rng.randrange(10**9):09d}{letters}"
         return f"{rng.randrange(10**10):010d}{rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ')}"
 
-    def pupil(self, last: str, level: _Level, level_index: int, college: bool, year: int,
-              export: datetime.date) -> _Pupil:
+    def pupil(
+        self,
+        last: str,
+        level: _Level,
+        level_index: int,
+        college: bool,
+        year: int,
+        export: datetime.date,
+    ) -> _Pupil:
         """One pupil of `level`; the ~3 % without INE and ~2 % who left are drawn here."""
         rng = self.rng
         sex = 1 if rng.random() < 0.5 else 2
@@ -533,17 +566,32 @@ def _make_guardians(people: _People, surname: str, dept: str) -> tuple[list[_Gua
     rng = people.rng
     address = people.address(dept)
 
-    def person(sex: int, last: str, parente: str, legal: bool, usage: str | None = None,
-               addr: tuple[str, str, str, str] = address) -> _Guardian:
+    def person(
+        sex: int,
+        last: str,
+        parente: str,
+        legal: bool,
+        usage: str | None = None,
+        addr: tuple[str, str, str, str] = address,
+    ) -> _Guardian:
         first = people.adult_first(sex)
         draw = rng.random()
         email = people.email(first, usage or last) if draw < 0.85 else "" if draw < 0.9 else None
         return _Guardian(
-            civility="M." if sex == 1 else "MME", last=last, usage=usage, first=first,
+            civility="M." if sex == 1 else "MME",
+            last=last,
+            usage=usage,
+            first=first,
             mobile=people.mobile() if rng.random() < 0.92 else None,
             home=f"+333{rng.randrange(10**8):08d}" if rng.random() < 0.3 else None,
-            email=email, profession=rng.choice(_PROFESSIONS), parente=parente, legal=legal,
-            pays=False, hosts=legal, priority=False, address=addr,
+            email=email,
+            profession=rng.choice(_PROFESSIONS),
+            parente=parente,
+            legal=legal,
+            pays=False,
+            hosts=legal,
+            priority=False,
+            address=addr,
         )
 
     draw = rng.random()
@@ -571,11 +619,12 @@ def _make_guardians(people: _People, surname: str, dept: str) -> tuple[list[_Gua
     return guardians, surname
 
 
-def _plan_families(rng: random.Random, schools: list[_School], per_school: int, year: int,
-                   export: datetime.date) -> list[_Family]:
+def _plan_families(
+    rng: random.Random, schools: list[_School], per_school: int, year: int, export: datetime.date
+) -> list[_Family]:
     """Fill every school with exactly `per_school` pupils, grouped in families of 1-3 children.
 
-    ~20 % of younger siblings go to another school of the academy (guaranteed once when there
+    ~12 % of younger siblings go to another school of the academy (guaranteed once when there
     are two schools); one homonym pair is forced in the first school.
     """
     capacity = [per_school] * len(schools)
@@ -588,8 +637,11 @@ def _plan_families(rng: random.Random, schools: list[_School], per_school: int, 
         forced_cross = not families and len(open_schools) >= 2
         if forced_cross:
             size = 2
-        primary = open_schools[0] if forced_cross else rng.choices(
-            open_schools, weights=[capacity[i] for i in open_schools])[0]
+        primary = (
+            open_schools[0]
+            if forced_cross
+            else rng.choices(open_schools, weights=[capacity[i] for i in open_schools])[0]
+        )
         dept = schools[primary].dept
         people = _People(rng, _GERMAN_SHARE.get(dept, 0.05))
         guardians, surname = _make_guardians(people, people.surname(), dept)
@@ -602,7 +654,7 @@ def _plan_families(rng: random.Random, schools: list[_School], per_school: int, 
             target = primary
             if child > 0:
                 others = [i for i in range(len(schools)) if i != primary and capacity[i] > 0]
-                if others and (forced_cross or rng.random() < 0.2):
+                if others and (forced_cross or rng.random() < 0.12):
                     target = others[0] if forced_cross else rng.choice(others)
             if capacity[target] == 0:
                 open_now = [i for i, c in enumerate(capacity) if c > 0]
@@ -612,9 +664,12 @@ def _plan_families(rng: random.Random, schools: list[_School], per_school: int, 
             capacity[target] -= 1
             school = schools[target]
             level_index = rng.randrange(len(school.levels))
-            pupil = people.pupil(surname, school.levels[level_index], level_index, school.college,
-                                 year, export)
+            pupil = people.pupil(
+                surname, school.levels[level_index], level_index, school.college, year, export
+            )
             pupil.school, pupil.family = target, len(families)
+            while any(s.first == pupil.first for s in family.pupils):  # siblings differ
+                pupil.first = people.child_first(pupil.sex)
             if target == 0 and not homonym_done:
                 if homonym_source is None:
                     homonym_source = pupil
@@ -637,7 +692,7 @@ def _plan_families(rng: random.Random, schools: list[_School], per_school: int, 
     return families
 
 
-def _layout_school(rng: random.Random, school: _School, year: int) -> None:
+def _layout_school(rng: random.Random, school: _School) -> None:
     """Divisions of ~25-30 pupils per level, groups, and each pupil's structures and ids."""
     by_level: list[list[_Pupil]] = [[] for _ in school.levels]
     for pupil in school.pupils:
@@ -656,8 +711,10 @@ def _layout_school(rng: random.Random, school: _School, year: int) -> None:
             pupil.groups = _pick_groups(rng, school, level, division, alsace)
             if level_index > 0 and rng.random() < 0.6:
                 previous = school.levels[level_index - 1]
-                pupil.previous = (previous.mef, _division_code(previous, rng.randrange(n_div),
-                                                               school.college))
+                pupil.previous = (
+                    previous.mef,
+                    _division_code(previous, rng.randrange(n_div), school.college),
+                )
     school.level_counts = [len(m) for m in by_level]
     order = list(school.pupils)
     rng.shuffle(order)
@@ -674,28 +731,44 @@ def _add_level_groups(school: _School, level: _Level, codes: Sequence[str]) -> N
     divisions = tuple(codes)
     if level.lv2:
         for suffix, subject, label in _LV2:
-            school.groups.append(_Group(f"{level.grp_prefix}LV2{suffix}",
-                                        f"{level.label} {label} LV2", divisions, subject, "CG"))
+            school.groups.append(
+                _Group(
+                    f"{level.grp_prefix}LV2{suffix}",
+                    f"{level.label} {label} LV2",
+                    divisions,
+                    subject,
+                    "CG",
+                )
+            )
         if school.college:
-            school.groups.append(_Group(f"{level.grp_prefix}LATIN", f"{level.label} LATIN",
-                                        divisions, _LATIN, "CG"))
+            school.groups.append(
+                _Group(f"{level.grp_prefix}LATIN", f"{level.label} LATIN", divisions, _LATIN, "CG")
+            )
     for subject in level.specialities:
         gestion = _SUBJECTS[subject].gestion.replace("-", "")
-        school.groups.append(_Group(f"{level.grp_prefix}SPE{gestion}"[:8],
-                                    f"{level.label} SPECIALITE {_SUBJECTS[subject].short}",
-                                    divisions, subject, "CG"))
+        school.groups.append(
+            _Group(
+                f"{level.grp_prefix}SPE{gestion}"[:8],
+                f"{level.label} SPECIALITE {_SUBJECTS[subject].short}",
+                divisions,
+                subject,
+                "CG",
+            )
+        )
     if not level.specialities:
         half_subject = "070100" if school.college else "061800"
         for code in codes:
             for number in (1, 2):
                 group = _half_group_code(code, number)
                 if group is not None:
-                    school.groups.append(_Group(group, f"{code} GROUPE {number}", (code,),
-                                                half_subject, "TP"))
+                    school.groups.append(
+                        _Group(group, f"{code} GROUPE {number}", (code,), half_subject, "TP")
+                    )
 
 
-def _pick_groups(rng: random.Random, school: _School, level: _Level, division: str,
-                 alsace: bool) -> tuple[str, ...]:
+def _pick_groups(
+    rng: random.Random, school: _School, level: _Level, division: str, alsace: bool
+) -> tuple[str, ...]:
     """0 to 2 groups: the LV2 (or latin) group and a half-class or speciality group."""
     groups: list[str] = []
     if level.lv2 and rng.random() < 0.9:
@@ -719,14 +792,25 @@ def _make_teacher(people: _People, function: str, subject: str) -> _Teacher:
     last = people.surname()
     birth_name = people.surname() if sex == 2 and rng.random() < 0.35 else last
     birth = _random_date(rng, datetime.date(1962, 1, 1), datetime.date(1999, 12, 31))
-    grades = {"ENS": ("CERTIFIE", "CERTIFIE", "AGREGE", "CONTRACTUEL", "PLP"),
-              "DIR": ("PERDIR",), "EDU": ("CPE",), "DOC": ("CERTIFIE",)}[function]
-    return _Teacher(last=last, birth_name=birth_name, first=people.adult_first(sex), sex=sex,
-                    birth=birth, grade=rng.choice(grades), function=function, subject=subject)
+    grades = {
+        "ENS": ("CERTIFIE", "CERTIFIE", "AGREGE", "CONTRACTUEL", "PLP"),
+        "DIR": ("PERDIR",),
+        "EDU": ("CPE",),
+        "DOC": ("CERTIFIE",),
+    }[function]
+    return _Teacher(
+        last=last,
+        birth_name=birth_name,
+        first=people.adult_first(sex),
+        sex=sex,
+        birth=birth,
+        grade=rng.choice(grades),
+        function=function,
+        subject=subject,
+    )
 
 
-def _plan_teachers(rng: random.Random, schools: list[_School], per_school: int
-                   ) -> list[_Teacher]:
+def _plan_teachers(rng: random.Random, schools: list[_School], per_school: int) -> list[_Teacher]:
     """~1 teacher per 12 pupils (>= 3) per school, ~10 % of them also in another school."""
     staff: list[_Teacher] = []
     for school in schools:
@@ -749,8 +833,13 @@ def _plan_teachers(rng: random.Random, schools: list[_School], per_school: int
         for teacher in own:
             if wanted == 0:
                 break
-            others = [s for s in schools if s is not school
-                      and staff[teacher].subject in s.subjects and teacher not in s.teachers]
+            others = [
+                s
+                for s in schools
+                if s is not school
+                and staff[teacher].subject in s.subjects
+                and teacher not in s.teachers
+            ]
             if others:
                 rng.choice(others).teachers.append(teacher)
                 wanted -= 1
@@ -825,13 +914,22 @@ def _structures_xml(p: _Pupil) -> str:
     return "".join(out)
 
 
-def _write_eleves(binary: IO[bytes], uai: str, year: int, when: datetime.datetime,
-                  pupils: Iterable[_Pupil], mefs: Sequence[str]) -> int:
+def _write_eleves(
+    binary: IO[bytes],
+    uai: str,
+    year: int,
+    when: datetime.datetime,
+    pupils: Iterable[_Pupil],
+    mefs: Sequence[str],
+) -> int:
     """Stream BEE_ELEVES; STRUCTURES go to a spooled temp file and follow ELEVES. Returns count."""
     count = 0
-    with _text(binary, ISO) as out, tempfile.SpooledTemporaryFile(
-        max_size=8 << 20, mode="w+", encoding="utf-8", newline="\n"
-    ) as structures:
+    with (
+        _text(binary, ISO) as out,
+        tempfile.SpooledTemporaryFile(
+            max_size=8 << 20, mode="w+", encoding="utf-8", newline="\n"
+        ) as structures,
+    ):
         out.write(_siecle_header("BEE_ELEVES", "3.0", uai, year, when))
         out.write("    <ELEVES>\n")
         for pupil in pupils:
@@ -841,13 +939,20 @@ def _write_eleves(binary: IO[bytes], uai: str, year: int, when: datetime.datetim
         out.write("    </ELEVES>\n    <STRUCTURES>\n")
         structures.seek(0)
         shutil.copyfileobj(structures, out, 1 << 20)
-        out.write("    </STRUCTURES>\n    <BOURSES />\n    <ADRESSES />\n  </DONNEES>\n"
-                  "</BEE_ELEVES>\n")
+        out.write(
+            "    </STRUCTURES>\n    <BOURSES />\n    <ADRESSES />\n  </DONNEES>\n</BEE_ELEVES>\n"
+        )
     return count
 
 
-def _write_responsables(binary: IO[bytes], rng: random.Random, school: _School,
-                        families: Sequence[_Family], year: int, when: datetime.datetime) -> int:
+def _write_responsables(
+    binary: IO[bytes],
+    rng: random.Random,
+    school: _School,
+    families: Sequence[_Family],
+    year: int,
+    when: datetime.datetime,
+) -> int:
     """Stream BEE_RESPONSABLES for one school. Returns the number of PERSONNE written."""
     # Per-school database ids: each family met in this school gets its own PERSONNE_IDs.
     person_ids: dict[int, list[int]] = {}
@@ -878,13 +983,16 @@ def _write_responsables(binary: IO[bytes], rng: random.Random, school: _School,
         i = "        "
         for family_index in family_order:
             family = families[family_index]
-            for g, pid, aid in zip(family.guardians, person_ids[family_index],
-                                   address_ids[family_index], strict=True):
-                rows = [f'      <PERSONNE PERSONNE_ID="{pid}">\n',
-                        f"{i}<LC_CIVILITE>{g.civility}</LC_CIVILITE>\n",
-                        f"{i}<LL_CIVILITE>{'MADAME' if g.civility == 'MME' else 'MONSIEUR'}"
-                        "</LL_CIVILITE>\n",
-                        f"{i}<NOM_DE_FAMILLE>{_esc(_upper(g.last))}</NOM_DE_FAMILLE>\n"]
+            for g, pid, aid in zip(
+                family.guardians, person_ids[family_index], address_ids[family_index], strict=True
+            ):
+                rows = [
+                    f'      <PERSONNE PERSONNE_ID="{pid}">\n',
+                    f"{i}<LC_CIVILITE>{g.civility}</LC_CIVILITE>\n",
+                    f"{i}<LL_CIVILITE>{'MADAME' if g.civility == 'MME' else 'MONSIEUR'}"
+                    "</LL_CIVILITE>\n",
+                    f"{i}<NOM_DE_FAMILLE>{_esc(_upper(g.last))}</NOM_DE_FAMILLE>\n",
+                ]
                 if g.usage is not None:
                     rows.append(f"{i}<NOM_USAGE>{_esc(_upper(g.usage))}</NOM_USAGE>\n")
                 rows.append(f"{i}<PRENOM>{_esc(g.first)}</PRENOM>\n")
@@ -908,8 +1016,9 @@ def _write_responsables(binary: IO[bytes], rng: random.Random, school: _School,
                 if school.resp_legal:
                     level = f"{i}<RESP_LEGAL>{min(legal_rank, 2) if g.legal else 0}</RESP_LEGAL>\n"
                 else:
-                    level = (f"{i}<NIVEAU_RESPONSABILITE>{1 if g.legal else 3}"
-                             "</NIVEAU_RESPONSABILITE>\n")
+                    level = (
+                        f"{i}<NIVEAU_RESPONSABILITE>{1 if g.legal else 3}</NIVEAU_RESPONSABILITE>\n"
+                    )
                 hosts = "true" if g.hosts else "false"
                 priority = "true" if g.priority else "false"
                 out.write(
@@ -948,8 +1057,9 @@ def _write_responsables(binary: IO[bytes], rng: random.Random, school: _School,
     return count
 
 
-def _write_nomenclature(binary: IO[bytes], school: _School, year: int,
-                        when: datetime.datetime) -> None:
+def _write_nomenclature(
+    binary: IO[bytes], school: _School, year: int, when: datetime.datetime
+) -> None:
     i = "        "
     with _text(binary, ISO) as out:
         out.write(_siecle_header("BEE_NOMENCLATURES", "3.1", school.uai, year, when))
@@ -978,8 +1088,9 @@ def _write_nomenclature(binary: IO[bytes], school: _School, year: int,
         out.write("    </MATIERES>\n  </DONNEES>\n</BEE_NOMENCLATURES>\n")
 
 
-def _write_structures(binary: IO[bytes], school: _School, year: int,
-                      when: datetime.datetime) -> None:
+def _write_structures(
+    binary: IO[bytes], school: _School, year: int, when: datetime.datetime
+) -> None:
     i = "        "
     with _text(binary, ISO) as out:
         out.write(_siecle_header("BEE_STRUCTURES", "3.0", school.uai, year, when))
@@ -1009,8 +1120,9 @@ def _write_structures(binary: IO[bytes], school: _School, year: int,
         out.write("    </GROUPES>\n  </DONNEES>\n</BEE_STRUCTURES>\n")
 
 
-def _assign_services(rng: random.Random, school: _School, staff: Sequence[_Teacher]
-                     ) -> tuple[dict[str, list[tuple[str, int]]], dict[int, list[str]]]:
+def _assign_services(
+    rng: random.Random, school: _School, staff: Sequence[_Teacher]
+) -> tuple[dict[str, list[tuple[str, int]]], dict[int, list[str]]]:
     """Teacher of each (structure, subject) and head teachers.
 
     Returns services per structure code [(subject, teacher index)] and PROF_PRINC divisions per
@@ -1023,8 +1135,11 @@ def _assign_services(rng: random.Random, school: _School, staff: Sequence[_Teach
     counters: dict[str, int] = {}
 
     def pick(subject: str) -> int:
-        pool = by_subject.get(subject) or by_subject.get(
-            "020700" if subject == _LATIN else "", []) or teaching
+        pool = (
+            by_subject.get(subject)
+            or by_subject.get("020700" if subject == _LATIN else "", [])
+            or teaching
+        )
         n = counters.get(subject, rng.randrange(len(pool)))
         counters[subject] = n + 1
         return pool[n % len(pool)]
@@ -1043,8 +1158,15 @@ def _assign_services(rng: random.Random, school: _School, staff: Sequence[_Teach
     return services, head
 
 
-def _write_sts(binary: IO[bytes], rng: random.Random, info: _AcademyInfo, school: _School,
-               staff: Sequence[_Teacher], sts_ids: dict[int, int], year: int) -> None:
+def _write_sts(
+    binary: IO[bytes],
+    rng: random.Random,
+    info: _AcademyInfo,
+    school: _School,
+    staff: Sequence[_Teacher],
+    sts_ids: dict[int, int],
+    year: int,
+) -> None:
     services, head = _assign_services(rng, school, staff)
     label = "COLLEGE" if school.college else "LYCEE GENERAL ET TECHNOLOGIQUE"
     with _text(binary, school.sts_encoding) as out:
@@ -1067,8 +1189,10 @@ def _write_sts(binary: IO[bytes], rng: random.Random, info: _AcademyInfo, school
             )
         out.write("    </MATIERES>\n    <MEFS>\n")
         for level in school.levels:
-            out.write(f'      <MEF CODE="{level.mef}"><LIBELLE_COURT>{_esc(level.formation)}'
-                      f"</LIBELLE_COURT><LIBELLE_LONG>{_esc(level.label)}</LIBELLE_LONG></MEF>\n")
+            out.write(
+                f'      <MEF CODE="{level.mef}"><LIBELLE_COURT>{_esc(level.formation)}'
+                f"</LIBELLE_COURT><LIBELLE_LONG>{_esc(level.label)}</LIBELLE_LONG></MEF>\n"
+            )
         out.write("    </MEFS>\n  </NOMENCLATURES>\n  <DONNEES>\n    <INDIVIDUS>\n")
         for index in school.teachers:
             t = staff[index]
@@ -1082,9 +1206,14 @@ def _write_sts(binary: IO[bytes], rng: random.Random, info: _AcademyInfo, school
                 f"<GRADE>{t.grade}</GRADE><FONCTION>{t.function}</FONCTION>\n"
             ]
             if index in head:
-                rows.append("        <PROFS_PRINC>" + "".join(
-                    f"<PROF_PRINC><CODE_STRUCTURE>{_esc(c)}</CODE_STRUCTURE></PROF_PRINC>"
-                    for c in head[index]) + "</PROFS_PRINC>\n")
+                rows.append(
+                    "        <PROFS_PRINC>"
+                    + "".join(
+                        f"<PROF_PRINC><CODE_STRUCTURE>{_esc(c)}</CODE_STRUCTURE></PROF_PRINC>"
+                        for c in head[index]
+                    )
+                    + "</PROFS_PRINC>\n"
+                )
             if t.subject:
                 s = _SUBJECTS[t.subject]
                 rows.append(
@@ -1116,8 +1245,7 @@ def _write_sts(binary: IO[bytes], rng: random.Random, info: _AcademyInfo, school
             )
         out.write("      </DIVISIONS>\n      <GROUPES>\n")
         for group in school.groups:
-            links = "".join(f'<DIVISION_APPARTENANCE CODE="{_attr(d)}"/>'
-                            for d in group.divisions)
+            links = "".join(f'<DIVISION_APPARTENANCE CODE="{_attr(d)}"/>' for d in group.divisions)
             out.write(
                 f'        <GROUPE CODE="{_attr(group.code)}"><LIBELLE_LONG>'
                 f"{_esc(group.label)}</LIBELLE_LONG>\n"
@@ -1127,11 +1255,13 @@ def _write_sts(binary: IO[bytes], rng: random.Random, info: _AcademyInfo, school
         out.write("      </GROUPES>\n    </STRUCTURE>\n  </DONNEES>\n</STS_EDT>\n")
 
 
-def _zip_member(path: Path, member: str, when: datetime.datetime) -> tuple[zipfile.ZipFile,
-                                                                           zipfile.ZipInfo]:
+def _zip_member(
+    path: Path, member: str, when: datetime.datetime
+) -> tuple[zipfile.ZipFile, zipfile.ZipInfo]:
     archive = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
-    info = zipfile.ZipInfo(member, date_time=(when.year, when.month, when.day, when.hour,
-                                              when.minute, when.second))
+    info = zipfile.ZipInfo(
+        member, date_time=(when.year, when.month, when.day, when.hour, when.minute, when.second)
+    )
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     return archive, info
@@ -1141,9 +1271,15 @@ def _zip_member(path: Path, member: str, when: datetime.datetime) -> tuple[zipfi
 # Public API
 
 
-def generate_academy(out: Path, academy: str, schools: int, pupils_per_school: int, seed: int,
-                     year: int = 2026, export_date: datetime.date | None = None
-                     ) -> GenerateSummary:
+def generate_academy(
+    out: Path,
+    academy: str,
+    schools: int,
+    pupils_per_school: int,
+    seed: int,
+    year: int = 2026,
+    export_date: datetime.date | None = None,
+) -> GenerateSummary:
     """Write `out/<academy>/<UAI>/` SIECLE zips and an STS file per school; same seed, same bytes.
 
     Collèges and lycées (every third school from the second is a lycée); every third school
@@ -1161,15 +1297,22 @@ def generate_academy(out: Path, academy: str, schools: int, pupils_per_school: i
     families = _plan_families(rng, plan, pupils_per_school, year, export)
     staff = _plan_teachers(rng, plan, pupils_per_school)
     for school in plan:
-        _layout_school(rng, school, year)
+        _layout_school(rng, school)
     _ensure_rare_cases(rng, plan)
     sts_ids: dict[int, int] = {}  # per (school, teacher): filled per school below
     next_sts = rng.randint(1000, 9000)
-    summary = GenerateSummary(academy=academy, schools=[s.uai for s in plan], pupils=0,
-                              guardians=0, teachers=0, files=[])
+    summary = GenerateSummary(
+        academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0, files=[]
+    )
     for school in plan:
-        when = datetime.datetime(export.year, export.month, export.day, rng.randint(6, 19),
-                                 rng.randrange(60), rng.randrange(60))
+        when = datetime.datetime(
+            export.year,
+            export.month,
+            export.day,
+            rng.randint(6, 19),
+            rng.randrange(60),
+            rng.randrange(60),
+        )
         folder = out / academy / school.uai
         folder.mkdir(parents=True, exist_ok=True)
         mefs = [level.mef for level in school.levels]
@@ -1224,16 +1367,25 @@ def _ensure_rare_cases(rng: random.Random, schools: Sequence[_School]) -> None:
             pupil.left = pupil.entry + datetime.timedelta(days=1)
 
 
-def _stream_pupils(rng: random.Random, pupils: int, uai: str, year: int,
-                   export: datetime.date) -> Iterator[_Pupil]:
+def _stream_pupils(
+    rng: random.Random, pupils: int, uai: str, year: int, export: datetime.date
+) -> Iterator[_Pupil]:
     """Pupils of one big collège, generated one at a time (nothing kept in memory)."""
     dept = uai[:3]
     people = _People(rng, _GERMAN_SHARE.get(dept, 0.05))
     levels = _COLLEGE_LEVELS
     per_level = math.ceil(pupils / len(levels))
     n_div = max(1, math.ceil(per_level / CLASS_SIZE))
-    school = _School(index=0, uai=uai, dept=dept, college=True, name="", levels=levels,
-                     resp_legal=False, sts_encoding=ISO)
+    school = _School(
+        index=0,
+        uai=uai,
+        dept=dept,
+        college=True,
+        name="",
+        levels=levels,
+        resp_legal=False,
+        sts_encoding=ISO,
+    )
     alsace = dept in ("067", "068", "057")
     eleve_id = rng.randint(100000, 2000000)
     for n in range(pupils):
@@ -1261,7 +1413,5 @@ def generate_pupils_file(path: Path, pupils: int, seed: int, uai: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     mefs = [level.mef for level in _COLLEGE_LEVELS]
     with path.open("wb") as binary:
-        _write_eleves(binary, uai, year, when, _stream_pupils(rng, pupils, uai, year, export),
-                      mefs)
+        _write_eleves(binary, uai, year, when, _stream_pupils(rng, pupils, uai, year, export), mefs)
     return path
-

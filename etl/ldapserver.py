@@ -189,9 +189,12 @@ def _read_or_create_password(dir: Path) -> str:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether slapd could listen on the port (SO_REUSEADDR as slapd: TIME_WAIT is no obstacle)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen(1)
         except OSError:
             return False
     return True
@@ -346,8 +349,12 @@ def _run_slaptest(slaptest: str, conf: Path) -> None:
         )
 
 
-def _answers(url: str, base: str) -> bool:
+def _answers(url: str, port: int, base: str) -> bool:
     """Whether a slapd serving `base` answers an anonymous bind and a root DSE read."""
+    try:  # cheap probe first: ldap3 leaks its socket when the connection is refused
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
     server = ldap3.Server(url, get_info=ldap3.NONE, connect_timeout=1)
     conn = ldap3.Connection(server, receive_timeout=2, raise_exceptions=False)
     try:
@@ -367,10 +374,11 @@ def _answers(url: str, base: str) -> bool:
             conn.unbind()
 
 
-def _wait_until_answering(proc: subprocess.Popen[bytes], dir: Path, url: str, base: str) -> None:
+def _wait_until_answering(proc: subprocess.Popen[bytes], dir: Path, port: int, base: str) -> None:
     """Poll until slapd answers; fail fast with its stderr if it exits."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not _answers(url, base):
+    url = _ldap_url(port)
+    while not _answers(url, port, base):
         rc = proc.poll()
         if rc is not None:
             _children.pop(proc.pid, None)
@@ -383,6 +391,9 @@ def _wait_until_answering(proc: subprocess.Popen[bytes], dir: Path, url: str, ba
                 + _diagnostics(dir)
             )
         time.sleep(0.05)
+    if proc.poll() is not None:  # what answered is another server on the same port
+        _children.pop(proc.pid, None)
+        raise SlapdError(f"slapd from {dir} exited during startup on {url}\n" + _diagnostics(dir))
 
 
 def _ensure_base_entries(info: LdapServer) -> None:
@@ -489,7 +500,7 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
             password=password,
         )
         try:
-            _wait_until_answering(proc, dir, url, base)
+            _wait_until_answering(proc, dir, port, base)
             _ensure_base_entries(info)
         except BaseException:
             # Never leave a half-started slapd behind: it is ours, stop it.

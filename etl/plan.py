@@ -22,7 +22,7 @@ SINGLE_VALUED = frozenset({
     "entstructureanneescolaire", "ou",
 })
 #: apply order: parents before children, people before the groups naming them
-KIND_ORDER = {"ou": 0, "school": 1, "person": 2, "class": 3, "group": 3}
+KIND_ORDER = {"school": 0, "ou": 1, "person": 2, "class": 3, "group": 3}
 
 
 @dataclass

@@ -30,6 +30,7 @@ SIECLE_ZIPS = {
     "ExportXML_Nomenclature.zip": ("Nomenclature.xml", "BEE_NOMENCLATURES"),
     "ExportXML_Structures.zip": ("Structures.xml", "BEE_STRUCTURES"),
 }
+LEGAL_LINKS = "DONNEES/RESPONSABLES/RESPONSABLE_ELEVE[NIVEAU_RESPONSABILITE='1' or RESP_LEGAL!='0']"
 INE = re.compile(r"^(\d{9}[A-Z]{2}|\d{10}[A-Z])$")
 
 
@@ -52,8 +53,9 @@ class School:
 
     def __init__(self, folder: Path, year: int) -> None:
         self.uai = folder.name
-        self.raw = {kind: _member(folder / zname, member)
-                    for zname, (member, kind) in SIECLE_ZIPS.items()}
+        self.raw = {
+            kind: _member(folder / zname, member) for zname, (member, kind) in SIECLE_ZIPS.items()
+        }
         self.sts_raw = (folder / f"sts_emp_{self.uai}_{year}.xml").read_bytes()
         self.eleves = _parse(self.raw["BEE_ELEVES"]).getroot()
         self.resp = _parse(self.raw["BEE_RESPONSABLES"]).getroot()
@@ -76,8 +78,9 @@ def schools(generated: tuple[Path, GenerateSummary]) -> list[School]:
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
@@ -101,7 +104,8 @@ def test_summary_lists_every_file(generated: tuple[Path, GenerateSummary]) -> No
 
 
 def test_zip_entries_are_dated_with_the_export_date(
-        generated: tuple[Path, GenerateSummary]) -> None:
+    generated: tuple[Path, GenerateSummary],
+) -> None:
     _out, summary = generated
     for path in summary.files:
         if path.suffix == ".zip":
@@ -119,8 +123,9 @@ def test_siecle_files_declare_and_use_iso_8859_15(schools: list[School]) -> None
             assert tree.getroot().findtext("PARAMETRES/UAJ") == school.uai
             assert tree.getroot().findtext("PARAMETRES/ANNEE_SCOLAIRE") == "2026"
             assert tree.getroot().findtext("PARAMETRES/DATE_EXPORT") == "01/10/2026"
-            assert re.fullmatch(r"01/10/2026 \d\d:\d\d:\d\d",
-                                tree.getroot().findtext("PARAMETRES/HORODATAGE") or "")
+            assert re.fullmatch(
+                r"01/10/2026 \d\d:\d\d:\d\d", tree.getroot().findtext("PARAMETRES/HORODATAGE") or ""
+            )
         # Non-ASCII names survive: decoding with the declared codec gives real accents.
         text = school.raw["BEE_ELEVES"].decode("iso8859_15")
         assert re.search("[éèêëçïîôöüäßœŒ]", text)
@@ -152,15 +157,14 @@ def test_uais_are_valid_for_the_academy(tmp_path: Path, academy: str) -> None:
         assert (tmp_path / academy / uai).is_dir()
 
 
-def test_counts_match_the_summary(generated: tuple[Path, GenerateSummary],
-                                  schools: list[School]) -> None:
+def test_counts_match_the_summary(
+    generated: tuple[Path, GenerateSummary], schools: list[School]
+) -> None:
     _out, summary = generated
     pupils = sum(len(s.eleves.findall("DONNEES/ELEVES/ELEVE")) for s in schools)
     guardians = sum(len(s.resp.findall("DONNEES/PERSONNES/PERSONNE")) for s in schools)
-    teachers = sum(len(s.sts.xpath("DONNEES/INDIVIDUS/INDIVIDU[FONCTION='ENS']"))
-                   for s in schools)
-    assert (pupils, guardians, teachers) == (summary.pupils, summary.guardians,
-                                             summary.teachers)
+    teachers = sum(len(s.sts.xpath("DONNEES/INDIVIDUS/INDIVIDU[FONCTION='ENS']")) for s in schools)
+    assert (pupils, guardians, teachers) == (summary.pupils, summary.guardians, summary.teachers)
     assert pupils == SCHOOLS * PUPILS
     for school in schools:
         assert len(school.eleves.findall("DONNEES/ELEVES/ELEVE")) == PUPILS
@@ -171,8 +175,7 @@ def test_counts_match_the_summary(generated: tuple[Path, GenerateSummary],
     # About 1.6 legal guardians per pupil.
     legal = 0
     for school in schools:
-        legal += len(school.resp.xpath(
-            "DONNEES/RESPONSABLES/RESPONSABLE_ELEVE[NIVEAU_RESPONSABILITE='1' or RESP_LEGAL!='0']"))
+        legal += len(school.resp.xpath(LEGAL_LINKS))
     assert 1.4 <= legal / pupils <= 1.9
 
 
@@ -199,7 +202,8 @@ def test_pupil_records_follow_the_format(schools: list[School]) -> None:
             if sortie is not None:
                 left += 1
                 assert datetime.datetime.strptime(sortie, "%d/%m/%Y").date() < datetime.date(
-                    2026, 10, 1)
+                    2026, 10, 1
+                )
             etab = eleve.findtext("ID_ELEVE_ETAB") or ""
             assert len(etab) == 11 and etab.endswith(school.uai[1:7])
         assert set(ids.values()) == {1}
@@ -238,7 +242,8 @@ def test_names_carry_accents_ligatures_and_punctuation(tmp_path: Path) -> None:
         for zname, (member, _kind) in SIECLE_ZIPS.items():
             if zname.startswith("ExportXML_Eleves") or zname.startswith("ExportXML_Resp"):
                 text += _member(tmp_path / "ac-strasbourg" / uai / zname, member).decode(
-                    "iso8859_15")
+                    "iso8859_15"
+                )
     for needle in ("-", "'", " "):
         assert re.search(f"<(NOM_DE_FAMILLE|PRENOM)>[^<]*{needle}[^<]*<", text), needle
     assert re.search("<NOM_DE_FAMILLE>[^<]*[ÜÄÖß][^<]*<", text)
@@ -252,8 +257,11 @@ def test_guardians_shared_across_schools(schools: list[School]) -> None:
         for person in school.resp.iterfind("DONNEES/PERSONNES/PERSONNE"):
             mel = person.findtext("MEL")
             if mel:
-                key = (person.findtext("NOM_DE_FAMILLE") or "", person.findtext("PRENOM") or "",
-                       mel)
+                key = (
+                    person.findtext("NOM_DE_FAMILLE") or "",
+                    person.findtext("PRENOM") or "",
+                    mel,
+                )
                 where[key].add(school.uai)
                 ids[key].add(f"{school.uai}:{person.get('PERSONNE_ID')}")
     shared = [k for k, uais in where.items() if len(uais) >= 2]
@@ -264,10 +272,8 @@ def test_guardians_shared_across_schools(schools: list[School]) -> None:
 def test_responsables_reference_pupils_and_persons(schools: list[School]) -> None:
     for school in schools:
         pupils = {e.get("ELEVE_ID") for e in school.eleves.iterfind("DONNEES/ELEVES/ELEVE")}
-        persons = {p.get("PERSONNE_ID")
-                   for p in school.resp.iterfind("DONNEES/PERSONNES/PERSONNE")}
-        addresses = {a.get("ADRESSE_ID")
-                     for a in school.resp.iterfind("DONNEES/ADRESSES/ADRESSE")}
+        persons = {p.get("PERSONNE_ID") for p in school.resp.iterfind("DONNEES/PERSONNES/PERSONNE")}
+        addresses = {a.get("ADRESSE_ID") for a in school.resp.iterfind("DONNEES/ADRESSES/ADRESSE")}
         covered = set()
         for link in school.resp.iterfind("DONNEES/RESPONSABLES/RESPONSABLE_ELEVE"):
             assert link.findtext("ELEVE_ID") in pupils
@@ -301,8 +307,10 @@ def test_non_legal_contacts_exist(tmp_path: Path) -> None:
     summary = generate_academy(tmp_path, "ac-nancy-metz", 3, 300, seed=11)
     parentes = Counter()
     for uai in summary.schools:
-        raw = _member(tmp_path / "ac-nancy-metz" / uai / "ExportXML_ResponsablesAvecAdresses.zip",
-                      "ResponsablesAvecAdresses.xml")
+        raw = _member(
+            tmp_path / "ac-nancy-metz" / uai / "ExportXML_ResponsablesAvecAdresses.zip",
+            "ResponsablesAvecAdresses.xml",
+        )
         root = _parse(raw).getroot()
         for link in root.iterfind("DONNEES/RESPONSABLES/RESPONSABLE_ELEVE"):
             parentes[link.findtext("CODE_PARENTE")] += 1
@@ -322,8 +330,9 @@ def test_sts_teacher_references_resolve(schools: list[School]) -> None:
             assert individu.get("TYPE") == "epp"
             assert re.fullmatch(r"\d{4}-\d\d-\d\d", individu.findtext("DATE_NAISSANCE") or "")
             assert individu.findtext("SEXE") in ("1", "2")
-        divisions = {d.get("CODE") for d in school.sts.iterfind("DONNEES/STRUCTURE/DIVISIONS/"
-                                                                "DIVISION")}
+        divisions = {
+            d.get("CODE") for d in school.sts.iterfind("DONNEES/STRUCTURE/DIVISIONS/DIVISION")
+        }
         heads = school.sts.findall("DONNEES/INDIVIDUS/INDIVIDU/PROFS_PRINC/PROF_PRINC")
         assert heads
         assert {h.findtext("CODE_STRUCTURE") for h in heads} <= divisions
@@ -335,7 +344,8 @@ def test_sts_teacher_references_resolve(schools: list[School]) -> None:
 def test_teachers_teach_several_structures(schools: list[School]) -> None:
     for school in schools:
         per_teacher = Counter(
-            ref.get("ID") for ref in school.sts.iterfind(".//SERVICE/ENSEIGNANTS/ENSEIGNANT"))
+            ref.get("ID") for ref in school.sts.iterfind(".//SERVICE/ENSEIGNANTS/ENSEIGNANT")
+        )
         ens = school.sts.xpath("DONNEES/INDIVIDUS/INDIVIDU[FONCTION='ENS']/@ID")
         busy = [i for i in ens if per_teacher[i] >= 2]
         assert len(busy) >= 0.8 * len(ens)
@@ -355,10 +365,13 @@ def test_teachers_in_two_schools_exist(schools: list[School]) -> None:
 
 def test_structures_are_consistent(schools: list[School]) -> None:
     for school in schools:
-        divisions = {d.get("CODE_STRUCTURE")
-                     for d in school.structures.iterfind("DONNEES/DIVISIONS/DIVISION")}
-        groups = {g.get("CODE_STRUCTURE")
-                  for g in school.structures.iterfind("DONNEES/GROUPES/GROUPE")}
+        divisions = {
+            d.get("CODE_STRUCTURE")
+            for d in school.structures.iterfind("DONNEES/DIVISIONS/DIVISION")
+        }
+        groups = {
+            g.get("CODE_STRUCTURE") for g in school.structures.iterfind("DONNEES/GROUPES/GROUPE")
+        }
         mefs = {m.get("CODE_MEF") for m in school.nomenclature.iterfind("DONNEES/MEFS/MEF")}
         assert divisions and groups and mefs
         assert all(len(code) <= 8 for code in divisions | groups)
@@ -369,8 +382,9 @@ def test_structures_are_consistent(schools: list[School]) -> None:
             links = group.findall("DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE/CODE_STRUCTURE")
             assert links and {link.text for link in links} <= divisions
         # Same structure codes in STS.
-        sts_divisions = {d.get("CODE")
-                         for d in school.sts.iterfind("DONNEES/STRUCTURE/DIVISIONS/DIVISION")}
+        sts_divisions = {
+            d.get("CODE") for d in school.sts.iterfind("DONNEES/STRUCTURE/DIVISIONS/DIVISION")
+        }
         assert sts_divisions == divisions
         # ELEVES come before STRUCTURES; each pupil has one D and at most two G.
         donnees = [child.tag for child in school.eleves.find("DONNEES")]
@@ -396,17 +410,22 @@ def test_structures_are_consistent(schools: list[School]) -> None:
 def test_collèges_and_lycées_are_generated(schools: list[School]) -> None:
     kinds = {s.sts.findtext("PARAMETRES/UAJ/DENOM_PRINC") for s in schools}
     assert kinds == {"COLLEGE", "LYCEE GENERAL ET TECHNOLOGIQUE"}
-    codes = {d.get("CODE_STRUCTURE") for s in schools
-             for d in s.structures.iterfind("DONNEES/DIVISIONS/DIVISION")}
+    codes = {
+        d.get("CODE_STRUCTURE")
+        for s in schools
+        for d in s.structures.iterfind("DONNEES/DIVISIONS/DIVISION")
+    }
     assert "6A" in codes and "2NDE1" in codes and "TG1" in codes
 
 
 def test_export_date_and_year_are_honoured(tmp_path: Path) -> None:
-    summary = generate_academy(tmp_path, "ac-reims", 1, 10, seed=5, year=2025,
-                               export_date=datetime.date(2026, 3, 15))
+    summary = generate_academy(
+        tmp_path, "ac-reims", 1, 10, seed=5, year=2025, export_date=datetime.date(2026, 3, 15)
+    )
     folder = tmp_path / "ac-reims" / summary.schools[0]
-    root = _parse(_member(folder / "ExportXML_ElevesSansAdresses.zip",
-                          "ElevesSansAdresses.xml")).getroot()
+    root = _parse(
+        _member(folder / "ExportXML_ElevesSansAdresses.zip", "ElevesSansAdresses.xml")
+    ).getroot()
     assert root.findtext("PARAMETRES/ANNEE_SCOLAIRE") == "2025"
     assert root.findtext("PARAMETRES/DATE_EXPORT") == "15/03/2026"
     assert (folder / f"sts_emp_{summary.schools[0]}_2025.xml").is_file()

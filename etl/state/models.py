@@ -89,7 +89,7 @@ class Account(Base):
     uid: Mapped[str] = mapped_column(String(32), primary_key=True)
     academy: Mapped[str] = mapped_column(String(32), index=True)
     profile: Mapped[str] = mapped_column(String(8))
-    login: Mapped[str] = mapped_column(ForeignKey("logins.login"), unique=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="ACTIVE")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

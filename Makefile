@@ -1,0 +1,58 @@
+# entsync: `make demo` runs an academy's DAG end to end on the embedded defaults;
+# `make test` runs lint and every test. Both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ACADEMY ?= ac-strasbourg
+SCHOOLS ?= 3
+PUPILS ?= 250
+DEMO := var/demo
+export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
+
+.PHONY: install system-deps lint test demo demo-down clean
+
+install: system-deps $(VENV)/.installed
+
+# Debian packages the project runs: OpenLDAP's slapd and its client tools.
+system-deps:
+	@if ! command -v slapd >/dev/null || ! command -v ldapsearch >/dev/null; then \
+	  echo "installing Debian packages slapd ldap-utils"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq slapd ldap-utils >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24"
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check etl dags tests
+	$(BIN)/mypy etl dags
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/entsync ldap up --dir $(DEMO)/slapd > $(DEMO)/ldap.env
+	$(BIN)/entsync generate --academy $(ACADEMY) --schools $(SCHOOLS) \
+	  --pupils-per-school $(PUPILS) --seed 7 --out $(DEMO)/landing
+	source $(DEMO)/ldap.env && \
+	export ENTSYNC_LANDING=$(CURDIR)/$(DEMO)/landing ENTSYNC_WORKDIR=$(CURDIR)/$(DEMO)/work \
+	  AIRFLOW_HOME=$(CURDIR)/$(DEMO)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__UNIT_TEST_MODE=False && \
+	$(BIN)/airflow db migrate >/dev/null && \
+	$(BIN)/airflow dags test ent_sync__$(subst -,_,$(ACADEMY)) > $(DEMO)/dag-test.log 2>&1 \
+	  || { tail -50 $(DEMO)/dag-test.log; exit 1; } ; \
+	$(BIN)/entsync show --academy $(ACADEMY)
+
+demo-down:
+	-$(BIN)/entsync ldap down --dir $(DEMO)/slapd
+
+clean: demo-down
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

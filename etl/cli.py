@@ -1,0 +1,251 @@
+"""The ``entsync`` command.
+
+    entsync generate --academy A --schools N --pupils-per-school M --seed S --out DIR
+    entsync check --academy A [--json]
+    entsync sync --academy A [--dry-run] [--school UAI ...] [--json]
+    entsync ldap up [--dir D] [--port P] | entsync ldap down --dir D
+    entsync status
+
+Settings come from ENTSYNC_* environment variables; flags override them.
+Exit codes: 0 done (even with quarantined files), 1 failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from etl.config import Settings, load_academies
+from etl.errors import ConfigError, EntsyncError
+
+
+def _settings(a: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        landing=getattr(a, "landing", None), workdir=getattr(a, "workdir", None),
+        state_url=getattr(a, "state_url", None), ldap_url=getattr(a, "ldap_url", None),
+        ldap_base=getattr(a, "ldap_base", None))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--landing", help="landing root (ENTSYNC_LANDING)")
+    p.add_argument("--workdir", help="staging, reports, quarantine (ENTSYNC_WORKDIR)")
+    p.add_argument("--state-url", help="SQLAlchemy URL of the state DB (ENTSYNC_STATE_URL)")
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from etl.generate import generate_academy
+
+    s = generate_academy(Path(a.out), a.academy, a.schools, a.pupils_per_school, a.seed,
+                         year=a.year)
+    print(json.dumps({"academy": s.academy, "schools": s.schools, "pupils": s.pupils,
+                      "guardians": s.guardians, "teachers": s.teachers,
+                      "files": len(s.files), "out": str(Path(a.out) / a.academy)}, indent=2))
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    """Discovery + read + validate + normalize, nothing written to the directory."""
+    from etl import pipeline
+
+    st = _settings(a)
+    run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
+    disc = pipeline.discover_files(st, a.academy, run_id, a.school or None)
+    results = [pipeline.read_validate_school(st, a.academy, run_id, uai, docs, dry_run=True)
+               for uai, docs in disc["schools"].items()]
+    summary = pipeline.finish_run(st, a.academy, run_id, disc, results, None, None, True)
+    out = {"run_id": run_id, "schools": {r["uai"]: {
+        "status": r["status"], "counts": r["counts"], "rejected": r["rejected"],
+        "quarantined": r["quarantined"], "report": r["report"]} for r in results},
+        "rejected_files": disc["rejected"], "held": disc["held"],
+        "already_applied": disc["already_applied"], "report_dir": summary["report_dir"]}
+    _print(out, a.json, _check_table)
+    return 0
+
+
+def _check_table(out: dict[str, Any]) -> str:
+    lines = [f"run {out['run_id']}", f"{'school':10} {'status':12} {'persons':>8} "
+             f"{'classes':>8} {'rejected':>9}  quarantined"]
+    for uai, r in out["schools"].items():
+        c = r["counts"]
+        lines.append(f"{uai:10} {r['status']:12} {c['persons']:>8} {c['structures']:>8} "
+                     f"{r['rejected']:>9}  {len(r['quarantined'])}")
+    for f in out["rejected_files"]:
+        lines.append(f"rejected file: {f['file']}: {f['reason']}")
+    for uai, why in out["held"].items():
+        lines.append(f"held school {uai}: {why}")
+    lines.append(f"reports: {out['report_dir']}")
+    return "\n".join(lines)
+
+
+def cmd_sync(a: argparse.Namespace) -> int:
+    from etl import pipeline
+
+    st = _settings(a)
+    summary = pipeline.run_sync(st, a.academy, dry_run=a.dry_run, schools=a.school or None,
+                                workers=a.workers)
+    _print(summary, a.json, _sync_table)
+    return 0 if summary["status"] in ("success", "dry_run") else 1
+
+
+def _sync_table(s: dict[str, Any]) -> str:
+    lines = [f"run {s['run_id']}: {s['status']}", f"{'school':10} {'status':16} "
+             f"{'created':>8} {'updated':>8} {'unchanged':>9} {'rejected':>9}"]
+    for uai, r in sorted(s["schools"].items()):
+        lines.append(f"{uai:10} {r['status']:16} {r['created']:>8} {r['updated']:>8} "
+                     f"{r['unchanged']:>9} {r['rejected']:>9}")
+    for q in s["quarantined"]:
+        lines.append(f"quarantined: {q['file']}: {q['reason']}")
+    lines.append(f"changes planned {s['changes']}, applied {s['applied']}, failed {s['failed']}")
+    lines.append(f"report: {s.get('report_dir')}")
+    return "\n".join(lines)
+
+
+def cmd_ldap(a: argparse.Namespace) -> int:
+    from etl.ldapserver import start_slapd, stop_slapd
+
+    d = Path(a.dir)
+    if a.action == "up":
+        info = start_slapd(d, a.port, a.base)
+        for k, v in info.env().items():
+            print(f"export {k}='{v}'")
+        return 0
+    print("stopped" if stop_slapd(d) else "not running")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    """What the directory holds: accounts per profile, a sample entry, a class and members."""
+    import ldap3
+
+    from etl.apply import connect
+    from etl.pipeline import ldap_target_from_settings
+
+    st = _settings(a)
+    target = ldap_target_from_settings(st)
+    conn = connect(target)
+    base = st.ldap.base
+    counts: dict[str, int] = {}
+    for prof in ("ELV", "TUT", "ENS", "DIR", "EVS", "DOC", "ETA"):
+        _s, _r, resp, _q = conn.search(f"ou=people,{base}", f"(ENTPersonProfils=National_{prof})",
+                                       attributes=["uid"], paged_size=1000)
+        counts[f"National_{prof}"] = sum(1 for e in resp if e.get("type") == "searchResEntry")
+    _s, _r, schools, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTEtablissement)",
+                                      search_scope=ldap3.LEVEL, attributes=["ENTStructureUAI"])
+    _s, _r, classes, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTClasse)",
+                                      attributes=["cn", "member", "description"], size_limit=1)
+    _s, _r, groups, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTGroupe)",
+                                     attributes=["cn"])
+    _s, _r, sample, _q = conn.search(f"ou=people,{base}", "(ENTPersonProfils=National_ELV)",
+                                     attributes=["*"], size_limit=1)
+    lines = [f"directory {target.url} base {base}", "accounts per profile:"]
+    lines += [f"  {k:14} {v}" for k, v in counts.items() if v]
+    lines.append(f"schools: {sum(1 for e in schools if e.get('type') == 'searchResEntry')}, "
+                 f"groups: {sum(1 for e in groups if e.get('type') == 'searchResEntry')}")
+    for e in sample[:1]:
+        lines.append(f"sample pupil entry (synthetic data): {e['dn']}")
+        for k, v in sorted(e["attributes"].items()):
+            lines.append(f"  {k}: {v if isinstance(v, str) else ', '.join(map(str, v))}")
+    for e in classes[:1]:
+        members = e["attributes"].get("member", [])
+        lines.append(f"class {e['dn']} ({len(members)} members):")
+        lines += [f"  member: {m}" for m in members[:40]]
+    print("\n".join(lines))
+    conn.unbind()
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from etl import pipeline
+
+    runs = pipeline.last_runs(_settings(a))
+    _print({"runs": runs}, a.json, lambda o: "\n".join(
+        f"{r['started_at']}  {r['academy']:14} {r['status']:18} {r['run_id']}"
+        for r in o["runs"]) or "no run yet")
+    return 0
+
+
+def _print(obj: dict[str, Any], as_json: bool, table: Any) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(table(obj))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    academies = list(load_academies())
+    p = argparse.ArgumentParser(prog="entsync", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports for an academy")
+    g.add_argument("--academy", required=True, choices=academies)
+    g.add_argument("--schools", type=int, default=3)
+    g.add_argument("--pupils-per-school", type=int, default=300)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--year", type=int, default=2026)
+    g.add_argument("--out", required=True)
+    g.set_defaults(fn=cmd_generate)
+
+    c = sub.add_parser("check", help="read, validate and normalize an academy's exports")
+    c.add_argument("--academy", required=True, choices=academies)
+    c.add_argument("--school", action="append", help="only this UAI (repeatable)")
+    c.add_argument("--json", action="store_true")
+    _common(c)
+    c.set_defaults(fn=cmd_check)
+
+    s = sub.add_parser("sync", help="sync an academy's exports into the directory")
+    s.add_argument("--academy", required=True, choices=academies)
+    s.add_argument("--school", action="append", help="only this UAI (repeatable)")
+    s.add_argument("--dry-run", action="store_true", help="plan and report, write nothing")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--workers", type=int, default=4, help="LDAP connections in flight")
+    s.add_argument("--ldap-url")
+    s.add_argument("--ldap-base")
+    _common(s)
+    s.set_defaults(fn=cmd_sync)
+
+    ld = sub.add_parser("ldap", help="start or stop the project's own slapd")
+    ld.add_argument("action", choices=["up", "down"])
+    ld.add_argument("--dir", default="var/slapd")
+    ld.add_argument("--port", type=int)
+    ld.add_argument("--base", default="dc=ent,dc=grandest,dc=fr")
+    ld.set_defaults(fn=cmd_ldap)
+
+    sh = sub.add_parser("show", help="what the directory holds (counts, samples)")
+    sh.add_argument("--academy", choices=academies)
+    sh.add_argument("--ldap-url")
+    sh.add_argument("--ldap-base")
+    _common(sh)
+    sh.set_defaults(fn=cmd_show)
+
+    stt = sub.add_parser("status", help="the last runs")
+    stt.add_argument("--json", action="store_true")
+    _common(stt)
+    stt.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("alembic", "great_expectations", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(a.fn(a))
+    except ConfigError as e:
+        print(f"entsync: configuration error: {e}", file=sys.stderr)
+        return 2
+    except EntsyncError as e:
+        print(f"entsync: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,536 @@
+"""Validation of one school's canonical tables, between reading and planning.
+
+Why: a bad record must be skipped and reported (file, school, line, rule) without stopping
+the school, and a file that is mostly bad must not reach the directory at all (quarantine),
+because applying half a broken export would delete or orphan accounts.
+
+- Column rules live as great-expectations suites in ``schemas/expectations/<table>.json``
+  and run through a GX 1.x ephemeral context built once per process. Each expectation's
+  ``meta`` says which rule it is (``rule``), whether a failure drops the row (default) or
+  only blanks the value (``action: blank``, e.g. a malformed INE or email), whether it
+  blocks the whole file (``severity: file``, duplicate person keys) and which profiles it
+  applies to (``profiles``, a row filter).
+- Cross-table references (pupil -> division, link -> pupil/guardian, membership -> person,
+  teacher -> structure) are vectorized pandas ``isin`` checks.
+- Error budget: a file whose rejected records exceed ``max(budget_min, budget * records)``
+  is quarantined and all its rows are removed. Rows that only fail because what they point
+  at was rejected or quarantined are removed too, reported, but not counted against their
+  own file's budget.
+
+Messages never carry personal data (names, birth dates, emails, INE): only keys and codes.
+GX is imported inside functions so that importing this module stays cheap (DAG parsing).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from etl import canonical as C
+from etl.canonical import Tables
+from etl.errors import RecordRejected
+from etl.landing import uai_is_valid
+
+log = logging.getLogger(__name__)
+
+SUITE_DIR: Final = Path(__file__).resolve().parent.parent / "schemas" / "expectations"
+#: tables that have a suite, in the order they are checked and reported
+VALIDATED: Final = ("persons", "structures", "memberships", "guardian_links")
+#: columns whose values may appear in a message (keys and codes, never personal data)
+SAFE_COLUMNS: Final = frozenset(
+    {"person_key", "pupil_key", "guardian_key", "code", "kind", "role", "level", "uai",
+     "profile", "source", "source_id"}
+)
+UAI_SHAPE: Final = r"^[0-9]{7}[A-Z]$"
+#: how many rejected records the HTML page lists (the JSON has them all)
+HTML_MAX_REJECTED: Final = 2000
+
+
+@dataclass
+class ValidationOutcome:
+    """What validation of one school yields: clean tables plus everything it found."""
+
+    uai: str
+    tables: Tables
+    rejected: list[RecordRejected]
+    quarantine: dict[str, str]
+    checks: list[dict[str, object]]
+    input_counts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        kept = self.tables.counts()
+        return {
+            "uai": self.uai,
+            "summary": {
+                t: {
+                    "input": self.input_counts.get(t, 0),
+                    "kept": kept.get(t, 0),
+                    "removed": self.input_counts.get(t, 0) - kept.get(t, 0),
+                }
+                for t in VALIDATED
+            },
+            "rejected_count": len(self.rejected),
+            "rules": dict(Counter(r.rule for r in self.rejected).most_common()),
+            "quarantine": dict(self.quarantine),
+            "checks": [dict(c) for c in self.checks],
+            "rejected": [r.as_dict() for r in self.rejected],
+        }
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One expectation of a suite file, with our meta decoded."""
+
+    table: str
+    check_id: str
+    type: str
+    kwargs: dict[str, Any]
+    rule: str
+    severity: str  # record | file
+    action: str  # drop | blank
+    profiles: tuple[str, ...] | None
+    message: str
+
+    @property
+    def column(self) -> str:
+        return str(self.kwargs["column"])
+
+
+@functools.cache
+def load_specs(table: str) -> tuple[CheckSpec, ...]:
+    """Read ``schemas/expectations/<table>.json`` (cached per process)."""
+    doc = json.loads((SUITE_DIR / f"{table}.json").read_text(encoding="utf-8"))
+    specs = []
+    for i, e in enumerate(doc["expectations"]):
+        meta = e.get("meta", {})
+        severity = meta.get("severity", "record")
+        action = meta.get("action", "drop")
+        if severity not in ("record", "file") or action not in ("drop", "blank"):
+            raise ValueError(f"{table}.json expectation {i}: bad severity/action")
+        profiles = meta.get("profiles")
+        specs.append(CheckSpec(
+            table=table, check_id=f"{table}:{i}", type=e["type"], kwargs=dict(e["kwargs"]),
+            rule=meta["rule"], severity=severity, action=action,
+            profiles=tuple(profiles) if profiles else None,
+            message=meta.get("message") or f"{meta['rule']} failed on {e['kwargs']['column']}",
+        ))
+    return tuple(specs)
+
+
+@dataclass
+class _Gx:
+    """The process-wide GX objects: one context, one batch definition and suite per table."""
+
+    context: Any
+    batch_definitions: dict[str, Any]
+    suites: dict[str, Any]
+
+
+@functools.cache
+def _gx() -> _Gx:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.registry import get_expectation_impl
+    from great_expectations.expectations.row_conditions import Column
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("entsync_canonical")
+    batch_definitions: dict[str, Any] = {}
+    suites: dict[str, Any] = {}
+    for table in VALIDATED:
+        asset = source.add_dataframe_asset(table)
+        batch_definitions[table] = asset.add_batch_definition_whole_dataframe("whole")
+        expectations = []
+        for spec in load_specs(table):
+            extra: dict[str, Any] = {}
+            if spec.profiles:
+                extra["row_condition"] = Column("profile").is_in(list(spec.profiles))
+            cls = get_expectation_impl(spec.type)
+            expectations.append(cls(**spec.kwargs, **extra, meta={"check_id": spec.check_id}))
+        suites[table] = gx.ExpectationSuite(name=f"entsync_{table}", expectations=expectations)
+    return _Gx(context, batch_definitions, suites)
+
+
+def _run_suite(table: str, df: pd.DataFrame) -> dict[str, tuple[bool, list[int]]]:
+    """check_id -> (success, failing row positions). ``df`` must have a RangeIndex."""
+    specs = load_specs(table)
+    if df.empty:
+        return {s.check_id: (True, []) for s in specs}
+    g = _gx()
+    batch = g.batch_definitions[table].get_batch(batch_parameters={"dataframe": df})
+    res = batch.validate(g.suites[table], result_format={"result_format": "COMPLETE"})
+    out: dict[str, tuple[bool, list[int]]] = {}
+    for r in res.results:
+        check_id = r.expectation_config.meta["check_id"]
+        info = r.exception_info or {}
+        if info.get("raised_exception"):
+            raise RuntimeError(f"expectation {check_id} crashed: {info.get('exception_message')}")
+        out[check_id] = (bool(r.success), [int(i) for i in r.result.get("unexpected_index_list")
+                                           or []])
+    return out
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass
+class _Finding:
+    """Rows of one table failing one rule (positions in the RangeIndexed input)."""
+
+    table: str
+    rows: np.ndarray
+    rule: str
+    column: str | None
+    message: str
+    action: str = "drop"  # drop | blank | none
+    counted: bool = True  # against the row's file budget
+    blocking: bool = False  # quarantines the rows' files
+
+
+_ELEMENT_BY_PROFILE = {"ELV": "ELEVE", "TUT": "PERSONNE"}
+
+
+def _elements(table: str, df: pd.DataFrame, rows: np.ndarray) -> list[str]:
+    """The source XML element a canonical row came from, for the report."""
+    if table == "persons":
+        src = df["source"].to_numpy()[rows]
+        prof = df["profile"].to_numpy()[rows]
+        return ["INDIVIDU" if s == "STS" else _ELEMENT_BY_PROFILE.get(str(p), "PERSONNE")
+                for s, p in zip(src, prof, strict=True)]
+    if table == "memberships":
+        return ["ENSEIGNANT" if r == "teacher" else "STRUCTURE"
+                for r in df["role"].to_numpy()[rows]]
+    if table == "structures":
+        return ["GROUPE" if k == "G" else "DIVISION" for k in df["kind"].to_numpy()[rows]]
+    return ["RESPONSABLE_ELEVE"] * len(rows)
+
+
+def _idents(table: str, df: pd.DataFrame, rows: np.ndarray) -> list[str]:
+    """Who/what a row is, by keys and codes only."""
+    def col(c: str) -> np.ndarray:
+        values: np.ndarray = df[c].to_numpy()[rows]
+        return values
+
+    if table == "persons":
+        return [f"person {k}" if k is not None else f"person with source_id {s}"
+                for k, s in zip(col("person_key"), col("source_id"), strict=True)]
+    if table == "memberships":
+        return [f"membership {p} in {c}" for p, c in zip(col("person_key"), col("code"),
+                                                          strict=True)]
+    if table == "guardian_links":
+        return [f"link {p} -> {g}" for p, g in zip(col("pupil_key"), col("guardian_key"),
+                                                    strict=True)]
+    return [f"structure {c}" for c in col("code")]
+
+
+def _line(v: object) -> int | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    try:
+        return int(str(v))
+    except ValueError:
+        return None
+
+
+def _records(f: _Finding, df: pd.DataFrame, uai: str, suffix: str = "") -> list[RecordRejected]:
+    rows = f.rows
+    files = df["file"].to_numpy()[rows]
+    lines = df["line"].to_numpy()[rows]
+    elements = _elements(f.table, df, rows)
+    idents = _idents(f.table, df, rows)
+    if f.column in SAFE_COLUMNS and "{value}" in f.message:
+        values = [str(v) for v in df[f.column].to_numpy()[rows]]
+    else:
+        values = ["?"] * len(rows)
+    return [
+        RecordRejected(str(fi) if fi is not None else "?", uai, _line(li), el, f.rule,
+                       f"{ident}: {f.message.replace('{value}', v)}{suffix}")
+        for fi, li, el, ident, v in zip(files, lines, elements, idents, values, strict=True)
+    ]
+
+
+def _first_dup_blocking(df: pd.DataFrame, rows: list[int], col: str) -> np.ndarray:
+    """Of rows sharing a key, every one but the first (in table order) blocks its file."""
+    if not rows:
+        return np.array([], dtype=np.int64)
+    sub = df[col].iloc[rows]
+    later = sub.duplicated(keep="first").to_numpy(dtype=bool)
+    out: np.ndarray = np.asarray(rows, dtype=np.int64)[later]
+    return out
+
+
+# --------------------------------------------------------------------------- cross checks
+
+
+def _positions(mask: pd.Series) -> np.ndarray:
+    return np.flatnonzero(mask.to_numpy(dtype=bool))
+
+
+def _reference_findings(frames: dict[str, pd.DataFrame], alive: dict[str, np.ndarray]
+                        ) -> list[tuple[str, str, str, str, np.ndarray]]:
+    """(table, rule, column, message, failing positions) for the reference checks.
+
+    ``alive`` is the per-table boolean mask of rows that count as present; only alive rows
+    of the referencing table are checked.
+    """
+    persons = frames["persons"][alive["persons"]]
+    structures = frames["structures"][alive["structures"]]
+    m = frames["memberships"]
+    gl = frames["guardian_links"]
+    pupils = persons.loc[persons["profile"] == C.PROFILE_PUPIL, "person_key"]
+    guardians = persons.loc[persons["profile"] == C.PROFILE_GUARDIAN, "person_key"]
+    codes = structures["code"].dropna()
+    m_alive = pd.Series(alive["memberships"], index=m.index)
+    gl_alive = pd.Series(alive["guardian_links"], index=gl.index)
+    m_has_code = m["code"].notna()
+    is_pupil = (m["role"] == "pupil") & m["kind"].isin(["D", "G"])
+    in_structures = m["code"].isin(codes)
+    out: list[tuple[str, str, str, str, np.ndarray]] = [
+        ("memberships", "unknown_person", "person_key", "no such person in the school",
+         _positions(m_alive & m["person_key"].notna() & ~m["person_key"].isin(
+             persons["person_key"].dropna()))),
+        ("memberships", "unknown_division", "code",
+         "no division or group {value} in the school's structures",
+         _positions(m_alive & is_pupil & m_has_code & ~in_structures) if len(codes)
+         else np.array([], dtype=np.int64)),
+        ("memberships", "unknown_structure", "code",
+         "teacher linked to {value}, which is not in the school's structures",
+         _positions(m_alive & (m["role"] == "teacher") & m_has_code & ~in_structures)),
+        ("guardian_links", "unknown_pupil", "pupil_key", "no such pupil in the school",
+         _positions(gl_alive & gl["pupil_key"].notna() & ~gl["pupil_key"].isin(pupils))),
+        ("guardian_links", "unknown_guardian", "guardian_key", "no such guardian in the school",
+         _positions(gl_alive & gl["guardian_key"].notna() & ~gl["guardian_key"].isin(guardians))),
+    ]
+    return out
+
+
+def _school_findings(frames: dict[str, pd.DataFrame], uai: str) -> list[_Finding]:
+    """Rows whose well-formed uai is another school's (a null uai counts as another's)."""
+    out = []
+    for t in VALIDATED:
+        u = frames[t]["uai"]
+        well_formed = u.notna() & u.astype("string").str.fullmatch(UAI_SHAPE).fillna(False)
+        bad = (u != uai) & (well_formed | u.isna())
+        out.append(_Finding(t, _positions(bad), "wrong_school", "uai",
+                            f"row belongs to another school than {uai}"))
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _prepare(tables: Tables) -> dict[str, pd.DataFrame]:
+    frames: dict[str, pd.DataFrame] = {}
+    for t in C.TABLES:
+        # a fresh RangeIndex: GX reports failing rows by index label, we use them as positions
+        frames[t] = tables[t].reset_index(drop=True)
+        for c in C.TABLES[t]:
+            if c not in frames[t].columns:
+                frames[t][c] = pd.Series([None] * len(frames[t]), dtype="object")
+    return frames
+
+
+def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_min: int = 5,
+                    file_records: dict[str, int] | None = None) -> ValidationOutcome:
+    """Check one school's tables; drop bad rows, quarantine files past the error budget."""
+    frames = _prepare(tables)
+    n = {t: len(frames[t]) for t in C.TABLES}
+    checks: list[dict[str, object]] = []
+    findings: list[_Finding] = []
+    if not uai_is_valid(uai):
+        log.warning("school %s: uai check letter does not match", uai)
+    checks.append({"table": "school", "rule": "uai_check_letter", "column": "uai",
+                   "check": "uai_is_valid", "success": uai_is_valid(uai),
+                   "unexpected_count": 0 if uai_is_valid(uai) else 1})
+
+    # 1. column rules (GX)
+    for t in VALIDATED:
+        results = _run_suite(t, frames[t])
+        for spec in load_specs(t):
+            success, rows = results[spec.check_id]
+            checks.append({"table": t, "rule": spec.rule, "column": spec.column,
+                           "check": spec.type, "success": success,
+                           "unexpected_count": len(rows)})
+            if not rows:
+                continue
+            pos = np.asarray(rows, dtype=np.int64)
+            if spec.severity == "file":
+                pos = _first_dup_blocking(frames[t], rows, spec.column)
+                findings.append(_Finding(t, pos, spec.rule, spec.column, spec.message,
+                                         blocking=True))
+            else:
+                findings.append(_Finding(t, pos, spec.rule, spec.column, spec.message,
+                                         action=spec.action))
+    for f in _school_findings(frames, uai):
+        checks.append({"table": f.table, "rule": f.rule, "column": f.column,
+                       "check": "uai_equals_school", "success": len(f.rows) == 0,
+                       "unexpected_count": len(f.rows)})
+        if len(f.rows):
+            findings.append(f)
+
+    # 2. references, against everything that was read
+    everything = {t: np.ones(n[t], dtype=bool) for t in C.TABLES}
+    ref_checks: dict[tuple[str, str], dict[str, object]] = {}
+    for t, rule, col, msg, pos in _reference_findings(frames, everything):
+        chk: dict[str, object] = {"table": t, "rule": rule, "column": col, "check": "reference",
+                                  "success": len(pos) == 0, "unexpected_count": len(pos),
+                                  "cascaded_count": 0}
+        ref_checks[(t, rule)] = chk
+        checks.append(chk)
+        if len(pos):
+            findings.append(_Finding(t, pos, rule, col, msg))
+
+    # 3. error budget and blocking rules, per file
+    dropped = {t: np.zeros(n[t], dtype=bool) for t in C.TABLES}
+    rejected_rows: dict[str, set[tuple[str, int]]] = {}
+    rules_by_file: dict[str, Counter[str]] = {}
+    blocking: dict[str, list[str]] = {}
+    for f in findings:
+        if f.action != "drop" and not f.blocking:
+            continue
+        dropped[f.table][f.rows] = True
+        files = frames[f.table]["file"].to_numpy()[f.rows]
+        for fi, r in zip(files, f.rows, strict=True):
+            if fi is None:
+                continue
+            rejected_rows.setdefault(str(fi), set()).add((f.table, int(r)))
+            rules_by_file.setdefault(str(fi), Counter())[f.rule] += 1
+            if f.blocking:
+                blocking.setdefault(str(fi), []).append(f"{f.column} {f.rule}")
+    records = dict(file_records) if file_records else _rows_per_file(frames)
+    quarantine: dict[str, str] = {}
+    for fi, rows_set in sorted(rejected_rows.items()):
+        bad = len(rows_set)
+        total = records.get(fi, bad)
+        limit = max(budget_min, budget * total)
+        first_rules = ", ".join(r for r, _ in rules_by_file[fi].most_common(3))
+        if fi in blocking:
+            dup = Counter(blocking[fi])
+            what = "; ".join(f"{k} ({v} rows)" for k, v in dup.items())
+            quarantine[fi] = f"blocking check failed: {what}"
+        elif bad > limit:
+            quarantine[fi] = (f"error budget exceeded: {bad} of {total} records rejected "
+                              f"(first rules: {first_rules})")
+    for fi, reason in quarantine.items():
+        log.warning("school %s: quarantined %s: %s", uai, fi, reason)
+
+    # 4. what survives; rows hanging on removed rows go too (not counted against budgets)
+    alive: dict[str, np.ndarray] = {}
+    for t in C.TABLES:
+        mask = ~dropped[t]
+        if quarantine and "file" in frames[t].columns:
+            mask &= ~frames[t]["file"].isin(list(quarantine)).to_numpy(dtype=bool)
+        alive[t] = mask
+    for t, rule, col, msg, pos in _reference_findings(frames, alive):
+        if len(pos):
+            f = _Finding(t, pos, rule, col, msg, counted=False)
+            findings.append(f)
+            ref_checks[(t, rule)]["cascaded_count"] = len(pos)
+            alive[t][pos] = False
+
+    # 5. reports and output tables
+    rejected: list[RecordRejected] = []
+    for f in findings:
+        suffix = ""
+        if not f.counted:
+            suffix = " (what it points at was rejected or quarantined)"
+        elif f.blocking:
+            suffix = " (blocking: file quarantined)"
+        rejected.extend(_records(f, frames[f.table], uai, suffix))
+    out = Tables()
+    for t in C.TABLES:
+        df = frames[t]
+        if t in VALIDATED:
+            for f in findings:
+                if f.table == t and f.action == "blank" and f.column is not None:
+                    df.loc[f.rows, f.column] = None
+        out[t] = df if alive[t].all() else df[alive[t]].reset_index(drop=True)
+    return ValidationOutcome(uai=uai, tables=out, rejected=rejected, quarantine=quarantine,
+                             checks=checks, input_counts={t: n[t] for t in VALIDATED})
+
+
+def _rows_per_file(frames: dict[str, pd.DataFrame]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for t in VALIDATED:
+        vc = frames[t]["file"].dropna().astype(str).value_counts()
+        total.update({str(k): int(v) for k, v in vc.items()})
+    return dict(total)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{e('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(outcome: ValidationOutcome) -> str:
+    """A small self-contained page: summary, checks, rejected records, quarantined files."""
+    e = html.escape
+    d = outcome.as_dict()
+    summary = d["summary"]
+    assert isinstance(summary, dict)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Validation {e(outcome.uai)}</title>",
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #999;padding:2px 6px;text-align:left}"
+        ".fail{color:#b00}</style></head><body>",
+        f"<h1>Validation of school {e(outcome.uai)}</h1>",
+        "<h2>Summary</h2>",
+        _table(("table", "input", "kept", "removed"),
+               ((t, s["input"], s["kept"], s["removed"]) for t, s in summary.items())),
+        f"<p>{len(outcome.rejected)} record problems, {len(outcome.quarantine)} files "
+        "quarantined.</p>",
+        "<h2>Quarantined files</h2>",
+        _table(("file", "reason"), sorted(outcome.quarantine.items()))
+        if outcome.quarantine else "<p>None.</p>",
+        "<h2>Checks</h2>",
+        _table(("table", "rule", "column", "check", "success", "count"),
+               ((c.get("table"), c.get("rule"), c.get("column"), c.get("check"),
+                 "yes" if c.get("success") else "NO", c.get("unexpected_count"))
+                for c in outcome.checks)),
+        "<h2>Rejected records</h2>",
+    ]
+    shown = outcome.rejected[:HTML_MAX_REJECTED]
+    parts.append(_table(("file", "line", "element", "rule", "message"),
+                        ((r.file, r.line, r.element, r.rule, r.message) for r in shown))
+                 if shown else "<p>None.</p>")
+    if len(outcome.rejected) > len(shown):
+        parts.append(f"<p>{len(outcome.rejected) - len(shown)} more in the JSON report.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_validation_report(outcome: ValidationOutcome, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``validation_<uai>.html`` and ``validation_<uai>.json``; return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe_uai = re.sub(r"[^0-9A-Za-z]", "_", outcome.uai)
+    html_path = out_dir / f"validation_{safe_uai}.html"
+    json_path = out_dir / f"validation_{safe_uai}.json"
+    html_path.write_text(render_html(outcome), encoding="utf-8")
+    json_path.write_text(json.dumps(outcome.as_dict(), ensure_ascii=False, indent=1,
+                                    default=str), encoding="utf-8")
+    return html_path, json_path
