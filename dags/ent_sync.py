@@ -20,6 +20,7 @@ variables are used.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import pendulum
@@ -28,32 +29,56 @@ from airflow.sdk import Param, dag, get_current_context, task
 from etl.config import Academy, load_academies
 
 
-def _settings() -> Any:
-    """Settings from the environment, with Airflow connections taking precedence."""
-    from airflow.sdk import Connection
+def _connection(conn_id: str) -> Any | None:
+    """The Airflow connection, or None when it is not defined (other errors propagate).
 
+    In Airflow 3 task context `Connection.get` asks the API server through the supervisor and
+    raises `AirflowNotFoundException` for an unknown id; anything else (API down, bad secrets
+    backend) must fail the task rather than silently fall back to the environment.
+    """
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def _settings() -> Any:
+    """Settings from the ENTSYNC_* environment, with Airflow connections taking precedence."""
     from etl.config import Settings
 
     over: dict[str, Any] = {}
-    try:
-        c = Connection.get("entsync_ldap")
-        extra = c.extra_dejson or {}
-        scheme = "ldaps" if extra.get("ssl") else "ldap"
-        over.update(ldap_url=extra.get("url") or f"{scheme}://{c.host}:{c.port or 389}",
-                    ldap_bind_dn=c.login, ldap_password=c.password, ldap_base=extra.get("base"))
-    except Exception:  # noqa: BLE001 - no such connection: environment variables apply
-        pass
-    try:
-        c = Connection.get("entsync_state")
-        over["state_url"] = (c.extra_dejson or {}).get("sqlalchemy_url") or c.get_uri()
-    except Exception:  # noqa: BLE001
-        pass
+    ldap = _connection("entsync_ldap")
+    if ldap is not None:
+        extra = ldap.extra_dejson or {}
+        url = extra.get("url")
+        if not url and ldap.host:
+            scheme, port = ("ldaps", 636) if extra.get("ssl") else ("ldap", 389)
+            url = f"{scheme}://{ldap.host}:{ldap.port or port}"
+        over.update(ldap_url=url, ldap_bind_dn=ldap.login, ldap_password=ldap.password,
+                    ldap_base=extra.get("base"), ldap_ca_file=extra.get("ca_file"))
+    state = _connection("entsync_state")
+    if state is not None:
+        url = (state.extra_dejson or {}).get("sqlalchemy_url") or state.get_uri()
+        # Airflow's "postgres" conn type renders postgres://, which SQLAlchemy 2 rejects.
+        over["state_url"] = url.replace("postgres://", "postgresql://", 1)
     return Settings.from_env(**over)
 
 
 def _params() -> tuple[bool, list[str]]:
     p = get_current_context()["params"]
     return bool(p.get("dry_run")), [s for s in (p.get("schools") or []) if s]
+
+
+def _results(results: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The mapped read_validate results as a list, in one XCom request.
+
+    Slicing fetches them all at once; iterating the lazy sequence would probe one index past
+    the end and log an "XCom not found" error on every run. An empty run gives [].
+    """
+    return [r for r in results[:] if r]
 
 
 def make_dag(academy: Academy) -> Any:
@@ -70,7 +95,8 @@ def make_dag(academy: Academy) -> Any:
         tags=["entsync", code],
         params={
             "dry_run": Param(False, type="boolean", description="plan and report only"),
-            "schools": Param([], type="array", description="only these UAIs (empty: all)"),
+            "schools": Param([], type="array", items={"type": "string"},
+                             description="only these UAIs (empty: all)"),
         },
         default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
     )
@@ -81,19 +107,18 @@ def make_dag(academy: Academy) -> Any:
 
             dry, schools = _params()
             st = _settings()
-            ctx = get_current_context()
             run_id = pipeline.start_run(st, code, dry, trigger="airflow")
             out = pipeline.discover_files(st, code, run_id, schools or None)
-            out["batches"] = [{"uai": u, "docs": d} for u, d in out["schools"].items()]
-            del out["schools"]
-            ctx["ti"].xcom_push(key="run_id", value=run_id)
+            out["batches"] = [{"uai": u, "docs": d} for u, d in out.pop("schools").items()]
             return out
 
         @task
         def batches(disc: dict[str, Any]) -> list[dict[str, Any]]:
+            """One item per school to read (Airflow maps only over a task's whole return)."""
             return list(disc["batches"])
 
-        @task(map_index_template="{{ task.op_kwargs['batch']['uai'] }}")
+        @task(map_index_template="{{ task.op_kwargs['batch']['uai'] }}",
+              max_active_tis_per_dagrun=4)
         def read_validate(batch: dict[str, Any], disc: dict[str, Any]) -> dict[str, Any]:
             from etl import pipeline
 
@@ -101,32 +126,34 @@ def make_dag(academy: Academy) -> Any:
             return pipeline.read_validate_school(_settings(), code, disc["run_id"],
                                                  batch["uai"], batch["docs"], dry)
 
-        @task(trigger_rule="all_done")
-        def reconcile(disc: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+        # none_failed: also run when read_validate was skipped because no school had new
+        # exports, so an empty night still closes its run and writes a summary.
+        @task(trigger_rule="none_failed")
+        def reconcile(disc: dict[str, Any],
+                      results: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
             from etl import pipeline
 
             dry, _ = _params()
-            return pipeline.reconcile(_settings(), code, disc["run_id"],
-                                      [r for r in results if r], dry)
+            return pipeline.reconcile(_settings(), code, disc["run_id"], _results(results), dry)
 
-        @task
+        @task(trigger_rule="none_failed")
         def apply(disc: dict[str, Any], rec: dict[str, Any],
-                  results: list[dict[str, Any]]) -> dict[str, Any]:
+                  results: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
             from etl import pipeline
 
             dry, _ = _params()
             return pipeline.apply_plan(_settings(), code, disc["run_id"], rec["plan"],
-                                       [r for r in results if r], dry)
+                                       _results(results), dry)
 
-        @task
-        def report(disc: dict[str, Any], results: list[dict[str, Any]], rec: dict[str, Any],
-                   app: dict[str, Any]) -> dict[str, Any]:
+        @task(trigger_rule="none_failed", retries=0)
+        def report(disc: dict[str, Any], results: Sequence[dict[str, Any] | None],
+                   rec: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
             from etl import pipeline
             from etl.errors import EntsyncError
 
             dry, _ = _params()
-            s = pipeline.finish_run(_settings(), code, disc["run_id"], disc,
-                                    [r for r in results if r], rec, app, dry)
+            s = pipeline.finish_run(_settings(), code, disc["run_id"], disc, _results(results),
+                                    rec, app, dry)
             if s["status"] == "failed":
                 raise EntsyncError(f"run {s['run_id']}: {s['failed']} changes failed")
             return {"run_id": s["run_id"], "status": s["status"], "changes": s["changes"],

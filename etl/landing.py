@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,16 @@ def _parse_fr_datetime(date: str | None, stamp: str | None) -> str | None:
     return None
 
 
+def _mtime_iso(src: XmlSource) -> str:
+    if src.member is not None:
+        try:
+            with zipfile.ZipFile(src.path) as zf:
+                return dt.datetime(*zf.getinfo(src.member).date_time).isoformat()
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+            pass
+    return dt.datetime.fromtimestamp(int(os.stat(src.path).st_mtime)).isoformat()
+
+
 def read_header(src: XmlSource) -> Discovered:
     """Root element, UAI, school year and export date, reading only the head of the file."""
     d = Discovered(path=str(src.path), member=src.member)
@@ -127,13 +138,14 @@ def read_header(src: XmlSource) -> Discovered:
     if not d.uai:
         raise FileRejected(name, "no UAJ (school UAI) in PARAMETRES")
     if not uai_is_valid(d.uai):
-        raise FileRejected(name, f"UAI {d.uai!r} is not valid (format or check letter)")
+        raise FileRejected(
+            name, f"UAI {d.uai!r} is not valid (format or check letter)", uai=d.uai
+        )
     year = vals.get("ANNEE_SCOLAIRE", "")
     d.school_year = int(year) if year.isdigit() else None
     if d.kind == "STS":
-        d.export_date = None  # STS-web carries no export timestamp: file mtime stands in
-        st = os.stat(src.path)
-        d.export_date = dt.datetime.fromtimestamp(int(st.st_mtime)).isoformat()
+        # STS-web carries no export timestamp: the member's or the file's mtime stands in
+        d.export_date = _mtime_iso(src)
     else:
         d.export_date = _parse_fr_datetime(vals.get("DATE_EXPORT"), vals.get("HORODATAGE"))
     return d
@@ -150,14 +162,30 @@ def discover(landing: Path, academy: Academy) -> list[Discovered]:
         log.warning("landing folder %s does not exist", root)
         return out
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
+        here = Path(dirpath)
+        # hidden folders (.tmp, .partial uploads, .snapshot) are not documents: skip them;
+        # a symlinked folder is reported, never followed (it could point anywhere)
+        kept: list[str] = []
+        for dn in sorted(dirnames):
+            if dn.startswith("."):
+                continue
+            if (here / dn).is_symlink():
+                out.append(_rejected(here / dn, None, "symbolic links are not followed"))
+                continue
+            kept.append(dn)
+        dirnames[:] = kept
         for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            if fn.startswith(".") or p.is_symlink():
-                if p.is_symlink():
-                    out.append(_rejected(p, None, "symbolic links are not followed"))
+            p = here / fn
+            if fn.startswith("."):
+                continue  # hidden: an upload in progress or editor litter
+            if p.is_symlink():
+                out.append(_rejected(p, None, "symbolic links are not followed"))
+                continue
+            if not p.is_file():
+                out.append(_rejected(p, None, "not a regular file"))
                 continue
             out.extend(_discover_file(p, academy))
+    out.sort(key=lambda d: (d.path, d.member or ""))
     return out
 
 

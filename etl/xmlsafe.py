@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from etl.errors import FileRejected
 MAX_MEMBERS = 64
 MAX_MEMBER_BYTES = 4 * 1024**3
 MAX_RATIO = 200.0
+MAX_TOTAL_BYTES = 8 * 1024**3
 PROLOG_SCAN = 64 * 1024
 
 
@@ -48,7 +50,11 @@ class XmlSource:
 
 
 class _LimitedReader(io.RawIOBase):
-    """A read-only stream that fails once more than ``limit`` bytes came out."""
+    """A read-only stream that fails once more than ``limit`` bytes came out.
+
+    Errors of the zip layer (bad CRC, truncated deflate stream, a header that lied about the
+    size) become FileRejected so callers only ever see the pipeline's own exception.
+    """
 
     def __init__(self, raw: IO[bytes], limit: int, name: str) -> None:
         self._raw, self._limit, self._name, self._n = raw, limit, name, 0
@@ -56,20 +62,23 @@ class _LimitedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
-        data = self._raw.read(len(b))
-        self._n += len(data)
-        if self._n > self._limit:
-            raise FileRejected(self._name, f"uncompressed size exceeds {self._limit} bytes")
-        b[: len(data)] = data
-        return len(data)
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self._raw.read(size)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:
+            raise FileRejected(self._name, f"corrupt zip member: {e}") from e
         self._n += len(data)
         if self._n > self._limit:
             raise FileRejected(self._name, f"uncompressed size exceeds {self._limit} bytes")
         return data
+
+    def readinto(self, b: Any) -> int:
+        data = self._read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._read(size)
 
 
 def check_member_name(zip_path: Path, name: str) -> None:
@@ -92,17 +101,23 @@ def list_zip_xml(zip_path: Path) -> tuple[list[str], list[tuple[str, str]]]:
         raise FileRejected(str(zip_path), f"zip holds {len(infos)} members (max {MAX_MEMBERS})")
     xml: list[str] = []
     other: list[tuple[str, str]] = []
+    total = 0
     for info in infos:
         check_member_name(zip_path, info.filename)
         if info.is_dir():
             continue
+        total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise FileRejected(str(zip_path), f"zip expands past {MAX_TOTAL_BYTES} bytes")
         if info.file_size > MAX_MEMBER_BYTES:
             raise FileRejected(str(zip_path), f"member {info.filename!r} is too large")
         if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
             raise FileRejected(
                 str(zip_path), f"member {info.filename!r} compression ratio too high (zip bomb?)"
             )
-        if info.filename.lower().endswith(".xml"):
+        if info.flag_bits & 0x1:
+            other.append((info.filename, "encrypted member"))
+        elif info.filename.lower().endswith(".xml"):
             xml.append(info.filename)
         else:
             other.append((info.filename, "not an XML member"))
@@ -122,9 +137,16 @@ def open_source(src: XmlSource) -> Iterator[IO[bytes]]:
     except (zipfile.BadZipFile, OSError) as e:
         raise FileRejected(str(src.path), f"not a readable zip: {e}") from e
     with zf:
-        info = zf.getinfo(src.member)
+        try:
+            info = zf.getinfo(src.member)
+        except KeyError as e:
+            raise FileRejected(src.name, "zip member not found") from e
         limit = min(MAX_MEMBER_BYTES, max(info.compress_size, 1) * int(MAX_RATIO))
-        with zf.open(info) as raw:
+        try:
+            raw = zf.open(info)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as e:
+            raise FileRejected(src.name, f"cannot open zip member: {e}") from e
+        with raw:
             yield io.BufferedReader(_LimitedReader(raw, limit, src.name), 1024 * 1024)
 
 
@@ -149,31 +171,63 @@ def check_prolog(head: bytes, name: str) -> None:
         raise FileRejected(name, "empty file")
 
 
+#: markers of a DTD; the head is checked case-insensitively, the rest of the stream for the
+#: spellings libxml2 could act on
+_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY", b"<!doctype", b"<!entity")
+_OVERLAP = max(len(m) for m in _DTD_MARKERS) - 1
+
+
 class _PrologCheckingReader(io.RawIOBase):
-    """Checks the first bytes for DTDs before handing the stream to lxml."""
+    """Checks the first bytes for DTDs before handing the stream to lxml, then keeps watching.
+
+    A DOCTYPE may follow a prolog longer than ``PROLOG_SCAN`` (comments, whitespace), so every
+    later chunk is scanned too (with an overlap so a marker split across reads is seen).
+    lxml re-raises the FileRejected raised here unchanged (tests/test_xmlsafe.py proves it).
+    """
 
     def __init__(self, raw: IO[bytes], name: str) -> None:
         self._raw, self._name, self._checked = raw, name, False
         self._buf = b""
+        self._tail = b""
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def _scan(self, data: bytes) -> None:
+        window = self._tail + data
+        if any(m in window for m in _DTD_MARKERS):
+            raise FileRejected(
+                self._name, "document has a DOCTYPE/ENTITY declaration (refused by design)"
+            )
+        self._tail = window[-_OVERLAP:]
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None:
+            size = -1
         if not self._checked:
             head = self._raw.read(PROLOG_SCAN)
             check_prolog(head, self._name)
             self._checked = True
             self._buf = head
+            self._tail = head[-_OVERLAP:]
         if self._buf:
             if size < 0 or size >= len(self._buf):
                 out, self._buf = self._buf, b""
                 if size < 0:
-                    out += self._raw.read()
+                    rest = self._raw.read()
+                    self._scan(rest)
+                    out += rest
                 return out
             out, self._buf = self._buf[:size], self._buf[size:]
             return out
-        return self._raw.read(size)
+        data = self._raw.read(size)
+        self._scan(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def iterparse(
@@ -195,8 +249,14 @@ def iterparse(
 
 
 def xml_error(name: str, e: Exception, uai: str | None = None) -> FileRejected:
-    line = getattr(e, "lineno", None) or getattr(getattr(e, "position", None), "__getitem__", None)
-    if not isinstance(line, int):
+    """A FileRejected for an lxml parse error, with the line lxml reported when it gave one."""
+    line = getattr(e, "lineno", None)
+    if not isinstance(line, int) or line <= 0:
+        pos = getattr(e, "position", None)
+        line = pos[0] if isinstance(pos, tuple) and pos and isinstance(pos[0], int) else None
+    if line is not None and line <= 0:
         line = None
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    msg = getattr(e, "msg", None)
+    if not isinstance(msg, str) or not msg:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     return FileRejected(name, f"malformed or truncated XML: {msg}", uai=uai, line=line)

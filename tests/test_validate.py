@@ -179,6 +179,8 @@ def test_each_rule_catches_its_case_and_drops_the_row(table, row, col, value, ru
     ("ine", "12345678901", "ine_format"),
     ("email", "not-an-address", "email_format"),
     ("email", "a b@example.org", "email_format"),
+    ("email", "a@example.org\n", "email_format"),
+    ("ine", "123456789AB\n", "ine_format"),
     ("sex", "X", "sex_code"),
 ])
 def test_bad_optional_value_is_blanked_and_the_person_kept(col, value, rule):

@@ -76,14 +76,15 @@ def stream(src: XmlSource, tags: tuple[str, ...], uai: str | None) -> Iterator[A
 
 
 def fr_date(value: str | None) -> str | None:
-    """dd/mm/yyyy -> yyyy-mm-dd; None when absent or empty; ValueError when malformed."""
-    if not value:
+    """dd/mm/yyyy -> yyyy-mm-dd; None when absent, empty or blank; ValueError when malformed."""
+    if value is None or not value.strip():
         return None
     return dt.datetime.strptime(value.strip(), "%d/%m/%Y").date().isoformat()
 
 
 def iso_date(value: str | None) -> str | None:
-    if not value:
+    """yyyy-mm-dd (a time part is dropped) -> yyyy-mm-dd; None when absent or blank."""
+    if value is None or not value.strip():
         return None
     return dt.date.fromisoformat(value.strip()[:10]).isoformat()
 

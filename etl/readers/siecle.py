@@ -182,9 +182,9 @@ def read_siecle_responsables(src: XmlSource, uai: str) -> ReadResult:
                                            "ELEVE_ID or PERSONNE_ID missing"))
             elif (eid, pid) not in seen_links:
                 seen_links.add((eid, pid))
-                if "NIVEAU_RESPONSABILITE" in f:
-                    level = (f.get("NIVEAU_RESPONSABILITE") or "").strip() or None
-                else:
+                # the newer NIVEAU_RESPONSABILITE wins; an empty one falls back to RESP_LEGAL
+                level = blank_to_none(f.get("NIVEAU_RESPONSABILITE"))
+                if level is None:
                     level = RESP_LEGAL_LEVEL.get((f.get("RESP_LEGAL") or "").strip())
                 links.append(
                     uai=uai, pupil_key=pupil_key(uai, eid), guardian_key=guardian_key(uai, pid),
@@ -218,7 +218,8 @@ def read_siecle_nomenclatures(src: XmlSource, uai: str) -> ReadResult:
         else:
             code = (el.get("CODE_MATIERE") or "").strip()
             if code:
-                subjects.append(uai=uai, code=code, short_label=blank_to_none(f.get("LIBELLE_COURT")),
+                subjects.append(uai=uai, code=code,
+                                short_label=blank_to_none(f.get("LIBELLE_COURT")),
                                 long_label=blank_to_none(f.get("LIBELLE_LONG")), source="SIECLE")
         release(el)
     res.tables["mefs"] = mefs.frame()

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from etl import canonical as C
 from etl.canonical import Tables
-from etl.readers.base import Columns, ReadResult, blank_to_none, children, iso_date, reject, release, stream
+from etl.readers.base import (
+    Columns,
+    ReadResult,
+    blank_to_none,
+    children,
+    iso_date,
+    reject,
+    release,
+    stream,
+)
 from etl.xmlsafe import XmlSource
 
 SEXE = {"1": "M", "2": "F"}
@@ -81,7 +90,8 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                                     el.iterfind("DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE")}
                                    - {""})
                 structures.append(
-                    uai=uai, code=code, kind=kind, label=blank_to_none(f.get("LIBELLE_LONG")) or code,
+                    uai=uai, code=code, kind=kind,
+                    label=blank_to_none(f.get("LIBELLE_LONG")) or code,
                     mefs="|".join(mef_codes) or None, divisions="|".join(div_codes) or None,
                     source="STS", file=name, line=el.sourceline)
                 for service in el.iterfind("SERVICES/SERVICE"):
@@ -96,7 +106,8 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
             f = children(el)
             code = (el.get("CODE") or "").strip()
             if code:
-                subjects.append(uai=uai, code=code, short_label=blank_to_none(f.get("LIBELLE_COURT")),
+                subjects.append(uai=uai, code=code,
+                                short_label=blank_to_none(f.get("LIBELLE_COURT")),
                                 long_label=blank_to_none(f.get("LIBELLE_LONG")), source="STS")
         elif el.tag == "MEF" and ptag == "MEFS":
             f = children(el)

@@ -1,0 +1,83 @@
+"""Logins and uids: deterministic policy, unique, never reused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.orm import Session
+
+from etl.identity import MAX_LOGIN, IdentityRegistry, base_login, fold, new_uid
+from etl.state.db import get_engine
+from etl.state.models import Login
+
+LOGIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)?[0-9]*$")
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        ("Jean-Marie", "DUPONT", "jean-marie.dupont"),
+        ("Anne", "de La Fontaine", "anne.delafontaine"),
+        ("Aïssata", "N'Diaye", "aissata.ndiaye"),
+        ("Jürgen", "Müller-Lüdenscheidt", "jurgen.muller-ludenscheidt"),
+        ("Cœur", "GROß", "coeur.gross"),
+        ("Æsa", "Łukasz", "aesa.lukasz"),
+        ("Marie Hélène", "Le Goff", "marie-helene.legoff"),
+        ("Zoé", "Van der Berg", "zoe.vanderberg"),
+        ("*)(uid=*", "\\,+=#", "uid.x"),
+        ("", "", "x.x"),
+    ],
+)
+def test_login_policy(first: str, last: str, expected: str) -> None:
+    assert base_login(first, last) == expected
+
+
+def test_long_names_are_cut_with_room_for_a_number() -> None:
+    login = base_login("Marie-Charlotte-Alexandrine", "de Montmorency-Laval-Bourbon")
+    assert len(login) <= MAX_LOGIN - 3
+    assert not login.endswith(("-", "."))
+
+
+def test_fold_ligatures() -> None:
+    assert fold("Œdipe Straße") == "oedipe strasse"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_login_always_valid(first: str, last: str) -> None:
+    login = base_login(first, last)
+    assert 3 <= len(login) <= MAX_LOGIN
+    assert re.fullmatch(r"[a-z0-9.-]+", login)
+
+
+def test_uid_is_opaque() -> None:
+    uids = {new_uid("ELV") for _ in range(2000)}
+    assert len(uids) == 2000
+    assert all(re.fullmatch(r"[a-z2-9]{10}", u) for u in uids)
+
+
+def test_logins_unique_and_never_reused(tmp_path) -> None:
+    engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with Session(engine) as s:
+        reg = IdentityRegistry(s, "ac-reims")
+        a = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$1"], "r1")
+        b = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$2"], "r1")
+        c = reg.create("TUT", "Jean", "DUPONT", ["AC-REIMS$SIECLE-RESP$0510001B$9"], "r1")
+        s.commit()
+        assert (a.login, b.login, c.login) == ("jean.dupont", "jean.dupont2", "jean.dupont3")
+        # the account goes away, its login stays registered: a newcomer never gets it
+        s.query(Login).filter_by(login="jean.dupont").one()
+    with Session(engine) as s:
+        from etl.state.models import Account, Identity
+
+        s.query(Identity).filter_by(uid=a.uid).delete()
+        s.query(Account).filter_by(uid=a.uid).delete()
+        s.commit()
+        reg = IdentityRegistry(s, "ac-strasbourg")
+        d = reg.create("ELV", "Jean", "Dupont", ["AC-STRASBOURG$SIECLE$0670001X$1"], "r2")
+        s.commit()
+        assert d.login == "jean.dupont4"
+        assert reg.lookup(["AC-REIMS$SIECLE$0510001B$2"]) == {"AC-REIMS$SIECLE$0510001B$2": b.uid}
