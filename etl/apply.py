@@ -133,7 +133,7 @@ class DirectoryWriter:
         delay = 0.2
         for attempt in range(self.max_retries + 1):
             try:
-                status, result, _resp, _req = fn(self._conn())
+                _status, result, _resp, _req = fn(self._conn())
                 if result["result"] not in TRANSIENT_RESULTS or attempt == self.max_retries:
                     return dict(result)
             except (LDAPException, OSError) as e:

@@ -103,7 +103,7 @@ class Settings:
             ),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
-        plain = {
+        plain: dict[str, Any] = {
             k: (Path(v) if k in ("landing", "workdir") else v)
             for k, v in overrides.items()
             if not k.startswith("ldap_") and v is not None

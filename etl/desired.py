@@ -137,7 +137,8 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     active = active[~is_guardian | active["person_key"].isin(guardian_keys)]
 
     # resolve identities: INE key first for pupils
-    rows = active.to_dict("records")
+    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()}
+                                  for r in active.to_dict("records")]
     jointures_of: list[list[str]] = []
     for r in rows:
         keys = [r["person_key"]]
@@ -179,7 +180,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                 struct_label[(uai, code)] = label
     group_members: dict[tuple[str, str], set[str]] = defaultdict(set)
     person_structs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for uai, key, code, kind, role, subject, head in members[
+    for uai, key, code, kind, _role, subject, head in members[
             ["uai", "person_key", "code", "kind", "role", "subject", "head_teacher"]
     ].itertuples(index=False):
         pdn = dn_of(key)

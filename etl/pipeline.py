@@ -105,11 +105,11 @@ def discover_files(settings: Settings, academy_code: str, run_id: str,
             }
             newest_applied: dict[str, str] = {}
             for (k, _sha), exp in applied.items():
-                if exp and exp > newest_applied.get(k, ""):
+                if k and exp and exp > newest_applied.get(k, ""):
                     newest_applied[k] = exp
             fresh = [d for d in chosen if (d.kind, d.sha256) not in applied]
-            stale = [d for d in chosen if d.export_date and newest_applied.get(d.kind or "")
-                     and d.export_date < newest_applied[d.kind or ""]]
+            stale = [d for d in chosen if d.export_date
+                     and d.export_date < newest_applied.get(d.kind or "", "")]
             status = "discovered"
             if stale:
                 reason = "; ".join(
@@ -193,8 +193,8 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
             outcome.quarantine[fname] = f"error budget exceeded: {n} of {total} records rejected"
     rejected.extend(r.as_dict() for r in outcome.rejected)
     for fname, reason in outcome.quarantine.items():
-        raw = next((x for x in docs if Discovered(**x).source.short_name == fname), None)
-        if raw is not None:
+        match = [x for x in docs if Discovered(**x).source.short_name == fname]
+        for raw in match[:1]:
             where = _quarantine(settings, academy_code, run_id, raw, reason, dry_run)
             quarantined.append({"file": fname, "reason": reason, "moved_to": where})
     reports = settings.reports_dir / run_id / "schools"
@@ -348,8 +348,9 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
 
 
 def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:
-    return s.scalar(select(SourceFile.export_date).where(SourceFile.run_id == run_id,
-                                                         SourceFile.sha256 == sha).limit(1))
+    found: str | None = s.scalar(select(SourceFile.export_date).where(
+        SourceFile.run_id == run_id, SourceFile.sha256 == sha).limit(1))
+    return found
 
 
 def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: dict[str, Any],
