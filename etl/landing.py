@@ -138,9 +138,7 @@ def read_header(src: XmlSource) -> Discovered:
     if not d.uai:
         raise FileRejected(name, "no UAJ (school UAI) in PARAMETRES")
     if not uai_is_valid(d.uai):
-        raise FileRejected(
-            name, f"UAI {d.uai!r} is not valid (format or check letter)", uai=d.uai
-        )
+        raise FileRejected(name, f"UAI {d.uai!r} is not valid (format or check letter)", uai=d.uai)
     year = vals.get("ANNEE_SCOLAIRE", "")
     d.school_year = int(year) if year.isdigit() else None
     if d.kind == "STS":

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from lxml import etree
 
 from etl.canonical import Tables, frame
@@ -39,7 +40,29 @@ class Columns:
         return len(self.data[self.cols[0]])
 
     def frame(self) -> Any:
-        return frame(self.table, self.data)
+        """The table; the column lists are handed over (and freed) one by one on the way."""
+        data, self.data = self.data, {c: [] for c in self.cols}
+        arrays: dict[str, list[object]] = {}
+        for c in self.cols:
+            col = data.pop(c)
+            arr = np.empty(len(col), dtype=object)
+            arr[:] = col
+            del col
+            arrays[c] = arr  # type: ignore[assignment]  # frame() takes any sequence
+        return frame(self.table, arrays)
+
+
+class Interner:
+    """One shared string object per distinct value (names, dates and codes repeat a lot:
+    keeping one copy each is most of what keeps a large export's tables small)."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+
+    def __call__(self, v: str | None) -> str | None:
+        if v is None:
+            return None
+        return self._d.setdefault(v, v)
 
 
 def children(el: Any) -> dict[str, str]:
@@ -76,10 +99,19 @@ def stream(src: XmlSource, tags: tuple[str, ...], uai: str | None) -> Iterator[A
 
 
 def fr_date(value: str | None) -> str | None:
-    """dd/mm/yyyy -> yyyy-mm-dd; None when absent, empty or blank; ValueError when malformed."""
-    if value is None or not value.strip():
+    """dd/mm/yyyy -> yyyy-mm-dd; None when absent, empty or blank; ValueError when malformed.
+
+    Parsed by hand (strptime is the reader's hot spot and accepts ``1/9/2026``).
+    """
+    if value is None:
         return None
-    return dt.datetime.strptime(value.strip(), "%d/%m/%Y").date().isoformat()
+    v = value.strip()
+    if not v:
+        return None
+    day, month, year = v.split("/")  # ValueError unless exactly three parts
+    if len(day) != 2 or len(month) != 2 or len(year) != 4 or not (day + month + year).isdigit():
+        raise ValueError(f"not dd/mm/yyyy: {v!r}")
+    return dt.date(int(year), int(month), int(day)).isoformat()
 
 
 def iso_date(value: str | None) -> str | None:
@@ -99,5 +131,6 @@ def blank_to_none(value: str | None) -> str | None:
 def reject(
     src: XmlSource, uai: str | None, el: Any, element: str, rule: str, message: str
 ) -> RecordRejected:
-    return RecordRejected(src.short_name, uai, getattr(el, "sourceline", None), element, rule,
-                          message)
+    return RecordRejected(
+        src.short_name, uai, getattr(el, "sourceline", None), element, rule, message
+    )

@@ -27,8 +27,9 @@ from etl.readers.base import (
 from etl.xmlsafe import XmlSource
 
 #: pseudo-divisions SIECLE uses to park pupils: never a real class
-PSEUDO_DIVISION = re.compile(r"^(INACTIFS?|SORTIS?|ARCHIVES?|PARTIS?|ZZ.*|_?NON[ _]?AFFECTES?)$",
-                             re.IGNORECASE)
+PSEUDO_DIVISION = re.compile(
+    r"^(INACTIFS?|SORTIS?|ARCHIVES?|PARTIS?|ZZ.*|_?NON[ _]?AFFECTES?)$", re.IGNORECASE
+)
 SEXE = {"1": "M", "2": "F"}
 #: blocks we do not use but must free while streaming (addresses, options, grants)
 DROP = ("OPTION", "ADRESSE", "BOURSE")
@@ -49,7 +50,7 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     members = Columns("memberships", C.MEMBERSHIPS)
     res = ReadResult(Tables())
     seen_ids: set[str] = set()
-    divisions: dict[str, tuple[str, int | None]] = {}
+    divisions: dict[str, str] = {}  # ELEVE_ID -> the first division seen
     seen_groups: set[tuple[str, str]] = set()
     name = src.short_name
     for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", *DROP), uai):
@@ -61,19 +62,29 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
             line = el.sourceline
             f = children(el)
             if not eid:
-                res.rejected.append(reject(src, uai, el, "ELEVE", "required",
-                                           "ELEVE_ID attribute missing"))
+                res.rejected.append(
+                    reject(src, uai, el, "ELEVE", "required", "ELEVE_ID attribute missing")
+                )
             elif eid in seen_ids:
-                res.rejected.append(reject(src, uai, el, "ELEVE", "unique",
-                                           f"ELEVE_ID {eid} appears twice"))
+                res.rejected.append(
+                    reject(src, uai, el, "ELEVE", "unique", f"ELEVE_ID {eid} appears twice")
+                )
             else:
                 try:
                     birth = fr_date(f.get("DATE_NAISS"))
                     leave = fr_date(f.get("DATE_SORTIE"))
                     entry = fr_date(f.get("DATE_ENTREE"))
                 except ValueError:
-                    res.rejected.append(reject(src, uai, el, "ELEVE", "date_format",
-                                               f"ELEVE_ID {eid}: a date is not dd/mm/yyyy"))
+                    res.rejected.append(
+                        reject(
+                            src,
+                            uai,
+                            el,
+                            "ELEVE",
+                            "date_format",
+                            f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
+                        )
+                    )
                 else:
                     seen_ids.add(eid)
                     persons.append(
@@ -107,20 +118,36 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 if kind == "D":
                     prev = divisions.get(eid)
                     if prev is not None:
-                        if prev[0] != code:
-                            res.rejected.append(reject(
-                                src, uai, st, "STRUCTURES_ELEVE", "one_division",
-                                f"ELEVE_ID {eid} is in divisions {prev[0]} and {code}; "
-                                f"kept {prev[0]}"))
+                        if prev != code:
+                            res.rejected.append(
+                                reject(
+                                    src,
+                                    uai,
+                                    st,
+                                    "STRUCTURES_ELEVE",
+                                    "one_division",
+                                    f"ELEVE_ID {eid} is in divisions {prev} and {code}; "
+                                    f"kept {prev}",
+                                )
+                            )
                         continue
-                    divisions[eid] = (code, st.sourceline)
+                    divisions[eid] = code
                 else:
                     if (eid, code) in seen_groups:
                         continue
                     seen_groups.add((eid, code))
-                members.append(uai=uai, person_key=pupil_key(uai, eid), code=code, kind=kind,
-                               role="pupil", head_teacher=False, file=name, line=st.sourceline)
+                members.append(
+                    uai=uai,
+                    person_key=pupil_key(uai, eid),
+                    code=code,
+                    kind=kind,
+                    role="pupil",
+                    head_teacher=False,
+                    file=name,
+                    line=st.sourceline,
+                )
         release(el)
+    del seen_ids, divisions, seen_groups  # free the bookkeeping before framing the tables
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
     return res
@@ -156,30 +183,46 @@ def read_siecle_responsables(src: XmlSource, uai: str) -> ReadResult:
         if el.tag == "PERSONNE":
             pid = (el.get("PERSONNE_ID") or "").strip()
             if not pid:
-                res.rejected.append(reject(src, uai, el, "PERSONNE", "required",
-                                           "PERSONNE_ID attribute missing"))
+                res.rejected.append(
+                    reject(src, uai, el, "PERSONNE", "required", "PERSONNE_ID attribute missing")
+                )
             elif pid in seen:
-                res.rejected.append(reject(src, uai, el, "PERSONNE", "unique",
-                                           f"PERSONNE_ID {pid} appears twice"))
+                res.rejected.append(
+                    reject(src, uai, el, "PERSONNE", "unique", f"PERSONNE_ID {pid} appears twice")
+                )
             else:
                 seen.add(pid)
                 civ = (f.get("LC_CIVILITE") or "").strip().upper()
                 persons.append(
-                    person_key=guardian_key(uai, pid), uai=uai, profile=C.PROFILE_GUARDIAN,
-                    source="SIECLE", source_id=pid,
+                    person_key=guardian_key(uai, pid),
+                    uai=uai,
+                    profile=C.PROFILE_GUARDIAN,
+                    source="SIECLE",
+                    source_id=pid,
                     last_name=f.get("NOM_USAGE") or f.get("NOM_DE_FAMILLE"),
-                    birth_name=f.get("NOM_DE_FAMILLE"), first_name=f.get("PRENOM"),
+                    birth_name=f.get("NOM_DE_FAMILLE"),
+                    first_name=f.get("PRENOM"),
                     sex={"M.": "M", "M": "M", "MME": "F", "MLLE": "F"}.get(civ),
                     email=blank_to_none(f.get("MEL")),
                     mobile=blank_to_none(f.get("TEL_PORTABLE")),
-                    has_left=False, file=name, line=el.sourceline,
+                    has_left=False,
+                    file=name,
+                    line=el.sourceline,
                 )
         else:
             eid = (f.get("ELEVE_ID") or "").strip()
             pid = (f.get("PERSONNE_ID") or "").strip()
             if not eid or not pid:
-                res.rejected.append(reject(src, uai, el, "RESPONSABLE_ELEVE", "required",
-                                           "ELEVE_ID or PERSONNE_ID missing"))
+                res.rejected.append(
+                    reject(
+                        src,
+                        uai,
+                        el,
+                        "RESPONSABLE_ELEVE",
+                        "required",
+                        "ELEVE_ID or PERSONNE_ID missing",
+                    )
+                )
             elif (eid, pid) not in seen_links:
                 seen_links.add((eid, pid))
                 # the newer NIVEAU_RESPONSABILITE wins; an empty one falls back to RESP_LEGAL
@@ -187,13 +230,17 @@ def read_siecle_responsables(src: XmlSource, uai: str) -> ReadResult:
                 if level is None:
                     level = RESP_LEGAL_LEVEL.get((f.get("RESP_LEGAL") or "").strip())
                 links.append(
-                    uai=uai, pupil_key=pupil_key(uai, eid), guardian_key=guardian_key(uai, pid),
-                    level=level, legal=level == "1",
+                    uai=uai,
+                    pupil_key=pupil_key(uai, eid),
+                    guardian_key=guardian_key(uai, pid),
+                    level=level,
+                    legal=level == "1",
                     relation=blank_to_none(f.get("CODE_PARENTE")),
                     pays_fees=_bool(f.get("PAIE_FRAIS_SCOLAIRES")),
                     lives_with=_bool(f.get("HEBERGE_ELEVE")),
                     contact_first=_bool(f.get("A_CONTACTER_EN_PRIORITE")),
-                    file=name, line=el.sourceline,
+                    file=name,
+                    line=el.sourceline,
                 )
         release(el)
     res.tables["persons"] = persons.frame()
@@ -212,15 +259,24 @@ def read_siecle_nomenclatures(src: XmlSource, uai: str) -> ReadResult:
         if el.tag == "MEF":
             code = (el.get("CODE_MEF") or "").strip()
             if code:
-                mefs.append(uai=uai, code=code, formation=blank_to_none(f.get("FORMATION")),
-                            label=blank_to_none(f.get("LIBELLE_LONG")),
-                            attached_to=blank_to_none(f.get("MEF_RATTACHEMENT")), source="SIECLE")
+                mefs.append(
+                    uai=uai,
+                    code=code,
+                    formation=blank_to_none(f.get("FORMATION")),
+                    label=blank_to_none(f.get("LIBELLE_LONG")),
+                    attached_to=blank_to_none(f.get("MEF_RATTACHEMENT")),
+                    source="SIECLE",
+                )
         else:
             code = (el.get("CODE_MATIERE") or "").strip()
             if code:
-                subjects.append(uai=uai, code=code,
-                                short_label=blank_to_none(f.get("LIBELLE_COURT")),
-                                long_label=blank_to_none(f.get("LIBELLE_LONG")), source="SIECLE")
+                subjects.append(
+                    uai=uai,
+                    code=code,
+                    short_label=blank_to_none(f.get("LIBELLE_COURT")),
+                    long_label=blank_to_none(f.get("LIBELLE_LONG")),
+                    source="SIECLE",
+                )
         release(el)
     res.tables["mefs"] = mefs.frame()
     res.tables["subjects"] = subjects.frame()
@@ -249,12 +305,17 @@ def read_siecle_structures(src: XmlSource, uai: str) -> ReadResult:
             f = children(el)
             is_div = el.tag == "DIVISION"
             structures.append(
-                uai=uai, code=code, kind="D" if is_div else "G",
+                uai=uai,
+                code=code,
+                kind="D" if is_div else "G",
                 label=blank_to_none(f.get("LIBELLE_LONG")) or code,
                 mefs=_codes(el, "MEFS_APPARTENANCE/MEF_APPARTENANCE/CODE_MEF") if is_div else None,
-                divisions=None if is_div else _codes(
-                    el, "DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE/CODE_STRUCTURE"),
-                source="SIECLE", file=name, line=el.sourceline,
+                divisions=None
+                if is_div
+                else _codes(el, "DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE/CODE_STRUCTURE"),
+                source="SIECLE",
+                file=name,
+                line=el.sourceline,
             )
         release(el)
     res.tables["structures"] = structures.frame()

@@ -50,25 +50,41 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
             if not sid:
                 res.rejected.append(reject(src, uai, el, "INDIVIDU", "required", "ID missing"))
             elif sid in seen:
-                res.rejected.append(reject(src, uai, el, "INDIVIDU", "unique",
-                                           f"INDIVIDU ID {sid} appears twice"))
+                res.rejected.append(
+                    reject(src, uai, el, "INDIVIDU", "unique", f"INDIVIDU ID {sid} appears twice")
+                )
             else:
                 try:
                     birth = iso_date(f.get("DATE_NAISSANCE"))
                 except ValueError:
-                    res.rejected.append(reject(src, uai, el, "INDIVIDU", "date_format",
-                                               f"INDIVIDU {sid}: DATE_NAISSANCE not yyyy-mm-dd"))
+                    res.rejected.append(
+                        reject(
+                            src,
+                            uai,
+                            el,
+                            "INDIVIDU",
+                            "date_format",
+                            f"INDIVIDU {sid}: DATE_NAISSANCE not yyyy-mm-dd",
+                        )
+                    )
                 else:
                     seen.add(sid)
                     function = (f.get("FONCTION") or "").strip().upper() or None
                     persons.append(
-                        person_key=teacher_key(uai, sid), uai=uai,
+                        person_key=teacher_key(uai, sid),
+                        uai=uai,
                         profile=C.STS_FUNCTION_PROFILE.get(function or "", "ETA"),
-                        source="STS", source_id=sid,
+                        source="STS",
+                        source_id=sid,
                         last_name=f.get("NOM_USAGE") or f.get("NOM_PATRONYMIQUE"),
-                        birth_name=f.get("NOM_PATRONYMIQUE"), first_name=f.get("PRENOM"),
-                        birth_date=birth, sex=SEXE.get((f.get("SEXE") or "").strip()),
-                        function=function, has_left=False, file=name, line=el.sourceline,
+                        birth_name=f.get("NOM_PATRONYMIQUE"),
+                        first_name=f.get("PRENOM"),
+                        birth_date=birth,
+                        sex=SEXE.get((f.get("SEXE") or "").strip()),
+                        function=function,
+                        has_left=False,
+                        file=name,
+                        line=el.sourceline,
                     )
                     for pp in el.iterfind("PROFS_PRINC/PROF_PRINC/CODE_STRUCTURE"):
                         code = (pp.text or "").strip()
@@ -83,17 +99,31 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                 is_div = el.tag == "DIVISION"
                 kind = "D" if is_div else "G"
                 f = children(el)
-                mef_codes = sorted({m.get("CODE", "").strip()
-                                    for m in el.iterfind("MEFS_APPARTENANCE/MEF_APPARTENANCE")}
-                                   - {""})
-                div_codes = sorted({m.get("CODE", "").strip() for m in
-                                    el.iterfind("DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE")}
-                                   - {""})
+                mef_codes = sorted(
+                    {
+                        m.get("CODE", "").strip()
+                        for m in el.iterfind("MEFS_APPARTENANCE/MEF_APPARTENANCE")
+                    }
+                    - {""}
+                )
+                div_codes = sorted(
+                    {
+                        m.get("CODE", "").strip()
+                        for m in el.iterfind("DIVISIONS_APPARTENANCE/DIVISION_APPARTENANCE")
+                    }
+                    - {""}
+                )
                 structures.append(
-                    uai=uai, code=code, kind=kind,
+                    uai=uai,
+                    code=code,
+                    kind=kind,
                     label=blank_to_none(f.get("LIBELLE_LONG")) or code,
-                    mefs="|".join(mef_codes) or None, divisions="|".join(div_codes) or None,
-                    source="STS", file=name, line=el.sourceline)
+                    mefs="|".join(mef_codes) or None,
+                    divisions="|".join(div_codes) or None,
+                    source="STS",
+                    file=name,
+                    line=el.sourceline,
+                )
                 for service in el.iterfind("SERVICES/SERVICE"):
                     subject = (service.get("CODE_MATIERE") or "").strip()
                     for ens in service.iterfind("ENSEIGNANTS/ENSEIGNANT"):
@@ -106,29 +136,54 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
             f = children(el)
             code = (el.get("CODE") or "").strip()
             if code:
-                subjects.append(uai=uai, code=code,
-                                short_label=blank_to_none(f.get("LIBELLE_COURT")),
-                                long_label=blank_to_none(f.get("LIBELLE_LONG")), source="STS")
+                subjects.append(
+                    uai=uai,
+                    code=code,
+                    short_label=blank_to_none(f.get("LIBELLE_COURT")),
+                    long_label=blank_to_none(f.get("LIBELLE_LONG")),
+                    source="STS",
+                )
         elif el.tag == "MEF" and ptag == "MEFS":
             f = children(el)
             code = (el.get("CODE") or "").strip()
             if code:
-                mefs.append(uai=uai, code=code, formation=blank_to_none(f.get("LIBELLE_COURT")),
-                            label=blank_to_none(f.get("LIBELLE_LONG")), source="STS")
+                mefs.append(
+                    uai=uai,
+                    code=code,
+                    formation=blank_to_none(f.get("LIBELLE_COURT")),
+                    label=blank_to_none(f.get("LIBELLE_LONG")),
+                    source="STS",
+                )
         else:
             continue  # nested reference: its enclosing element is released as a whole
         release(el)
     for (tid, code, kind), (subj, line) in sorted(links.items()):
-        members.append(uai=uai, person_key=teacher_key(uai, tid), code=code, kind=kind,
-                       role="teacher", subject="|".join(sorted(subj)) or None,
-                       head_teacher=code in head.get(tid, set()), file=name, line=line)
+        members.append(
+            uai=uai,
+            person_key=teacher_key(uai, tid),
+            code=code,
+            kind=kind,
+            role="teacher",
+            subject="|".join(sorted(subj)) or None,
+            head_teacher=code in head.get(tid, set()),
+            file=name,
+            line=line,
+        )
     linked = {(t, c) for (t, c, _k) in links}
     for tid, codes in sorted(head.items()):
         for code in sorted(codes):
             if (tid, code) not in linked:
-                members.append(uai=uai, person_key=teacher_key(uai, tid), code=code, kind="D",
-                               role="teacher", subject=None, head_teacher=True, file=name,
-                               line=None)
+                members.append(
+                    uai=uai,
+                    person_key=teacher_key(uai, tid),
+                    code=code,
+                    kind="D",
+                    role="teacher",
+                    subject=None,
+                    head_teacher=True,
+                    file=name,
+                    line=None,
+                )
     res.tables["persons"] = persons.frame()
     res.tables["structures"] = structures.frame()
     res.tables["memberships"] = members.frame()
