@@ -16,6 +16,7 @@ from etl import canonical as C
 from etl.canonical import Tables
 from etl.readers.base import (
     Columns,
+    Interner,
     ReadResult,
     blank_to_none,
     children,
@@ -53,6 +54,16 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     divisions: dict[str, str] = {}  # ELEVE_ID -> the first division seen
     seen_groups: set[tuple[str, str]] = set()
     name = src.short_name
+    # one object per distinct name, date and code; one key string per pupil
+    share = Interner()
+    keys: dict[str, str] = {}
+
+    def key_of(eid: str) -> str:
+        k = keys.get(eid)
+        if k is None:
+            k = keys[eid] = pupil_key(uai, eid)
+        return k
+
     for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", *DROP), uai):
         if el.tag in DROP:
             pass
@@ -88,21 +99,21 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 else:
                     seen_ids.add(eid)
                     persons.append(
-                        person_key=pupil_key(uai, eid),
+                        person_key=key_of(eid),
                         uai=uai,
                         profile=C.PROFILE_PUPIL,
                         source="SIECLE",
                         source_id=eid,
                         ine=blank_to_none(f.get("ID_NATIONAL")),
-                        last_name=f.get("NOM_USAGE") or f.get("NOM_DE_FAMILLE"),
-                        birth_name=f.get("NOM_DE_FAMILLE"),
-                        first_name=f.get("PRENOM"),
-                        birth_date=birth,
+                        last_name=share(f.get("NOM_USAGE") or f.get("NOM_DE_FAMILLE")),
+                        birth_name=share(f.get("NOM_DE_FAMILLE")),
+                        first_name=share(f.get("PRENOM")),
+                        birth_date=share(birth),
                         sex=SEXE.get((f.get("CODE_SEXE") or "").strip()),
                         email=blank_to_none(f.get("MEL")),
-                        mef=blank_to_none(f.get("CODE_MEF")),
-                        entry_date=entry,
-                        leave_date=leave,
+                        mef=share(blank_to_none(f.get("CODE_MEF"))),
+                        entry_date=share(entry),
+                        leave_date=share(leave),
                         has_left=bool(leave and leave <= today.isoformat()),
                         file=name,
                         line=line,
@@ -138,8 +149,8 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     seen_groups.add((eid, code))
                 members.append(
                     uai=uai,
-                    person_key=pupil_key(uai, eid),
-                    code=code,
+                    person_key=key_of(eid),
+                    code=share(code),
                     kind=kind,
                     role="pupil",
                     head_teacher=False,
@@ -147,7 +158,8 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     line=st.sourceline,
                 )
         release(el)
-    del seen_ids, divisions, seen_groups  # free the bookkeeping before framing the tables
+    keys.clear()
+    del seen_ids, divisions, seen_groups, share  # free the bookkeeping before framing
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
     return res
