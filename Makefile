@@ -38,6 +38,7 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 demo: install
+	-@[ -d $(DEMO)/slapd ] && $(BIN)/entsync ldap down --dir $(DEMO)/slapd >/dev/null 2>&1; true
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(BIN)/entsync ldap up --dir $(DEMO)/slapd > $(DEMO)/ldap.env
 	$(BIN)/entsync generate --academy $(ACADEMY) --schools $(SCHOOLS) \
@@ -46,10 +47,16 @@ demo: install
 	export ENTSYNC_LANDING=$(CURDIR)/$(DEMO)/landing ENTSYNC_WORKDIR=$(CURDIR)/$(DEMO)/work \
 	  AIRFLOW_HOME=$(CURDIR)/$(DEMO)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__UNIT_TEST_MODE=False && \
-	$(BIN)/airflow db migrate >/dev/null && \
-	$(BIN)/airflow dags test ent_sync__$(subst -,_,$(ACADEMY)) > $(DEMO)/dag-test.log 2>&1 \
-	  || { tail -50 $(DEMO)/dag-test.log; exit 1; } ; \
-	$(BIN)/entsync show --academy $(ACADEMY)
+	{ $(BIN)/airflow db migrate > $(DEMO)/db-migrate.log 2>&1 \
+	  || { tail -30 $(DEMO)/db-migrate.log; exit 1; }; } && \
+	echo "airflow dags test ent_sync__$(subst -,_,$(ACADEMY)) (log: $(DEMO)/dag-test.log)" && \
+	{ $(BIN)/airflow dags test ent_sync__$(subst -,_,$(ACADEMY)) > $(DEMO)/dag-test.log 2>&1 \
+	  || { tail -50 $(DEMO)/dag-test.log; exit 1; }; } && \
+	{ grep -o 'DagRun Finished: dag_id=[^,]*' $(DEMO)/dag-test.log; \
+	  grep -o 'run_duration=[0-9.]*, state=[a-z]*' $(DEMO)/dag-test.log; true; } && \
+	$(BIN)/entsync status && \
+	$(BIN)/entsync show --academy $(ACADEMY) && \
+	echo "reports: $(DEMO)/work/reports/; slapd keeps running: make demo-down stops it"
 
 demo-down:
 	-$(BIN)/entsync ldap down --dir $(DEMO)/slapd

@@ -8,12 +8,15 @@ step: accounts, classes and groups.
 Stages: **discover** (identify each file by its root and UAI) → **read_validate** (one mapped
 task per school: read, normalize, validate; a bad file is quarantined whole and its school
 left untouched) → **reconcile** (identities, logins, plan) → **apply** (ldap3, journaled) →
-**report** (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`).
+**report** (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`). A night with no new
+export maps read_validate over nothing (skipped); reconcile, apply and report still run and
+close the run with an empty summary.
 
 Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs.
 
-Connections: `entsync_ldap` (host, port, login = bind DN, password, extra `{"base": ...}`) and
-`entsync_state` (extra `{"sqlalchemy_url": ...}`); when absent, the `ENTSYNC_*` environment
+Connections: `entsync_ldap` (host, port, login = bind DN, password, extra `{"base": ...}`,
+optionally `"url"`, `"ssl": true`, `"ca_file"`) and `entsync_state` (extra
+`{"sqlalchemy_url": ...}`); when a connection is not defined, the `ENTSYNC_*` environment
 variables are used.
 """
 
@@ -57,8 +60,13 @@ def _settings() -> Any:
         if not url and ldap.host:
             scheme, port = ("ldaps", 636) if extra.get("ssl") else ("ldap", 389)
             url = f"{scheme}://{ldap.host}:{ldap.port or port}"
-        over.update(ldap_url=url, ldap_bind_dn=ldap.login, ldap_password=ldap.password,
-                    ldap_base=extra.get("base"), ldap_ca_file=extra.get("ca_file"))
+        over.update(
+            ldap_url=url,
+            ldap_bind_dn=ldap.login,
+            ldap_password=ldap.password,
+            ldap_base=extra.get("base"),
+            ldap_ca_file=extra.get("ca_file"),
+        )
     state = _connection("entsync_state")
     if state is not None:
         url = (state.extra_dejson or {}).get("sqlalchemy_url") or state.get_uri()
@@ -95,8 +103,12 @@ def make_dag(academy: Academy) -> Any:
         tags=["entsync", code],
         params={
             "dry_run": Param(False, type="boolean", description="plan and report only"),
-            "schools": Param([], type="array", items={"type": "string"},
-                             description="only these UAIs (empty: all)"),
+            "schools": Param(
+                [],
+                type="array",
+                items={"type": "string"},
+                description="only these UAIs (empty: all)",
+            ),
         },
         default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
     )
@@ -117,47 +129,62 @@ def make_dag(academy: Academy) -> Any:
             """One item per school to read (Airflow maps only over a task's whole return)."""
             return list(disc["batches"])
 
-        @task(map_index_template="{{ task.op_kwargs['batch']['uai'] }}",
-              max_active_tis_per_dagrun=4)
+        @task(
+            map_index_template="{{ task.op_kwargs['batch']['uai'] }}", max_active_tis_per_dagrun=4
+        )
         def read_validate(batch: dict[str, Any], disc: dict[str, Any]) -> dict[str, Any]:
             from etl import pipeline
 
             dry, _ = _params()
-            return pipeline.read_validate_school(_settings(), code, disc["run_id"],
-                                                 batch["uai"], batch["docs"], dry)
+            return pipeline.read_validate_school(
+                _settings(), code, disc["run_id"], batch["uai"], batch["docs"], dry
+            )
 
         # none_failed: also run when read_validate was skipped because no school had new
         # exports, so an empty night still closes its run and writes a summary.
         @task(trigger_rule="none_failed")
-        def reconcile(disc: dict[str, Any],
-                      results: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        def reconcile(
+            disc: dict[str, Any], results: Sequence[dict[str, Any] | None]
+        ) -> dict[str, Any]:
             from etl import pipeline
 
             dry, _ = _params()
             return pipeline.reconcile(_settings(), code, disc["run_id"], _results(results), dry)
 
         @task(trigger_rule="none_failed")
-        def apply(disc: dict[str, Any], rec: dict[str, Any],
-                  results: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        def apply(
+            disc: dict[str, Any], rec: dict[str, Any], results: Sequence[dict[str, Any] | None]
+        ) -> dict[str, Any]:
             from etl import pipeline
 
             dry, _ = _params()
-            return pipeline.apply_plan(_settings(), code, disc["run_id"], rec["plan"],
-                                       _results(results), dry)
+            return pipeline.apply_plan(
+                _settings(), code, disc["run_id"], rec["plan"], _results(results), dry
+            )
 
         @task(trigger_rule="none_failed", retries=0)
-        def report(disc: dict[str, Any], results: Sequence[dict[str, Any] | None],
-                   rec: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
+        def report(
+            disc: dict[str, Any],
+            results: Sequence[dict[str, Any] | None],
+            rec: dict[str, Any],
+            app: dict[str, Any],
+        ) -> dict[str, Any]:
             from etl import pipeline
             from etl.errors import EntsyncError
 
             dry, _ = _params()
-            s = pipeline.finish_run(_settings(), code, disc["run_id"], disc, _results(results),
-                                    rec, app, dry)
+            s = pipeline.finish_run(
+                _settings(), code, disc["run_id"], disc, _results(results), rec, app, dry
+            )
             if s["status"] == "failed":
                 raise EntsyncError(f"run {s['run_id']}: {s['failed']} changes failed")
-            return {"run_id": s["run_id"], "status": s["status"], "changes": s["changes"],
-                    "applied": s["applied"], "report_dir": s["report_dir"]}
+            return {
+                "run_id": s["run_id"],
+                "status": s["status"],
+                "changes": s["changes"],
+                "applied": s["applied"],
+                "report_dir": s["report_dir"],
+            }
 
         d = discover()
         res = read_validate.partial(disc=d).expand(batch=batches(d))
