@@ -39,11 +39,16 @@ RESULT_VALUE_EXISTS = 20
 
 @dataclass
 class LdapTarget:
+    """Where and as whom the sync writes. ``ca_file``: the CA the server's certificate must
+    chain to; with it an ldap:// URL is upgraded with StartTLS (``start_tls`` forces StartTLS
+    against the system CAs). ldaps:// is always verified (system CAs when no ``ca_file``)."""
+
     url: str
     bind_dn: str
     password: str = field(repr=False)
     base: str = "dc=ent,dc=grandest,dc=fr"
     ca_file: str | None = None
+    start_tls: bool = False
 
 
 @dataclass
@@ -56,23 +61,65 @@ class ApplyResult:
 
 
 def connect(target: LdapTarget) -> ldap3.Connection:
-    """A bound connection (SAFE_SYNC strategy: one per thread)."""
-    tls = None
-    url = target.url.rstrip("/")
-    if url.startswith("ldaps://") or target.ca_file:
-        import ssl
+    """A bound connection (SAFE_SYNC strategy: one per thread).
 
+    TLS is verified: CERT_REQUIRED against ``ca_file`` (or the system CAs) and the host name
+    of the URL checked against the certificate's names (SAN). A certificate, StartTLS or
+    credentials problem raises DirectoryError, which the writer does not retry; a server that
+    cannot be reached raises LDAPException (transient: the writer reconnects and retries).
+    """
+    import contextlib
+    import os
+    import ssl
+
+    from ldap3.core.exceptions import (
+        LDAPCertificateError,
+        LDAPSocketOpenError,
+        LDAPStartTLSError,
+    )
+
+    from etl.errors import DirectoryError
+
+    # bind results no retry can fix: confidentiality required, wrong password, not allowed
+    fatal_bind_results = {13, 48, 49, 50, 53}
+    url = target.url.rstrip("/")
+    ldaps = url.lower().startswith("ldaps://")
+    start_tls = not ldaps and (bool(target.ca_file) or target.start_tls)
+    if target.ca_file and not os.path.isfile(target.ca_file):
+        raise DirectoryError(f"LDAP CA file {target.ca_file} does not exist or is not a file")
+    tls = None
+    if ldaps or start_tls:
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=target.ca_file)
     server = ldap3.Server(url, get_info=ldap3.NONE, connect_timeout=10, tls=tls)
     conn = ldap3.Connection(server, user=target.bind_dn, password=target.password,
                             client_strategy=ldap3.SAFE_SYNC, auto_bind=False,
                             receive_timeout=60, raise_exceptions=False)
-    if target.ca_file and url.startswith("ldap://"):
+    how = "LDAPS" if ldaps else "StartTLS"
+    ca = target.ca_file or "the system CAs"
+    try:
         conn.open()
-        conn.start_tls()
-    if not conn.bind():
-        raise LDAPException(f"bind as {target.bind_dn} to {url} failed: "
-                            f"{conn.result.get('description') if conn.result else 'no answer'}")
+        if start_tls:
+            conn.start_tls()
+    except (LDAPStartTLSError, LDAPCertificateError) as e:
+        raise DirectoryError(f"{how} to {url} failed: the server certificate is not trusted "
+                             f"by {ca} or does not name the host ({e})") from e
+    except LDAPSocketOpenError as e:
+        text = str(e).lower()
+        if tls is not None and any(m in text for m in ("certificate", "ssl", "tls")):
+            raise DirectoryError(f"{how} to {url} failed: the server certificate is not "
+                                 f"trusted by {ca} or does not name the host ({e})") from e
+        raise
+    # SAFE_SYNC returns (status, result, response, request): a tuple is always truthy
+    bound = conn.bind()
+    ok, result = (bound[0], bound[1]) if isinstance(bound, tuple) else (bound, conn.result)
+    if not ok:
+        result = result or {}
+        why = result.get("description") if result else "no answer"
+        with contextlib.suppress(LDAPException, OSError):
+            conn.unbind()
+        if result.get("result") in fatal_bind_results:
+            raise DirectoryError(f"bind as {target.bind_dn} to {url} refused: {why}")
+        raise LDAPException(f"bind as {target.bind_dn} to {url} failed: {why}")
     return conn
 
 
@@ -203,34 +250,42 @@ class DirectoryWriter:
               on_failed: Callable[[Change, dict[str, Any]], None] | None = None) -> ApplyResult:
         """Apply kind by kind (parents first); within a kind, ``workers`` in flight."""
         res = ApplyResult()
-        ordered = sorted(changes, key=lambda c: KIND_ORDER.get(c.kind, 9))
+        changes = list(changes)
+        writes = [c for c in changes if c.op != "delete"]
+        deletes = [c for c in changes if c.op == "delete"]
+        # parents first for writes; children first for deletes (a school's groups before it)
+        waves: list[list[Change]] = []
+        ordered = sorted(writes, key=lambda c: (KIND_ORDER.get(c.kind, 9), c.dn.count(",")))
+        for _, wave in groupby(ordered, key=lambda c: (KIND_ORDER.get(c.kind, 9),
+                                                       c.dn.count(","))):
+            waves.append(list(wave))
+        ordered = sorted(deletes, key=lambda c: (-KIND_ORDER.get(c.kind, 9), -c.dn.count(",")))
+        for _, wave in groupby(ordered, key=lambda c: (-KIND_ORDER.get(c.kind, 9),
+                                                       -c.dn.count(","))):
+            waves.append(list(wave))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
-            for _, group in groupby(ordered, key=lambda c: (KIND_ORDER.get(c.kind, 9))):
-                # entries of one kind at different depths (ou=groups under a school) must
-                # still go parents first
-                batch = sorted(group, key=lambda c: c.dn.count(","))
-                for _, level in groupby(batch, key=lambda c: c.dn.count(",")):
-                    futs = {pool.submit(self.apply_one, ch, res): ch for ch in level}
-                    for fut in as_completed(futs):
-                        ch = futs[fut]
-                        try:
-                            ok, r = fut.result()
-                        except (LDAPException, OSError) as e:
-                            ok, r = False, {"result": -1, "message": str(e)}
-                        if ok:
-                            res.applied += 1
-                            if on_applied:
-                                on_applied(ch)
-                        else:
-                            res.failed += 1
-                            err = {"dn": ch.dn, "op": ch.op, "result": r.get("result"),
-                                   "description": r.get("description"),
-                                   "message": r.get("message")}
-                            res.errors.append(err)
-                            log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
-                                      r.get("description"), r.get("message"))
-                            if on_failed:
-                                on_failed(ch, r)
+            for level in waves:
+                futs = {pool.submit(self.apply_one, ch, res): ch for ch in level}
+                for fut in as_completed(futs):
+                    ch = futs[fut]
+                    try:
+                        ok, r = fut.result()
+                    except (LDAPException, OSError) as e:
+                        ok, r = False, {"result": -1, "message": str(e)}
+                    if ok:
+                        res.applied += 1
+                        if on_applied:
+                            on_applied(ch)
+                    else:
+                        res.failed += 1
+                        err = {"dn": ch.dn, "op": ch.op, "result": r.get("result"),
+                               "description": r.get("description"),
+                               "message": r.get("message")}
+                        res.errors.append(err)
+                        log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
+                                  r.get("description"), r.get("message"))
+                        if on_failed:
+                            on_failed(ch, r)
         self.close()
         return res
 

@@ -1,13 +1,20 @@
 """The ``entsync`` command.
 
     entsync generate --academy A --schools N --pupils-per-school M --seed S --out DIR
+    entsync generate --region --scale S [--seed N] --out DIR
     entsync check --academy A [--json]
     entsync sync --academy A [--dry-run] [--school UAI ...] [--json]
     entsync ldap up [--dir D] [--port P] | entsync ldap down --dir D
+    entsync pending | approve RUN_ID | reject RUN_ID [--school UAI]
+    entsync undo RUN_ID
+    entsync lifecycle [--academy A] [--dry-run]
     entsync status
+    entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
+    entsync airflow [--port P]
 
 Settings come from ENTSYNC_* environment variables; flags override them.
-Exit codes: 0 done (even with quarantined files), 1 failure, 2 usage or configuration error.
+Exit codes: 0 done (even with quarantined files), 1 failure, 2 usage or configuration error,
+3 a school's changes are held by a guard, awaiting approval.
 """
 
 from __future__ import annotations
@@ -37,10 +44,28 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    from etl.generate import generate_academy
+    import datetime as dt
 
+    from etl.generate import generate_academy, generate_region
+
+    export = dt.date.fromisoformat(a.export_date) if a.export_date else None
+    if a.region:
+        if a.academy:
+            print("entsync: --region and --academy exclude each other", file=sys.stderr)
+            return 2
+        r = generate_region(Path(a.out), a.scale, a.seed, year=a.year, export_date=export)
+        print(json.dumps({"scale": r.scale, "seed": r.seed, "schools": r.schools,
+                          "pupils": r.pupils, "guardians": r.guardians, "teachers": r.teachers,
+                          "files": r.files, "out": str(Path(a.out)),
+                          "academies": {k: {"schools": len(v.schools), "pupils": v.pupils,
+                                            "guardians": v.guardians, "teachers": v.teachers}
+                                        for k, v in r.academies.items()}}, indent=2))
+        return 0
+    if not a.academy:
+        print("entsync: generate needs --academy A or --region", file=sys.stderr)
+        return 2
     s = generate_academy(Path(a.out), a.academy, a.schools, a.pupils_per_school, a.seed,
-                         year=a.year)
+                         year=a.year, export_date=export)
     print(json.dumps({"academy": s.academy, "schools": s.schools, "pupils": s.pupils,
                       "guardians": s.guardians, "teachers": s.teachers,
                       "files": len(s.files), "out": str(Path(a.out) / a.academy)}, indent=2))
@@ -86,9 +111,54 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
     st = _settings(a)
     summary = pipeline.run_sync(st, a.academy, dry_run=a.dry_run, schools=a.school or None,
-                                workers=a.workers)
+                                workers=a.workers, mode=a.mode)
     _print(summary, a.json, _sync_table)
+    if summary["status"] == "awaiting_approval":
+        return 3
     return 0 if summary["status"] in ("success", "dry_run") else 1
+
+
+def cmd_pending(a: argparse.Namespace) -> int:
+    from etl import pipeline
+
+    rows = pipeline.pending_approvals(_settings(a), a.run_id)
+    _print({"pending": rows}, a.json, lambda o: "\n".join(
+        f"{r['run_id']}  {r['uai']}  {r['summary'].get('counts')}  "
+        + "; ".join(str(g.get('detail')) for g in r["guards"]) for r in o["pending"])
+        or "nothing awaits approval")
+    return 0
+
+
+def cmd_decide(a: argparse.Namespace) -> int:
+    from etl import pipeline
+
+    res = pipeline.decide(_settings(a), a.run_id, approve=a.cmd == "approve", uai=a.school,
+                          by=a.by, expected_hash=a.plan_hash)
+    _print(res, a.json, lambda o: "\n".join(
+        f"{u}: {v['decision']}" + (f", {v.get('applied', 0)} changes applied, "
+                                    f"{v.get('failed', 0)} failed" if v["decision"] ==
+                                   "approved" else "") for u, v in o["schools"].items()))
+    return 1 if any(v.get("failed") for v in res["schools"].values()) else 0
+
+
+def cmd_undo(a: argparse.Namespace) -> int:
+    from etl.operations import undo_run
+
+    res = undo_run(_settings(a), a.run_id)
+    _print(res, a.json, lambda o: f"undo of {o['undo_of']} ({o['run_id']}): {o['applied']} "
+           f"changes reverted, {o['failed']} failed")
+    return 0 if res["status"] == "success" else 1
+
+
+def cmd_lifecycle(a: argparse.Namespace) -> int:
+    from etl.operations import purge_expired
+
+    st = _settings(a)
+    out = {code: purge_expired(st, code, dry_run=a.dry_run)
+           for code in (a.academy or list(load_academies()))}
+    _print(out, a.json, lambda o: "\n".join(
+        f"{k}: {v['expired']} past retention, {v['deleted']} deleted" for k, v in o.items()))
+    return 1 if any(v.get("failed") for v in out.values()) else 0
 
 
 def _sync_table(s: dict[str, Any]) -> str:
@@ -105,13 +175,21 @@ def _sync_table(s: dict[str, Any]) -> str:
 
 
 def cmd_ldap(a: argparse.Namespace) -> int:
+    """Start or stop the project's slapd; `up` prints the service account's settings as
+    shell exports (the passwords of the rootdn and the reader stay in their secret files)."""
+    import shlex
+
     from etl.ldapserver import start_slapd, stop_slapd
 
     d = Path(a.dir)
     if a.action == "up":
-        info = start_slapd(d, a.port, a.base)
+        info = start_slapd(d, a.port, a.base, tls=a.tls)
         for k, v in info.env().items():
-            print(f"export {k}='{v}'")
+            print(f"export {k}={shlex.quote(v)}")
+        print(f"# rootdn {info.root_dn}: password in {info.root_password_file}")
+        print(f"# read-only consumers {info.reader_dn}: password in {info.reader_password_file}")
+        if info.ldaps_url:
+            print(f"# LDAPS: {info.ldaps_url} (CA {info.ca_file})")
         return 0
     print("stopped" if stop_slapd(d) else "not running")
     return 0
@@ -168,6 +246,26 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_changes(a: argparse.Namespace) -> int:
+    """The journal's changes since a run or a time: DN, operation, attribute names."""
+    from etl.feed import changes_since
+
+    changes = changes_since(_settings(a).state_url, a.since, include_values=a.values,
+                            academy=a.academy)
+    _print({"since": a.since, "changes": changes}, a.json, lambda o: "\n".join(
+        f"{c['applied_at']}  {c['run_id']}  {c['op']:6} {c['dn']}  "
+        f"[{', '.join(c['attributes'])}]" for c in o["changes"]) or "no change")
+    return 0
+
+
+def cmd_airflow(a: argparse.Namespace) -> int:
+    """A local Airflow (api-server, scheduler, dag-processor, triggerer) on the demo data."""
+    from etl.devserver import DevAirflowConfig, serve
+
+    return serve(DevAirflowConfig.local(port=a.port, demo=Path(a.demo), home=Path(a.home),
+                                        schools=a.schools, pupils=a.pupils))
+
+
 def _print(obj: dict[str, Any], as_json: bool, table: Any) -> None:
     if as_json:
         print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
@@ -182,12 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports for an academy")
-    g.add_argument("--academy", required=True, choices=academies)
+    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports for an academy "
+                       "(--academy) or the whole region (--region --scale S)")
+    g.add_argument("--academy", choices=academies)
+    g.add_argument("--region", action="store_true",
+                   help="the three Grand Est academies with realistic proportions")
+    g.add_argument("--scale", type=float, default=1.0,
+                   help="with --region: share of the region's schools (1.0: ~680 schools)")
     g.add_argument("--schools", type=int, default=3)
     g.add_argument("--pupils-per-school", type=int, default=300)
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--year", type=int, default=2026)
+    g.add_argument("--export-date", help="YYYY-MM-DD (default: 1 October of --year)")
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
 
@@ -204,16 +308,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="plan and report, write nothing")
     s.add_argument("--json", action="store_true")
     s.add_argument("--workers", type=int, default=4, help="LDAP connections in flight")
+    s.add_argument("--mode", choices=["normal", "create_only", "no_disable"],
+                   help="override the academy's operation mode for this run")
     s.add_argument("--ldap-url")
     s.add_argument("--ldap-base")
     _common(s)
     s.set_defaults(fn=cmd_sync)
+
+    for name, text in (("approve", "apply a held school's plan, exactly as shown"),
+                       ("reject", "discard a held school's plan")):
+        ap = sub.add_parser(name, help=text)
+        ap.add_argument("run_id")
+        ap.add_argument("--school", help="only this UAI (default: every held school)")
+        ap.add_argument("--plan-hash", help="refuse unless the held plan has this sha256")
+        ap.add_argument("--by", default="cli", help="who decides (kept in the state DB)")
+        ap.add_argument("--json", action="store_true")
+        _common(ap)
+        ap.set_defaults(fn=cmd_decide)
+
+    pe = sub.add_parser("pending", help="held plans awaiting approval")
+    pe.add_argument("--run-id")
+    pe.add_argument("--json", action="store_true")
+    _common(pe)
+    pe.set_defaults(fn=cmd_pending)
+
+    un = sub.add_parser("undo", help="revert a run's directory changes from the journal")
+    un.add_argument("run_id")
+    un.add_argument("--json", action="store_true")
+    _common(un)
+    un.set_defaults(fn=cmd_undo)
+
+    lc = sub.add_parser("lifecycle", help="delete accounts disabled past their retention")
+    lc.add_argument("--academy", action="append", choices=academies)
+    lc.add_argument("--dry-run", action="store_true")
+    lc.add_argument("--json", action="store_true")
+    _common(lc)
+    lc.set_defaults(fn=cmd_lifecycle)
 
     ld = sub.add_parser("ldap", help="start or stop the project's own slapd")
     ld.add_argument("action", choices=["up", "down"])
     ld.add_argument("--dir", default="var/slapd")
     ld.add_argument("--port", type=int)
     ld.add_argument("--base", default="dc=ent,dc=grandest,dc=fr")
+    ld.add_argument("--tls", action="store_true",
+                    help="throwaway CA and certificate: StartTLS on ldap:// and an ldaps:// port")
     ld.set_defaults(fn=cmd_ldap)
 
     sh = sub.add_parser("show", help="what the directory holds (counts, samples)")
@@ -227,6 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     stt.add_argument("--json", action="store_true")
     _common(stt)
     stt.set_defaults(fn=cmd_status)
+
+    chg = sub.add_parser("changes", help="what the syncs changed since a run or a time")
+    chg.add_argument("--since", required=True, metavar="RUN_ID|TIMESTAMP",
+                     help="a run id (later runs only) or an ISO timestamp (UTC if no zone)")
+    chg.add_argument("--academy", choices=academies)
+    chg.add_argument("--values", action="store_true",
+                     help="include before/after values (personal data: operators only)")
+    chg.add_argument("--json", action="store_true")
+    _common(chg)
+    chg.set_defaults(fn=cmd_changes)
+
+    af = sub.add_parser("airflow", help="run the Airflow UI locally on the demo data")
+    af.add_argument("--port", type=int, help="API server port (default: a free one)")
+    af.add_argument("--demo", default="var/demo", help="slapd, landing and workdir root")
+    af.add_argument("--home", default="var/airflow", help="AIRFLOW_HOME")
+    af.add_argument("--schools", type=int, default=2, help="schools per generated academy")
+    af.add_argument("--pupils", type=int, default=120, help="pupils per generated school")
+    af.set_defaults(fn=cmd_airflow)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,7 @@ from etl.errors import ConfigError
 
 ACADEMIES_FILE = Path(__file__).with_name("academies.toml")
 DEFAULT_BASE = "dc=ent,dc=grandest,dc=fr"
+MODES = ("normal", "create_only", "no_disable")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,14 @@ class Academy:
     guardian_levels: tuple[int, ...]
     max_disable_share: float
     max_update_share: float
+    max_disable_count: int = 300
+    max_pupil_drop_share: float = 0.30
+    guard_min_changes: int = 5
+    retention_days: tuple[tuple[str, int], ...] = ()
+    mode: str = "normal"
+    rollover_window: tuple[str, str] | None = None
+    rollover_mode: str = "no_disable"
+    rollover_max_update_share: float = 1.0
 
     @property
     def dag_id(self) -> str:
@@ -34,6 +44,23 @@ class Academy:
 
     def owns_uai(self, uai: str) -> bool:
         return uai[:3] in self.departments
+
+    def retention_for(self, profile: str) -> int:
+        return dict(self.retention_days).get(profile, 90)
+
+    def in_rollover(self, day: dt.date) -> bool:
+        if not self.rollover_window:
+            return False
+        start, end = self.rollover_window
+        return start <= day.strftime("%m-%d") <= end
+
+    def effective_mode(self, day: dt.date, override: str | None = None) -> str:
+        """The operation mode of a run: an explicit override, the roll-over window, config."""
+        if override:
+            return override
+        if self.mode == "normal" and self.in_rollover(day):
+            return self.rollover_mode
+        return self.mode
 
 
 def load_academies(path: Path | None = None) -> dict[str, Academy]:
@@ -56,7 +83,19 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 guardian_levels=tuple(int(x) for x in merged["guardian_levels"]),
                 max_disable_share=float(merged["max_disable_share"]),
                 max_update_share=float(merged["max_update_share"]),
+                max_disable_count=int(merged.get("max_disable_count", 300)),
+                max_pupil_drop_share=float(merged.get("max_pupil_drop_share", 0.30)),
+                guard_min_changes=int(merged.get("guard_min_changes", 5)),
+                retention_days=tuple(sorted(
+                    (str(k), int(v)) for k, v in merged.get("retention_days", {}).items())),
+                mode=str(merged.get("mode", "normal")),
+                rollover_window=(tuple(merged["rollover_window"])
+                                 if merged.get("rollover_window") else None),
+                rollover_mode=str(merged.get("rollover_mode", "no_disable")),
+                rollover_max_update_share=float(merged.get("rollover_max_update_share", 1.0)),
             )
+            if out[merged["code"]].mode not in MODES:
+                raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")
         except KeyError as e:
             raise ConfigError(f"academies config: academy entry lacks {e}") from e
     return out

@@ -27,8 +27,11 @@ from typing import IO
 __all__ = [
     "ACADEMY_DEPARTMENTS",
     "GenerateSummary",
+    "RegionSummary",
     "generate_academy",
     "generate_pupils_file",
+    "generate_region",
+    "region_school_counts",
     "uai_check_letter",
 ]
 
@@ -1299,59 +1302,76 @@ def generate_academy(
     for school in plan:
         _layout_school(rng, school)
     _ensure_rare_cases(rng, plan)
-    sts_ids: dict[int, int] = {}  # per (school, teacher): filled per school below
     next_sts = rng.randint(1000, 9000)
     summary = GenerateSummary(
         academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0, files=[]
     )
     for school in plan:
-        when = datetime.datetime(
-            export.year,
-            export.month,
-            export.day,
-            rng.randint(6, 19),
-            rng.randrange(60),
-            rng.randrange(60),
+        next_sts = _write_school(
+            out / academy, rng, info, school, families, staff, next_sts, year, export, summary
         )
-        folder = out / academy / school.uai
-        folder.mkdir(parents=True, exist_ok=True)
-        mefs = [level.mef for level in school.levels]
-
-        path = folder / "ExportXML_ElevesSansAdresses.zip"
-        archive, member = _zip_member(path, "ElevesSansAdresses.xml", when)
-        with archive, archive.open(member, "w", force_zip64=True) as binary:
-            summary.pupils += _write_eleves(binary, school.uai, year, when, school.pupils, mefs)
-        summary.files.append(path)
-
-        path = folder / "ExportXML_ResponsablesAvecAdresses.zip"
-        archive, member = _zip_member(path, "ResponsablesAvecAdresses.xml", when)
-        with archive, archive.open(member, "w", force_zip64=True) as binary:
-            summary.guardians += _write_responsables(binary, rng, school, families, year, when)
-        summary.files.append(path)
-
-        path = folder / "ExportXML_Nomenclature.zip"
-        archive, member = _zip_member(path, "Nomenclature.xml", when)
-        with archive, archive.open(member, "w") as binary:
-            _write_nomenclature(binary, school, year, when)
-        summary.files.append(path)
-
-        path = folder / "ExportXML_Structures.zip"
-        archive, member = _zip_member(path, "Structures.xml", when)
-        with archive, archive.open(member, "w") as binary:
-            _write_structures(binary, school, year, when)
-        summary.files.append(path)
-
-        school_ids: dict[int, int] = {}
-        for teacher in school.teachers:
-            next_sts += rng.randint(1, 40)
-            school_ids[teacher] = next_sts
-        sts_ids.update(school_ids)
-        path = folder / f"sts_emp_{school.uai}_{year}.xml"
-        with path.open("wb") as binary:
-            _write_sts(binary, rng, info, school, staff, school_ids, year)
-        summary.files.append(path)
-        summary.teachers += sum(1 for t in school.teachers if staff[t].function == "ENS")
     return summary
+
+
+def _write_school(
+    folder_root: Path,
+    rng: random.Random,
+    info: _AcademyInfo,
+    school: _School,
+    families: Sequence[_Family],
+    staff: Sequence[_Teacher],
+    next_sts: int,
+    year: int,
+    export: datetime.date,
+    summary: GenerateSummary,
+) -> int:
+    """Write one school's four SIECLE zips and its STS file; returns the next STS id."""
+    when = datetime.datetime(
+        export.year,
+        export.month,
+        export.day,
+        rng.randint(6, 19),
+        rng.randrange(60),
+        rng.randrange(60),
+    )
+    folder = folder_root / school.uai
+    folder.mkdir(parents=True, exist_ok=True)
+    mefs = [level.mef for level in school.levels]
+
+    path = folder / "ExportXML_ElevesSansAdresses.zip"
+    archive, member = _zip_member(path, "ElevesSansAdresses.xml", when)
+    with archive, archive.open(member, "w", force_zip64=True) as binary:
+        summary.pupils += _write_eleves(binary, school.uai, year, when, school.pupils, mefs)
+    summary.files.append(path)
+
+    path = folder / "ExportXML_ResponsablesAvecAdresses.zip"
+    archive, member = _zip_member(path, "ResponsablesAvecAdresses.xml", when)
+    with archive, archive.open(member, "w", force_zip64=True) as binary:
+        summary.guardians += _write_responsables(binary, rng, school, families, year, when)
+    summary.files.append(path)
+
+    path = folder / "ExportXML_Nomenclature.zip"
+    archive, member = _zip_member(path, "Nomenclature.xml", when)
+    with archive, archive.open(member, "w") as binary:
+        _write_nomenclature(binary, school, year, when)
+    summary.files.append(path)
+
+    path = folder / "ExportXML_Structures.zip"
+    archive, member = _zip_member(path, "Structures.xml", when)
+    with archive, archive.open(member, "w") as binary:
+        _write_structures(binary, school, year, when)
+    summary.files.append(path)
+
+    school_ids: dict[int, int] = {}  # STS ids are per (school, teacher)
+    for teacher in school.teachers:
+        next_sts += rng.randint(1, 40)
+        school_ids[teacher] = next_sts
+    path = folder / f"sts_emp_{school.uai}_{year}.xml"
+    with path.open("wb") as binary:
+        _write_sts(binary, rng, info, school, staff, school_ids, year)
+    summary.files.append(path)
+    summary.teachers += sum(1 for t in school.teachers if staff[t].function == "ENS")
+    return next_sts
 
 
 def _ensure_rare_cases(rng: random.Random, schools: Sequence[_School]) -> None:
@@ -1415,3 +1435,214 @@ def generate_pupils_file(path: Path, pupils: int, seed: int, uai: str) -> Path:
     with path.open("wb") as binary:
         _write_eleves(binary, uai, year, when, _stream_pupils(rng, pupils, uai, year, export), mefs)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The region: Grand Est's three academies at a chosen scale
+
+#: Grand Est at scale 1.0 (rounded public figures): public collèges and lycées (LGT), and the
+#: share of them in each academy.
+REGION_COLLEGES = 500
+REGION_LYCEES = 180
+REGION_SHARES: dict[str, float] = {"ac-nancy-metz": 0.45, "ac-strasbourg": 0.30, "ac-reims": 0.25}
+COLLEGE_PUPILS = (300, 700)
+LYCEE_PUPILS = (600, 1500)
+#: share of younger siblings enrolled in another school of the same department
+_SIBLING_ELSEWHERE = 0.12
+#: share of teachers who also teach in a second school of the same department
+_SHARED_TEACHERS = 0.10
+
+
+@dataclass
+class RegionSummary:
+    """What `generate_region` wrote, per academy (row counts as in `GenerateSummary`)."""
+
+    scale: float
+    seed: int
+    academies: dict[str, GenerateSummary]
+
+    @property
+    def schools(self) -> int:
+        return sum(len(a.schools) for a in self.academies.values())
+
+    @property
+    def pupils(self) -> int:
+        return sum(a.pupils for a in self.academies.values())
+
+    @property
+    def guardians(self) -> int:
+        return sum(a.guardians for a in self.academies.values())
+
+    @property
+    def teachers(self) -> int:
+        return sum(a.teachers for a in self.academies.values())
+
+    @property
+    def files(self) -> int:
+        return sum(len(a.files) for a in self.academies.values())
+
+
+def region_school_counts(scale: float) -> dict[str, tuple[int, int]]:
+    """(collèges, lycées) per academy at `scale`; at least one school per academy."""
+    if scale <= 0:
+        raise ValueError("scale must be > 0")
+    out: dict[str, tuple[int, int]] = {}
+    for academy, share in REGION_SHARES.items():
+        colleges = round(REGION_COLLEGES * scale * share)
+        lycees = round(REGION_LYCEES * scale * share)
+        out[academy] = (max(colleges, 1 if lycees == 0 else 0), lycees)
+    return out
+
+
+def _plan_region_schools(
+    rng: random.Random, info: _AcademyInfo, colleges: int, lycees: int
+) -> tuple[list[_School], list[int]]:
+    """Schools of one academy with their pupil counts, departments dealt round-robin."""
+    kinds = [True] * colleges + [False] * lycees
+    rng.shuffle(kinds)
+    used: set[str] = set()
+    schools: list[_School] = []
+    sizes: list[int] = []
+    for index, college in enumerate(kinds):
+        dept = info.departments[index % len(info.departments)]
+        while True:
+            first7 = f"{dept}{rng.randrange(10000):04d}"
+            if first7 not in used:
+                used.add(first7)
+                break
+        schools.append(
+            _School(
+                index=index,
+                uai=first7 + uai_check_letter(first7),
+                dept=dept,
+                college=college,
+                name=rng.choice(_SCHOOL_NAMES),
+                levels=_COLLEGE_LEVELS if college else _LYCEE_LEVELS,
+                resp_legal=index % 3 == 2,
+                sts_encoding=ISO if index % 2 == 1 else UTF8,
+            )
+        )
+        sizes.append(rng.randint(*(COLLEGE_PUPILS if college else LYCEE_PUPILS)))
+    return schools, sizes
+
+
+def _plan_region_families(
+    rng: random.Random,
+    schools: list[_School],
+    sizes: list[int],
+    year: int,
+    export: datetime.date,
+) -> list[_Family]:
+    """Fill each school to its size with families of 1-3 children, in O(pupils).
+
+    Schools are filled in turn; a younger sibling goes to another school of the same
+    department with room left ~12 % of the time (a collège pupil's elder sister at the lycée).
+    """
+    capacity = list(sizes)
+    open_by_dept: dict[str, list[int]] = {}
+    for i, school in enumerate(schools):
+        open_by_dept.setdefault(school.dept, []).append(i)
+
+    def take(i: int) -> None:
+        capacity[i] -= 1
+        if capacity[i] == 0:
+            open_by_dept[schools[i].dept].remove(i)
+
+    families: list[_Family] = []
+    for primary, school in enumerate(schools):
+        dept = school.dept
+        people = _People(rng, _GERMAN_SHARE.get(dept, 0.05))
+        while capacity[primary] > 0:
+            size = rng.choices((1, 2, 3), weights=(45, 38, 17))[0]
+            guardians, surname = _make_guardians(people, people.surname(), dept)
+            family = _Family(guardians=guardians)
+            for child in range(size):
+                target = primary
+                if child > 0 and rng.random() < _SIBLING_ELSEWHERE:
+                    others = open_by_dept[dept]
+                    pick = others[rng.randrange(len(others))] if others else primary
+                    target = pick if capacity[pick] > 0 else primary
+                if capacity[target] == 0:
+                    break
+                take(target)
+                where = schools[target]
+                level_index = rng.randrange(len(where.levels))
+                pupil = people.pupil(
+                    surname, where.levels[level_index], level_index, where.college, year, export
+                )
+                pupil.school, pupil.family = target, len(families)
+                while any(s.first == pupil.first for s in family.pupils):  # siblings differ
+                    pupil.first = people.child_first(pupil.sex)
+                family.pupils.append(pupil)
+                where.pupils.append(pupil)
+            families.append(family)
+    return families
+
+
+def _plan_region_teachers(
+    rng: random.Random, schools: list[_School], sizes: list[int]
+) -> list[_Teacher]:
+    """~1 teacher per 12 pupils per school plus a head, a CPE and a librarian; ~10 % of the
+    teachers also teach in another school of the same department."""
+    staff: list[_Teacher] = []
+    by_dept: dict[str, list[_School]] = {}
+    for school, size in zip(schools, sizes, strict=True):
+        by_dept.setdefault(school.dept, []).append(school)
+        people = _People(rng, _GERMAN_SHARE.get(school.dept, 0.05))
+        taught = [s for s in school.subjects if s != _LATIN]
+        rng.shuffle(taught)
+        for k in range(max(3, round(size / 12))):
+            school.teachers.append(len(staff))
+            staff.append(_make_teacher(people, "ENS", taught[k % len(taught)]))
+        for function in ("DIR", "EDU", "DOC"):
+            school.teachers.append(len(staff))
+            staff.append(_make_teacher(people, function, ""))
+    for school in schools:
+        neighbours = [s for s in by_dept[school.dept] if s is not school]
+        if not neighbours:
+            continue
+        own = [t for t in school.teachers if staff[t].function == "ENS"]
+        for teacher in rng.sample(own, round(len(own) * _SHARED_TEACHERS)):
+            other = neighbours[rng.randrange(len(neighbours))]
+            if staff[teacher].subject in other.subjects and teacher not in other.teachers:
+                other.teachers.append(teacher)
+    return staff
+
+
+def generate_region(
+    out: Path,
+    scale: float,
+    seed: int,
+    year: int = 2026,
+    export_date: datetime.date | None = None,
+) -> RegionSummary:
+    """Write the three Grand Est academies' landing folders at `scale` (1.0: the real region).
+
+    Scale multiplies the number of schools (about 500 collèges of 300-700 pupils and 180
+    lycées of 600-1500 at 1.0, split 45/30/25 % between Nancy-Metz, Strasbourg and Reims).
+    One academy is planned at a time (cheap records), then written school by school; same
+    seed, same content: a new `export_date` changes only the dates.
+    """
+    export = export_date or datetime.date(year, 10, 1)
+    summary = RegionSummary(scale=scale, seed=seed, academies={})
+    for academy, (colleges, lycees) in region_school_counts(scale).items():
+        info = ACADEMIES[academy]
+        rng = random.Random(f"{seed}:{academy}")
+        plan, sizes = _plan_region_schools(rng, info, colleges, lycees)
+        families = _plan_region_families(rng, plan, sizes, year, export)
+        staff = _plan_region_teachers(rng, plan, sizes)
+        for school in plan:
+            _layout_school(rng, school)
+        _ensure_rare_cases(rng, plan)
+        next_sts = rng.randint(1000, 9000)
+        result = GenerateSummary(
+            academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0,
+            files=[],
+        )
+        for school in plan:
+            next_sts = _write_school(
+                out / academy, rng, info, school, families, staff, next_sts, year, export, result
+            )
+            school.pupils = []  # written: let the school's records go
+        summary.academies[academy] = result
+    return summary

@@ -8,10 +8,22 @@ without systemd or the Debian configuration. Everything lives in one folder:
     <dir>/data/           the mdb database (survives restarts)
     <dir>/run/            pid file, args file, ldapi socket, slapd.stderr (slapd's errors)
     <dir>/admin.secret    the rootdn password (mode 0600, no trailing newline: `ldapsearch -y`)
-    <dir>/port, <dir>/base
+    <dir>/entsync.secret  the sync's service account `cn=entsync,ou=services,<base>` (0600)
+    <dir>/reader.secret   the consumers' read-only account `cn=reader,ou=services,<base>` (0600)
+    <dir>/tls/            with `tls=True`: a throwaway CA (ca.pem) and the server's certificate
+                          and key (server.pem, server.key 0600), SAN 127.0.0.1 and localhost
+    <dir>/port, <dir>/base, <dir>/ldaps_port (with TLS)
 
-Starting is idempotent: a slapd already running from the folder is reused, and the password,
-port and data of a previous start are kept. The password is never logged.
+Least privilege: the sync binds as the service account, whose ACLs allow writing only under
+`ou=people` and `ou=structures` (schools, their classes and groups); consumers bind as the
+reader, which can read entries but never a password hash. `LdapServer.env()` exports the
+service account; the rootdn stays available as `root_dn`/`root_password` for admin tasks.
+
+With TLS, slapd answers StartTLS on ldap:// and TLS on ldaps://; `env()` then exports
+ENTSYNC_LDAP_CA_FILE so that the sync verifies the server certificate.
+
+Starting is idempotent: a slapd already running from the folder is reused, and the passwords,
+port, certificates and data of a previous start are kept. Passwords are never logged.
 """
 
 from __future__ import annotations
@@ -33,11 +45,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.dn import parse_dn
+from ldap3.utils.dn import escape_rdn, parse_dn
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +78,19 @@ class SlapdError(RuntimeError):
     """slapd is missing, its configuration is rejected, or it does not start or answer."""
 
 
+#: the accounts a throwaway directory has, by name: (RDN value under ou=services, secret file)
+SERVICE_ACCOUNTS = {"service": ("entsync", "entsync.secret"), "reader": ("reader", "reader.secret")}
+
+
 @dataclass(frozen=True)
 class LdapServer:
-    """Where a running throwaway slapd answers and how to bind to it as its admin."""
+    """Where a running throwaway slapd answers and the accounts to bind with.
+
+    ``bind_dn``/``password`` are the sync's service account (what ``env()`` exports);
+    ``root_dn``/``root_password`` the rootdn (admin tasks and tests only); ``reader_dn``/
+    ``reader_password`` the read-only consumer account. ``ca_file`` and ``ldaps_url`` are set
+    when the server was started with TLS.
+    """
 
     dir: Path
     port: int
@@ -76,20 +99,49 @@ class LdapServer:
     base: str
     bind_dn: str
     password: str = field(repr=False)
+    root_dn: str = ""
+    root_password: str = field(default="", repr=False)
+    reader_dn: str = ""
+    reader_password: str = field(default="", repr=False)
+    ca_file: Path | None = None
+    ldaps_url: str | None = None
 
-    def env(self) -> dict[str, str]:
-        """The ENTSYNC_LDAP_* variables the sync reads its directory settings from."""
-        return {
+    def env(self, account: str = "service") -> dict[str, str]:
+        """The ENTSYNC_LDAP_* variables the sync reads its directory settings from.
+
+        ``account`` is ``service`` (default: what the sync must use), ``reader`` or ``root``.
+        """
+        creds = {
+            "service": (self.bind_dn, self.password),
+            "reader": (self.reader_dn, self.reader_password),
+            "root": (self.root_dn, self.root_password),
+        }
+        if account not in creds:
+            raise ValueError(f"unknown account {account!r}: service, reader or root")
+        dn, password = creds[account]
+        out = {
             "ENTSYNC_LDAP_URL": self.url,
-            "ENTSYNC_LDAP_BIND_DN": self.bind_dn,
-            "ENTSYNC_LDAP_PASSWORD": self.password,
+            "ENTSYNC_LDAP_BIND_DN": dn,
+            "ENTSYNC_LDAP_PASSWORD": password,
             "ENTSYNC_LDAP_BASE": self.base,
         }
+        if self.ca_file is not None:
+            out["ENTSYNC_LDAP_CA_FILE"] = str(self.ca_file)
+        return out
 
     @property
     def password_file(self) -> Path:
-        """File holding just the password, for `ldapsearch -y` (never put it on a command line)."""
+        """File holding just the service account's password (`ldapsearch -y`)."""
+        return self.dir / SERVICE_ACCOUNTS["service"][1]
+
+    @property
+    def root_password_file(self) -> Path:
+        """File holding just the rootdn password (never put it on a command line)."""
         return self.dir / "admin.secret"
+
+    @property
+    def reader_password_file(self) -> Path:
+        return self.dir / SERVICE_ACCOUNTS["reader"][1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,8 +225,25 @@ def _root_dn(base: str) -> str:
     return f"cn=admin,{base}"
 
 
-def _read_or_create_password(dir: Path) -> str:
-    path = _secret_file(dir)
+def _account_dn(account: str, base: str) -> str:
+    return f"cn={escape_rdn(SERVICE_ACCOUNTS[account][0])},ou=services,{base}"
+
+
+def _tls_dir(dir: Path) -> Path:
+    return dir / "tls"
+
+
+def _ldaps_port_file(dir: Path) -> Path:
+    return dir / "ldaps_port"
+
+
+def _ldaps_url(port: int) -> str:
+    return f"ldaps://127.0.0.1:{port}"
+
+
+def _read_or_create_password(dir: Path, path: Path | None = None) -> str:
+    """The password kept in `path` (default admin.secret), created (0600) on first use."""
+    path = path or _secret_file(dir)
     if path.exists():
         os.chmod(path, 0o600)
         password = path.read_text(encoding="utf-8").strip()
@@ -218,8 +287,12 @@ def _choose_port(dir: Path, port: int | None) -> int:
     return port
 
 
-def render_slapd_conf(dir: Path, base: str, password: str) -> str:
-    """slapd.conf for the folder: the template with paths, suffix and password hash filled in."""
+def render_slapd_conf(dir: Path, base: str, password: str, tls: bool = False) -> str:
+    """slapd.conf for the folder: the template with paths, suffix and password hash filled in.
+
+    Template lines starting with ``@IF_TLS@`` are kept (without the marker) only with ``tls``.
+    """
+    tls_dir = _tls_dir(dir)
     values = {
         "LDAP_SCHEMA_DIR": str(LDAP_SCHEMA_DIR),
         "ENTSYNC_SCHEMA": str(ENTSYNC_SCHEMA),
@@ -230,21 +303,150 @@ def render_slapd_conf(dir: Path, base: str, password: str) -> str:
         "BASE": base,
         "ROOT_DN": _root_dn(base),
         "ROOT_PW_HASH": ssha_hash(password),
+        "SERVICE_DN": _account_dn("service", base),
+        "READER_DN": _account_dn("reader", base),
+        "TLS_CA_FILE": str(tls_dir / "ca.pem"),
+        "TLS_CERT_FILE": str(tls_dir / "server.pem"),
+        "TLS_KEY_FILE": str(tls_dir / "server.key"),
     }
     for name, value in values.items():
         if '"' in value or "\n" in value:
             raise SlapdError(f"{name} cannot hold a double quote or a newline: {value!r}")
-    template = "".join(
-        line
-        for line in SLAPD_CONF_TEMPLATE.read_text(encoding="utf-8").splitlines(keepends=True)
-        if not line.lstrip().startswith("#")
-    )
+    lines = []
+    for line in SLAPD_CONF_TEMPLATE.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            continue
+        if line.startswith("@IF_TLS@"):
+            if not tls:
+                continue
+            line = line[len("@IF_TLS@") :]
+        lines.append(line)
+    template = "".join(lines)
     unknown = {m.group() for m in _TOKEN.finditer(template) if m.group(1) not in values}
     if unknown:
         raise SlapdError(f"unknown tokens {sorted(unknown)} in {SLAPD_CONF_TEMPLATE}")
     # One pass, so that a value holding "@X@" (a path) is never substituted again.
     text = _TOKEN.sub(lambda m: values[m.group(1)], template)
     return text
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only (keys), replacing it atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def _san(name: str) -> Any:
+    """A subject alternative name: an IP address when it parses as one, else a DNS name."""
+    import ipaddress
+
+    from cryptography import x509
+
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _tls_material_ok(tls_dir: Path) -> bool:
+    """Whether the CA and server certificate exist and stay valid for at least a day."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    try:
+        for name in ("ca.pem", "server.pem"):
+            cert = x509.load_pem_x509_certificate((tls_dir / name).read_bytes())
+            if cert.not_valid_after_utc < dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
+                return False
+        return (tls_dir / "server.key").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+TLS_NAMES = ("localhost", "127.0.0.1")
+
+
+def ensure_tls_material(dir: Path, names: tuple[str, ...] = TLS_NAMES) -> Path:
+    """A throwaway CA and a server certificate for ``names`` (default 127.0.0.1 and localhost,
+    as subject alternative names) in ``<dir>/tls``.
+
+    Kept across restarts while valid. The CA key is not kept: nothing else is ever signed
+    with it. Returns the CA file clients must trust.
+    """
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    tls_dir = _tls_dir(dir)
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _tls_material_ok(tls_dir):
+        return tls_dir / "ca.pem"
+    now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=365)
+    tag = secrets.token_hex(4)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"entsync throwaway CA {tag}")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(
+            x509.SubjectAlternativeName([_san(name) for name in names]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(
+        tls_dir / "server.key",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    (tls_dir / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tls_dir / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    log.info("created a throwaway CA and server certificate in %s", tls_dir)
+    return tls_dir / "ca.pem"
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,18 +486,33 @@ def server_info(dir: Path) -> LdapServer | None:
         port = int(_port_file(dir).read_text(encoding="utf-8").strip())
         base = _base_file(dir).read_text(encoding="utf-8").strip()
         password = _secret_file(dir).read_text(encoding="utf-8").strip()
+        service = (dir / SERVICE_ACCOUNTS["service"][1]).read_text(encoding="utf-8").strip()
+        reader = (dir / SERVICE_ACCOUNTS["reader"][1]).read_text(encoding="utf-8").strip()
     except (OSError, ValueError):
         return None
-    if not base or not password:
+    if not base or not password or not service or not reader:
         return None
+    ldaps_port: int | None = None
+    try:
+        ldaps_port = int(_ldaps_port_file(dir).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        ldaps_port = None
+    ca = _tls_dir(dir) / "ca.pem"
+    tls = ldaps_port is not None and ca.is_file()
     return LdapServer(
         dir=dir,
         port=port,
         url=_ldap_url(port),
         ldapi_url=_ldapi_url(dir),
         base=base,
-        bind_dn=_root_dn(base),
-        password=password,
+        bind_dn=_account_dn("service", base),
+        password=service,
+        root_dn=_root_dn(base),
+        root_password=password,
+        reader_dn=_account_dn("reader", base),
+        reader_password=reader,
+        ca_file=ca if tls else None,
+        ldaps_url=_ldaps_url(ldaps_port) if tls and ldaps_port else None,
     )
 
 
@@ -396,17 +613,37 @@ def _wait_until_answering(proc: subprocess.Popen[bytes], dir: Path, port: int, b
         raise SlapdError(f"slapd from {dir} exited during startup on {url}\n" + _diagnostics(dir))
 
 
+def _bind_works(url: str, dn: str, password: str) -> bool:
+    conn = ldap3.Connection(
+        ldap3.Server(url, get_info=ldap3.NONE, connect_timeout=5),
+        user=dn,
+        password=password,
+        receive_timeout=10,
+        raise_exceptions=False,
+    )
+    try:
+        return bool(conn.bind())
+    except (LDAPException, OSError):
+        return False
+    finally:
+        with contextlib.suppress(LDAPException, OSError):
+            conn.unbind()
+
+
 def _ensure_base_entries(info: LdapServer) -> None:
-    """Create the suffix entry, ou=people and ou=structures when missing."""
+    """Create the suffix entry, ou=people, ou=structures and the service accounts if missing.
+
+    A service account whose password no longer matches its secret file gets it reset.
+    """
     conn = ldap3.Connection(
         ldap3.Server(info.url, get_info=ldap3.NONE, connect_timeout=5),
-        user=info.bind_dn,
-        password=info.password,
+        user=info.root_dn,
+        password=info.root_password,
         receive_timeout=10,
         raise_exceptions=False,
     )
     if not conn.bind():
-        raise SlapdError(f"cannot bind to {info.url} as {info.bind_dn}: {conn.result}")
+        raise SlapdError(f"cannot bind to {info.url} as {info.root_dn}: {conn.result}")
     try:
         attr, value, _sep = parse_dn(info.base)[0]
         rdn_attr = attr.lower()
@@ -424,19 +661,45 @@ def _ensure_base_entries(info: LdapServer) -> None:
             (info.base, base_classes[rdn_attr], base_attrs),
             (f"ou=people,{info.base}", ["top", "organizationalUnit"], {"ou": "people"}),
             (f"ou=structures,{info.base}", ["top", "organizationalUnit"], {"ou": "structures"}),
+            (f"ou=services,{info.base}", ["top", "organizationalUnit"], {"ou": "services"}),
         ]
+        accounts = [
+            (info.bind_dn, info.password, "entsync sync: writes ou=people and ou=structures"),
+            (info.reader_dn, info.reader_password, "ENT consumers: read-only, no password hashes"),
+        ]
+        for dn, password, description in accounts:
+            cn = parse_dn(dn)[0][1]
+            entries.append(
+                (
+                    dn,
+                    ["top", "applicationProcess", "simpleSecurityObject"],
+                    {"cn": cn, "description": description, "userPassword": ssha_hash(password)},
+                )
+            )
         for dn, classes, attrs in entries:
             if conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["1.1"]):
                 continue
             if not conn.add(dn, classes, attrs):
                 raise SlapdError(f"cannot create {dn}: {conn.result}")
             log.info("created %s", dn)
+        for dn, password, _description in accounts:
+            if not _bind_works(info.url, dn, password):
+                changes = {"userPassword": [(ldap3.MODIFY_REPLACE, [ssha_hash(password)])]}
+                if not conn.modify(dn, changes):
+                    raise SlapdError(f"cannot reset the password of {dn}: {conn.result}")
+                log.info("reset the password of %s to its secret file", dn)
     finally:
         conn.unbind()
 
 
-def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) -> LdapServer:
-    """Start (or find already running) the slapd whose files live in `dir`; see module doc."""
+def start_slapd(
+    dir: Path, port: int | None = None, base: str = DEFAULT_BASE, tls: bool = False
+) -> LdapServer:
+    """Start (or find already running) the slapd whose files live in `dir`; see module doc.
+
+    With ``tls`` slapd also gets a throwaway CA and certificate, offers StartTLS on its
+    ldap:// port and listens on an ldaps:// port.
+    """
     ensure_slapd_installed()
     dir = Path(dir).resolve()
     dir.mkdir(parents=True, exist_ok=True)
@@ -445,6 +708,8 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
         if running is not None:
             if running.base != base:
                 raise SlapdError(f"slapd from {dir} already serves {running.base!r}, not {base!r}")
+            if tls and running.ca_file is None:
+                raise SlapdError(f"slapd from {dir} already runs without TLS: stop it first")
             if port is not None and port != running.port:
                 log.warning("slapd from %s already runs on port %d", dir, running.port)
             return running
@@ -463,27 +728,42 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
             )
         _base_file(dir).write_text(f"{base}\n", encoding="utf-8")
         password = _read_or_create_password(dir)
+        service_pw = _read_or_create_password(dir, dir / SERVICE_ACCOUNTS["service"][1])
+        reader_pw = _read_or_create_password(dir, dir / SERVICE_ACCOUNTS["reader"][1])
         port = _choose_port(dir, port)
+        ca_file: Path | None = None
+        ldaps_port: int | None = None
+        if tls:
+            ca_file = ensure_tls_material(dir)
+            ldaps_port = _choose_ldaps_port(dir, port)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                _ldaps_port_file(dir).unlink()
 
         conf = _conf_path(dir)
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(render_slapd_conf(dir, base, password))
+            out.write(render_slapd_conf(dir, base, password, tls=tls))
 
         slapd, slaptest = find_program("slapd"), find_program("slaptest")
         assert slapd is not None and slaptest is not None  # ensure_slapd_installed checked
         _run_slaptest(slaptest, conf)
 
         url, ldapi_url = _ldap_url(port), _ldapi_url(dir)
-        if not _port_is_free(port):
-            raise SlapdError(f"cannot start slapd from {dir}: port {port} is already in use")
+        urls = [url]
+        if ldaps_port is not None:
+            urls.append(_ldaps_url(ldaps_port))
+        urls.append(ldapi_url)
+        for p in (port, ldaps_port):
+            if p is not None and not _port_is_free(p):
+                raise SlapdError(f"cannot start slapd from {dir}: port {p} is already in use")
         started = time.monotonic()
         with open(_run_dir(dir) / "slapd.stderr", "wb") as err:
             # `-d none` keeps slapd in the foreground printing only errors, so startup and
             # runtime failures land in run/slapd.stderr (a detached slapd has no stderr, and
             # no syslog runs here). Own session: a Ctrl-C on the caller does not reach it.
             proc = subprocess.Popen(
-                [slapd, "-d", "none", "-f", str(conf), "-h", f"{url} {ldapi_url}"],
+                [slapd, "-d", "none", "-f", str(conf), "-h", " ".join(urls)],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
@@ -496,8 +776,14 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
             url=url,
             ldapi_url=ldapi_url,
             base=base,
-            bind_dn=_root_dn(base),
-            password=password,
+            bind_dn=_account_dn("service", base),
+            password=service_pw,
+            root_dn=_root_dn(base),
+            root_password=password,
+            reader_dn=_account_dn("reader", base),
+            reader_password=reader_pw,
+            ca_file=ca_file,
+            ldaps_url=_ldaps_url(ldaps_port) if ldaps_port is not None else None,
         )
         try:
             _wait_until_answering(proc, dir, port, base)
@@ -513,11 +799,24 @@ def start_slapd(dir: Path, port: int | None = None, base: str = DEFAULT_BASE) ->
         log.info(
             "slapd from %s listening on %s (pid %d) after %.2f s",
             dir,
-            url,
+            " ".join(urls[:-1]),
             proc.pid,
             time.monotonic() - started,
         )
         return info
+
+
+def _choose_ldaps_port(dir: Path, port: int) -> int:
+    """The ldaps port of the previous start if still free, else a free one (never `port`)."""
+    try:
+        stored = int(_ldaps_port_file(dir).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        stored = 0
+    chosen = stored if stored > 0 and stored != port and _port_is_free(stored) else 0
+    while not chosen or chosen == port:
+        chosen = _free_port()
+    _ldaps_port_file(dir).write_text(f"{chosen}\n", encoding="utf-8")
+    return chosen
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -9,6 +9,7 @@ discover -> read_validate_school (per school) -> reconcile -> apply -> finish
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import secrets
@@ -17,14 +18,24 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from etl.canonical import Tables
 from etl.config import Settings, get_academy
-from etl.errors import ConfigError, FileRejected
+from etl.errors import ConfigError, EntsyncError, FileRejected
 from etl.landing import Discovered, discover
 from etl.state.db import session_factory
-from etl.state.models import Entry, JournalEntry, Rejection, Run, SourceFile, utcnow
+from etl.state.models import (
+    Account,
+    Approval,
+    Entry,
+    JournalEntry,
+    Rejection,
+    Run,
+    SchoolState,
+    SourceFile,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +164,25 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
                          docs: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
     """Read, normalize and validate one school's documents; stage the tables.
 
+    An unexpected error in one school leaves that school untouched (status ``error``) and
+    lets the others go on; the run then ends ``failed`` so that someone looks at it.
+    """
+    try:
+        return _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
+    except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
+        log.error("school %s could not be read: %s (%s)", uai, type(e).__name__,
+                  str(e).splitlines()[0][:300] if str(e) else "")
+        return {"uai": uai, "status": "error", "error": f"{type(e).__name__}: {e}"[:1000],
+                "staged": None, "school_year": None, "counts": {}, "rejected": 0,
+                "quarantined": [], "report": None, "report_json": None,
+                "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
+                          "kind": x["kind"]} for x in docs]}
+
+
+def _read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
+                          docs: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
+    """Read, normalize and validate one school's documents; stage the tables.
+
     A document that cannot be read, or fails a blocking check, is quarantined whole and the
     school is left untouched this run (status ``quarantined``).
     """
@@ -227,49 +257,161 @@ def _load_current(s: Any, dns: list[str]) -> dict[str, tuple[str, dict[str, list
     return out
 
 
+def _school_counts(tables: Tables) -> dict[str, dict[str, int]]:
+    """Persons read tonight per school and profile (pupils who left not counted)."""
+    p = tables["persons"]
+    if p.empty:
+        return {}
+    p = p[~p["has_left"].fillna(False).astype(bool)]
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    sizes = p.groupby(["uai", "profile"]).size()
+    for key, n in sizes.items():
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]
+        out[str(pair[0])][str(pair[1])] = int(n)
+    return dict(out)
+
+
+def _write_json(path: Path, obj: Any) -> str:
+    """Write and return the sha256 of exactly the bytes written."""
+    data = json.dumps(obj, sort_keys=True).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
 def reconcile(settings: Settings, academy_code: str, run_id: str,
-              schools: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
-    """Identities, desired state and the plan for the schools that read cleanly."""
+              schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
+              today: dt.date | None = None) -> dict[str, Any]:
+    """Identities, desired state, absences, the plan and the guards.
+
+    The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
+    for approval; ``plan.json`` holds the changes of the other schools.
+    """
     from etl.desired import build_desired
     from etl.identity import IdentityRegistry
+    from etl.lifecycle import (
+        absence_scope,
+        categorize,
+        covered_scopes,
+        disabled_entries,
+        evaluate_guards,
+        find_absent,
+        preserve_uncovered,
+    )
     from etl.plan import plan_changes
 
     academy = get_academy(academy_code)
+    run_mode = academy.effective_mode(today or dt.date.today(), mode)
     ok = [r for r in schools if r and r.get("status") == "ok"]
     tables = Tables.concat([Tables.load(r["staged"]) for r in ok])
     names: dict[str, str | None] = {r["uai"]: None for r in ok}
     years = {r["uai"]: r.get("school_year") for r in ok}
+    counts = _school_counts(tables)
     Session = session_factory(settings.state_url)
     with Session() as s:
         registry = IdentityRegistry(s, academy_code)
         desired = build_desired(tables, names, academy, settings.ldap.base, registry, run_id,
                                 years)
-        current = _load_current(s, list(desired.entries))
-        changes = plan_changes(desired.entries, current)
+        targets = dict(desired.entries)
+        covered = covered_scopes(ok)
+        preserve_uncovered(s, targets, covered, set(names))
+        absent = []
+        if run_mode == "normal":
+            present = {j for e in desired.entries.values() if e.kind == "person"
+                       for j in e.attrs.get("ENTPersonJointure", [])}
+            absent = find_absent(s, academy, absence_scope(covered), present)
+            for e in disabled_entries(s, absent, utcnow(), desired.entries, set(names),
+                                      academy_code, settings.ldap.base):
+                targets[e.dn] = e
+        current = _load_current(s, list(targets))
+        changes = plan_changes(targets, current)
+        for c in changes:
+            c.category = categorize(c)
+        if run_mode == "create_only":
+            changes = [c for c in changes if c.op == "add"]
+        guards = evaluate_guards(academy, changes, s, counts, years, run_mode)
         if dry_run:
             s.rollback()  # a dry run assigns no uid and no login for good
         else:
             s.commit()
-    plan_path = _staging(settings, run_id) / "plan.json"
-    per_school: dict[str, dict[str, int]] = {
-        u: {"created": 0, "updated": 0, "unchanged": 0, "desired": 0} for u in names}
-    for e in desired.entries.values():
-        if e.uai in per_school:
-            per_school[e.uai]["desired"] += 1
-    for c in changes:
-        if c.uai in per_school:
-            per_school[c.uai]["created" if c.op == "add" else "updated"] += 1
-    for v in per_school.values():
-        v["unchanged"] = v["desired"] - v["created"] - v["updated"]
-    plan = {"run_id": run_id, "academy": academy_code, "dry_run": dry_run,
-            "schools": sorted(names), "changes": [c.as_dict() for c in changes],
-            "desired": {dn: {"hash": e.content_hash, "kind": e.kind, "uai": e.uai,
-                             "uid": e.uid} for dn, e in desired.entries.items()}}
-    plan_path.write_text(json.dumps(plan), "utf-8")
-    log.info("plan %s: %d changes for %d schools (%d new identities)", run_id, len(changes),
-             len(names), desired.created_identities)
-    return {"plan": str(plan_path), "changes": len(changes), "per_school": per_school,
+    held_uais = sorted(u for u, g in guards.items() if g.tripped)
+    free = [c for c in changes if c.uai not in held_uais]
+    uids = {dn: e.uid for dn, e in targets.items() if e.uid}
+    stage = _staging(settings, run_id)
+    docs = {r["uai"]: r["docs"] for r in ok}
+    plan_path = stage / "plan.json"
+    _write_json(plan_path, {
+        "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
+        "schools": [u for u in sorted(names) if u not in held_uais],
+        "changes": [c.as_dict() for c in free], "uids": uids,
+        "docs": {u: d for u, d in docs.items() if u not in held_uais},
+        "school_counts": {u: c for u, c in counts.items() if u not in held_uais},
+        "school_years": {u: y for u, y in years.items() if u not in held_uais},
+    })
+    per_school = _per_school_counts(changes, targets, names)
+    held: dict[str, dict[str, Any]] = {}
+    with Session() as s, s.begin():
+        for uai in held_uais:
+            mine = [c for c in changes if c.uai == uai]
+            path = stage / "held" / f"{uai}.json"
+            digest = _write_json(path, {
+                "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
+                "changes": [c.as_dict() for c in mine], "uids": uids,
+                "docs": {uai: docs.get(uai, [])},
+                "school_counts": {uai: counts.get(uai, {})},
+                "school_years": {uai: years.get(uai)},
+            })
+            summary = {"counts": per_school.get(uai, {}),
+                       "sample": _sample(mine), "guards": guards[uai].tripped}
+            held[uai] = {"plan": str(path), "hash": digest, "guards": guards[uai].tripped,
+                         "counts": per_school.get(uai, {})}
+            if not dry_run:
+                s.add(Approval(run_id=run_id, academy=academy_code, uai=uai,
+                               plan_path=str(path), plan_hash=digest,
+                               guards=guards[uai].tripped, summary=summary))
+            log.warning("school %s held for approval: %s", uai,
+                        "; ".join(g["detail"] for g in guards[uai].tripped))
+    log.info("plan %s: %d changes for %d schools, %d held (%d new identities, %d absent)",
+             run_id, len(free), len(names) - len(held_uais), len(held_uais),
+             desired.created_identities, len(absent))
+    return {"plan": str(plan_path), "changes": len(free), "per_school": per_school,
+            "held": held, "mode": run_mode, "absent": len(absent),
+            "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": desired.created_identities, "skipped": desired.skipped}
+
+
+CATEGORIES = ("created", "updated", "disabled", "restored")
+_CAT_KEY = {"create": "created", "update": "updated", "membership": "updated",
+            "disable": "disabled", "restore": "restored"}
+
+
+def _per_school_counts(changes: list[Any], targets: dict[str, Any],
+                       names: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    desired_n: dict[str, int] = defaultdict(int)
+    for e in targets.values():
+        if e.uai:
+            desired_n[e.uai] += 1
+    for c in changes:
+        if c.uai:
+            out[c.uai][_CAT_KEY.get(c.category, "updated")] += 1
+    for u in set(names) | set(out):
+        v = out[u]
+        v["unchanged"] = max(0, desired_n.get(u, 0) - sum(v[k] for k in CATEGORIES))
+    return {u: dict(v) for u, v in out.items()}
+
+
+def _sample(changes: list[Any], n: int = 10) -> list[dict[str, Any]]:
+    """A few affected accounts for the approver: DN, action, changed attributes (no values)."""
+    out = []
+    for c in changes:
+        if c.kind != "person":
+            continue
+        out.append({"dn": c.dn, "action": c.category,
+                    "attributes": sorted(c.mods) if c.mods else []})
+        if len(out) >= n:
+            break
+    return out
 
 
 def ldap_target_from_settings(settings: Settings) -> Any:
@@ -284,23 +426,23 @@ def ldap_target_from_settings(settings: Settings) -> Any:
                       ca_file=l.ca_file)
 
 
-def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,
-               schools: list[dict[str, Any]], dry_run: bool = False,
-               workers: int = 4) -> dict[str, Any]:
-    """Write the plan; journal each change; remember what was written; mark files applied."""
+def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dict[str, Any],
+                   workers: int = 4) -> dict[str, Any]:
+    """Write a plan's changes, journal them, remember what was written, and for each school
+    written without failure mark its files applied and keep its counts for the guards."""
     from etl.apply import DirectoryWriter
     from etl.desired import content_hash
     from etl.plan import Change
 
-    plan = json.loads(Path(plan_path).read_text("utf-8"))
     changes = [Change.from_dict(c) for c in plan["changes"]]
-    if dry_run:
-        return {"applied": 0, "failed": 0, "dry_run": True, "planned": len(changes)}
     target = ldap_target_from_settings(settings)
     Session = session_factory(settings.state_url)
     failed_schools: set[str] = set()
-    seq = [0]
+    with Session() as s:
+        start = s.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.run_id == run_id))
+    seq = [int(start or 0)]
     pending: list[Change] = []
+    uids: dict[str, str] = plan.get("uids", {})
 
     def flush() -> None:
         if not pending:
@@ -312,9 +454,18 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
                 s.add(JournalEntry(run_id=run_id, seq=seq[0], dn=ch.dn, op=ch.op,
                                    before=ch.before, after=after))
                 s.merge(Entry(dn=ch.dn, academy=academy_code, uai=ch.uai, kind=ch.kind,
-                              uid=plan["desired"].get(ch.dn, {}).get("uid"),
-                              content_hash=content_hash(after), attrs=after, run_id=run_id,
-                              updated_at=utcnow()))
+                              uid=uids.get(ch.dn), content_hash=content_hash(after),
+                              attrs=after, run_id=run_id, updated_at=utcnow()))
+                uid = uids.get(ch.dn)
+                if ch.kind == "person" and uid:
+                    acc = s.get(Account, uid)
+                    if acc is not None:
+                        disabled = after.get("entSyncStatus") == ["DISABLED"]
+                        acc.status = "DISABLED" if disabled else "ACTIVE"
+                        if disabled and acc.disabled_at is None:
+                            acc.disabled_at = utcnow()
+                        elif not disabled:
+                            acc.disabled_at = None
         pending.clear()
 
     def on_applied(ch: Change) -> None:
@@ -332,19 +483,103 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
     finally:
         flush()
     with Session() as s, s.begin():
-        for r in schools:
-            if not r or r.get("status") != "ok" or r["uai"] in failed_schools:
+        for uai, docs in plan.get("docs", {}).items():
+            if uai in failed_schools:
                 continue
-            for d in r["docs"]:
-                s.add(SourceFile(run_id=run_id, academy=academy_code, uai=r["uai"],
+            for d in docs:
+                s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai,
                                  kind=d["kind"], sha256=d["sha256"], path=d["path"],
                                  member=d["member"], status="applied",
                                  export_date=_export_date_of(s, run_id, d["sha256"])))
+            c = plan.get("school_counts", {}).get(uai, {})
+            s.merge(SchoolState(academy=academy_code, uai=uai, pupils=c.get("ELV", 0),
+                                guardians=c.get("TUT", 0),
+                                staff=sum(v for k, v in c.items() if k not in ("ELV", "TUT")),
+                                school_year=plan.get("school_years", {}).get(uai),
+                                run_id=run_id, updated_at=utcnow()))
     log.info("apply %s: %d applied, %d failed, %d reconciled against the directory", run_id,
              res.applied, res.failed, res.reconciled)
     return {"applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
             "retries": res.retries, "errors": res.errors[:50],
             "failed_schools": sorted(failed_schools)}
+
+
+def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,
+               schools: list[dict[str, Any]] | None = None, dry_run: bool = False,
+               workers: int = 4) -> dict[str, Any]:
+    """Write the plan of the schools that passed the guards (held schools wait)."""
+    plan = json.loads(Path(plan_path).read_text("utf-8"))
+    if dry_run:
+        return {"applied": 0, "failed": 0, "dry_run": True, "planned": len(plan["changes"])}
+    return _apply_changes(settings, academy_code, run_id, plan, workers)
+
+
+class ApprovalRefused(EntsyncError):
+    """The held plan cannot be applied (changed, decided, or overtaken by a later run)."""
+
+
+def pending_approvals(settings: Settings, run_id: str | None = None) -> list[dict[str, Any]]:
+    with session_factory(settings.state_url)() as s:
+        q = select(Approval).where(Approval.status == "pending")
+        if run_id:
+            q = q.where(Approval.run_id == run_id)
+        return [{"run_id": a.run_id, "academy": a.academy, "uai": a.uai, "guards": a.guards,
+                 "summary": a.summary, "plan_hash": a.plan_hash, "created_at":
+                 a.created_at.isoformat()} for a in s.scalars(q.order_by(Approval.id))]
+
+
+def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = None,
+           by: str = "cli", expected_hash: str | None = None,
+           workers: int = 4) -> dict[str, Any]:
+    """Approve (apply exactly the held plan that was shown) or reject held schools of a run."""
+    Session = session_factory(settings.state_url)
+    with Session() as s:
+        q = select(Approval).where(Approval.run_id == run_id, Approval.status == "pending")
+        if uai:
+            q = q.where(Approval.uai == uai.upper())
+        pending = list(s.scalars(q))
+        run = s.get(Run, run_id)
+    if run is None:
+        raise ApprovalRefused(f"no run {run_id}")
+    if not pending:
+        raise ApprovalRefused(f"run {run_id} has no school awaiting approval"
+                              + (f" for {uai}" if uai else ""))
+    results: dict[str, Any] = {}
+    for a in pending:
+        data = Path(a.plan_path).read_bytes() if Path(a.plan_path).exists() else b""
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != a.plan_hash or (expected_hash and expected_hash != a.plan_hash):
+            raise ApprovalRefused(f"held plan of {a.uai} in {run_id} differs from the one "
+                                  "shown (hash mismatch): refusing to apply it")
+        if approve:
+            with Session() as s:
+                later = s.scalar(select(func.count()).select_from(SourceFile).join(
+                    Run, Run.id == SourceFile.run_id).where(
+                    SourceFile.academy == a.academy, SourceFile.uai == a.uai,
+                    SourceFile.status == "applied", Run.started_at > run.started_at))
+            if later:
+                raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan "
+                                      f"held in {run_id} is out of date; approve the newer "
+                                      "run's plan instead")
+            res = _apply_changes(settings, a.academy, run_id, json.loads(data), workers)
+            results[a.uai] = {"decision": "approved", **res}
+        else:
+            results[a.uai] = {"decision": "rejected"}
+        with Session() as s, s.begin():
+            row = s.get(Approval, a.id)
+            assert row is not None
+            row.status = "approved" if approve else "rejected"
+            row.decided_at, row.decided_by = utcnow(), by
+        log.info("school %s of run %s %s by %s", a.uai, run_id,
+                 "approved" if approve else "rejected", by)
+    with Session() as s, s.begin():
+        left = s.scalar(select(func.count()).select_from(Approval).where(
+            Approval.run_id == run_id, Approval.status == "pending"))
+        r = s.get(Run, run_id)
+        if r is not None and not left and r.status == "awaiting_approval":
+            failed = any(v.get("failed") for v in results.values())
+            r.status = "failed" if failed else "success"
+    return {"run_id": run_id, "schools": results}
 
 
 def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:
@@ -356,32 +591,57 @@ def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:
 def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: dict[str, Any],
                schools: list[dict[str, Any]], reconciled: dict[str, Any] | None,
                applied: dict[str, Any] | None, dry_run: bool = False) -> dict[str, Any]:
-    """The run's summary: written to the state DB and ``reports/<run_id>/summary.json``."""
+    """The run's summary and plan report: state DB, ``reports/<run_id>/summary.json`` and
+    ``report.html``."""
+    from etl.report import write_run_report
+
+    rec = reconciled or {}
     per_school: dict[str, dict[str, Any]] = {}
-    plan_counts = (reconciled or {}).get("per_school", {})
+    plan_counts = rec.get("per_school", {})
+    guards = rec.get("guards", {})
+    held = rec.get("held", {})
+    zero = dict.fromkeys((*CATEGORIES, "unchanged"), 0)
     for r in schools:
         if not r:
             continue
         pc = plan_counts.get(r["uai"], {})
         per_school[r["uai"]] = {
-            "status": r["status"], "created": pc.get("created", 0),
-            "updated": pc.get("updated", 0), "unchanged": pc.get("unchanged", 0),
-            "rejected": r.get("rejected", 0), "report": r.get("report"),
+            "status": "awaiting_approval" if r["uai"] in held else r["status"],
+            **{k: pc.get(k, 0) for k in zero}, "rejected": r.get("rejected", 0),
+            "report": r.get("report"), "guards": guards.get(r["uai"], []),
         }
+        if r.get("error"):
+            per_school[r["uai"]]["error"] = r["error"]
+        if r["uai"] in held:
+            per_school[r["uai"]]["held"] = held[r["uai"]]["guards"]
+    for uai, pc in plan_counts.items():  # schools only touched by disables elsewhere
+        if uai not in per_school:
+            per_school[uai] = {"status": "ok", **{k: pc.get(k, 0) for k in zero},
+                               "rejected": 0, "guards": guards.get(uai, [])}
     for uai, why in discovered.get("held", {}).items():
-        per_school[uai] = {"status": "held", "reason": why, "created": 0, "updated": 0,
-                           "unchanged": 0, "rejected": 0}
+        per_school[uai] = {"status": "held", "reason": why, **zero, "rejected": 0,
+                           "guards": [{"guard": "older_export", "tripped": True,
+                                       "detail": why}]}
     for uai in discovered.get("already_applied", []):
-        per_school[uai] = {"status": "already_applied", "created": 0, "updated": 0,
-                           "unchanged": 0, "rejected": 0}
+        per_school[uai] = {"status": "already_applied", **zero, "rejected": 0}
     quarantined = [q for r in schools if r for q in r.get("quarantined", [])]
-    failed = bool(applied and applied.get("failed"))
-    status = "failed" if failed else ("dry_run" if dry_run else "success")
+    failed = bool(applied and applied.get("failed")) or any(
+        r and r.get("status") == "error" for r in schools)
+    if failed:
+        status = "failed"
+    elif dry_run:
+        status = "dry_run"
+    elif held:
+        status = "awaiting_approval"
+    else:
+        status = "success"
     summary: dict[str, Any] = {
         "run_id": run_id, "academy": academy_code, "status": status, "dry_run": dry_run,
-        "schools": per_school, "quarantined": quarantined,
+        "mode": rec.get("mode"), "schools": per_school, "quarantined": quarantined,
         "rejected_files": discovered.get("rejected", []),
-        "changes": (reconciled or {}).get("changes", 0),
+        "changes": rec.get("changes", 0),
+        "held_changes": sum(sum(v["counts"].get(k, 0) for k in CATEGORIES)
+                            for v in held.values()),
         "applied": (applied or {}).get("applied", 0),
         "failed": (applied or {}).get("failed", 0),
         "errors": (applied or {}).get("errors", []),
@@ -389,34 +649,41 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     out = settings.reports_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
+    write_run_report(summary, out / "report.html")
     summary["report_dir"] = str(out)
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
         if run is not None:
             run.status, run.ended_at, run.summary = status, utcnow(), summary
     log.info("run %s %s: %s", run_id, status,
-             {u: {k: v for k, v in x.items() if k in ("status", "created", "updated")}
+             {u: {k: v for k, v in x.items() if k in ("status", *CATEGORIES)}
               for u, x in per_school.items()})
     return summary
 
 
+def fail_run(settings: Settings, run_id: str, reason: str) -> None:
+    """Mark a run failed (a crash, or an Airflow task that gave up)."""
+    with session_factory(settings.state_url)() as s, s.begin():
+        run = s.get(Run, run_id)
+        if run is not None and run.status in ("running", "awaiting_approval"):
+            run.status, run.ended_at = "failed", utcnow()
+            run.summary = {**(run.summary or {}), "error": reason[:2000]}
+
+
 def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
-             schools: list[str] | None = None, trigger: str = "cli",
-             workers: int = 4) -> dict[str, Any]:
+             schools: list[str] | None = None, trigger: str = "cli", workers: int = 4,
+             mode: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
     """The whole sync in one process (what the DAG does task by task)."""
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
         disc = discover_files(settings, academy_code, run_id, schools)
         results = [read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
                    for uai, docs in disc["schools"].items()]
-        rec = reconcile(settings, academy_code, run_id, results, dry_run)
+        rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
         app = apply_plan(settings, academy_code, run_id, rec["plan"], results, dry_run, workers)
         return finish_run(settings, academy_code, run_id, disc, results, rec, app, dry_run)
-    except Exception:
-        with session_factory(settings.state_url)() as s, s.begin():
-            run = s.get(Run, run_id)
-            if run is not None:
-                run.status, run.ended_at = "failed", utcnow()
+    except BaseException as e:
+        fail_run(settings, run_id, f"{type(e).__name__}: {e}")
         raise
 
 

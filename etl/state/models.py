@@ -151,3 +151,35 @@ class AcademyLock(Base):
     academy: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Approval(Base):
+    """A school's changes held by a guard, waiting for a human decision."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    academy: Mapped[str] = mapped_column(String(32))
+    uai: Mapped[str] = mapped_column(String(8))
+    plan_path: Mapped[str] = mapped_column(Text)
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # approved, rejected
+    guards: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    summary: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class SchoolState(Base):
+    """What the last applied run knew of a school: the reference for the guards."""
+
+    __tablename__ = "school_state"
+    academy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uai: Mapped[str] = mapped_column(String(8), primary_key=True)
+    pupils: Mapped[int] = mapped_column(Integer, default=0)
+    guardians: Mapped[int] = mapped_column(Integer, default=0)
+    staff: Mapped[int] = mapped_column(Integer, default=0)
+    school_year: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,277 @@
+"""Account lifecycle and disaster guards.
+
+Scope: a person is absent only when a COMPLETE export of the same kind for the same school was
+read in this run without them (pupils: BEE_ELEVES; guardians: BEE_RESPONSABLES; teachers and
+staff: STS_EDT). A school with no export tonight, or a quarantined one, changes nothing. A pupil
+with a past DATE_SORTIE is absent.
+
+Lifecycle: absent -> DISABLED (entSyncStatus, entSyncDisabledAt, out of every class and group,
+cannot bind) -> deleted after the retention period by ``ent_lifecycle``. Present again before
+that: the same entry, uid and login are restored.
+
+Guards, evaluated per school on the plan before anything is written: share of the school's
+accounts disabled, share updated, absolute number disabled, a pupils export much smaller than
+the last applied one, a school year going backwards. A tripped guard holds that school's
+changes for approval; the other schools proceed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from etl.config import Academy
+from etl.desired import DesiredEntry, placeholder_member
+from etl.plan import Change
+from etl.state.models import Account, Entry, Identity, SchoolState
+
+#: export kind -> the source tag of the jointures it covers
+KIND_SOURCE = {"ELEVES": "SIECLE", "RESPONSABLES": "SIECLE-RESP", "STS": "STS"}
+SCOPED_SOURCES = tuple(KIND_SOURCE.values())
+
+
+def generalized_time(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%d%H%M%SZ")
+
+
+def jointure_scope(jointure: str) -> tuple[str, str] | None:
+    """``AC-X$SIECLE$0671234X$42`` -> ("0671234X", "SIECLE"); INE keys have no school."""
+    parts = jointure.split("$")
+    if len(parts) >= 4 and parts[1] in SCOPED_SOURCES:
+        return parts[2], parts[1]
+    return None
+
+
+def covered_scopes(school_results: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(UAI, source) pairs whose complete export was read cleanly in this run."""
+    out: set[tuple[str, str]] = set()
+    for r in school_results:
+        if r.get("status") != "ok":
+            continue
+        for d in r.get("docs", []):
+            src = KIND_SOURCE.get(d.get("kind", ""))
+            if src:
+                out.add((r["uai"], src))
+    return out
+
+
+@dataclass
+class Absence:
+    uid: str
+    dn: str
+    uai: str | None
+    profile: str | None
+
+
+def find_absent(s: Session, academy: Academy, covered: set[tuple[str, str]],
+                present_jointures: set[str]) -> list[Absence]:
+    """Accounts every one of whose school attachments was covered tonight and not present."""
+    prefix = academy.jointure_prefix
+    candidates: dict[str, set[str]] = defaultdict(set)
+    for uai, src in sorted(covered):
+        like = f"{prefix}${src}${uai}$%"
+        for j, uid in s.execute(select(Identity.jointure, Identity.uid)
+                                .where(Identity.jointure.like(like))):
+            if j not in present_jointures:
+                candidates[uid].add(j)
+    if not candidates:
+        return []
+    uids = sorted(candidates)
+    all_keys: dict[str, set[str]] = defaultdict(set)
+    for i in range(0, len(uids), 500):
+        for j, uid in s.execute(select(Identity.jointure, Identity.uid)
+                                .where(Identity.uid.in_(uids[i:i + 500]))):
+            all_keys[uid].add(j)
+    accounts = {a.uid: a for a in s.scalars(select(Account).where(Account.uid.in_(uids)))}
+    out: list[Absence] = []
+    for uid in uids:
+        acc = accounts.get(uid)
+        if acc is None or acc.status == "DELETED":
+            continue
+        keys = all_keys[uid]
+        if keys & present_jointures:
+            continue  # present through another key (another school, the INE)
+        scoped = [jointure_scope(k) for k in keys]
+        if any(sc is not None and sc not in covered for sc in scoped):
+            continue  # still listed by a school whose export did not come tonight
+        entry = s.scalar(select(Entry).where(Entry.uid == uid, Entry.kind == "person"))
+        if entry is None:
+            continue  # never written: nothing to disable
+        out.append(Absence(uid, entry.dn, entry.uai, acc.profile))
+    return out
+
+
+def disabled_entries(s: Session, absent: list[Absence], now: dt.datetime,
+                     desired: Mapping[str, DesiredEntry], processed: set[str],
+                     academy: str, base: str) -> list[DesiredEntry]:
+    """Desired entries for absent accounts (DISABLED) and for the groups of schools not
+    processed tonight that still list them (member removed)."""
+    out: list[DesiredEntry] = []
+    absent_dns = {a.dn for a in absent}
+    for a in absent:
+        cur = s.get(Entry, a.dn)
+        if cur is None:
+            continue
+        attrs = {k: list(v) for k, v in cur.attrs.items()}
+        if attrs.get("entSyncStatus") != ["DISABLED"]:
+            attrs["entSyncStatus"] = ["DISABLED"]
+            attrs["entSyncDisabledAt"] = [generalized_time(now)]
+        out.append(DesiredEntry(a.dn, "person", a.uai, attrs, uid=a.uid))
+    if not absent_dns:
+        return out
+    q = select(Entry).where(Entry.academy == academy, or_(Entry.kind == "class",
+                                                          Entry.kind == "group"))
+    for g in s.scalars(q):
+        if g.dn in desired or g.uai in processed:
+            continue
+        members = g.attrs.get("member", [])
+        if absent_dns.isdisjoint(members):
+            continue
+        attrs = {k: list(v) for k, v in g.attrs.items()}
+        attrs["member"] = [m for m in members if m not in absent_dns] or [placeholder_member(base)]
+        out.append(DesiredEntry(g.dn, g.kind, g.uai, attrs))
+    return out
+
+
+def categorize(ch: Change) -> str:
+    """create, update, membership, disable, restore."""
+    if ch.op == "add":
+        return "create"
+    after = (ch.after or {}).get("entSyncStatus")
+    before = (ch.before or {}).get("entSyncStatus")
+    if ch.kind == "person" and after != before:
+        if after == ["DISABLED"]:
+            return "disable"
+        if before == ["DISABLED"]:
+            return "restore"
+    return ch.category
+
+
+@dataclass
+class GuardResult:
+    uai: str
+    tripped: list[dict[str, Any]] = field(default_factory=list)
+    evaluated: list[dict[str, Any]] = field(default_factory=list)
+
+    def check(self, name: str, value: float, limit: float, tripped: bool, detail: str) -> None:
+        row = {"guard": name, "value": value, "limit": limit, "tripped": tripped,
+               "detail": detail}
+        self.evaluated.append(row)
+        if tripped:
+            self.tripped.append(row)
+
+
+def school_accounts(s: Session, academy: str, uais: Iterable[str]) -> dict[str, int]:
+    """Active accounts written per main school (the guards' denominator)."""
+    out: dict[str, int] = defaultdict(int)
+    for uai, attrs in s.execute(select(Entry.uai, Entry.attrs).where(
+            Entry.academy == academy, Entry.kind == "person", Entry.uai.in_(list(uais)))):
+        if uai and attrs.get("entSyncStatus") != ["DISABLED"]:
+            out[uai] += 1
+    return out
+
+
+def evaluate_guards(academy: Academy, changes: list[Change], s: Session,
+                    counts: Mapping[str, Mapping[str, int]],
+                    years: Mapping[str, int | None], mode: str) -> dict[str, GuardResult]:
+    """Guards per school. ``counts``: persons read tonight per school and profile."""
+    per_school: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for ch in changes:
+        if ch.uai and ch.kind == "person":
+            per_school[ch.uai][categorize(ch)] += 1
+    uais = sorted(set(per_school) | set(counts))
+    existing = school_accounts(s, academy.code, uais)
+    states = {st.uai: st for st in s.scalars(select(SchoolState).where(
+        SchoolState.academy == academy.code, SchoolState.uai.in_(uais)))}
+    max_update = (academy.rollover_max_update_share if mode != "normal"
+                  else academy.max_update_share)
+    out: dict[str, GuardResult] = {}
+    for uai in uais:
+        g = GuardResult(uai)
+        n = existing.get(uai, 0)
+        c = per_school.get(uai, {})
+        dis, upd = c.get("disable", 0), c.get("update", 0) + c.get("membership", 0)
+        min_n = academy.guard_min_changes
+        share = dis / n if n else 0.0
+        g.check("disable_share", round(share, 4), academy.max_disable_share,
+                dis >= min_n and share > academy.max_disable_share,
+                f"{dis} of {n} accounts would be disabled")
+        g.check("disable_count", dis, academy.max_disable_count,
+                dis > academy.max_disable_count, f"{dis} accounts would be disabled")
+        ushare = upd / n if n else 0.0
+        g.check("update_share", round(ushare, 4), max_update,
+                upd >= min_n and ushare > max_update, f"{upd} of {n} accounts would change")
+        st = states.get(uai)
+        pupils = counts.get(uai, {}).get("ELV")
+        if st is not None and st.pupils and pupils is not None:
+            drop = 1 - pupils / st.pupils
+            g.check("pupil_drop", round(drop, 4), academy.max_pupil_drop_share,
+                    drop > academy.max_pupil_drop_share,
+                    f"pupils export has {pupils} pupils, last applied one had {st.pupils}")
+        year = years.get(uai)
+        if st is not None and st.school_year and year:
+            g.check("school_year", year, st.school_year, year < st.school_year,
+                    f"school year {year} is before the applied {st.school_year}")
+        out[uai] = g
+    return out
+
+
+def absence_scope(covered: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Where absence may be judged: a guardian's eligibility depends on the pupils file too, so
+    guardians are judged only where both the pupils and the guardians exports came."""
+    return {(u, src) for u, src in covered
+            if src != "SIECLE-RESP" or (u, "SIECLE") in covered}
+
+
+def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
+                       covered: set[tuple[str, str]], processed: set[str]) -> None:
+    """A school processed tonight without one of its exports keeps, for that export's part,
+    what the directory already has: pupils keep their guardian links when no guardians file
+    came; classes keep their teachers when no STS file came, and their pupils when no pupils
+    file came. (A run only judges what its inputs cover.)"""
+    def current(dn: str) -> dict[str, list[str]] | None:
+        e = s.get(Entry, dn)
+        return e.attrs if e is not None else None
+
+    profile_cache: dict[str, str | None] = {}
+
+    def source_of(dn: str) -> str | None:
+        if dn not in profile_cache:
+            attrs = current(dn) or {}
+            profs = attrs.get("ENTPersonProfils", [])
+            profile_cache[dn] = ("SIECLE" if "National_ELV" in profs else
+                                 None if not profs or "National_TUT" in profs else "STS")
+        return profile_cache[dn]
+
+    for e in targets.values():
+        if e.uai not in processed:
+            continue
+        if (e.kind == "person" and "ENTEleve" in e.attrs.get("objectClass", [])
+                and (e.uai, "SIECLE-RESP") not in covered):
+            cur = current(e.dn)
+            if cur is not None:
+                if cur.get("ENTElevePersRelEleve"):
+                    e.attrs["ENTElevePersRelEleve"] = list(cur["ENTElevePersRelEleve"])
+                else:
+                    e.attrs.pop("ENTElevePersRelEleve", None)
+        elif e.kind in ("class", "group"):
+            missing = {src for src in ("SIECLE", "STS") if (e.uai, src) not in covered}
+            cur = current(e.dn) if missing else None
+            if not cur:
+                continue
+            have = set(e.attrs.get("member", []))
+            keep = [m for m in cur.get("member", []) if m not in have
+                    and source_of(m) in missing]
+            if keep:
+                members = [m for m in e.attrs.get("member", [])
+                           if not m.startswith(PLACEHOLDER_PREFIX)] + keep
+                e.attrs["member"] = sorted(set(members))
+
+
+PLACEHOLDER_PREFIX = "uid=nobody,"

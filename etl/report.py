@@ -1,0 +1,64 @@
+"""The run's plan/result report as a page an operator reads (the JSON is summary.json)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("created", "updated", "disabled", "restored", "deleted", "unchanged", "rejected")
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def render_run_report(summary: dict[str, Any]) -> str:
+    rows = []
+    for uai, s in sorted(summary.get("schools", {}).items()):
+        cells = "".join(f"<td class=n>{_e(s.get(c, 0))}</td>" for c in COLUMNS)
+        tripped = [g for g in s.get("guards", []) if g.get("tripped")]
+        guards = "; ".join(_e(g.get("detail", g.get("guard"))) for g in tripped) or "—"
+        link = (f"<a href='{_e(Path(s['report']).relative_to(Path(s['report']).parents[2]))}'>"
+                "validation</a>" if s.get("report") else "")
+        rows.append(f"<tr><td>{_e(uai)}</td><td class='st {_e(s.get('status'))}'>"
+                    f"{_e(s.get('status'))}</td>{cells}<td>{guards}</td><td>{link}</td></tr>")
+    guard_rows = []
+    for uai, s in sorted(summary.get("schools", {}).items()):
+        for g in s.get("guards", []):
+            guard_rows.append(
+                f"<tr><td>{_e(uai)}</td><td>{_e(g.get('guard'))}</td><td>{_e(g.get('value'))}"
+                f"</td><td>{_e(g.get('limit'))}</td><td>{'TRIPPED' if g.get('tripped') else 'ok'}"
+                f"</td><td>{_e(g.get('detail'))}</td></tr>")
+    quarantined = "".join(f"<li>{_e(q['file'])}: {_e(q['reason'])}</li>"
+                          for q in summary.get("quarantined", []))
+    rejected = "".join(f"<li>{_e(f['file'])}: {_e(f['reason'])}</li>"
+                       for f in summary.get("rejected_files", []))
+    errors = "".join(f"<li>{_e(e.get('op'))} {_e(e.get('dn'))}: {_e(e.get('description'))}</li>"
+                     for e in summary.get("errors", []))
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>entsync run {_e(summary.get('run_id'))}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}
+.awaiting_approval,.held,.quarantined,.error{{background:#fde2c8}}.ok{{background:#e3f5e1}}
+</style></head><body>
+<h1>Run {_e(summary.get('run_id'))}</h1>
+<p>Academy <b>{_e(summary.get('academy'))}</b> — status <b>{_e(summary.get('status'))}</b>
+{'(dry run: nothing written)' if summary.get('dry_run') else ''} — mode
+{_e(summary.get('mode') or 'normal')} — {_e(summary.get('changes', 0))} changes planned,
+{_e(summary.get('applied', 0))} applied, {_e(summary.get('failed', 0))} failed,
+{_e(summary.get('held_changes', 0))} held for approval.</p>
+<h2>Schools</h2><table><tr><th>UAI</th><th>status</th>{head}<th>guards tripped</th><th></th>
+</tr>{''.join(rows)}</table>
+<h2>Guards evaluated</h2><table><tr><th>UAI</th><th>guard</th><th>value</th><th>limit</th>
+<th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
+<h2>Quarantined files</h2><ul>{quarantined or '<li>none</li>'}</ul>
+<h2>Rejected files</h2><ul>{rejected or '<li>none</li>'}</ul>
+<h2>Directory errors</h2><ul>{errors or '<li>none</li>'}</ul>
+</body></html>"""
+
+
+def write_run_report(summary: dict[str, Any], path: Path) -> Path:
+    path.write_text(render_run_report(summary), "utf-8")
+    return path

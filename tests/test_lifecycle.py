@@ -1,0 +1,287 @@
+"""Lifecycle, scope and guards against a real slapd: disable, restore, delete, hold, approve,
+reject, undo."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl import pipeline
+from etl.config import Settings
+from etl.errors import EntsyncError
+from etl.generate import uai_check_letter
+from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.operations import UndoRefused, purge_expired, undo_run
+from etl.state.models import utcnow
+from tests.builders import Guardian, Pupil, Teacher, write_school
+from tests.test_sync import search
+
+pytestmark = pytest.mark.ldap
+ACADEMY = "ac-strasbourg"
+UAI = "0670010" + uai_check_letter("0670010")
+UAI_2 = "0680020" + uai_check_letter("0680020")
+NOV = dt.date(2026, 11, 16)  # outside the September roll-over window
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LdapServer]:
+    info = start_slapd(tmp_path / "slapd")
+    yield info
+    stop_slapd(tmp_path / "slapd")
+
+
+@pytest.fixture
+def env(tmp_path: Path, server: LdapServer) -> Settings:
+    return Settings.from_env({
+        "ENTSYNC_LANDING": str(tmp_path / "landing"),
+        "ENTSYNC_WORKDIR": str(tmp_path / "work"),
+        "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        **server.env(),
+    })
+
+
+def roster(n: int, *, skip: set[int] | None = None, left: set[int] | None = None,
+           uai: str = UAI) -> list[Pupil]:
+    """n pupils of one school (INEs unique to the school), some skipped or gone."""
+    skip, left = skip or set(), left or set()
+    return [Pupil(str(1000 + i), f"ELEVE{i}", "Léa", "5A" if i % 2 else "5B",
+                  ine=f"{uai[1:7]}{i:03d}AB", leave="01/09/2026" if i in left else None)
+            for i in range(n) if i not in skip]
+
+
+def drop(env: Settings, pupils: list[Pupil], day: int, uai: str = UAI,
+         guardians: bool = True) -> None:
+    guards = [Guardian(str(5000 + int(p.eleve_id)), p.last, "Marc", [p.eleve_id])
+              for p in pupils] if guardians else []
+    d = write_school(env.landing, ACADEMY, uai, pupils, guards,
+                     [Teacher("77", "PROF", "Ada", ["5A", "5B"])], date=f"{day:02d}/10/2026")
+    if not guardians:
+        (d / "ExportXML_ResponsablesAvecAdresses.zip").unlink()
+
+
+def sync(env: Settings, **kw: Any) -> dict[str, Any]:
+    return pipeline.run_sync(env, ACADEMY, today=NOV, **kw)
+
+
+def pupil(server: LdapServer, eleve_id: str, uai: str = UAI) -> dict[str, Any]:
+    found = search(server, f"(ENTPersonJointure=AC-STRASBOURG$SIECLE${uai}${eleve_id})",
+                   f"ou=people,{server.base}")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def class_members(server: LdapServer, code: str, uai: str = UAI) -> set[str]:
+    sdn = f"ENTStructureUAI={uai},ou=structures,{server.base}"
+    return set(search(server, f"(cn={code})", sdn)[0]["member"])
+
+
+def dump(server: LdapServer) -> dict[str, dict[str, list[str]]]:
+    """Every entry's user attributes, values sorted: a full comparable dump."""
+    return {e["dn"]: {k: sorted(v) for k, v in e.items() if k != "dn"}
+            for e in search(server, "(objectClass=*)", server.base, ["*"])}
+
+
+def test_absent_pupil_is_disabled_then_restored(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    assert sync(env)["status"] == "success"
+    before = pupil(server, "1003")
+    assert before["dn"] in class_members(server, "5A")
+    # next night pupil 1003 is missing from a complete pupils export: disabled, out of class
+    drop(env, roster(30, skip={3}), day=2)
+    s2 = sync(env)
+    assert s2["status"] == "success"
+    assert s2["schools"][UAI]["disabled"] == 2  # the pupil and his only guardian
+    gone = pupil(server, "1003")
+    assert gone["entSyncStatus"] == ["DISABLED"]
+    assert gone["entSyncDisabledAt"][0].endswith("Z")
+    assert gone["dn"] not in class_members(server, "5A")
+    assert gone["ENTPersonLogin"] == before["ENTPersonLogin"]
+    # back the night after: same entry, uid and login, active, in his class again
+    drop(env, roster(30), day=3)
+    s3 = sync(env)
+    assert s3["schools"][UAI]["restored"] == 2
+    back = pupil(server, "1003")
+    assert back["dn"] == before["dn"] and back["uid"] == before["uid"]
+    assert back["ENTPersonLogin"] == before["ENTPersonLogin"]
+    assert back["entSyncStatus"] == ["ACTIVE"] and "entSyncDisabledAt" not in back
+    assert back["dn"] in class_members(server, "5A")
+
+
+def test_pupil_with_past_date_sortie_is_disabled(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    drop(env, roster(30, left={4}), day=2)
+    s = sync(env)
+    # the pupil, and his guardian who is still in the guardians file but no longer has a
+    # pupil here
+    assert s["schools"][UAI]["disabled"] == 2
+    assert pupil(server, "1004")["entSyncStatus"] == ["DISABLED"]
+
+
+def test_missing_exports_change_nothing_for_the_people_they_cover(env: Settings,
+                                                                  server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    drop(env, roster(10, uai=UAI_2), day=1, uai=UAI_2)
+    sync(env)
+    before = dump(server)
+    # school 2 sends nothing tonight; school 1 sends pupils but no guardians file
+    for f in (env.landing / ACADEMY / UAI_2).iterdir():
+        f.unlink()
+    drop(env, roster(30), day=2, guardians=False)
+    s = sync(env)
+    assert s["status"] == "success" and s["changes"] == 0
+    assert dump(server) == before
+    tut = search(server, "(ENTPersonProfils=National_TUT)", f"ou=people,{server.base}")
+    assert len(tut) == 40 and all(t["entSyncStatus"] == ["ACTIVE"] for t in tut)
+
+
+def test_guard_holds_a_school_then_approve_applies_exactly_that_plan(
+        env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    drop(env, roster(10, uai=UAI_2), day=1, uai=UAI_2)
+    sync(env)
+    before = dump(server)
+    # a truncated-looking export: 30 % of the pupils missing; school 2 has a newcomer
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    drop(env, roster(11, uai=UAI_2), day=2, uai=UAI_2)
+    s = sync(env)
+    assert s["status"] == "awaiting_approval"
+    sch = s["schools"][UAI]
+    assert sch["status"] == "awaiting_approval"
+    assert {g["guard"] for g in sch["held"]} >= {"disable_share", "pupil_drop"}
+    assert s["schools"][UAI_2]["created"] == 2  # a pupil and his guardian
+    assert s["schools"][UAI_2]["status"] == "ok"
+    after = dump(server)
+    held_dns = {dn for dn in before if f"SIECLE${UAI}$" in json.dumps(before[dn])}
+    assert all(after.get(dn) == before[dn] for dn in held_dns)  # nothing written for it
+    pending = pipeline.pending_approvals(env, s["run_id"])
+    assert [p["uai"] for p in pending] == [UAI]
+    assert pending[0]["summary"]["counts"]["disabled"] == 10
+    assert pending[0]["summary"]["sample"]
+    # the CLI says so with exit code 3 (a rerun sees the same files: already applied, so use
+    # a fresh export date)
+    res = pipeline.decide(env, s["run_id"], approve=True, by="test",
+                          expected_hash=pending[0]["plan_hash"])
+    assert res["schools"][UAI]["decision"] == "approved"
+    assert res["schools"][UAI]["applied"] == s["held_changes"]
+    disabled = search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")
+    assert len(disabled) == 10 + 10  # pupils and their guardians
+    assert pipeline.pending_approvals(env, s["run_id"]) == []
+    with pytest.raises(EntsyncError):
+        pipeline.decide(env, s["run_id"], approve=True)
+
+
+def test_guard_reject_leaves_the_directory_as_it_was(env: Settings,
+                                                     server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    before = dump(server)
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    s = sync(env)
+    assert s["status"] == "awaiting_approval"
+    pipeline.decide(env, s["run_id"], approve=False, by="test")
+    assert dump(server) == before
+    assert pipeline.pending_approvals(env) == []
+
+
+def test_a_changed_held_plan_is_refused(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    s = sync(env)
+    path = Path(pipeline.pending_approvals(env)[0]["summary"] and
+                next((env.workdir / "staging" / s["run_id"] / "held").iterdir()))
+    plan = json.loads(path.read_text())
+    plan["changes"] = plan["changes"][:1]
+    path.write_text(json.dumps(plan))
+    with pytest.raises(EntsyncError, match="differs"):
+        pipeline.decide(env, s["run_id"], approve=True)
+
+
+def test_cli_exit_code_3_when_held(env: Settings, server: LdapServer, tmp_path: Path) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    cli_env = {"PATH": "/usr/bin:/bin", "ENTSYNC_LANDING": str(env.landing),
+               "ENTSYNC_WORKDIR": str(env.workdir), "ENTSYNC_STATE_URL": env.state_url,
+               **server.env()}
+    r = subprocess.run([sys.executable, "-m", "etl.cli", "sync", "--academy", ACADEMY,
+                        "--mode", "normal", "--json"], env=cli_env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 3, r.stderr[-2000:]
+    run_id = json.loads(r.stdout)["run_id"]
+    r2 = subprocess.run([sys.executable, "-m", "etl.cli", "reject", run_id], env=cli_env,
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "rejected" in r2.stdout
+
+
+def test_retention_deletes_and_logins_are_never_reused(env: Settings,
+                                                      server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    login = pupil(server, "1003")["ENTPersonLogin"][0]
+    drop(env, roster(30, skip={3}), day=2)
+    sync(env)
+    assert purge_expired(env, ACADEMY)["deleted"] == 0  # still within retention
+    later = utcnow() + dt.timedelta(days=91)
+    res = purge_expired(env, ACADEMY, now=later)
+    assert res["deleted"] == 2  # the pupil and his guardian
+    assert not search(server, "(ENTPersonJointure=AC-STRASBOURG$SIECLE$*$1003)",
+                      f"ou=people,{server.base}")
+    # a new pupil with the same name (and even the same source id) gets a new account
+    drop(env, roster(30), day=3)
+    sync(env)
+    again = pupil(server, "1003")
+    assert again["ENTPersonLogin"][0] != login
+    assert again["ENTPersonLogin"][0].startswith(login.rstrip("0123456789"))
+
+
+def test_create_only_and_no_disable_modes(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    drop(env, roster(31, skip={3}), day=2)  # one leaves, one arrives
+    s = pipeline.run_sync(env, ACADEMY, mode="no_disable", today=NOV)
+    assert s["schools"][UAI]["disabled"] == 0 and s["schools"][UAI]["created"] >= 1
+    assert pupil(server, "1003")["entSyncStatus"] == ["ACTIVE"]
+    # in the roll-over window the default mode does not disable either
+    drop(env, roster(31, skip={3, 4}), day=3)
+    s = pipeline.run_sync(env, ACADEMY, today=dt.date(2026, 9, 5))
+    assert s["mode"] == "no_disable" and s["schools"][UAI]["disabled"] == 0
+
+
+def test_undo_restores_the_directory(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    before = dump(server)
+    changed = roster(31, skip={3})
+    changed[0].last = "RENAMED"
+    changed[1].division = "5B" if changed[1].division == "5A" else "5A"
+    drop(env, changed, day=2)
+    s = sync(env)
+    assert s["changes"] > 0 and s["status"] == "success"
+    assert dump(server) != before
+    res = undo_run(env, s["run_id"])
+    assert res["failed"] == 0
+    assert dump(server) == before
+    with pytest.raises(UndoRefused):
+        undo_run(env, s["run_id"])
+
+
+def test_undo_refuses_when_a_later_run_touched_the_entries(env: Settings,
+                                                           server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    first = sync(env)
+    changed = roster(30)
+    changed[0].last = "RENAMED"
+    drop(env, changed, day=2)
+    sync(env)
+    with pytest.raises(UndoRefused, match="later run"):
+        undo_run(env, first["run_id"])
