@@ -163,7 +163,7 @@ def test_guard_holds_a_school_then_approve_applies_exactly_that_plan(
     assert all(after.get(dn) == before[dn] for dn in held_dns)  # nothing written for it
     pending = pipeline.pending_approvals(env, s["run_id"])
     assert [p["uai"] for p in pending] == [UAI]
-    assert pending[0]["summary"]["counts"]["disabled"] == 10
+    assert pending[0]["summary"]["counts"]["disabled"] == 20  # pupils and their guardians
     assert pending[0]["summary"]["sample"]
     # the CLI says so with exit code 3 (a rerun sees the same files: already applied, so use
     # a fresh export date)
