@@ -275,3 +275,54 @@ def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
 
 
 PLACEHOLDER_PREFIX = "uid=nobody,"
+
+
+#: person attributes whose values are ``<school DN>$<code>``: one school's part of an account
+SCHOOL_SCOPED = ("ENTEleveClasses", "ENTEleveGroupes", "ENTAuxEnsClasses", "ENTAuxEnsGroupes",
+                 "ENTAuxEnsClassesPrincipal", "ENTAuxEnsMatiereEnseignEtab",
+                 "ENTPersonFonctions")
+
+
+def _uai_in_dn(value: str) -> str | None:
+    head = value.split("$", 1)[0]
+    for part in head.split(","):
+        if part[:16].lower() == "entstructureuai=":
+            return part[16:]
+    return None
+
+
+def preserve_other_schools(s: Session, targets: dict[str, DesiredEntry],
+                           processed: set[str]) -> None:
+    """One account, several schools: tonight's run rebuilds the parts of an account that
+    belong to the schools it processed and keeps, from the directory, the parts that belong to
+    schools it did not (their source keys, classes, groups, subjects, functions, pupils)."""
+    for e in targets.values():
+        if e.kind != "person":
+            continue
+        row = s.get(Entry, e.dn)
+        if row is None:
+            continue
+        cur = row.attrs
+        kept_keys = [j for j in cur.get("ENTPersonJointure", [])
+                     if (sc := jointure_scope(j)) is not None and sc[0] not in processed]
+        if not kept_keys:
+            continue
+        a = e.attrs
+        a["ENTPersonJointure"] = sorted(set(a.get("ENTPersonJointure", [])) | set(kept_keys))
+        for name in SCHOOL_SCOPED:
+            keep = [v for v in cur.get(name, [])
+                    if (u := _uai_in_dn(v)) is not None and u not in processed]
+            if keep:
+                a[name] = sorted(set(a.get(name, [])) | set(keep))
+        for name in ("ENTPersonProfils", "objectClass"):
+            a[name] = sorted(set(a.get(name, [])) | set(cur.get(name, [])))
+        pupils = cur.get("ENTAuxPersRelEleveEleve", [])
+        if pupils:
+            keep = []
+            for dn in pupils:
+                p = s.get(Entry, dn)
+                if p is not None and p.uai not in processed:
+                    keep.append(dn)
+            if keep:
+                a["ENTAuxPersRelEleveEleve"] = sorted(
+                    set(a.get("ENTAuxPersRelEleveEleve", [])) | set(keep))

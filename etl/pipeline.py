@@ -296,6 +296,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
         disabled_entries,
         evaluate_guards,
         find_absent,
+        preserve_other_schools,
         preserve_uncovered,
     )
     from etl.plan import plan_changes
@@ -315,6 +316,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
         targets = dict(desired.entries)
         covered = covered_scopes(ok)
         preserve_uncovered(s, targets, covered, set(names))
+        preserve_other_schools(s, targets, set(names))
         absent = []
         if run_mode == "normal":
             present = {j for e in desired.entries.values() if e.kind == "person"

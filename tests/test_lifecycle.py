@@ -285,3 +285,48 @@ def test_undo_refuses_when_a_later_run_touched_the_entries(env: Settings,
     sync(env)
     with pytest.raises(UndoRefused, match="later run"):
         undo_run(env, first["run_id"])
+
+
+def test_pupil_moving_school_keeps_account_and_old_school_attachments_go(
+        env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    drop(env, roster(10, uai=UAI_2), day=1, uai=UAI_2)
+    sync(env)
+    mover = pupil(server, "1003")
+    # night 2: school 1 no longer lists him; school 2 does, under its own ELEVE_ID, same INE
+    drop(env, roster(30, skip={3}), day=2)
+    arrivals = [*roster(10, uai=UAI_2),
+                Pupil("2999", "ELEVE3", "Léa", "5A", ine=f"{UAI[1:7]}003AB")]
+    drop(env, arrivals, day=2, uai=UAI_2)
+    s = sync(env)
+    assert s["status"] == "success", s
+    moved = pupil(server, "2999", uai=UAI_2)
+    assert moved["dn"] == mover["dn"] and moved["ENTPersonLogin"] == mover["ENTPersonLogin"]
+    assert moved["entSyncStatus"] == ["ACTIVE"]
+    assert all(UAI_2 in c for c in moved["ENTEleveClasses"])
+    assert moved["dn"] not in class_members(server, "5A", UAI)
+    assert moved["dn"] in class_members(server, "5A", UAI_2)
+
+
+def test_school_not_synced_tonight_keeps_its_part_of_a_shared_account(
+        env: Settings, server: LdapServer) -> None:
+    # the same pupil (same INE) listed by two schools: one account with both schools' classes
+    shared = Pupil("2999", "ELEVE3", "Léa", "5A", ine=f"{UAI[1:7]}003AB")
+    drop(env, roster(30), day=1)
+    drop(env, [*roster(10, uai=UAI_2), shared], day=1, uai=UAI_2)
+    sync(env)
+    both = pupil(server, "1003")
+    assert {c.split(",")[0] for c in both["ENTEleveClasses"]} == {
+        f"ENTStructureUAI={UAI}", f"ENTStructureUAI={UAI_2}"}
+    # night 2: only school 1 sends an export: school 2's part of the account stays
+    for f in (env.landing / ACADEMY / UAI_2).iterdir():
+        f.unlink()
+    changed = roster(30)
+    changed[3].last = "ELEVE3-BIS"
+    drop(env, changed, day=2)
+    sync(env)
+    after = pupil(server, "1003")
+    assert after["sn"] == ["ELEVE3-BIS"]
+    assert set(after["ENTEleveClasses"]) == set(both["ENTEleveClasses"])
+    assert set(after["ENTPersonJointure"]) == set(both["ENTPersonJointure"])
+    assert after["dn"] in class_members(server, "5A", UAI_2)

@@ -1,0 +1,236 @@
+"""Academy feedback: per school, a short French report of the records the sync set aside.
+
+Why: the fix is always in the school's own software (SIECLE, STS-web), never in the ENT. An
+academy forwards this page to the school; for each rule it says what the problem means and
+on which SIECLE or STS-web screen the school corrects it, then lists the file, line and XML
+element of each record, with the record's SIECLE/STS number when there is one. It never
+shows a name, a birth date, an address or an INE, only what the validation report holds
+(keys and codes), and every value is HTML-escaped.
+
+Input: the ``validation_<uai>.json`` that ``etl.validate.write_validation_report`` writes
+(``ValidationOutcome.as_dict``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What a rule means to a school, and where in SIECLE / STS-web it is fixed."""
+
+    title: str
+    meaning: str
+    where: str
+
+
+# Screens as the schools know them (SIECLE "Base élèves" = BEE, STS-web for staff/services).
+_BEE_IDENTITE: Final = "SIECLE › Base élèves (BEE) › fiche de l'élève › onglet Identité"
+_BEE_SCOLARITE: Final = "SIECLE › Base élèves (BEE) › fiche de l'élève › onglet Scolarité"
+_BEE_RESP: Final = "SIECLE › Base élèves (BEE) › fiche de l'élève › onglet Responsables"
+_BEE_FICHE_RESP: Final = "SIECLE › Base élèves (BEE) › Responsables › fiche du responsable"
+_STRUCTURES: Final = ("SIECLE › Structures (divisions et groupes) ; pour les services des "
+                      "enseignants : STS-web › Structures")
+_STS_INDIVIDU: Final = "STS-web › Individus (fiche du personnel)"
+_STS_SERVICES: Final = "STS-web › Services d'enseignement"
+_EXPORT: Final = ("refaire l'export XML (SIECLE › Exploitation › Exports XML, ou STS-web › "
+                  "Exports) ; si le problème persiste, le signaler à l'assistance académique")
+
+#: (rule, column or "") -> advice; the column narrows rules that apply to several fields
+ADVICE: Final[dict[tuple[str, str], Advice]] = {
+    ("ine_format", ""): Advice(
+        "INE invalide",
+        "L'identifiant national élève (INE) n'a pas la forme d'un INE. L'élève a son compte "
+        "ENT, mais sans INE : il n'a pas accès aux ressources numériques (GAR).",
+        _BEE_SCOLARITE + " : vérifier l'INE"),
+    ("unknown_division", ""): Advice(
+        "Division ou groupe inconnu",
+        "L'élève est inscrit dans une division ou un groupe qui ne figure pas dans l'export "
+        "des structures : il n'apparaît pas dans cette classe de l'ENT.",
+        _STRUCTURES + " ; puis " + _BEE_SCOLARITE + " (division, groupes)"),
+    ("unknown_structure", ""): Advice(
+        "Enseignant rattaché à une classe inconnue",
+        "Un service d'enseignement vise une division ou un groupe absent des structures de "
+        "l'établissement : l'enseignant n'est pas rattaché à cette classe dans l'ENT.",
+        _STS_SERVICES + " ; et " + _STRUCTURES),
+    ("teacher_without_service", ""): Advice(
+        "Enseignant sans service",
+        "L'enseignant n'a aucun service d'enseignement : il n'est rattaché à aucune classe.",
+        _STS_SERVICES),
+    ("unknown_person", ""): Advice(
+        "Rattachement à une personne absente",
+        "Une inscription dans une classe ou un service vise un élève ou un enseignant qui "
+        "n'est pas dans l'export (sorti, ou écarté pour une autre raison ci-dessus).",
+        _BEE_SCOLARITE + " ; " + _STS_SERVICES),
+    ("unknown_pupil", ""): Advice(
+        "Responsable sans élève",
+        "Le lien de responsabilité vise un élève absent de l'export des élèves : le "
+        "responsable n'est rattaché à aucun élève et n'obtient pas de compte pour lui.",
+        _BEE_RESP + " (l'élève est-il bien inscrit dans l'établissement ?)"),
+    ("unknown_guardian", ""): Advice(
+        "Responsable introuvable",
+        "L'élève est lié à un responsable qui ne figure pas dans l'export des responsables.",
+        _BEE_RESP + " ; " + _BEE_FICHE_RESP),
+    ("level_code", ""): Advice(
+        "Niveau de responsabilité incorrect",
+        "Le niveau de responsabilité n'est ni 1 (responsable légal), ni 2, ni 3.",
+        _BEE_RESP + " : case « responsable légal » / niveau de responsabilité"),
+    ("required", "level"): Advice(
+        "Niveau de responsabilité manquant",
+        "Le lien élève-responsable n'indique pas si la personne est responsable légal.",
+        _BEE_RESP + " : case « responsable légal » / niveau de responsabilité"),
+    ("required", "birth_date"): Advice(
+        "Date de naissance manquante",
+        "La date de naissance de l'élève est vide : l'élève n'a pas de compte ENT.",
+        _BEE_IDENTITE + " : date de naissance"),
+    ("date_format", "birth_date"): Advice(
+        "Date de naissance invalide",
+        "La date de naissance de l'élève n'est pas une date valide.",
+        _BEE_IDENTITE + " : date de naissance"),
+    ("required", "last_name"): Advice(
+        "Nom manquant", "La personne n'a pas de nom : elle n'a pas de compte ENT.",
+        "élève : " + _BEE_IDENTITE + " ; responsable : " + _BEE_FICHE_RESP
+        + " ; personnel : " + _STS_INDIVIDU),
+    ("not_empty", "last_name"): Advice(
+        "Nom vide", "Le nom de la personne est vide : elle n'a pas de compte ENT.",
+        "élève : " + _BEE_IDENTITE + " ; responsable : " + _BEE_FICHE_RESP
+        + " ; personnel : " + _STS_INDIVIDU),
+    ("required", "first_name"): Advice(
+        "Prénom manquant", "La personne n'a pas de prénom : elle n'a pas de compte ENT.",
+        "élève : " + _BEE_IDENTITE + " ; responsable : " + _BEE_FICHE_RESP
+        + " ; personnel : " + _STS_INDIVIDU),
+    ("not_empty", "first_name"): Advice(
+        "Prénom vide", "Le prénom de la personne est vide : elle n'a pas de compte ENT.",
+        "élève : " + _BEE_IDENTITE + " ; responsable : " + _BEE_FICHE_RESP
+        + " ; personnel : " + _STS_INDIVIDU),
+    ("sex_code", ""): Advice(
+        "Sexe non renseigné",
+        "Le sexe n'est ni masculin ni féminin : le compte est créé sans cette information.",
+        "élève : " + _BEE_IDENTITE + " ; personnel : " + _STS_INDIVIDU),
+    ("email_format", ""): Advice(
+        "Adresse électronique invalide",
+        "L'adresse mél n'a pas la forme d'une adresse : le compte est créé sans adresse.",
+        _BEE_FICHE_RESP + " : coordonnées (mél)"),
+    ("code_length", ""): Advice(
+        "Code de division ou de groupe trop long",
+        "Le code d'une division ou d'un groupe dépasse 8 caractères.", _STRUCTURES),
+    ("required", "code"): Advice(
+        "Code de division ou de groupe manquant",
+        "Une division, un groupe ou un service n'a pas de code.", _STRUCTURES),
+    ("unique", ""): Advice(
+        "Identifiant en double",
+        "Le même identifiant apparaît deux fois dans le fichier : seul le premier est pris.",
+        _EXPORT),
+    ("wrong_school", ""): Advice(
+        "Enregistrement d'un autre établissement",
+        "Le fichier contient des données d'un autre établissement (autre UAI).",
+        "vérifier que l'export a été fait depuis l'établissement concerné ; " + _EXPORT),
+}
+_FALLBACK: Final = Advice(
+    "Enregistrement non conforme",
+    "L'enregistrement ne respecte pas le format attendu de l'export.", _EXPORT)
+_COLUMNS: Final = ("birth_date", "last_name", "first_name", "level", "code", "person_key",
+                   "pupil_key", "guardian_key", "email", "sex", "uai", "kind", "role")
+_ELEMENT_LABEL: Final = {"ELEVE": "élève", "PERSONNE": "responsable", "INDIVIDU": "personnel",
+                         "RESPONSABLE_ELEVE": "lien élève-responsable",
+                         "STRUCTURE": "inscription de l'élève", "ENSEIGNANT": "service",
+                         "DIVISION": "division", "GROUPE": "groupe"}
+# A source key names a record by its SIECLE/STS number: show that number, nothing else.
+_KEY_REF: Final = (
+    (re.compile(r"SIECLE-RESP\$[0-9A-Z]{8}\$([0-9A-Za-z_-]{1,32})\b"), "PERSONNE_ID"),
+    (re.compile(r"SIECLE\$[0-9A-Z]{8}\$([0-9A-Za-z_-]{1,32})\b"), "ELEVE_ID"),
+    (re.compile(r"STS\$[0-9A-Z]{8}\$([0-9A-Za-z_-]{1,32})\b"), "INDIVIDU"),
+    (re.compile(r"\b(ELEVE_ID|PERSONNE_ID|INDIVIDU ID) ([0-9A-Za-z_-]{1,32})\b"), ""),
+)
+
+
+def _column_of(message: str) -> str:
+    """The field a message is about (the validation messages name it after the record)."""
+    text = message.split(": ", 1)[-1]
+    for col in _COLUMNS:
+        if re.search(rf"\b{col}\b", text):
+            return col
+    return ""
+
+
+def advice_for(rule: str, message: str = "") -> Advice:
+    """The advice for a rule, narrowed by the field its message names."""
+    return ADVICE.get((rule, _column_of(message))) or ADVICE.get((rule, "")) or _FALLBACK
+
+
+def record_reference(message: str) -> str:
+    """The record's SIECLE/STS number from a validation message ("" when it has none)."""
+    for rx, label in _KEY_REF:
+        m = rx.search(message)
+        if m:
+            return f"{m.group(1)} {m.group(2)}" if not label else f"{label} {m.group(1)}"
+    return ""
+
+
+def _group(rejected: list[dict[str, Any]]) -> dict[Advice, list[dict[str, Any]]]:
+    out: dict[Advice, list[dict[str, Any]]] = defaultdict(list)
+    for r in rejected:
+        out[advice_for(str(r.get("rule", "")), str(r.get("message", "")))].append(r)
+    return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0].title)))
+
+
+def render_school_feedback(report: dict[str, Any], school_name: str | None = None) -> str:
+    """The HTML page (French) for one school's validation report."""
+    e = html.escape
+    uai = str(report.get("uai", ""))
+    who = f"{school_name} ({uai})" if school_name else uai
+    rejected = list(report.get("rejected") or [])
+    quarantine = dict(report.get("quarantine") or {})
+    p = ['<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8">',
+         f"<title>Synchronisation ENT : retours pour {e(who)}</title>",
+         "<style>body{font-family:sans-serif;max-width:60em;margin:1em auto}"
+         "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .5em;"
+         "text-align:left}.where{background:#eef5ff;padding:.4em}</style></head><body>",
+         f"<h1>Synchronisation ENT : retours pour l'établissement {e(who)}</h1>"]
+    if not rejected and not quarantine:
+        p.append("<p>Aucun enregistrement écarté : rien à corriger.</p></body></html>")
+        return "\n".join(p)
+    p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
+             "l'annuaire de l'ENT. Pour chaque problème : ce qu'il signifie et l'écran où "
+             "l'établissement le corrige. La correction sera prise en compte au prochain "
+             "export.</p>")
+    if quarantine:
+        p.append("<h2>Fichiers non traités</h2><p>Ces fichiers n'ont pas été utilisés du "
+                 "tout : les comptes qu'ils concernent restent inchangés tant qu'un export "
+                 "corrigé n'est pas déposé.</p><ul>")
+        p += [f"<li><code>{e(str(f))}</code> : {e(str(why))}</li>"
+              for f, why in sorted(quarantine.items())]
+        p.append(f"</ul><p class=\"where\">Où corriger : {e(_EXPORT)}</p>")
+    for adv, rows in _group(rejected).items():
+        p.append(f"<h2>{e(adv.title)} ({len(rows)})</h2><p>{e(adv.meaning)}</p>"
+                 f'<p class="where">Où corriger : {e(adv.where)}</p>')
+        p.append("<table><tr><th>Fichier</th><th>Ligne</th><th>Enregistrement</th>"
+                 "<th>Référence</th></tr>")
+        for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
+            el = str(r.get("element", ""))
+            p.append(f"<tr><td>{e(str(r.get('file', '')))}</td>"
+                     f"<td>{e(str(r.get('line') or ''))}</td>"
+                     f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
+                     f"<td>{e(record_reference(str(r.get('message', ''))))}</td></tr>")
+        p.append("</table>")
+    p.append("</body></html>")
+    return "\n".join(p)
+
+
+def write_school_feedback(validation_json: Path, out_dir: Path,
+                          school_name: str | None = None) -> Path:
+    """Write ``retours_<uai>.html`` for the school of a validation report; return its path."""
+    report = json.loads(Path(validation_json).read_text("utf-8"))
+    uai = re.sub(r"[^0-9A-Za-z]", "_", str(report.get("uai") or "inconnu"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"retours_{uai}.html"
+    path.write_text(render_school_feedback(report, school_name), "utf-8")
+    return path
