@@ -8,7 +8,10 @@ step: accounts, classes and groups.
 Stages: **discover** (identify each file by its root and UAI) → **read_validate** (one mapped
 task per school: read, normalize, validate; a bad file is quarantined whole and its school
 left untouched) → **reconcile** (identities, logins, plan) → **apply** (ldap3, journaled) →
-**report** (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`). A night with no new
+**report** (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
+`report.html`) → **approval** (only when a disaster guard held a school's changes: the
+`approval` task waits in the UI's *Required actions*; *Approve* applies exactly the plan
+shown, *Reject* discards it; no answer in 3 days counts as Reject). A night with no new
 export maps read_validate over nothing (skipped); reconcile, apply and report still run and
 close the run with an empty summary.
 
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from etl.config import Academy, load_academies
@@ -87,6 +91,24 @@ def _results(results: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
     the end and log an "XCom not found" error on every run. An empty run gives [].
     """
     return [r for r in results[:] if r]
+
+
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def _approval_body(rec: dict[str, Any]) -> str:
+    """Markdown shown to the approver: per school, counts per action, the guards that
+    tripped, a sample of affected accounts (opaque DNs only: no personal data)."""
+    lines = ["Each school below tripped a disaster guard; its changes were **not** written.",
+             "Approve applies exactly these plans (checked by hash); Reject discards them.", ""]
+    for uai, h in sorted(rec["held"].items()):
+        counts = ", ".join(f"{k} {v}" for k, v in h["counts"].items() if v)
+        lines.append(f"### {uai}: {counts or 'no change'}")
+        for g in h["guards"]:
+            lines.append(f"- guard **{g['guard']}**: {g['detail']} (limit {g['limit']})")
+        lines.append(f"- plan `{h['plan']}` sha256 `{h['hash'][:16]}…`")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def make_dag(academy: Academy) -> Any:
@@ -186,11 +208,48 @@ def make_dag(academy: Academy) -> Any:
                 "report_dir": s["report_dir"],
             }
 
+        @task.short_circuit
+        def held_plans(rec: dict[str, Any]) -> dict[str, Any] | None:
+            """What a guard held tonight, as the approver will see it; nothing held (or a dry
+            run): the approval stage is skipped."""
+            dry, _ = _params()
+            if dry or not rec.get("held"):
+                return None
+            return {"run_id": rec["plan"].split("/")[-2], "body": _approval_body(rec)}
+
+        approval = HITLOperator(
+            task_id="approval",
+            subject=f"{academy.name}: changes held by a guard, approve or reject",
+            body="{{ ti.xcom_pull(task_ids='held_plans')['body'] }}",
+            options=[APPROVE, REJECT],
+            defaults=[REJECT],
+            response_timeout=dt.timedelta(days=3),
+            retries=0,
+        )
+
+        @task(retries=0)
+        def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+            """Apply exactly the held plans that were shown (their hashes), or discard them."""
+            from etl import pipeline
+
+            answer = get_current_context()["ti"].xcom_pull(task_ids="approval") or {}
+            approve = APPROVE in (answer.get("chosen_options") or [])
+            who = str(answer.get("responded_by_user") or "airflow")
+            out = {}
+            for uai, h in rec["held"].items():
+                res = pipeline.decide(_settings(), disc["run_id"], approve, uai, by=who,
+                                      expected_hash=h["hash"])
+                out[uai] = {k: v for k, v in res["schools"][uai].items()
+                            if k in ("decision", "applied", "failed")}
+            return out
+
         d = discover()
         res = read_validate.partial(disc=d).expand(batch=batches(d))
         rec = reconcile(d, res)
         app = apply(d, rec, res)
-        report(d, res, rec, app)
+        rep = report(d, res, rec, app)
+        gate = held_plans(rec)
+        rep >> gate >> approval >> apply_decision(d, rec)
 
     return ent_sync()
 
