@@ -10,7 +10,7 @@ PUPILS ?= 250
 DEMO := var/demo
 export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
 
-.PHONY: install system-deps lint test demo demo-down clean
+.PHONY: install system-deps lint test demo demo-down clean bench
 
 install: system-deps $(VENV)/.installed
 
@@ -34,7 +34,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check etl dags tests
 	$(BIN)/mypy etl dags
 
-test: install lint
+test: install browser-deps lint
 	$(BIN)/python -m pytest -q
 
 demo: install
@@ -63,3 +63,30 @@ demo-down:
 
 clean: demo-down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+# `make bench [SCALE=0.02]`: initial load, no-change rerun and 2 % delta of the generated
+# region at SCALE (1.0: Grand Est, ~680 schools) against ldapadd/ldapmodify on fresh slapds,
+# plus one academy through Airflow; one table on stdout, bench/results/latest.json.
+SCALE ?= 0.02
+BENCH_SEED ?= 7
+bench: install
+	$(BIN)/python -m bench.run --scale $(SCALE) --seed $(BENCH_SEED)
+
+.PHONY: airflow browser-deps
+
+# Debian's chromium for the browser test (tests/test_airflow_ui.py drives it with playwright's
+# Python package and executable_path=/usr/bin/chromium): never a browser download.
+browser-deps:
+	@if ! command -v chromium >/dev/null; then \
+	  echo "installing Debian package chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# The Airflow UI (api-server, scheduler, dag-processor, triggerer) with the academy DAGs, on
+# the demo data: slapd in $(DEMO)/slapd (started if needed), landing generated if missing,
+# metadata DB in var/airflow. Prints the URL and the admin password; Ctrl-C stops it.
+# PORT=8080 make airflow for a fixed port (default: a free one).
+airflow: install
+	$(BIN)/entsync airflow --demo $(DEMO) --home var/airflow $(if $(PORT),--port $(PORT))

@@ -19,6 +19,7 @@ from ldap3.utils.dn import escape_rdn
 from etl.canonical import Tables
 from etl.config import Academy
 from etl.identity import IdentityRegistry
+from etl.matching import STAFF_PROFILES, Matcher
 
 PROFILE_CLASS = {
     "ELV": "ENTEleve",
@@ -84,6 +85,8 @@ class DesiredState:
     entries: dict[str, DesiredEntry] = field(default_factory=dict)
     created_identities: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    matches: dict[str, int] = field(default_factory=dict)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, e: DesiredEntry) -> None:
         self.entries[e.dn] = e
@@ -136,9 +139,12 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                                                              .fillna(False).astype(bool)]))
     active = active[~is_guardian | active["person_key"].isin(guardian_keys)]
 
-    # resolve identities: INE key first for pupils
-    rows: list[dict[str, Any]] = [{str(k): v for k, v in r.items()}
-                                  for r in active.to_dict("records")]
+    # resolve identities (etl/matching.py): source keys and INE first, then the cross-school
+    # rules; pupils before staff before guardians (a guardian may match through a pupil)
+    order = {"ELV": 0, "TUT": 2}
+    rows: list[dict[str, Any]] = sorted(
+        ({str(k): v for k, v in r.items()} for r in active.to_dict("records")),
+        key=lambda r: order.get(r["profile"], 1))
     jointures_of: list[list[str]] = []
     for r in rows:
         keys = [r["person_key"]]
@@ -146,9 +152,20 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             keys.insert(0, f"{academy.jointure_prefix}$INE${r['ine']}")
         jointures_of.append(keys)
     known = registry.lookup(j for keys in jointures_of for j in keys)
+    guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
+    for pk, gk in elig[["pupil_key", "guardian_key"]].itertuples(index=False):
+        guardian_pupil_keys[gk].add(pk)
+    matcher = Matcher(registry.s, academy.code, run_id)
     key_uid: dict[str, str] = {}
     for r, keys in zip(rows, jointures_of, strict=True):
         uid = next((known[k] for k in keys if k in known), None)
+        pupil_uids = {key_uid[p] for p in guardian_pupil_keys.get(r["person_key"], ())
+                      if p in key_uid}
+        rule = "source_key"
+        if uid is None and r["profile"] in STAFF_PROFILES:
+            uid, rule = matcher.match_staff(r)
+        elif uid is None and r["profile"] == "TUT":
+            uid, rule = matcher.match_guardian(r, pupil_uids)
         if uid is None:
             res = registry.create(r["profile"], r["first_name"], r["last_name"], keys, run_id,
                                   rule="ine" if len(keys) > 1 else "source_key")
@@ -159,10 +176,15 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         else:
             missing = [k for k in keys if k not in known]
             if missing:
-                registry.attach(uid, missing, run_id, "source_key")
+                registry.attach(uid, missing, run_id, rule)
+                st.matches[rule] = st.matches.get(rule, 0) + (rule != "source_key")
                 for k in missing:
                     known[k] = uid
         key_uid[r["person_key"]] = uid
+        matcher.remember(r, uid, pupil_uids)
+    matcher.flush()
+    matcher.report_homonyms(rows, key_uid)
+    st.duplicates = matcher.duplicates
     logins = registry.logins_of(set(key_uid.values()))
 
     def dn_of(key: str) -> str | None:

@@ -328,6 +328,13 @@ def running(cfg: DevAirflowConfig, output: IO[bytes] | None = None,
 
 def serve(cfg: DevAirflowConfig) -> int:
     """`entsync airflow`: start, print where to log in, run until Ctrl-C."""
+    def interrupt(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored), stop
+    # Airflow's process group rather than orphaning it
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     print(f"preparing {cfg.demo} (slapd, landing) and {cfg.home} ...", flush=True)
     with running(cfg) as af:
         dags = ", ".join(a.dag_id for c, a in load_academies().items() if c in cfg.academies)

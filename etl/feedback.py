@@ -166,12 +166,12 @@ def advice_for(rule: str, message: str = "") -> Advice:
 
 
 def record_reference(message: str) -> str:
-    """The record's SIECLE/STS number from a validation message ("" when it has none)."""
+    """The SIECLE/STS numbers a validation message names, in order ("" when none)."""
+    found: dict[int, str] = {}
     for rx, label in _KEY_REF:
-        m = rx.search(message)
-        if m:
-            return f"{m.group(1)} {m.group(2)}" if not label else f"{label} {m.group(1)}"
-    return ""
+        for m in rx.finditer(message):
+            found[m.start()] = f"{label} {m.group(1)}" if label else f"{m.group(1)} {m.group(2)}"
+    return " → ".join(found[k] for k in sorted(found))
 
 
 def _group(rejected: list[dict[str, Any]]) -> dict[Advice, list[dict[str, Any]]]:

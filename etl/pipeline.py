@@ -186,6 +186,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     A document that cannot be read, or fails a blocking check, is quarantined whole and the
     school is left untouched this run (status ``quarantined``).
     """
+    from etl.feedback import write_school_feedback
     from etl.normalize import normalize_tables
     from etl.readers import read_document
     from etl.validate import validate_school, write_validation_report
@@ -229,6 +230,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
             quarantined.append({"file": fname, "reason": reason, "moved_to": where})
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
+    feedback_path = write_school_feedback(json_path, reports / uai, None)
     status = "quarantined" if quarantined else "ok"
     staged = _staging(settings, run_id) / uai
     if status == "ok":
@@ -244,6 +246,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     return {"uai": uai, "status": status, "staged": str(staged) if status == "ok" else None,
             "school_year": year, "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
+            "feedback": str(feedback_path),
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                       "kind": x["kind"]} for x in docs]}
 
@@ -379,7 +382,8 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     return {"plan": str(plan_path), "changes": len(free), "per_school": per_school,
             "held": held, "mode": run_mode, "absent": len(absent),
             "guards": {u: g.evaluated for u, g in guards.items()},
-            "new_identities": desired.created_identities, "skipped": desired.skipped}
+            "new_identities": desired.created_identities, "skipped": desired.skipped,
+            "matches": desired.matches, "duplicates": desired.duplicates}
 
 
 CATEGORIES = ("created", "updated", "disabled", "restored")
@@ -647,6 +651,8 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         "applied": (applied or {}).get("applied", 0),
         "failed": (applied or {}).get("failed", 0),
         "errors": (applied or {}).get("errors", []),
+        "matches": rec.get("matches", {}),
+        "duplicates": rec.get("duplicates", []),
     }
     out = settings.reports_dir / run_id
     out.mkdir(parents=True, exist_ok=True)

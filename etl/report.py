@@ -36,6 +36,12 @@ def render_run_report(summary: dict[str, Any]) -> str:
                        for f in summary.get("rejected_files", []))
     errors = "".join(f"<li>{_e(e.get('op'))} {_e(e.get('dn'))}: {_e(e.get('description'))}</li>"
                      for e in summary.get("errors", []))
+    dups = "".join(
+        f"<tr><td>{_e(d.get('rule'))}</td><td>{_e(d.get('score'))}</td>"
+        f"<td>{_e(', '.join(d.get('uids', [])))}</td><td>{_e(d.get('evidence'))}</td>"
+        f"<td>{_e(d.get('action'))}</td></tr>" for d in summary.get("duplicates", []))
+    matches = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in summary.get("matches", {}).items()
+                        if v) or "none"
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>entsync run {_e(summary.get('run_id'))}</title>
@@ -53,6 +59,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}
 </tr>{''.join(rows)}</table>
 <h2>Guards evaluated</h2><table><tr><th>UAI</th><th>guard</th><th>value</th><th>limit</th>
 <th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
+<h2>Identity</h2><p>Accounts matched across schools or sources by rule: {matches}.</p>
+<h3>Suspected duplicates (never merged automatically; <code>entsync merge KEEP OTHER</code>)</h3>
+<table><tr><th>rule</th><th>score</th><th>accounts (uid)</th><th>evidence</th><th>action</th>
+</tr>{dups}</table>
 <h2>Quarantined files</h2><ul>{quarantined or '<li>none</li>'}</ul>
 <h2>Rejected files</h2><ul>{rejected or '<li>none</li>'}</ul>
 <h2>Directory errors</h2><ul>{errors or '<li>none</li>'}</ul>

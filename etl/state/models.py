@@ -183,3 +183,17 @@ class SchoolState(Base):
     school_year: Mapped[int | None] = mapped_column(Integer)
     run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MatchKey(Base):
+    """Matching keys of an account (hashed: no name in clear), for the cross-school rules:
+    staff by (family name, first name, birth date); guardians by (family name, first name)
+    plus a strong shared attribute (e-mail, mobile, a pupil already linked)."""
+
+    __tablename__ = "match_keys"
+    academy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # staff, guardian
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    strong: Mapped[list[str]] = mapped_column(JSON, default=list)
+    run_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,106 @@
+"""Academy feedback (`etl.feedback`): what a school reads about its rejected records."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from etl import pipeline
+from etl.config import Settings
+from etl.feedback import advice_for, record_reference, write_school_feedback
+from etl.generate import uai_check_letter
+from tests.builders import Guardian, Pupil, Teacher, structures_xml, write_school, write_zip
+
+ACADEMY = "ac-reims"
+UAI = "0510003" + uai_check_letter("0510003")
+NAMES = ("<script>O'BRIEN", "Zoé", "MARTIN", "Léa", "DURAND", "LEBLANC")
+
+
+def _validation_json(tmp_path: Path) -> Path:
+    """A real validation report: one school's exports read and validated (no directory)."""
+    landing = tmp_path / "landing"
+    pupils = [
+        Pupil("1001", "<script>O'BRIEN", "Zoé", "3A", ine="123"),  # INE invalide
+        Pupil("1002", "MARTIN", "Léa", "9Z", ine="070876696HA"),  # division inconnue
+        Pupil("1003", "DURAND", "Paul", "3A", birth=None),  # type: ignore[arg-type]
+        Pupil("1004", "PETIT", "Jules", "3A", ine="111111111AA"),
+    ]
+    guardians = [Guardian("501", "MARTIN", "Claire", ["1002"]),
+                 Guardian("502", "ROUX", "Eva", ["9999"])]  # responsable sans élève
+    teachers = [Teacher("9001", "LEBLANC", "Henri", ["3A"])]
+    d = write_school(landing, ACADEMY, UAI, pupils, guardians, teachers)
+    # the Structures export knows 3A only
+    write_zip(d / "ExportXML_Structures.zip", "Structures.xml", structures_xml(UAI, ["3A"], []))
+    st = Settings.from_env({"ENTSYNC_LANDING": str(landing),
+                            "ENTSYNC_WORKDIR": str(tmp_path / "work"),
+                            "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"})
+    run_id = pipeline.start_run(st, ACADEMY, dry_run=True, trigger="test")
+    disc = pipeline.discover_files(st, ACADEMY, run_id)
+    res = pipeline.read_validate_school(st, ACADEMY, run_id, UAI, disc["schools"][UAI],
+                                        dry_run=True)
+    assert res["status"] == "ok" and res["rejected"] >= 4, res
+    return Path(res["report_json"])
+
+
+def test_feedback_page_explains_each_rule_and_shows_no_name(tmp_path: Path) -> None:
+    vjson = _validation_json(tmp_path)
+    report = json.loads(vjson.read_text("utf-8"))
+    rules = set(report["rules"])
+    assert {"ine_format", "unknown_division", "required", "unknown_pupil"} <= rules, rules
+
+    out = write_school_feedback(vjson, vjson.parent, "Collège Jean Moulin <Reims>")
+    assert out == vjson.parent / f"retours_{UAI}.html"
+    page = out.read_text("utf-8")
+    assert '<html lang="fr">' in page
+    assert "Collège Jean Moulin &lt;Reims&gt;" in page and "<Reims>" not in page
+    for title, screen in (
+        ("INE invalide", "onglet Scolarité"),
+        ("Division ou groupe inconnu", "SIECLE › Structures"),
+        ("Date de naissance manquante", "onglet Identité"),
+        ("Responsable sans élève", "onglet Responsables"),
+    ):
+        section = page.split(f"<h2>{title}", 1)
+        assert len(section) == 2, f"no section {title!r}"
+        assert screen in section[1].split("<h2>", 1)[0], f"{title}: no {screen!r}"
+    assert "STS-web" in page
+    # file and line of each record, its SIECLE number; never a name, birth date or INE
+    assert "ElevesSansAdresses.xml" in page and "ResponsablesAvecAdresses.xml" in page
+    lines = {str(r["line"]) for r in report["rejected"] if r["line"]}
+    assert all(f"<td>{n}</td>" in page for n in lines)
+    assert "ELEVE_ID 1001" in page or "ELEVE_ID 1002" in page
+    text = re.sub(r"<[^>]+>", " ", page)
+    for name in (*NAMES, "ROUX", "Claire", "Henri", "PETIT"):
+        assert name.lower() not in text.lower().replace("retours", ""), name
+    for secret in ("070876696HA", "111111111AA", "01/02/2012", "2012-02-01"):
+        assert secret not in page
+    assert "<script>" not in page
+
+
+def test_clean_school_and_quarantined_file(tmp_path: Path) -> None:
+    clean = tmp_path / "validation_0510003X.json"
+    clean.write_text(json.dumps({"uai": "0510003X", "rejected": [], "quarantine": {}}))
+    page = write_school_feedback(clean, tmp_path / "out", None).read_text("utf-8")
+    assert "rien à corriger" in page
+
+    q = tmp_path / "validation_q.json"
+    q.write_text(json.dumps({"uai": "0510003X", "rejected": [], "quarantine": {
+        "ElevesSansAdresses.xml": "error budget exceeded: 9 of 10 records rejected"}}))
+    page = write_school_feedback(q, tmp_path / "out", "Lycée <b>").read_text("utf-8")
+    assert "Fichiers non traités" in page and "error budget exceeded" in page
+    assert "Lycée &lt;b&gt;" in page and "Exports XML" in page
+
+
+def test_advice_and_references() -> None:
+    assert advice_for("required", "person SIECLE$0510003X$7: birth_date is missing").title \
+        == "Date de naissance manquante"
+    assert advice_for("required", "link a -> b: level is missing").title.startswith("Niveau")
+    assert "STS-web › Services d'enseignement" in advice_for("teacher_without_service").where
+    assert "STS-web" in advice_for("unknown_structure").where
+    assert advice_for("no_such_rule").title == "Enregistrement non conforme"
+    assert record_reference("person SIECLE$0510003X$1002: x") == "ELEVE_ID 1002"
+    assert record_reference("link SIECLE$0510003X$9 -> SIECLE-RESP$0510003X$502: y") \
+        == "ELEVE_ID 9 → PERSONNE_ID 502"
+    assert record_reference("person SIECLE-RESP$0510003X$502: z") == "PERSONNE_ID 502"
+    assert record_reference("ELEVE_ID 77 appears twice") == "ELEVE_ID 77"
+    assert record_reference("person INE$070876696HA: sex is not M or F") == ""

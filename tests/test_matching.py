@@ -1,0 +1,97 @@
+"""One person, one account: the cross-school matching rules against a real slapd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from etl import pipeline
+from etl.config import Settings
+from etl.ldapserver import LdapServer
+from tests import test_lifecycle as lc
+from tests.builders import Guardian, Pupil, Teacher, write_school
+from tests.test_lifecycle import ACADEMY, NOV, UAI, UAI_2
+from tests.test_sync import search
+
+server = lc.server  # the fixtures: a slapd of the test's own, and settings pointing at it
+env = lc.env
+
+pytestmark = pytest.mark.ldap
+
+
+def people(server: LdapServer, flt: str) -> list[dict]:
+    return search(server, flt, f"ou=people,{server.base}")
+
+
+def test_guardian_of_pupils_in_two_schools_has_one_account(env: Settings,
+                                                           server: LdapServer) -> None:
+    # same parent, a child in each school; each school's database gives her its own id
+    write_school(env.landing, ACADEMY, UAI,
+                 [Pupil("11", "KELLER", "Emma", "6A", ine="111111111AA")],
+                 [Guardian("501", "KELLER", "Sophie", ["11"], email="s.keller@example.org")], [])
+    write_school(env.landing, ACADEMY, UAI_2,
+                 [Pupil("22", "KELLER", "Hugo", "2NDE1", ine="222222222BB")],
+                 [Guardian("9001", "Keller", "Sophie ", ["22"], email="S.Keller@example.org")],
+                 [])
+    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    assert s["status"] == "success"
+    assert s["matches"].get("guardian_name_email") == 1
+    tut = people(server, "(ENTPersonProfils=National_TUT)")
+    assert len(tut) == 1
+    kids = {p["dn"] for p in people(server, "(ENTPersonProfils=National_ELV)")}
+    assert set(tut[0]["ENTAuxPersRelEleveEleve"]) == kids and len(kids) == 2
+    assert {j.split("$")[2] for j in tut[0]["ENTPersonJointure"]} == {UAI, UAI_2}
+    for p in people(server, "(ENTPersonProfils=National_ELV)"):
+        assert p["ENTElevePersRelEleve"] == tut[0]["uid"]
+
+
+def test_same_name_guardians_without_shared_evidence_are_not_merged(
+        env: Settings, server: LdapServer) -> None:
+    write_school(env.landing, ACADEMY, UAI, [Pupil("11", "MARTIN", "Emma", "6A")],
+                 [Guardian("501", "MARTIN", "Julie", ["11"], email="julie1@example.org")], [])
+    write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
+                 [Guardian("601", "MARTIN", "Julie", ["22"], email="julie2@example.org")], [])
+    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    tut = people(server, "(ENTPersonProfils=National_TUT)")
+    assert len(tut) == 2
+    assert len({t["ENTPersonLogin"][0] for t in tut}) == 2
+    dup = [d for d in s["duplicates"] if d["rule"] == "guardian_name"]
+    assert dup and set(dup[0]["uids"]) <= {t["uid"][0] for t in tut}
+
+
+def test_teacher_in_two_schools_has_one_account_with_both_schools_classes(
+        env: Settings, server: LdapServer) -> None:
+    write_school(env.landing, ACADEMY, UAI, [Pupil("11", "A", "B", "6A")], [],
+                 [Teacher("8949", "DURAND", "Michel", ["6A"], birth="1975-03-12")])
+    write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "C", "D", "2NDE1")], [],
+                 [Teacher("31", "DURAND", "Michel", ["2NDE1"], birth="1975-03-12"),
+                  Teacher("32", "DURAND", "Michel", ["2NDE1"], birth="1980-01-01")])
+    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    assert s["matches"].get("staff_name_birth") == 1
+    ens = people(server, "(ENTPersonProfils=National_ENS)")
+    assert len(ens) == 2  # the namesake born in 1980 is someone else
+    same = next(e for e in ens if len(e["ENTPersonJointure"]) == 2)
+    assert {c.split(",")[0] for c in same["ENTAuxEnsClasses"]} == {
+        f"ENTStructureUAI={UAI}", f"ENTStructureUAI={UAI_2}"}
+    for uai, code in ((UAI, "6A"), (UAI_2, "2NDE1")):
+        cls = search(server, f"(cn={code})", f"ENTStructureUAI={uai},ou=structures,{server.base}")
+        assert same["dn"] in cls[0]["member"]
+    assert any(d["rule"] == "same_name" for d in s["duplicates"])
+
+
+def test_homonym_pupils_in_one_school_get_two_accounts_and_are_reported(
+        env: Settings, server: LdapServer) -> None:
+    write_school(env.landing, ACADEMY, UAI,
+                 [Pupil("11", "MULLER", "Lucas", "6A", ine="333333333CC", birth="02/03/2014"),
+                  Pupil("12", "MÜLLER", "Lucas", "6B", ine="444444444DD", birth="09/10/2014")],
+                 [], [])
+    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    elv = people(server, "(ENTPersonProfils=National_ELV)")
+    assert len(elv) == 2
+    assert sorted(p["ENTPersonLogin"][0] for p in elv) == ["lucas.muller", "lucas.muller2"]
+    pair = [d for d in s["duplicates"] if d["rule"] == "same_name"]
+    assert len(pair) == 1 and set(pair[0]["uids"]) == {p["uid"][0] for p in elv}
+    report = (Path(s["report_dir"]) / "report.html").read_text()
+    assert "Suspected duplicates" in report and pair[0]["uids"][0] in report
+    assert "MULLER" not in report and "Lucas" not in report  # the report names no one
