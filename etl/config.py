@@ -37,6 +37,7 @@ class Academy:
     rollover_window: tuple[str, str] | None = None
     rollover_mode: str = "no_disable"
     rollover_max_update_share: float = 1.0
+    rollover_archive: str = "archive"
 
     @property
     def dag_id(self) -> str:
@@ -93,6 +94,7 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                                  if merged.get("rollover_window") else None),
                 rollover_mode=str(merged.get("rollover_mode", "no_disable")),
                 rollover_max_update_share=float(merged.get("rollover_max_update_share", 1.0)),
+                rollover_archive=str(merged.get("rollover_archive", "archive")),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")

@@ -143,6 +143,8 @@ def categorize(ch: Change) -> str:
     """create, update, membership, disable, restore."""
     if ch.op == "add":
         return "create"
+    if ch.op == "delete":
+        return "delete"
     after = (ch.after or {}).get("entSyncStatus")
     before = (ch.before or {}).get("entSyncStatus")
     if ch.kind == "person" and after != before:
@@ -326,3 +328,46 @@ def preserve_other_schools(s: Session, targets: dict[str, DesiredEntry],
             if keep:
                 a["ENTAuxPersRelEleveEleve"] = sorted(
                     set(a.get("ENTAuxPersRelEleveEleve", [])) | set(keep))
+
+
+def structure_changes(s: Session, academy: Academy, targets: dict[str, DesiredEntry],
+                      covered: set[tuple[str, str]], years: Mapping[str, int | None],
+                      base: str) -> list[Change]:
+    """Classes and groups of a school that its complete pupils export no longer has are
+    removed; at the school-year roll-over (``ANNEE_SCOLAIRE`` advances), last year's classes
+    and groups are first archived under ``ou=<year>,ou=archives,ou=groups,<school>``
+    (``rollover_archive = "archive"``, read-only history) or just removed (``"remove"``), so
+    last year's and this year's compositions are never mixed. Archive entries get planned as
+    additions in ``targets``; the removals are returned."""
+    from etl.desired import groups_dn
+
+    deletes: list[Change] = []
+    judged = {u for u, src in covered if src == "SIECLE"}
+    if not judged:
+        return deletes
+    rows = list(s.scalars(select(Entry).where(
+        Entry.academy == academy.code, Entry.uai.in_(sorted(judged)),
+        or_(Entry.kind == "class", Entry.kind == "group"))))
+    for e in rows:
+        if ",ou=archives," in e.dn.lower():
+            continue
+        year = years.get(e.uai or "")
+        old_year = (e.attrs.get("ENTStructureAnneeScolaire") or [""])[0]
+        rolled = bool(year and old_year and old_year.isdigit() and int(old_year) < year)
+        if rolled and academy.rollover_archive == "archive":
+            gdn = groups_dn(e.uai or "", base)
+            arch = f"ou=archives,{gdn}"
+            ydn = f"ou={old_year},{arch}"
+            targets.setdefault(arch, DesiredEntry(arch, "ou", e.uai, {
+                "objectClass": ["top", "organizationalUnit"], "ou": ["archives"]}))
+            targets.setdefault(ydn, DesiredEntry(ydn, "ou", e.uai, {
+                "objectClass": ["top", "organizationalUnit"], "ou": [str(old_year)]}))
+            rdn = e.dn.split(",", 1)[0]
+            copy = {k: list(v) for k, v in e.attrs.items()}
+            copy["description"] = [f"{(copy.get('description') or [''])[0]} "
+                                   f"(archive {old_year})".strip()]
+            targets.setdefault(f"{rdn},{ydn}", DesiredEntry(f"{rdn},{ydn}", "archive", e.uai,
+                                                            copy))
+        if e.dn not in targets:
+            deletes.append(Change("delete", e.dn, e.kind, e.uai, "delete", before=e.attrs))
+    return deletes

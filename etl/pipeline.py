@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
 from etl.canonical import Tables
@@ -301,6 +302,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
         find_absent,
         preserve_other_schools,
         preserve_uncovered,
+        structure_changes,
     )
     from etl.plan import plan_changes
 
@@ -328,8 +330,9 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
             for e in disabled_entries(s, absent, utcnow(), desired.entries, set(names),
                                       academy_code, settings.ldap.base):
                 targets[e.dn] = e
+        removals = structure_changes(s, academy, targets, covered, years, settings.ldap.base)
         current = _load_current(s, list(targets))
-        changes = plan_changes(targets, current)
+        changes = plan_changes(targets, current) + removals
         for c in changes:
             c.category = categorize(c)
         if run_mode == "create_only":
@@ -386,9 +389,9 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
             "matches": desired.matches, "duplicates": desired.duplicates}
 
 
-CATEGORIES = ("created", "updated", "disabled", "restored")
+CATEGORIES = ("created", "updated", "disabled", "restored", "deleted")
 _CAT_KEY = {"create": "created", "update": "updated", "membership": "updated",
-            "disable": "disabled", "restore": "restored"}
+            "disable": "disabled", "restore": "restored", "delete": "deleted"}
 
 
 def _per_school_counts(changes: list[Any], targets: dict[str, Any],
@@ -456,6 +459,11 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
         with Session() as s, s.begin():
             for ch in pending:
                 seq[0] += 1
+                if ch.op == "delete":
+                    s.add(JournalEntry(run_id=run_id, seq=seq[0], dn=ch.dn, op=ch.op,
+                                       before=ch.before, after=None))
+                    s.execute(sa_delete(Entry).where(Entry.dn == ch.dn))
+                    continue
                 after = ch.after or ch.attrs
                 s.add(JournalEntry(run_id=run_id, seq=seq[0], dn=ch.dn, op=ch.op,
                                    before=ch.before, after=after))

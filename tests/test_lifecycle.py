@@ -330,3 +330,40 @@ def test_school_not_synced_tonight_keeps_its_part_of_a_shared_account(
     assert set(after["ENTEleveClasses"]) == set(both["ENTEleveClasses"])
     assert set(after["ENTPersonJointure"]) == set(both["ENTPersonJointure"])
     assert after["dn"] in class_members(server, "5A", UAI_2)
+
+
+def test_rollover_archives_last_years_classes(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    sdn = f"ENTStructureUAI={UAI},ou=structures,{server.base}"
+    old_5a = class_members(server, "5A")
+    # September: school year 2027, the same pupils moved up to 4A/4B; 5A/5B are gone
+    nxt = roster(30)
+    for p in nxt:
+        p.division = "4" + p.division[1:]
+    write_school(env.landing, ACADEMY, UAI, nxt, [], [Teacher("77", "PROF", "Ada", ["4A"])],
+                 date="01/09/2027", year=2027)
+    s = pipeline.run_sync(env, ACADEMY, today=dt.date(2027, 9, 3))
+    assert s["status"] == "success", s
+    assert s["mode"] == "no_disable"  # roll-over window: absences wait
+    live = {c["cn"][0] for c in search(server, "(objectClass=ENTClasse)",
+                                       f"ou=groups,{sdn}") if ",ou=archives," not in c["dn"]}
+    assert live == {"4A", "4B"}
+    archived = search(server, "(objectClass=ENTClasse)", f"ou=2026,ou=archives,ou=groups,{sdn}")
+    assert {c["cn"][0] for c in archived} == {"5A", "5B"}
+    assert set(next(c for c in archived if c["cn"] == ["5A"])["member"]) == old_5a
+    # no pupil is in both a class of last year and one of this year: live classes and the
+    # pupils' class attributes are this year's only
+    assert not search(server, "(|(cn=5A)(cn=5B))", f"ou=groups,{sdn}", ["cn"]) or all(
+        ",ou=archives," in c["dn"] for c in search(server, "(|(cn=5A)(cn=5B))",
+                                                   f"ou=groups,{sdn}", ["cn"]))
+    for p in search(server, "(ENTPersonProfils=National_ELV)", f"ou=people,{server.base}"):
+        assert all(c.endswith(("$4A", "$4B")) for c in p["ENTEleveClasses"]), p["dn"]
+    # accounts persist: same uids
+    assert len(search(server, "(ENTPersonProfils=National_ELV)",
+                      f"ou=people,{server.base}")) == 30
+    # and the next night changes nothing (the archive is not removed as stale)
+    write_school(env.landing, ACADEMY, UAI, nxt, [], [Teacher("77", "PROF", "Ada", ["4A"])],
+                 date="02/09/2027", year=2027)
+    again = pipeline.run_sync(env, ACADEMY, today=dt.date(2027, 9, 4))
+    assert again["changes"] == 0, again
