@@ -31,7 +31,7 @@ def pg_url() -> Iterator[str]:
         admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as c:
             c.execute(text("select 1"))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI and not reachable: {e}")
         pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {e}")
