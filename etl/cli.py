@@ -7,6 +7,7 @@
     entsync ldap up [--dir D] [--port P] | entsync ldap down --dir D
     entsync pending | approve RUN_ID | reject RUN_ID [--school UAI]
     entsync undo RUN_ID
+    entsync merge KEEP_UID OTHER_UID
     entsync lifecycle [--academy A] [--dry-run]
     entsync status
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
@@ -148,6 +149,15 @@ def cmd_undo(a: argparse.Namespace) -> int:
     _print(res, a.json, lambda o: f"undo of {o['undo_of']} ({o['run_id']}): {o['applied']} "
            f"changes reverted, {o['failed']} failed")
     return 0 if res["status"] == "success" else 1
+
+
+def cmd_merge(a: argparse.Namespace) -> int:
+    from etl.operations import merge_accounts
+
+    res = merge_accounts(_settings(a), a.keep_uid, a.other_uid)
+    _print(res, a.json, lambda o: f"{o['merged']} merged into {o['keep']} ({o['run_id']}): "
+           f"{o['applied']} changes, {o['failed']} failed")
+    return 0 if not res["failed"] else 1
 
 
 def cmd_lifecycle(a: argparse.Namespace) -> int:
@@ -337,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--json", action="store_true")
     _common(un)
     un.set_defaults(fn=cmd_undo)
+
+    mg = sub.add_parser("merge", help="merge two accounts of one person (duplicates report)")
+    mg.add_argument("keep_uid", help="the account that stays (its uid and login are kept)")
+    mg.add_argument("other_uid", help="the account merged into it and removed")
+    mg.add_argument("--json", action="store_true")
+    _common(mg)
+    mg.set_defaults(fn=cmd_merge)
 
     lc = sub.add_parser("lifecycle", help="delete accounts disabled past their retention")
     lc.add_argument("--academy", action="append", choices=academies)

@@ -181,6 +181,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                 for k in missing:
                     known[k] = uid
         key_uid[r["person_key"]] = uid
+        matcher.note_result(r["person_key"], uid)
         matcher.remember(r, uid, pupil_uids)
     matcher.flush()
     matcher.report_homonyms(rows, key_uid)

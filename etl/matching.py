@@ -125,6 +125,12 @@ class Matcher:
             "action": "not merged"})
         return None, ""
 
+    def note_result(self, person_key: str, uid: str) -> None:
+        """The account a reported record ended in belongs in its duplicates entry."""
+        for d in self.duplicates:
+            if d.get("source") == person_key and uid not in d["uids"]:
+                d["uids"] = sorted([*d["uids"], uid])
+
     def remember(self, r: dict[str, Any], uid: str, pupil_uids: Iterable[str] = ()) -> None:
         prof = r.get("profile")
         if prof in STAFF_PROFILES:

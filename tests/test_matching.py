@@ -95,3 +95,38 @@ def test_homonym_pupils_in_one_school_get_two_accounts_and_are_reported(
     report = (Path(s["report_dir"]) / "report.html").read_text()
     assert "Suspected duplicates" in report and pair[0]["uids"][0] in report
     assert "MULLER" not in report and "Lucas" not in report  # the report names no one
+
+
+def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None:
+    from etl.operations import merge_accounts, undo_run
+    from tests.test_lifecycle import dump
+
+    # the same mother, no shared e-mail or mobile: two accounts, reported as suspects
+    write_school(env.landing, ACADEMY, UAI, [Pupil("11", "MARTIN", "Emma", "6A")],
+                 [Guardian("501", "MARTIN", "Julie", ["11"])], [])
+    write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
+                 [Guardian("601", "MARTIN", "Julie", ["22"])], [])
+    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    keep, other = next(d for d in s["duplicates"] if d["rule"] == "guardian_name")["uids"]
+    before = dump(server)
+    login = people(server, f"(uid={keep})")[0]["ENTPersonLogin"]
+    res = merge_accounts(env, keep, other)
+    assert res["failed"] == 0
+    tut = people(server, "(ENTPersonProfils=National_TUT)")
+    assert [t["uid"][0] for t in tut] == [keep] and tut[0]["ENTPersonLogin"] == login
+    assert len(tut[0]["ENTAuxPersRelEleveEleve"]) == 2
+    for p in people(server, "(ENTPersonProfils=National_ELV)"):
+        assert p["ENTElevePersRelEleve"] == [keep]
+    # the next night keeps them merged (both source keys now point to the kept account)
+    for uai in (UAI, UAI_2):
+        for f in (env.landing / ACADEMY / uai).iterdir():
+            f.unlink()
+    write_school(env.landing, ACADEMY, UAI, [Pupil("11", "MARTIN", "Emma", "6A")],
+                 [Guardian("501", "MARTIN", "Julie", ["11"])], [], date="02/10/2026")
+    write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
+                 [Guardian("601", "MARTIN", "Julie", ["22"])], [], date="02/10/2026")
+    again = pipeline.run_sync(env, ACADEMY, today=NOV)
+    assert again["changes"] == 0, again
+    # undo of the merge puts the directory back as it was
+    undo_run(env, res["run_id"])
+    assert dump(server) == before
