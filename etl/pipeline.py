@@ -23,10 +23,11 @@ from sqlalchemy import func, select
 
 from etl.canonical import Tables
 from etl.config import Settings, get_academy
-from etl.errors import ConfigError, EntsyncError, FileRejected
+from etl.errors import ConfigError, EntsyncError, FileRejected, RunLocked
 from etl.landing import Discovered, discover
 from etl.state.db import session_factory
 from etl.state.models import (
+    AcademyLock,
     Account,
     Approval,
     Entry,
@@ -56,8 +57,50 @@ def start_run(settings: Settings, academy_code: str, dry_run: bool = False,
         if s.get(Run, rid) is None:
             s.add(Run(id=rid, academy=academy_code, dry_run=dry_run, trigger=trigger,
                       status="running"))
+    if not dry_run:
+        acquire_lock(settings, academy_code, rid)
     log.info("run %s started for %s (dry_run=%s)", rid, academy_code, dry_run)
     return rid
+
+
+LOCK_STALE_AFTER = dt.timedelta(hours=12)
+
+
+def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
+    """One writing run per academy at a time (the lock lives in the state DB, so it holds
+    across Airflow workers). A lock whose run ended, or older than 12 hours, is taken over."""
+    from sqlalchemy.exc import IntegrityError
+
+    Session = session_factory(settings.state_url)
+    for _ in range(2):
+        try:
+            with Session() as s, s.begin():
+                lock = s.get(AcademyLock, academy_code, with_for_update=True)
+                if lock is None:
+                    s.add(AcademyLock(academy=academy_code, run_id=run_id))
+                    return
+                if lock.run_id == run_id:
+                    return
+                holder = s.get(Run, lock.run_id)
+                alive = holder is not None and holder.status == "running"
+                if alive and utcnow() - lock.acquired_at < LOCK_STALE_AFTER:
+                    raise RunLocked(f"academy {academy_code} is being written by run "
+                                    f"{lock.run_id} (since {lock.acquired_at:%Y-%m-%d %H:%M} "
+                                    "UTC); try again when it ends")
+                log.warning("taking over the lock of %s from run %s (%s)", academy_code,
+                            lock.run_id, "stale" if alive else "ended")
+                lock.run_id, lock.acquired_at = run_id, utcnow()
+                return
+        except IntegrityError:
+            continue  # another run inserted the lock between our read and write: look again
+    raise RunLocked(f"academy {academy_code}: could not take the run lock")
+
+
+def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
+    with session_factory(settings.state_url)() as s, s.begin():
+        lock = s.get(AcademyLock, academy_code)
+        if lock is not None and lock.run_id == run_id:
+            s.delete(lock)
 
 
 def _staging(settings: Settings, run_id: str) -> Path:
@@ -671,6 +714,7 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         run = s.get(Run, run_id)
         if run is not None:
             run.status, run.ended_at, run.summary = status, utcnow(), summary
+    release_lock(settings, academy_code, run_id)
     log.info("run %s %s: %s", run_id, status,
              {u: {k: v for k, v in x.items() if k in ("status", *CATEGORIES)}
               for u, x in per_school.items()})
@@ -684,6 +728,9 @@ def fail_run(settings: Settings, run_id: str, reason: str) -> None:
         if run is not None and run.status in ("running", "awaiting_approval"):
             run.status, run.ended_at = "failed", utcnow()
             run.summary = {**(run.summary or {}), "error": reason[:2000]}
+        academy = run.academy if run is not None else None
+    if academy:
+        release_lock(settings, academy, run_id)
 
 
 def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
