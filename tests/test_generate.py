@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import zipfile
 from collections import Counter, defaultdict
@@ -14,8 +15,11 @@ from lxml import etree
 from etl.generate import (
     ACADEMY_DEPARTMENTS,
     GenerateSummary,
+    RegionSummary,
     generate_academy,
     generate_pupils_file,
+    generate_region,
+    region_school_counts,
     uai_check_letter,
 )
 
@@ -453,3 +457,126 @@ def test_generate_pupils_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="UAI"):
         wrong = "A" if uai[7] != "A" else "B"
         generate_pupils_file(tmp_path / "bad.xml", 1, seed=1, uai=uai[:7] + wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# The region generator
+
+
+REGION_SCALE = 0.01  # 7 schools, ~5k pupils: both kinds in two academies, under a second
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RegionSummary]:
+    out = tmp_path_factory.mktemp("region")
+    return out, generate_region(out, REGION_SCALE, seed=5)
+
+
+@pytest.fixture(scope="module")
+def region_schools(region: tuple[Path, RegionSummary]) -> dict[str, list[School]]:
+    out, summary = region
+    return {
+        academy: [School(out / academy / uai, 2026) for uai in s.schools]
+        for academy, s in summary.academies.items()
+    }
+
+
+def test_region_counts_follow_grand_est_proportions() -> None:
+    full = region_school_counts(1.0)
+    colleges = sum(c for c, _l in full.values())
+    lycees = sum(lycees for _c, lycees in full.values())
+    assert 490 <= colleges <= 510 and 175 <= lycees <= 185
+    total = colleges + lycees
+    shares = {a: (c + lycees) / total for a, (c, lycees) in full.items()}
+    assert shares["ac-nancy-metz"] == pytest.approx(0.45, abs=0.01)
+    assert shares["ac-strasbourg"] == pytest.approx(0.30, abs=0.01)
+    assert shares["ac-reims"] == pytest.approx(0.25, abs=0.01)
+    tiny = region_school_counts(0.0001)
+    assert set(tiny) == set(ACADEMY_DEPARTMENTS)
+    assert all(c + lycees == 1 for c, lycees in tiny.values())
+    with pytest.raises(ValueError):
+        region_school_counts(0)
+
+
+def test_region_writes_every_academy_with_its_departments(
+    region: tuple[Path, RegionSummary],
+) -> None:
+    out, summary = region
+    assert set(summary.academies) == set(ACADEMY_DEPARTMENTS)
+    expected = region_school_counts(REGION_SCALE)
+    for academy, s in summary.academies.items():
+        assert len(s.schools) == sum(expected[academy])
+        assert sorted(p.name for p in (out / academy).iterdir()) == sorted(s.schools)
+        assert all(u[:3] in ACADEMY_DEPARTMENTS[academy] for u in s.schools)
+        assert all(uai_check_letter(u[:7]) == u[7] for u in s.schools)
+    assert summary.schools == sum(sum(c) for c in expected.values())
+    assert summary.files == 5 * summary.schools
+
+
+def test_region_school_sizes_and_ratios_are_realistic(
+    region: tuple[Path, RegionSummary], region_schools: dict[str, list[School]]
+) -> None:
+    _out, summary = region
+    kinds = Counter()
+    pupils = links = teachers = 0
+    for schools in region_schools.values():
+        for school in schools:
+            n = len(school.eleves.findall("DONNEES/ELEVES/ELEVE"))
+            college = school.sts.findtext("PARAMETRES/UAJ/DENOM_PRINC") == "COLLEGE"
+            kinds[college] += 1
+            low, high = (300, 700) if college else (600, 1500)
+            assert low <= n <= high, (school.uai, n)
+            pupils += n
+            links += len(school.resp.xpath(LEGAL_LINKS))
+            teachers += len(school.sts.xpath("DONNEES/INDIVIDUS/INDIVIDU[FONCTION='ENS']"))
+    assert kinds[True] and kinds[False]
+    assert pupils == summary.pupils
+    assert 1.45 <= links / pupils <= 1.85  # ~1.6 legal guardians per pupil
+    assert 10 <= pupils / teachers <= 14  # ~1 teacher per 12 pupils
+
+
+def test_region_guardians_shared_between_siblings_and_teachers_between_schools(
+    region_schools: dict[str, list[School]],
+) -> None:
+    sibling_guardians = 0
+    teacher_schools: dict[tuple[str | None, ...], set[str]] = defaultdict(set)
+    for schools in region_schools.values():
+        for school in schools:
+            per_person = Counter(
+                link.findtext("PERSONNE_ID") for link in school.resp.xpath(LEGAL_LINKS)
+            )
+            sibling_guardians += sum(1 for n in per_person.values() if n >= 2)
+            for t in school.sts.xpath("DONNEES/INDIVIDUS/INDIVIDU[FONCTION='ENS']"):
+                key = (t.findtext("NOM_USAGE"), t.findtext("PRENOM"), t.findtext("DATE_NAISSANCE"))
+                teacher_schools[key].add(school.uai)
+    assert sibling_guardians > 100
+    assert sum(1 for uais in teacher_schools.values() if len(uais) >= 2) > 5
+
+
+def test_region_same_seed_same_bytes_and_new_date_same_people(tmp_path: Path) -> None:
+    first = generate_region(tmp_path / "a", 0.002, seed=3)
+    again = generate_region(tmp_path / "b", 0.002, seed=3)
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    later = generate_region(tmp_path / "c", 0.002, seed=3, export_date=datetime.date(2026, 10, 2))
+    assert [a.schools for a in later.academies.values()] == [
+        a.schools for a in first.academies.values()
+    ]
+    assert (later.pupils, later.guardians, later.teachers) == (
+        again.pupils,
+        again.guardians,
+        again.teachers,
+    )
+    assert _tree_bytes(tmp_path / "a") != _tree_bytes(tmp_path / "c")
+
+
+def test_cli_generates_the_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from etl.cli import main
+
+    assert main(["generate", "--region", "--scale", "0.002", "--seed", "2", "--out",
+                 str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schools"] == 3 and set(out["academies"]) == set(ACADEMY_DEPARTMENTS)
+    assert main(["generate", "--academy", "ac-reims", "--schools", "1", "--pupils-per-school",
+                 "20", "--out", str(tmp_path / "one")]) == 0
+    assert json.loads(capsys.readouterr().out)["pupils"] == 20
+    assert main(["generate", "--out", str(tmp_path / "none")]) == 2

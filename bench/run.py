@@ -1,0 +1,419 @@
+"""`make bench`: the sync at region scale against the directory server's own tools.
+
+    python -m bench.run [--scale 0.02] [--seed 7] [--airflow-academy ac-reims] [--keep DIR]
+
+In one run, on fresh slapds configured as in production (schemas/slapd.conf.in: durable
+writes, no dbnosync):
+
+1. initial load: `entsync sync` per academy (a subprocess each) into an empty directory A;
+   the result is dumped to LDIF and loaded with `ldapadd -c` into a second fresh slapd B;
+2. no-change rerun: the same exports with a new export date (new files, same content);
+   LDAP writes counted from the journal and checked on A's contextCSN;
+3. 2 % delta night: the exports edited by bench.mutate; the very changes the pipeline
+   journaled are replayed as LDIF with `ldapmodify -c` on B (which holds the pre-delta state);
+4. the same three nights through `airflow dags test` for one academy on a third slapd C,
+   against the CLI timings of that academy.
+
+Prints one table and writes bench/results/latest.json (and <utc stamp>.json). Only ratios
+within one run mean something (see shared/docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.ldif import filter_dump, journal_count, journal_rows, write_changes
+from bench.mutate import mutate_landing
+from etl.config import load_academies
+from etl.generate import generate_region
+from etl.ldapserver import LdapServer, find_program, start_slapd, stop_slapd
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RESULTS = REPO / "bench" / "results"
+NIGHTS = {"initial": dt.date(2026, 10, 1), "noop": dt.date(2026, 10, 2),
+          "delta": dt.date(2026, 10, 3)}
+
+
+@dataclass
+class Timed:
+    seconds: float
+    rss_mib: float
+    cpu_s: float
+    rc: int
+    log: Path
+
+
+@dataclass
+class Night:
+    """One stage over all academies (CLI) or one academy (Airflow)."""
+
+    seconds: float = 0.0
+    records: int = 0  # desired entries of the schools read
+    writes: int = 0  # journal rows (LDAP operations applied)
+    changes: int = 0
+    rss_mib: float = 0.0
+    cpu_s: float = 0.0
+    run_ids: list[str] = field(default_factory=list)
+    per_academy: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path, stdout: Path | None = None) -> Timed:
+    """Run a command; wall time and the child's own peak RSS and CPU (wait4 rusage)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out_path = stdout or log
+    with log.open("ab") as err, out_path.open("ab") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Timed(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime,
+                 proc.returncode, log)
+
+
+def _check(t: Timed, what: str) -> None:
+    if t.rc != 0:
+        tail = t.log.read_text("utf-8", errors="replace")[-4000:]
+        raise SystemExit(f"{what} failed (rc {t.rc}), log {t.log}:\n{tail}")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "ENTSYNC_", "_AIRFLOW"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}{os.pathsep}/usr/sbin:/sbin"
+    env.update(extra)
+    return env
+
+
+def ldap_tool(name: str) -> str:
+    path = find_program(name)
+    if path is None:
+        raise SystemExit(f"{name} not found: apt-get install ldap-utils")
+    return path
+
+
+def ldap_args(server: LdapServer) -> list[str]:
+    return ["-x", "-H", server.url, "-D", server.bind_dn, "-y", str(server.password_file)]
+
+
+def context_csn(server: LdapServer) -> str:
+    out = subprocess.run(
+        [ldap_tool("ldapsearch"), *ldap_args(server), "-LLL", "-o", "ldif-wrap=no", "-s",
+         "base", "-b", server.base, "(objectClass=*)", "contextCSN"],
+        capture_output=True, text=True, check=True)
+    return " ".join(sorted(line for line in out.stdout.splitlines()
+                           if line.startswith("contextCSN")))
+
+
+def entry_dns(server: LdapServer) -> set[str]:
+    """Lower-case DNs of every entry under the base (a fresh slapd's own base entries)."""
+    out = subprocess.run(
+        [ldap_tool("ldapsearch"), *ldap_args(server), "-LLL", "-o", "ldif-wrap=no",
+         "-b", server.base, "(objectClass=*)", "1.1"],
+        capture_output=True, text=True, check=True)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as sink:
+        dns: set[str] = set()
+        filter_dump(out.stdout.splitlines(keepends=True), sink, set(), seen=dns)
+    return dns
+
+
+def dump_entries(server: LdapServer, out: Path, skip: set[str]) -> tuple[int, int]:
+    """The synced entries as LDIF: user attributes, without the entries in `skip` (those a
+    fresh slapd already has: base, top ous, service accounts)."""
+    proc = subprocess.Popen(
+        [ldap_tool("ldapsearch"), *ldap_args(server), "-LLL", "-o", "ldif-wrap=no",
+         "-E", "pr=1000/noprompt", "-b", server.base, "(objectClass=*)", "*"],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    with out.open("w", encoding="utf-8") as f:
+        counts = filter_dump(proc.stdout, f, skip)
+    if proc.wait() != 0:
+        raise SystemExit("ldapsearch dump failed")
+    return counts
+
+
+def ldap_errors(log: Path) -> int:
+    """Operations `ldapadd -c` / `ldapmodify -c` reported as failed."""
+    text = log.read_text("utf-8", errors="replace")
+    return sum(1 for line in text.splitlines() if line.startswith(("ldap_add:", "ldap_modify:",
+                                                                   "ldap_delete:")))
+
+
+class Bench:
+    def __init__(self, root: Path, scale: float, seed: int, airflow_academy: str,
+                 workers: int) -> None:
+        self.root = root
+        self.scale = scale
+        self.seed = seed
+        self.academies = list(load_academies())
+        self.airflow_academy = airflow_academy
+        self.workers = workers
+        self.logs = root / "logs"
+        self.servers: list[Path] = []
+        self.results: dict[str, Any] = {"scale": scale, "seed": seed}
+
+    # -- infrastructure ---------------------------------------------------------------------
+    def slapd(self, name: str) -> LdapServer:
+        folder = self.root / f"slapd-{name}"
+        self.servers.append(folder)
+        return start_slapd(folder)
+
+    def stop_all(self) -> None:
+        for folder in self.servers:
+            stop_slapd(folder)
+
+    def landing(self, night: str) -> Path:
+        return self.root / f"landing-{night}"
+
+    def generate(self) -> None:
+        for night, date in NIGHTS.items():
+            start = time.perf_counter()
+            summary = generate_region(self.landing(night), self.scale, self.seed,
+                                      export_date=date)
+            self.results.setdefault("generate_s", round(time.perf_counter() - start, 2))
+            self.results.setdefault("schools", summary.schools)
+            self.results.setdefault("pupils", summary.pupils)
+        start = time.perf_counter()
+        counts = mutate_landing(self.landing("delta"), share=0.02, seed=self.seed)
+        people = counts.pop("people")
+        touched = sum(counts.values())
+        self.results["mutations"] = {**counts, "people": people,
+                                     "share": round(touched / max(people, 1), 4)}
+        self.results["mutate_s"] = round(time.perf_counter() - start, 2)
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    def sync(self, server: LdapServer, workdir: Path, night: str, academies: list[str],
+             tag: str) -> Night:
+        result = Night()
+        env = clean_env(ENTSYNC_WORKDIR=str(workdir), ENTSYNC_LANDING=str(self.landing(night)),
+                        **server.env())
+        for academy in academies:
+            out = self.logs / f"{tag}-{night}-{academy}.json"
+            t = timed([str(BIN / "entsync"), "sync", "--academy", academy, "--json",
+                       "--workers", str(self.workers)], env,
+                      self.logs / f"{tag}-{night}-{academy}.log", stdout=out)
+            _check(t, f"entsync sync {academy} ({night})")
+            summary = json.loads(out.read_text("utf-8"))
+            run_id = summary["run_id"]
+            records = sum(s.get("created", 0) + s.get("updated", 0) + s.get("unchanged", 0)
+                          for s in summary["schools"].values())
+            writes = journal_count(workdir / "state.db", run_id)
+            result.seconds += t.seconds
+            result.records += records
+            result.writes += writes
+            result.changes += int(summary["changes"])
+            result.rss_mib = max(result.rss_mib, t.rss_mib)
+            result.cpu_s += t.cpu_s
+            result.run_ids.append(run_id)
+            result.per_academy[academy] = {"s": round(t.seconds, 2), "records": records,
+                                           "writes": writes, "rss_mib": round(t.rss_mib, 1),
+                                           "cpu_s": round(t.cpu_s, 2), "run_id": run_id,
+                                           "status": summary["status"]}
+        return result
+
+    def airflow(self, server: LdapServer, workdir: Path, home: Path) -> dict[str, Night]:
+        academy = self.airflow_academy
+        dag_id = load_academies()[academy].dag_id
+        env = clean_env(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+                        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+                        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+                        ENTSYNC_WORKDIR=str(workdir), **server.env())
+        env["PYTHONPATH"] = str(REPO)
+        home.mkdir(parents=True, exist_ok=True)
+        _check(timed([str(BIN / "airflow"), "db", "migrate"], env, self.logs / "airflow-db.log"),
+               "airflow db migrate")
+        nights: dict[str, Night] = {}
+        for night in NIGHTS:
+            env["ENTSYNC_LANDING"] = str(self.landing(night))
+            before = set(workdir.glob("reports/*/summary.json"))
+            t = timed([str(BIN / "airflow"), "dags", "test", dag_id], env,
+                      self.logs / f"airflow-{night}.log")
+            _check(t, f"airflow dags test {dag_id} ({night})")
+            new = sorted(set(workdir.glob("reports/*/summary.json")) - before)
+            if len(new) != 1:
+                raise SystemExit(f"airflow {night}: expected one run summary, got {new}")
+            summary = json.loads(new[0].read_text("utf-8"))
+            if summary["status"] != "success":
+                raise SystemExit(f"airflow {night}: run {summary['run_id']} {summary['status']}")
+            n = Night(seconds=t.seconds, rss_mib=t.rss_mib, cpu_s=t.cpu_s,
+                      changes=int(summary["changes"]), run_ids=[summary["run_id"]])
+            n.writes = journal_count(workdir / "state.db", summary["run_id"])
+            n.records = sum(s.get("created", 0) + s.get("updated", 0) + s.get("unchanged", 0)
+                            for s in summary["schools"].values())
+            nights[night] = n
+        return nights
+
+    # -- the whole bench --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        r = self.results
+        print(f"bench: scale {self.scale}, working in {self.root}", flush=True)
+        self.generate()
+        print(f"bench: generated {r['schools']} schools, {r['pupils']} pupils per night in "
+              f"{r['generate_s']} s; delta mutations {r['mutations']}", flush=True)
+        a, b = self.slapd("a"), self.slapd("b")
+        work_a = self.root / "work-a"
+
+        initial = self.sync(a, work_a, "initial", self.academies, "cli")
+        print(f"bench: initial load {initial.seconds:.1f} s, {initial.writes} writes",
+              flush=True)
+        ldif = self.root / "initial.ldif"
+        entries, accounts = dump_entries(a, ldif, entry_dns(b))
+        t = timed([ldap_tool("ldapadd"), "-c", *ldap_args(b), "-f", str(ldif)],
+                  clean_env(), self.logs / "ldapadd.log", stdout=Path(os.devnull))
+        ldapadd_s, ldapadd_errors = t.seconds, ldap_errors(t.log)
+        print(f"bench: ldapadd of {entries} entries {ldapadd_s:.1f} s", flush=True)
+
+        csn = context_csn(a)
+        noop = self.sync(a, work_a, "noop", self.academies, "cli")
+        csn_changed = context_csn(a) != csn
+        print(f"bench: no-change rerun {noop.seconds:.1f} s, {noop.writes} writes", flush=True)
+
+        check = Night()
+        env = clean_env(ENTSYNC_WORKDIR=str(self.root / "work-check"),
+                        ENTSYNC_LANDING=str(self.landing("delta")))
+        for academy in self.academies:
+            t = timed([str(BIN / "entsync"), "check", "--academy", academy, "--json"], env,
+                      self.logs / f"check-delta-{academy}.log", stdout=Path(os.devnull))
+            _check(t, f"entsync check {academy}")
+            check.seconds += t.seconds
+        delta = self.sync(a, work_a, "delta", self.academies, "cli")
+        changes = self.root / "delta.ldif"
+        with changes.open("w", encoding="utf-8") as f:
+            n_changes = write_changes(f, journal_rows(work_a / "state.db", delta.run_ids))
+        t = timed([ldap_tool("ldapmodify"), "-c", *ldap_args(b), "-f", str(changes)],
+                  clean_env(), self.logs / "ldapmodify.log", stdout=Path(os.devnull))
+        ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
+        print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
+              f"{ldapmodify_s:.1f} s", flush=True)
+
+        c = self.slapd("c")
+        af = self.airflow(c, self.root / "work-c", self.root / "airflow")
+        cli_same = {night: n.per_academy[self.airflow_academy]["s"]
+                    for night, n in (("initial", initial), ("noop", noop), ("delta", delta))}
+        af_total = sum(n.seconds for n in af.values())
+        cli_total = sum(cli_same.values())
+
+        r.update({
+            "accounts": accounts,
+            "entries": entries,
+            "initial_s": round(initial.seconds, 2),
+            "initial_records_per_s": round(initial.writes / initial.seconds, 1),
+            "initial_writes": initial.writes,
+            "ldapadd_s": round(ldapadd_s, 2),
+            "ldapadd_errors": ldapadd_errors,
+            "ldapadd_records_per_s": round(entries / ldapadd_s, 1),
+            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
+            "noop_s": round(noop.seconds, 2),
+            "noop_records": noop.records,
+            "noop_writes": noop.writes,
+            "noop_changes_planned": noop.changes,
+            "noop_context_csn_changed": csn_changed,
+            "noop_vs_initial": round(noop.seconds / initial.seconds, 4),
+            "delta_s": round(delta.seconds, 2),
+            "delta_writes": delta.writes,
+            "delta_parse_s": round(check.seconds, 2),
+            "ldapmodify_s": round(ldapmodify_s, 2),
+            "ldapmodify_changes": n_changes,
+            "ldapmodify_errors": ldapmodify_errors,
+            "delta_vs_ldapmodify": round(delta.seconds / ldapmodify_s, 3),
+            "delta_vs_ldapmodify_plus_parse": round(
+                delta.seconds / (ldapmodify_s + check.seconds), 3),
+            "peak_rss_mib": round(max(initial.rss_mib, noop.rss_mib, delta.rss_mib), 1),
+            "cpu_s": {"initial": round(initial.cpu_s, 2), "noop": round(noop.cpu_s, 2),
+                      "delta": round(delta.cpu_s, 2)},
+            "per_academy": {"initial": initial.per_academy, "noop": noop.per_academy,
+                            "delta": delta.per_academy},
+            "airflow_academy": self.airflow_academy,
+            "airflow_s": {k: round(v.seconds, 2) for k, v in af.items()},
+            "airflow_writes": {k: v.writes for k, v in af.items()},
+            "cli_same_academy_s": cli_same,
+            "airflow_vs_cli": round(af_total / cli_total, 3),
+        })
+        self.table(initial, noop, delta, check, af, cli_same)
+        return r
+
+    def table(self, initial: Night, noop: Night, delta: Night, check: Night,
+              af: dict[str, Night], cli_same: dict[str, float]) -> None:
+        r = self.results
+        rows: list[tuple[str, float, float | None, int | None, str, float | None]] = [
+            ("initial load (CLI)", initial.seconds, initial.writes / initial.seconds,
+             initial.writes, f"ldapadd {r['ldapadd_s']:.1f} s", r["initial_vs_ldapadd"]),
+            ("ldapadd same entries", r["ldapadd_s"], r["ldapadd_records_per_s"], r["entries"],
+             "", None),
+            ("no-change rerun (CLI)", noop.seconds, noop.records / noop.seconds, noop.writes,
+             f"initial {initial.seconds:.1f} s", r["noop_vs_initial"]),
+            ("2 % delta (CLI)", delta.seconds, delta.records / delta.seconds, delta.writes,
+             f"ldapmodify {r['ldapmodify_s']:.1f} s", r["delta_vs_ldapmodify"]),
+            ("  same vs ldapmodify+parse", delta.seconds, None, None,
+             f"{r['ldapmodify_s']:.1f}+{check.seconds:.1f} s", r["delta_vs_ldapmodify_plus_parse"]),
+            ("ldapmodify same changes", r["ldapmodify_s"], r["ldapmodify_changes"]
+             / r["ldapmodify_s"], r["ldapmodify_changes"], "", None),
+        ]
+        for night, label in (("initial", "initial"), ("noop", "no-change"), ("delta", "delta")):
+            n = af[night]
+            rows.append((f"Airflow {label} ({self.airflow_academy})", n.seconds,
+                         n.records / n.seconds if n.seconds else None, n.writes,
+                         f"CLI {cli_same[night]:.1f} s", n.seconds / cli_same[night]))
+        head = (f"{'stage':34} {'wall s':>8} {'records/s':>10} {'writes':>8}  "
+                f"{'reference':24} {'ratio':>7}")
+        print()
+        print(f"scale {self.scale}: {r['schools']} schools, {r['accounts']} accounts, "
+              f"{r['entries']} entries; peak RSS {r['peak_rss_mib']} MiB; "
+              f"Airflow vs CLI (3 nights) {r['airflow_vs_cli']}")
+        print(head)
+        print("-" * len(head))
+        for stage, wall, rate, writes, ref, ratio in rows:
+            print(f"{stage:34} {wall:8.1f} {'' if rate is None else f'{rate:10.0f}':>10} "
+                  f"{'' if writes is None else writes:>8}  {ref:24} "
+                  f"{'' if ratio is None else f'{ratio:7.3f}':>7}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--airflow-academy", default="ac-reims", choices=list(load_academies()))
+    p.add_argument("--workers", type=int, default=4, help="entsync sync --workers")
+    p.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
+    p.add_argument("--out", default=str(RESULTS / "latest.json"))
+    a = p.parse_args(argv)
+    root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="entsync-bench-"))
+    if a.keep and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    bench = Bench(root.resolve(), a.scale, a.seed, a.airflow_academy, a.workers)
+    started = time.perf_counter()
+    try:
+        results = bench.run()
+    finally:
+        bench.stop_all()
+    results["bench_s"] = round(time.perf_counter() - started, 1)
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2)
+    out.write_text(text, "utf-8")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    (out.parent / f"scale{a.scale}-{stamp}.json").write_text(text, "utf-8")
+    print(f"\nresults: {out} (bench {results['bench_s']} s)")
+    if not a.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
