@@ -183,6 +183,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         key_uid[r["person_key"]] = uid
         matcher.note_result(r["person_key"], uid)
         matcher.remember(r, uid, pupil_uids)
+    registry.write_new()
     matcher.flush()
     matcher.report_homonyms(rows, key_uid)
     st.duplicates = matcher.duplicates
@@ -260,6 +261,7 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
                   person_structs: dict[str, dict[str, set[str]]],
                   pupil_guardians: dict[str, set[str]],
                   guardian_pupils: dict[str, set[str]]) -> DesiredEntry:
+    prow = sorted(prow, key=lambda r: (r["uai"], r["person_key"]))  # main school: stable
     main = prow[0]
     profile = main["profile"]
     last = _val(main["last_name"]) or "?"

@@ -72,12 +72,22 @@ class Resolved:
 
 
 class IdentityRegistry:
-    """Identity map and login registry in the state DB (one session, caller commits)."""
+    """Identity map and login registry in the state DB (one session, caller commits).
+
+    New accounts, logins and source keys are collected in memory and written in bulk by
+    ``write_new`` (one INSERT per table, not three round trips per person). Logins are
+    allocated against every login ever registered, loaded once; two academies allocating the
+    same login at the same moment collide on the ``logins`` primary key at commit, and the
+    retried task allocates again.
+    """
 
     def __init__(self, session: Session, academy: str) -> None:
         self.s = session
         self.academy = academy
         self._logins: set[str] | None = None
+        self._new_accounts: list[dict[str, object]] = []
+        self._new_identities: list[dict[str, object]] = []
+        self._new_login_of: dict[str, str] = {}
 
     def lookup(self, jointures: Iterable[str]) -> dict[str, str]:
         """Known jointure -> uid, queried in chunks."""
@@ -93,9 +103,10 @@ class IdentityRegistry:
 
     def logins_of(self, uids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(uids))
-        out: dict[str, str] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+        out: dict[str, str] = {u: self._new_login_of[u] for u in ids if u in self._new_login_of}
+        rest = [u for u in ids if u not in out]
+        for i in range(0, len(rest), 500):
+            chunk = rest[i : i + 500]
             for uid, login in self.s.execute(
                 select(Account.uid, Account.login).where(Account.uid.in_(chunk))
             ):
@@ -115,20 +126,39 @@ class IdentityRegistry:
             n += 1
             login = f"{base}{n}"
         taken.add(login)
-        self.s.add(Login(login=login, uid=uid))
+        self._new_login_of[uid] = login
         return login
 
     def create(self, profile: str, first_name: str | None, last_name: str | None,
                jointures: list[str], run_id: str, rule: str = "source_key") -> Resolved:
+        # 45 random bits: a collision is astronomically rare, and the primary key refuses it
         uid = new_uid(profile)
-        while self.s.get(Account, uid) is not None:
-            uid = new_uid(profile)
         login = self.allocate_login(first_name, last_name, uid)
-        self.s.add(Account(uid=uid, academy=self.academy, profile=profile, login=login))
-        for j in jointures:
-            self.s.add(Identity(jointure=j, uid=uid, rule=rule, created_run=run_id))
+        self._new_accounts.append({"uid": uid, "academy": self.academy, "profile": profile,
+                                   "login": login})
+        self.attach(uid, jointures, run_id, rule)
         return Resolved(uid, login, True)
 
     def attach(self, uid: str, jointures: Iterable[str], run_id: str, rule: str) -> None:
         for j in jointures:
-            self.s.add(Identity(jointure=j, uid=uid, rule=rule, created_run=run_id))
+            self._new_identities.append({"jointure": j, "uid": uid, "rule": rule,
+                                         "created_run": run_id})
+
+    def write_new(self) -> int:
+        """Write what this run created, in bulk (the caller commits or rolls back)."""
+        from sqlalchemy import insert
+
+        from etl.state.models import utcnow
+
+        now = utcnow()
+        if self._new_accounts:
+            self.s.execute(insert(Login), [{"login": a["login"], "uid": a["uid"],
+                                            "assigned_at": now} for a in self._new_accounts])
+            self.s.execute(insert(Account), [{**a, "status": "ACTIVE", "created_at": now}
+                                             for a in self._new_accounts])
+        if self._new_identities:
+            self.s.execute(insert(Identity), [{**i, "created_at": now}
+                                              for i in self._new_identities])
+        n = len(self._new_accounts)
+        self._new_accounts, self._new_identities = [], []
+        return n

@@ -305,6 +305,17 @@ def preserve_other_schools(s: Session, targets: dict[str, DesiredEntry],
         if row is None:
             continue
         cur = row.attrs
+        # the main school stays what it was while the person is still attached to it
+        cur_main = cur.get("ENTPersonStructRattach") or []
+        if cur_main and cur_main != e.attrs.get("ENTPersonStructRattach"):
+            main_uai = _uai_in_dn(cur_main[0])
+            attached = {sc[0] for j in e.attrs.get("ENTPersonJointure", [])
+                        if (sc := jointure_scope(j)) is not None}
+            attached |= {sc[0] for j in cur.get("ENTPersonJointure", [])
+                         if (sc := jointure_scope(j)) is not None and sc[0] not in processed}
+            if main_uai in attached:
+                e.attrs["ENTPersonStructRattach"] = list(cur_main)
+                e.uai = main_uai
         kept_keys = [j for j in cur.get("ENTPersonJointure", [])
                      if (sc := jointure_scope(j)) is not None and sc[0] not in processed]
         if not kept_keys:

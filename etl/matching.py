@@ -145,15 +145,26 @@ class Matcher:
         self._mem[(kind, key)][uid] = self._mem[(kind, key)].get(uid, set()) | strong
 
     def flush(self) -> None:
-        """Persist the keys seen in this run (merged with what was known)."""
+        """Persist the keys seen in this run (merged with what was known), in bulk."""
+        from sqlalchemy import insert
+
+        keys = sorted({key for (_kind, key) in self._mem})
+        existing: dict[tuple[str, str, str], MatchKey] = {}
+        for i in range(0, len(keys), 500):
+            for found in self.s.scalars(select(MatchKey).where(
+                    MatchKey.academy == self.academy, MatchKey.key.in_(keys[i:i + 500]))):
+                existing[(found.kind, found.key, found.uid)] = found
+        new: list[dict[str, Any]] = []
         for (kind, key), uids in self._mem.items():
             for uid, strong in uids.items():
-                row = self.s.get(MatchKey, (self.academy, kind, key, uid))
+                row = existing.get((kind, key, uid))
                 if row is None:
-                    self.s.add(MatchKey(academy=self.academy, kind=kind, key=key, uid=uid,
-                                        strong=sorted(strong), run_id=self.run_id))
+                    new.append({"academy": self.academy, "kind": kind, "key": key, "uid": uid,
+                                "strong": sorted(strong), "run_id": self.run_id})
                 elif not strong <= set(row.strong or []):
                     row.strong = sorted(set(row.strong or []) | strong)
+        if new:
+            self.s.execute(insert(MatchKey), new)
         self._mem.clear()
 
     def report_homonyms(self, rows: list[dict[str, Any]], key_uid: dict[str, str]) -> None:

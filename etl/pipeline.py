@@ -483,7 +483,6 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     """Write a plan's changes, journal them, remember what was written, and for each school
     written without failure mark its files applied and keep its counts for the guards."""
     from etl.apply import DirectoryWriter
-    from etl.desired import content_hash
     from etl.plan import Change
 
     changes = [Change.from_dict(c) for c in plan["changes"]]
@@ -500,29 +499,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
         if not pending:
             return
         with Session() as s, s.begin():
-            for ch in pending:
-                seq[0] += 1
-                if ch.op == "delete":
-                    s.add(JournalEntry(run_id=run_id, seq=seq[0], dn=ch.dn, op=ch.op,
-                                       before=ch.before, after=None))
-                    s.execute(sa_delete(Entry).where(Entry.dn == ch.dn))
-                    continue
-                after = ch.after or ch.attrs
-                s.add(JournalEntry(run_id=run_id, seq=seq[0], dn=ch.dn, op=ch.op,
-                                   before=ch.before, after=after))
-                s.merge(Entry(dn=ch.dn, academy=academy_code, uai=ch.uai, kind=ch.kind,
-                              uid=uids.get(ch.dn), content_hash=content_hash(after),
-                              attrs=after, run_id=run_id, updated_at=utcnow()))
-                uid = uids.get(ch.dn)
-                if ch.kind == "person" and uid:
-                    acc = s.get(Account, uid)
-                    if acc is not None:
-                        disabled = after.get("entSyncStatus") == ["DISABLED"]
-                        acc.status = "DISABLED" if disabled else "ACTIVE"
-                        if disabled and acc.disabled_at is None:
-                            acc.disabled_at = utcnow()
-                        elif not disabled:
-                            acc.disabled_at = None
+            _record_applied(s, academy_code, run_id, pending, seq, uids)
         pending.clear()
 
     def on_applied(ch: Change) -> None:
@@ -559,6 +536,58 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     return {"applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
             "retries": res.retries, "errors": res.errors[:50],
             "failed_schools": sorted(failed_schools)}
+
+
+def _record_applied(s: Any, academy: str, run_id: str, done: list[Any], seq: list[int],
+                    uids: dict[str, str]) -> None:
+    """Journal a batch of applied changes and remember what was written: a few bulk
+    statements per batch (profiling showed per-row ORM merges dominating the apply stage)."""
+    from sqlalchemy import insert, update
+
+    from etl.desired import content_hash
+
+    now = utcnow()
+    journal: list[dict[str, Any]] = []
+    entries: dict[str, dict[str, Any]] = {}
+    gone: list[str] = []
+    disabled: set[str] = set()
+    active: set[str] = set()
+    for ch in done:
+        seq[0] += 1
+        after = None if ch.op == "delete" else (ch.after or ch.attrs)
+        journal.append({"run_id": run_id, "seq": seq[0], "dn": ch.dn, "op": ch.op,
+                        "before": ch.before, "after": after, "status": "applied",
+                        "applied_at": now})
+        if after is None:
+            gone.append(ch.dn)
+            entries.pop(ch.dn, None)
+            continue
+        entries[ch.dn] = {"dn": ch.dn, "academy": academy, "uai": ch.uai, "kind": ch.kind,
+                          "uid": uids.get(ch.dn), "content_hash": content_hash(after),
+                          "attrs": after, "run_id": run_id, "updated_at": now}
+        uid = uids.get(ch.dn)
+        if ch.kind == "person" and uid:
+            (disabled if after.get("entSyncStatus") == ["DISABLED"] else active).add(uid)
+    s.execute(insert(JournalEntry), journal)
+    if gone:
+        s.execute(sa_delete(Entry).where(Entry.dn.in_(gone)))
+    if entries:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
+        stmt: Any = dialect.insert(Entry)
+        stmt = stmt.on_conflict_do_update(index_elements=[Entry.dn], set_={
+            c: stmt.excluded[c] for c in ("academy", "uai", "kind", "uid", "content_hash",
+                                          "attrs", "run_id", "updated_at")})
+        s.execute(stmt, list(entries.values()))
+    if disabled:
+        ids = sorted(disabled)
+        s.execute(update(Account).where(Account.uid.in_(ids), Account.disabled_at.is_(None))
+                  .values(disabled_at=now))
+        s.execute(update(Account).where(Account.uid.in_(ids)).values(status="DISABLED"))
+    if active:
+        s.execute(update(Account).where(Account.uid.in_(sorted(active)))
+                  .values(status="ACTIVE", disabled_at=None))
 
 
 def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,

@@ -66,6 +66,7 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         a = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$1"], "r1")
         b = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$2"], "r1")
         c = reg.create("TUT", "Jean", "DUPONT", ["AC-REIMS$SIECLE-RESP$0510001B$9"], "r1")
+        assert reg.write_new() == 3
         s.commit()
         assert (a.login, b.login, c.login) == ("jean.dupont", "jean.dupont2", "jean.dupont3")
         # the account goes away, its login stays registered: a newcomer never gets it
@@ -78,6 +79,7 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         s.commit()
         reg = IdentityRegistry(s, "ac-strasbourg")
         d = reg.create("ELV", "Jean", "Dupont", ["AC-STRASBOURG$SIECLE$0670001X$1"], "r2")
+        reg.write_new()
         s.commit()
         assert d.login == "jean.dupont4"
         assert reg.lookup(["AC-REIMS$SIECLE$0510001B$2"]) == {"AC-REIMS$SIECLE$0510001B$2": b.uid}
