@@ -255,6 +255,16 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
         file_records[d.source.short_name] = res.records
         year = year or d.school_year
     tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix)
+    kinds = sorted({str(x["kind"]) for x in docs})
+    fingerprint = tables_fingerprint(tables, kinds) if not quarantined else None
+    if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
+                                                                        academy_code, uai):
+        log.info("school %s: same content as the last applied exports, nothing to do", uai)
+        return {"uai": uai, "status": "unchanged", "staged": None, "school_year": year,
+                "counts": tables.counts(), "rejected": 0, "quarantined": [], "report": None,
+                "report_json": None, "fingerprint": fingerprint,
+                "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
+                          "kind": x["kind"]} for x in docs]}
     outcome = validate_school(tables, uai, budget=academy.record_error_budget,
                               budget_min=academy.record_error_budget_min,
                               file_records=file_records)
@@ -290,9 +300,32 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     return {"uai": uai, "status": status, "staged": str(staged) if status == "ok" else None,
             "school_year": year, "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
-            "feedback": str(feedback_path),
+            "feedback": str(feedback_path), "fingerprint": fingerprint,
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                       "kind": x["kind"]} for x in docs]}
+
+
+def tables_fingerprint(tables: Tables, kinds: list[str]) -> str:
+    """A content hash of a school's normalized tables, blind to row order and to where the
+    rows came from (file names, line numbers, export dates)."""
+    import pandas as pd
+
+    h = hashlib.sha256("|".join(kinds).encode())
+    for name in sorted(tables.frames):
+        df = tables[name]
+        cols = [c for c in df.columns if c not in ("file", "line")]
+        h.update(f"{name}:{len(df)}:".encode())
+        if len(df):
+            rows = pd.util.hash_pandas_object(df[cols].astype("string"), index=False)
+            h.update(str(int(rows.sum()) % (1 << 64)).encode())
+            h.update(str(int((rows * 31 + 7).sum()) % (1 << 64)).encode())
+    return h.hexdigest()
+
+
+def _last_fingerprint(settings: Settings, academy: str, uai: str) -> str | None:
+    with session_factory(settings.state_url)() as s:
+        st = s.get(SchoolState, (academy, uai))
+        return st.fingerprint if st is not None else None
 
 
 def _load_current(s: Any, dns: list[str]) -> dict[str, tuple[str, dict[str, list[str]]]]:
@@ -390,12 +423,16 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     uids = {dn: e.uid for dn, e in targets.items() if e.uid}
     stage = _staging(settings, run_id)
     docs = {r["uai"]: r["docs"] for r in ok}
+    unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"}
+    prints = {r["uai"]: r.get("fingerprint") for r in ok}
     plan_path = stage / "plan.json"
     _write_json(plan_path, {
         "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
         "schools": [u for u in sorted(names) if u not in held_uais],
         "changes": [c.as_dict() for c in free], "uids": uids,
-        "docs": {u: d for u, d in docs.items() if u not in held_uais},
+        "docs": {**{u: d for u, d in docs.items() if u not in held_uais}, **unchanged},
+        "fingerprints": {u: f for u, f in prints.items() if u not in held_uais},
+        "unchanged": sorted(unchanged),
         "school_counts": {u: c for u, c in counts.items() if u not in held_uais},
         "school_years": {u: y for u, y in years.items() if u not in held_uais},
     })
@@ -409,6 +446,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
                 "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
                 "changes": [c.as_dict() for c in mine], "uids": uids,
                 "docs": {uai: docs.get(uai, [])},
+                "fingerprints": {uai: prints.get(uai)},
                 "school_counts": {uai: counts.get(uai, {})},
                 "school_years": {uai: years.get(uai)},
             })
@@ -525,8 +563,11 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
                                  kind=d["kind"], sha256=d["sha256"], path=d["path"],
                                  member=d["member"], status="applied",
                                  export_date=_export_date_of(s, run_id, d["sha256"])))
+            if uai in plan.get("unchanged", []):
+                continue  # same content as last time: its state stays as it was
             c = plan.get("school_counts", {}).get(uai, {})
-            s.merge(SchoolState(academy=academy_code, uai=uai, pupils=c.get("ELV", 0),
+            s.merge(SchoolState(fingerprint=plan.get("fingerprints", {}).get(uai),
+                                academy=academy_code, uai=uai, pupils=c.get("ELV", 0),
                                 guardians=c.get("TUT", 0),
                                 staff=sum(v for k, v in c.items() if k not in ("ELV", "TUT")),
                                 school_year=plan.get("school_years", {}).get(uai),

@@ -22,7 +22,7 @@ from etl.config import Settings
 from etl.generate import generate_academy, uai_check_letter
 from etl.ldapserver import LdapServer, start_slapd, stop_slapd
 from etl.state.db import get_engine
-from etl.state.models import Identity, JournalEntry
+from etl.state.models import Identity, JournalEntry, SchoolState
 from tests.builders import Guardian, Pupil, Teacher, write_school
 
 pytestmark = pytest.mark.ldap
@@ -187,12 +187,20 @@ def test_rerun_of_same_exports_writes_nothing(env: Settings, server: LdapServer)
     # the very same files: recognised as already applied
     again = pipeline.run_sync(env, ACADEMY)
     assert again["schools"][UAI_A]["status"] == "already_applied"
-    # the same content exported again (new export date, so new files): read, planned, nothing
+    # the same content exported again (new export date, so new files): read, recognised by
+    # its content fingerprint, nothing validated, planned or written
     school_a(env.landing, date="02/10/2026")
     third = pipeline.run_sync(env, ACADEMY)
-    assert third["schools"][UAI_A]["status"] == "ok"
+    assert third["schools"][UAI_A]["status"] == "unchanged"
     assert third["changes"] == 0 and third["applied"] == 0
-    assert third["schools"][UAI_A]["unchanged"] > 0
+    # and without the fingerprint shortcut the planner itself finds nothing to change
+    with Session(get_engine(env.state_url)) as s, s.begin():
+        s.query(SchoolState).update({"fingerprint": None})
+    school_a(env.landing, date="03/10/2026")
+    fourth = pipeline.run_sync(env, ACADEMY)
+    assert fourth["schools"][UAI_A]["status"] == "ok"
+    assert fourth["changes"] == 0 and fourth["applied"] == 0
+    assert fourth["schools"][UAI_A]["unchanged"] > 0
     assert journal_count(env) == n
     assert search(server, "(objectClass=*)", server.base, ["contextCSN"])[0]["contextCSN"] == csn
 

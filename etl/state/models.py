@@ -181,6 +181,9 @@ class SchoolState(Base):
     guardians: Mapped[int] = mapped_column(Integer, default=0)
     staff: Mapped[int] = mapped_column(Integer, default=0)
     school_year: Mapped[int | None] = mapped_column(Integer)
+    #: content fingerprint of the school's normalized tables last applied: an export with the
+    #: same content (a new file, same data) is recognised and skips validation and planning
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
