@@ -111,6 +111,29 @@ def _approval_body(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _responder(answer: dict[str, Any]) -> str:
+    """Who answered: the Airflow user's name (a HITLUser {id, name}); a timeout's default
+    answer has no user."""
+    user = answer.get("responded_by_user")
+    if isinstance(user, dict):
+        return str(user.get("name") or user.get("id") or "airflow")
+    if user:
+        return str(user)
+    return "airflow (timeout)" if answer.get("timedout") else "airflow"
+
+
+def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[str, Any]:
+    """One decision per held school, each checked against the plan hash that was shown."""
+    from etl import pipeline
+
+    out = {}
+    for uai, h in sorted(held.items()):
+        res = pipeline.decide(_settings(), run_id, approve, uai, by=by, expected_hash=h["hash"])
+        out[uai] = {k: v for k, v in res["schools"][uai].items()
+                    if k in ("decision", "applied", "failed")}
+    return out
+
+
 def make_dag(academy: Academy) -> Any:
     code = academy.code
 
@@ -215,11 +238,14 @@ def make_dag(academy: Academy) -> Any:
             dry, _ = _params()
             if dry or not rec.get("held"):
                 return None
-            return {"run_id": rec["plan"].split("/")[-2], "body": _approval_body(rec)}
+            return {"run_id": rec["plan"].split("/")[-2], "uais": ", ".join(sorted(rec["held"])),
+                    "body": _approval_body(rec)}
 
+        # subject and body are rendered from held_plans' XCom when the task starts
         approval = HITLOperator(
             task_id="approval",
-            subject=f"{academy.name}: changes held by a guard, approve or reject",
+            subject=f"{academy.name}: changes of "
+            "{{ ti.xcom_pull(task_ids='held_plans')['uais'] }} held by a guard, approve or reject",
             body="{{ ti.xcom_pull(task_ids='held_plans')['body'] }}",
             options=[APPROVE, REJECT],
             defaults=[REJECT],
@@ -230,18 +256,9 @@ def make_dag(academy: Academy) -> Any:
         @task(retries=0)
         def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
             """Apply exactly the held plans that were shown (their hashes), or discard them."""
-            from etl import pipeline
-
             answer = get_current_context()["ti"].xcom_pull(task_ids="approval") or {}
             approve = APPROVE in (answer.get("chosen_options") or [])
-            who = str(answer.get("responded_by_user") or "airflow")
-            out = {}
-            for uai, h in rec["held"].items():
-                res = pipeline.decide(_settings(), disc["run_id"], approve, uai, by=who,
-                                      expected_hash=h["hash"])
-                out[uai] = {k: v for k, v in res["schools"][uai].items()
-                            if k in ("decision", "applied", "failed")}
-            return out
+            return _decide(disc["run_id"], rec["held"], approve, _responder(answer))
 
         d = discover()
         res = read_validate.partial(disc=d).expand(batch=batches(d))

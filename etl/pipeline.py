@@ -741,9 +741,9 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
             per_school[r["uai"]]["error"] = r["error"]
         if r["uai"] in held:
             per_school[r["uai"]]["held"] = held[r["uai"]]["guards"]
-    for uai, pc in plan_counts.items():  # schools only touched by disables elsewhere
-        if uai not in per_school:
-            per_school[uai] = {"status": "ok", **{k: pc.get(k, 0) for k in zero},
+    for uai, pc in plan_counts.items():
+        if uai not in per_school:  # not synced tonight; its groups lose someone disabled
+            per_school[uai] = {"status": "collateral", **{k: pc.get(k, 0) for k in zero},
                                "rejected": 0, "guards": guards.get(uai, [])}
     for uai, why in discovered.get("held", {}).items():
         per_school[uai] = {"status": "held", "reason": why, **zero, "rejected": 0,
