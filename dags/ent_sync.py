@@ -15,7 +15,9 @@ shown, *Reject* discards it; no answer in 3 days counts as Reject). A night with
 export maps read_validate over nothing (skipped); reconcile, apply and report still run and
 close the run with an empty summary.
 
-Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs.
+Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs;
+`mode` overrides the academy's operation mode for this run (`create_only`, `no_disable`:
+e.g. during the September roll-over).
 
 Connections: `entsync_ldap` (host, port, login = bind DN, password, extra `{"base": ...}`,
 optionally `"url"`, `"ssl": true`, `"ca_file"`) and `entsync_state` (extra
@@ -77,6 +79,12 @@ def _settings() -> Any:
         # Airflow's "postgres" conn type renders postgres://, which SQLAlchemy 2 rejects.
         over["state_url"] = url.replace("postgres://", "postgresql://", 1)
     return Settings.from_env(**over)
+
+
+def _mode() -> str | None:
+    """The run's operation mode from the `mode` param (None: the academy's configuration)."""
+    m = get_current_context()["params"].get("mode")
+    return str(m) if m else None
 
 
 def _params() -> tuple[bool, list[str]]:
@@ -154,6 +162,13 @@ def make_dag(academy: Academy) -> Any:
                 items={"type": "string"},
                 description="only these UAIs (empty: all)",
             ),
+            "mode": Param(
+                None,
+                type=["null", "string"],
+                enum=[None, "normal", "create_only", "no_disable"],
+                description="operation mode for this run (empty: the academy's configuration; "
+                "create_only: only new entries; no_disable: nobody is disabled)",
+            ),
         },
         default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
     )
@@ -194,7 +209,9 @@ def make_dag(academy: Academy) -> Any:
             from etl import pipeline
 
             dry, _ = _params()
-            return pipeline.reconcile(_settings(), code, disc["run_id"], _results(results), dry)
+            return pipeline.reconcile(
+                _settings(), code, disc["run_id"], _results(results), dry, _mode()
+            )
 
         @task(trigger_rule="none_failed")
         def apply(

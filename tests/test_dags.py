@@ -121,7 +121,7 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
         assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
         assert dag["schedule"] == academy.schedule
         assert dag["timezone"] == dag["timetable_tz"] == "Europe/Paris"
-        assert dag["params"] == {"dry_run": False, "schools": []}
+        assert dag["params"] == {"dry_run": False, "schools": [], "mode": None}
         assert "ENT directory sync" in dag["doc_md"]
         # an empty night (read_validate skipped) must still reconcile, apply and report
         for tid in ("reconcile", "apply", "report"):
