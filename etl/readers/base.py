@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from lxml import etree
 
-from etl.canonical import Tables, frame
+from etl.canonical import Tables
 from etl.errors import FileRejected, RecordRejected
 from etl.xmlsafe import XmlSource, iterparse, open_source, xml_error
 
@@ -40,16 +40,16 @@ class Columns:
         return len(self.data[self.cols[0]])
 
     def frame(self) -> Any:
-        """The table; the column lists are handed over (and freed) one by one on the way."""
+        """The table, built as one object block: each column list is copied into it and freed
+        at once, and pandas takes the block as is (no consolidation copy)."""
+        import pandas as pd
+
         data, self.data = self.data, {c: [] for c in self.cols}
-        arrays: dict[str, list[object]] = {}
-        for c in self.cols:
-            col = data.pop(c)
-            arr = np.empty(len(col), dtype=object)
-            arr[:] = col
-            del col
-            arrays[c] = arr  # type: ignore[assignment]  # frame() takes any sequence
-        return frame(self.table, arrays)
+        n = len(data[self.cols[0]]) if self.cols else 0
+        block = np.empty((n, len(self.cols)), dtype=object)
+        for i, c in enumerate(self.cols):
+            block[:, i] = data.pop(c)
+        return pd.DataFrame(block, columns=list(self.cols), copy=False)
 
 
 class Interner:
