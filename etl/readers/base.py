@@ -49,7 +49,7 @@ class Columns:
         block = np.empty((n, len(self.cols)), dtype=object)
         for i, c in enumerate(self.cols):
             block[:, i] = data.pop(c)
-        return pd.DataFrame(block, columns=list(self.cols), copy=False)
+        return pd.DataFrame(block, columns=list(self.cols), dtype=object, copy=False)
 
 
 class Interner:
