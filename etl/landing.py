@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,15 @@ from lxml import etree
 
 from etl.config import Academy
 from etl.errors import FileRejected
-from etl.xmlsafe import XmlSource, iterparse, list_zip_xml, open_source, sha256_of, xml_error
+from etl.xmlsafe import (
+    PROLOG_SCAN,
+    XmlSource,
+    iterparse,
+    list_zip_xml,
+    open_source,
+    sha256_of,
+    xml_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,33 @@ KNOWN_OTHER_ROOTS: dict[str, str] = {
     "ficAlimMENESR": "AAF files are not supported yet",
 }
 UAI_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
+
+
+#: a UAI in a SIECLE (<UAJ>X</UAJ>) or STS-web (<UAJ CODE="X"/>) header, found by a plain
+#: byte search (used only to name the school of a file that cannot be parsed)
+_UAI_SNIFF = re.compile(
+    rb"<UAJ>\s*([0-9]{7}[A-Z])\s*</UAJ>|<UAJ\s+CODE\s*=\s*[\"']([0-9]{7}[A-Z])[\"']"
+)
+
+
+def sniff_uai(src: XmlSource) -> str | None:
+    """The school a rejected document claims to be from, without parsing it.
+
+    A DOCTYPE, a truncated or wrongly encoded file is refused before or while parsing, but
+    its report should still say which school sent it: the first ``PROLOG_SCAN`` bytes are
+    searched for the UAI of the header. Only a well-formed UAI (check letter) is returned;
+    it is a hint for the report, never used to route data.
+    """
+    try:
+        with open_source(src) as f:
+            head = f.read(PROLOG_SCAN)
+    except (FileRejected, OSError, ValueError, EOFError):
+        return None
+    m = _UAI_SNIFF.search(head)
+    if m is None:
+        return None
+    uai = (m.group(1) or m.group(2)).decode("ascii")
+    return uai if uai_is_valid(uai) else None
 
 
 def uai_is_valid(uai: str | None) -> bool:
@@ -215,7 +251,7 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
             d.size = p.stat().st_size
         except FileRejected as e:
             d = _rejected(src.path, src.member, e.reason)
-            d.uai = e.uai
+            d.uai = e.uai or sniff_uai(src)
             res.append(d)
             continue
         if d.uai and not academy.owns_uai(d.uai):

@@ -104,6 +104,10 @@ class CheckSpec:
     action: str  # drop | blank
     profiles: tuple[str, ...] | None
     message: str
+    #: severity file: ``duplicates`` blocks the file of every row but the first sharing a
+    #: value (duplicate keys); ``every_row`` blocks the file of every failing row (a wrong
+    #: encoding declaration is wrong for the whole file)
+    blocks: str = "duplicates"
 
     @property
     def column(self) -> str:
@@ -119,14 +123,16 @@ def load_specs(table: str) -> tuple[CheckSpec, ...]:
         meta = e.get("meta", {})
         severity = meta.get("severity", "record")
         action = meta.get("action", "drop")
-        if severity not in ("record", "file") or action not in ("drop", "blank"):
-            raise ValueError(f"{table}.json expectation {i}: bad severity/action")
+        if severity not in ("record", "file") or action not in ("drop", "blank") or meta.get(
+                "blocks", "duplicates") not in ("duplicates", "every_row"):
+            raise ValueError(f"{table}.json expectation {i}: bad severity/action/blocks")
         profiles = meta.get("profiles")
         specs.append(CheckSpec(
             table=table, check_id=f"{table}:{i}", type=e["type"], kwargs=dict(e["kwargs"]),
             rule=meta["rule"], severity=severity, action=action,
             profiles=tuple(profiles) if profiles else None,
             message=meta.get("message") or f"{meta['rule']} failed on {e['kwargs']['column']}",
+            blocks=meta.get("blocks", "duplicates"),
         ))
     return tuple(specs)
 
@@ -370,7 +376,8 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
                 continue
             pos = np.asarray(rows, dtype=np.int64)
             if spec.severity == "file":
-                pos = _first_dup_blocking(frames[t], rows, spec.column)
+                if spec.blocks != "every_row":
+                    pos = _first_dup_blocking(frames[t], rows, spec.column)
                 findings.append(_Finding(t, pos, spec.rule, spec.column, spec.message,
                                          blocking=True))
             else:

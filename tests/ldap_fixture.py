@@ -28,11 +28,25 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
 
 
 def admin_connection(server: LdapServer) -> ldap3.Connection:
-    """An ldap3 connection bound as the directory admin (results, not exceptions, on errors)."""
+    """An ldap3 connection bound as the directory admin, the rootdn (results, not exceptions,
+    on errors). The sync itself binds as the service account (``server.env()``)."""
     return ldap3.Connection(
         ldap3.Server(server.url, get_info=ldap3.NONE, connect_timeout=5),
-        user=server.bind_dn,
-        password=server.password,
+        user=server.root_dn,
+        password=server.root_password,
+        auto_bind=True,
+        raise_exceptions=False,
+        receive_timeout=30,
+    )
+
+
+def bound_connection(server: LdapServer, dn: str | None, password: str | None
+                     ) -> ldap3.Connection:
+    """An ldap3 connection bound as ``dn`` (anonymous when None); results, not exceptions."""
+    return ldap3.Connection(
+        ldap3.Server(server.url, get_info=ldap3.NONE, connect_timeout=5),
+        user=dn,
+        password=password,
         auto_bind=True,
         raise_exceptions=False,
         receive_timeout=30,

@@ -7,6 +7,7 @@ fail (never skip) when slapd is not installed.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import stat
@@ -177,17 +178,27 @@ def test_server_repr_and_env_hide_nothing_but_the_password_from_logs(tmp_path: P
         url="ldap://127.0.0.1:3890",
         ldapi_url="ldapi://%2Ftmp%2Fx",
         base="dc=ent,dc=grandest,dc=fr",
-        bind_dn="cn=admin,dc=ent,dc=grandest,dc=fr",
+        bind_dn="cn=entsync,ou=services,dc=ent,dc=grandest,dc=fr",
         password="hunter2-secret",
+        root_dn="cn=admin,dc=ent,dc=grandest,dc=fr",
+        root_password="root-secret",
+        reader_dn="cn=reader,ou=services,dc=ent,dc=grandest,dc=fr",
+        reader_password="reader-secret",
     )
-    assert "hunter2-secret" not in repr(server)
+    for secret in ("hunter2-secret", "root-secret", "reader-secret"):
+        assert secret not in repr(server)
+    # the sync gets the service account, never the rootdn
     assert server.env() == {
         "ENTSYNC_LDAP_URL": "ldap://127.0.0.1:3890",
-        "ENTSYNC_LDAP_BIND_DN": "cn=admin,dc=ent,dc=grandest,dc=fr",
+        "ENTSYNC_LDAP_BIND_DN": "cn=entsync,ou=services,dc=ent,dc=grandest,dc=fr",
         "ENTSYNC_LDAP_PASSWORD": "hunter2-secret",
         "ENTSYNC_LDAP_BASE": "dc=ent,dc=grandest,dc=fr",
     }
+    assert server.env("root")["ENTSYNC_LDAP_BIND_DN"] == "cn=admin,dc=ent,dc=grandest,dc=fr"
+    assert server.env("reader")["ENTSYNC_LDAP_PASSWORD"] == "reader-secret"
     assert not server.env()["ENTSYNC_LDAP_URL"].endswith("/")
+    with_tls = dataclasses.replace(server, ca_file=tmp_path / "ca.pem")
+    assert with_tls.env()["ENTSYNC_LDAP_CA_FILE"] == str(tmp_path / "ca.pem")
 
 
 def test_missing_slapd_names_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,8 +250,9 @@ def test_start_stop_restart_is_idempotent_and_keeps_data(tmp_path: Path) -> None
         assert start_slapd(folder) == first  # already running: same server, same process
         assert int((folder / "run" / "slapd.pid").read_text()) == pid
         assert server_info(folder) == first
-        assert stat.S_IMODE((folder / "admin.secret").stat().st_mode) == 0o600
-        assert not (folder / "admin.secret").read_text().endswith("\n")
+        for secret in ("admin.secret", "entsync.secret", "reader.secret"):
+            assert stat.S_IMODE((folder / secret).stat().st_mode) == 0o600
+            assert not (folder / secret).read_text().endswith("\n")
         assert first.url == f"ldap://127.0.0.1:{first.port}"
 
         conn = admin_connection(first)
@@ -254,7 +266,8 @@ def test_start_stop_restart_is_idempotent_and_keeps_data(tmp_path: Path) -> None
         assert not (folder / "run" / "slapd.pid").exists()
 
         again = start_slapd(folder)
-        assert again.password == first.password  # admin.secret reused
+        assert again.root_password == first.root_password  # admin.secret reused
+        assert again.password == first.password  # entsync.secret reused
         assert again.port == first.port  # port kept while free
         assert int((folder / "run" / "slapd.pid").read_text()) != pid
         conn = admin_connection(again)
@@ -538,7 +551,7 @@ def test_local_root_is_admin_over_ldapi(slapd: LdapServer) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().lower() == f"dn:{slapd.bind_dn}".lower()
+    assert result.stdout.strip().lower() == f"dn:{slapd.root_dn}".lower()
 
 
 # ------------------------------------------------------------------------------------------
@@ -578,8 +591,8 @@ def test_sync_refresh_only_search_with_ldapsearch(slapd: LdapServer, one_pupil: 
     assert ldapsearch is not None, "ldapsearch missing: apt-get install ldap-utils"
     result = subprocess.run(
         [
-            ldapsearch, "-x", "-LLL", "-o", "ldif-wrap=no", "-H", slapd.url, "-D", slapd.bind_dn,
-            "-y", str(slapd.password_file), "-b", slapd.base, "-E", "sync=ro",
+            ldapsearch, "-x", "-LLL", "-o", "ldif-wrap=no", "-H", slapd.url, "-D", slapd.reader_dn,
+            "-y", str(slapd.reader_password_file), "-b", slapd.base, "-E", "sync=ro",
             "(objectClass=*)", "1.1",
         ],
         capture_output=True,
@@ -590,4 +603,4 @@ def test_sync_refresh_only_search_with_ldapsearch(slapd: LdapServer, one_pupil: 
     dns = [line[4:].lower() for line in result.stdout.splitlines() if line.startswith("dn: ")]
     assert slapd.base.lower() in dns
     assert one_pupil.lower() in dns
-    assert slapd.password not in result.stdout + result.stderr
+    assert slapd.reader_password not in result.stdout + result.stderr
