@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from ldap3.utils.dn import escape_rdn
 
 from etl.canonical import Tables
 from etl.config import Academy
@@ -49,16 +48,34 @@ def content_hash(attrs: dict[str, list[str]]) -> str:
     return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
 
 
+def escape_dn_value(value: str) -> str:
+    """RFC 4514 escaping of an attribute value in a DN, stricter than ldap3's ``escape_rdn``:
+    every special character escaped (``#`` anywhere, not only in front, so that ldap3's own
+    ``parse_dn`` reads our DNs back), leading and trailing spaces and NUL as hex escapes."""
+    out = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if ch in '\\"+,;<>=#':
+            out.append("\\" + ch)
+        elif ch == "\x00":
+            out.append("\\00")
+        elif ch == " " and (i == 0 or i == last):
+            out.append("\\20")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def people_dn(base: str) -> str:
     return f"ou=people,{base}"
 
 
 def person_dn(uid: str, base: str) -> str:
-    return f"uid={escape_rdn(uid)},ou=people,{base}"
+    return f"uid={escape_dn_value(uid)},ou=people,{base}"
 
 
 def school_dn(uai: str, base: str) -> str:
-    return f"ENTStructureUAI={escape_rdn(uai)},ou=structures,{base}"
+    return f"ENTStructureUAI={escape_dn_value(uai)},ou=structures,{base}"
 
 
 def groups_dn(uai: str, base: str) -> str:
@@ -66,7 +83,7 @@ def groups_dn(uai: str, base: str) -> str:
 
 
 def structure_dn(uai: str, code: str, base: str) -> str:
-    return f"cn={escape_rdn(code)},{groups_dn(uai, base)}"
+    return f"cn={escape_dn_value(code)},{groups_dn(uai, base)}"
 
 
 def placeholder_member(base: str) -> str:

@@ -34,10 +34,14 @@ class RecordRejected(EntsyncError):
     """One bad record: reported, skipped, counted against the error budget."""
 
     def __init__(
-        self, file: str, uai: str | None, line: int | None, element: str, rule: str, message: str
+        self, file: str, uai: str | None, line: int | None, element: str, rule: str, message: str,
+        source_key: str | None = None,
     ) -> None:
         self.file, self.uai, self.line = file, uai, line
         self.element, self.rule, self.message = element, rule, message
+        #: the person's source key when the record named one: a rejected record is skipped,
+        #: never taken for an absence
+        self.source_key = source_key
         super().__init__(f"{file}:{line} (school {uai}) {element}: {rule}: {message}")
 
     def as_dict(self) -> dict[str, object]:

@@ -382,3 +382,22 @@ def structure_changes(s: Session, academy: Academy, targets: dict[str, DesiredEn
         if e.dn not in targets:
             deletes.append(Change("delete", e.dn, e.kind, e.uai, "delete", before=e.attrs))
     return deletes
+
+
+def keep_protected_members(s: Session, targets: dict[str, DesiredEntry],
+                           protected_dns: set[str]) -> None:
+    """People whose record was rejected tonight are skipped, not moved: the classes and groups
+    that listed them keep listing them."""
+    if not protected_dns:
+        return
+    for e in targets.values():
+        if e.kind not in ("class", "group"):
+            continue
+        row = s.get(Entry, e.dn)
+        if row is None:
+            continue
+        keep = protected_dns & set(row.attrs.get("member", []))
+        if keep:
+            members = [m for m in e.attrs.get("member", [])
+                       if not m.startswith(PLACEHOLDER_PREFIX)]
+            e.attrs["member"] = sorted(set(members) | keep)

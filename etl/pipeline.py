@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,15 @@ def start_run(settings: Settings, academy_code: str, dry_run: bool = False,
     return rid
 
 
-LOCK_STALE_AFTER = dt.timedelta(hours=12)
+#: a lock not refreshed for this long belongs to a run that died (SIGKILL, lost worker): every
+#: stage and every applied batch refreshes it
+LOCK_STALE_AFTER = dt.timedelta(minutes=30)
 
 
 def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
     """One writing run per academy at a time (the lock lives in the state DB, so it holds
-    across Airflow workers). A lock whose run ended, or older than 12 hours, is taken over."""
+    across Airflow workers). A lock whose run ended, or not refreshed for 30 minutes (its
+    worker died), is taken over."""
     from sqlalchemy.exc import IntegrityError
 
     Session = session_factory(settings.state_url)
@@ -96,6 +100,14 @@ def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
     raise RunLocked(f"academy {academy_code}: could not take the run lock")
 
 
+def heartbeat(settings: Settings, academy_code: str, run_id: str) -> None:
+    """Refresh the run's lock (a live run is never taken over)."""
+    with session_factory(settings.state_url)() as s, s.begin():
+        lock = s.get(AcademyLock, academy_code)
+        if lock is not None and lock.run_id == run_id:
+            lock.acquired_at = utcnow()
+
+
 def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
     with session_factory(settings.state_url)() as s, s.begin():
         lock = s.get(AcademyLock, academy_code)
@@ -117,6 +129,7 @@ def discover_files(settings: Settings, academy_code: str, run_id: str,
     older than the one already applied for that school and kind holds the school back.
     """
     academy = get_academy(academy_code)
+    heartbeat(settings, academy_code, run_id)
     found = discover(settings.landing, academy)
     wanted = {u.upper() for u in schools} if schools else None
     by_school: dict[str, dict[str, list[Discovered]]] = defaultdict(lambda: defaultdict(list))
@@ -211,6 +224,7 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
     An unexpected error in one school leaves that school untouched (status ``error``) and
     lets the others go on; the run then ends ``failed`` so that someone looks at it.
     """
+    heartbeat(settings, academy_code, run_id)
     try:
         return _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
     except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
@@ -240,6 +254,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     rejected: list[dict[str, Any]] = []
     quarantined: list[dict[str, Any]] = []
     file_records: dict[str, int] = {}
+    protected: set[str] = set()  # people whose record was rejected: skipped, not absent
     year: int | None = None
     for raw in docs:
         d = Discovered(**raw)
@@ -252,6 +267,8 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
             continue
         parts.append(res.tables)
         rejected.extend(r.as_dict() for r in res.rejected)
+        protected.update(f"{academy.jointure_prefix}${r.source_key}" for r in res.rejected
+                         if r.source_key)
         file_records[d.source.short_name] = res.records
         year = year or d.school_year
     tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix)
@@ -277,6 +294,12 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
         if n > max(academy.record_error_budget_min, academy.record_error_budget * total):
             outcome.quarantine[fname] = f"error budget exceeded: {n} of {total} records rejected"
     rejected.extend(r.as_dict() for r in outcome.rejected)
+    kept = set(outcome.tables["persons"]["person_key"])
+    dropped = set(tables["persons"]["person_key"]) - kept
+    protected |= dropped
+    links = tables["guardian_links"]
+    if not links.empty:  # their guardians are not absent either
+        protected |= set(links[links["pupil_key"].isin(protected)]["guardian_key"])
     for fname, reason in outcome.quarantine.items():
         match = [x for x in docs if Discovered(**x).source.short_name == fname]
         for raw in match[:1]:
@@ -301,6 +324,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
             "school_year": year, "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
             "feedback": str(feedback_path), "fingerprint": fingerprint,
+            "protected": sorted(protected),
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                       "kind": x["kind"]} for x in docs]}
 
@@ -367,7 +391,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
     for approval; ``plan.json`` holds the changes of the other schools.
     """
-    from etl.desired import build_desired
+    from etl.desired import build_desired, person_dn
     from etl.identity import IdentityRegistry
     from etl.lifecycle import (
         absence_scope,
@@ -376,6 +400,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
         disabled_entries,
         evaluate_guards,
         find_absent,
+        keep_protected_members,
         preserve_other_schools,
         preserve_uncovered,
         structure_changes,
@@ -383,6 +408,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     from etl.plan import plan_changes
 
     academy = get_academy(academy_code)
+    heartbeat(settings, academy_code, run_id)
     run_mode = academy.effective_mode(today or dt.date.today(), mode)
     ok = [r for r in schools if r and r.get("status") == "ok"]
     tables = Tables.concat([Tables.load(r["staged"]) for r in ok])
@@ -398,10 +424,15 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
         covered = covered_scopes(ok)
         preserve_uncovered(s, targets, covered, set(names))
         preserve_other_schools(s, targets, set(names))
+        protected = {k for r in ok for k in r.get("protected", [])}
+        protected_uids = set(registry.lookup(protected).values())
+        keep_protected_members(s, targets, {person_dn(u, settings.ldap.base)
+                                            for u in protected_uids})
         absent = []
         if run_mode == "normal":
             present = {j for e in desired.entries.values() if e.kind == "person"
                        for j in e.attrs.get("ENTPersonJointure", [])}
+            present |= protected
             absent = find_absent(s, academy, absence_scope(covered), present)
             for e in disabled_entries(s, absent, utcnow(), desired.entries, set(names),
                                       academy_code, settings.ldap.base):
@@ -531,6 +562,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
         start = s.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.run_id == run_id))
     seq = [int(start or 0)]
     pending: list[Change] = []
+    last_flush = [time.monotonic()]
     uids: dict[str, str] = plan.get("uids", {})
 
     def flush() -> None:
@@ -538,11 +570,17 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
             return
         with Session() as s, s.begin():
             _record_applied(s, academy_code, run_id, pending, seq, uids)
+            lock = s.get(AcademyLock, academy_code)
+            if lock is not None and lock.run_id == run_id:
+                lock.acquired_at = utcnow()
         pending.clear()
+        last_flush[0] = time.monotonic()
 
     def on_applied(ch: Change) -> None:
+        # small batches, at least every second: a worker killed mid-apply leaves few applied
+        # changes unjournaled (the rerun finds them in the directory and journals them)
         pending.append(ch)
-        if len(pending) >= 500:
+        if len(pending) >= 100 or time.monotonic() - last_flush[0] > 1.0:
             flush()
 
     def on_failed(ch: Change, _r: dict[str, Any]) -> None:

@@ -367,3 +367,24 @@ def test_rollover_archives_last_years_classes(env: Settings, server: LdapServer)
                  date="02/09/2027", year=2027)
     again = pipeline.run_sync(env, ACADEMY, today=dt.date(2027, 9, 4))
     assert again["changes"] == 0, again
+
+
+def test_a_rejected_record_is_skipped_not_disabled(env: Settings, server: LdapServer) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    before = {i: pupil(server, str(1000 + i)) for i in (3, 4)}
+    nxt = roster(30)
+    nxt[3].birth = "31/13/2012"  # the reader rejects it (bad date)
+    nxt[4].first = " "  # validation rejects it (empty first name)
+    nxt[5].last = "ELEVE5-NEW"  # a real change elsewhere in the school
+    drop(env, nxt, day=2)
+    s = sync(env)
+    assert s["status"] == "success", s
+    sch = s["schools"][UAI]
+    assert sch["rejected"] >= 2 and sch["disabled"] == 0 and sch["updated"] >= 1
+    for i, old in before.items():
+        now = pupil(server, str(1000 + i))
+        assert now["entSyncStatus"] == ["ACTIVE"]
+        assert now == old  # skipped: untouched
+        code = old["ENTEleveClasses"][0].rsplit("$", 1)[1]
+        assert now["dn"] in class_members(server, code)

@@ -129,8 +129,10 @@ def blank_to_none(value: str | None) -> str | None:
 
 
 def reject(
-    src: XmlSource, uai: str | None, el: Any, element: str, rule: str, message: str
+    src: XmlSource, uai: str | None, el: Any, element: str, rule: str, message: str,
+    source_key: str | None = None,
 ) -> RecordRejected:
     return RecordRejected(
-        src.short_name, uai, getattr(el, "sourceline", None), element, rule, message
+        src.short_name, uai, getattr(el, "sourceline", None), element, rule, message,
+        source_key=source_key,
     )

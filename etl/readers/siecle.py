@@ -94,6 +94,7 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                             "ELEVE",
                             "date_format",
                             f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
+                            source_key=pupil_key(uai, eid),
                         )
                     )
                 else:

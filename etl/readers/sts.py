@@ -65,6 +65,7 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                             "INDIVIDU",
                             "date_format",
                             f"INDIVIDU {sid}: DATE_NAISSANCE not yyyy-mm-dd",
+                            source_key=teacher_key(uai, sid),
                         )
                     )
                 else:
