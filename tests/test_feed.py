@@ -15,7 +15,7 @@ from etl import pipeline
 from etl.config import Settings
 from etl.errors import ConfigError
 from etl.feed import changed_attributes, changes_since
-from tests.test_sync import ACADEMY, UAI_A, UAI_B, env, school_a, school_b, server  # noqa: F401
+from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
 
 pytestmark = pytest.mark.ldap
 
@@ -30,7 +30,7 @@ def test_changed_attributes_per_operation() -> None:
     assert changed_attributes("modify", {"SN": ["x", "y"]}, {"sn": ["y", "x"]}) == []
 
 
-def test_feed_since_a_run_and_since_a_time(env: Settings) -> None:  # noqa: F811
+def test_feed_since_a_run_and_since_a_time(env: Settings) -> None:
     school_a(env.landing)
     first = pipeline.run_sync(env, ACADEMY)
     assert first["status"] == "success" and first["applied"] > 0
@@ -78,7 +78,7 @@ def test_feed_since_a_run_and_since_a_time(env: Settings) -> None:  # noqa: F811
         changes_since(env.state_url, "no-such-run")
 
 
-def test_entsync_changes_cli(env: Settings, tmp_path: Path) -> None:  # noqa: F811
+def test_entsync_changes_cli(env: Settings, tmp_path: Path) -> None:
     school_a(env.landing)
     first = pipeline.run_sync(env, ACADEMY)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("ENTSYNC_")}

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from etl import pipeline
 from etl.config import Settings
 from etl.errors import EntsyncError
 from etl.generate import uai_check_letter
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.ldapserver import LdapServer
 from etl.operations import UndoRefused, purge_expired, undo_run
 from etl.state.models import utcnow
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -28,23 +27,6 @@ ACADEMY = "ac-strasbourg"
 UAI = "0670010" + uai_check_letter("0670010")
 UAI_2 = "0680020" + uai_check_letter("0680020")
 NOV = dt.date(2026, 11, 16)  # outside the September roll-over window
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LdapServer]:
-    info = start_slapd(tmp_path / "slapd")
-    yield info
-    stop_slapd(tmp_path / "slapd")
-
-
-@pytest.fixture
-def env(tmp_path: Path, server: LdapServer) -> Settings:
-    return Settings.from_env({
-        "ENTSYNC_LANDING": str(tmp_path / "landing"),
-        "ENTSYNC_WORKDIR": str(tmp_path / "work"),
-        "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-        **server.env(),
-    })
 
 
 def roster(n: int, *, skip: set[int] | None = None, left: set[int] | None = None,

@@ -10,13 +10,9 @@ import pytest
 from etl import pipeline
 from etl.config import Settings
 from etl.ldapserver import LdapServer
-from tests import test_lifecycle as lc
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.test_lifecycle import ACADEMY, NOV, UAI, UAI_2
 from tests.test_sync import search
-
-server = lc.server  # the fixtures: a slapd of the test's own, and settings pointing at it
-env = lc.env
 
 pytestmark = pytest.mark.ldap
 

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 from etl import pipeline
 from etl.config import Settings
 from etl.generate import generate_academy, uai_check_letter
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.ldapserver import LdapServer
 from etl.state.db import get_engine
 from etl.state.models import Identity, JournalEntry, SchoolState
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -31,24 +30,6 @@ PREFIX = "AC-REIMS"
 UAI_A = "0510001" + uai_check_letter("0510001")
 UAI_B = "0080002" + uai_check_letter("0080002")
 NASTY = "O'Brien*(x)\\y,z+w=v"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LdapServer]:
-    """A directory of the test's own (slapd starts in ~0.1 s)."""
-    info = start_slapd(tmp_path / "slapd")
-    yield info
-    stop_slapd(tmp_path / "slapd")
-
-
-@pytest.fixture
-def env(tmp_path: Path, server: LdapServer) -> Settings:
-    return Settings.from_env({
-        "ENTSYNC_LANDING": str(tmp_path / "landing"),
-        "ENTSYNC_WORKDIR": str(tmp_path / "work"),
-        "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
-        **server.env(),
-    })
 
 
 def conn_of(server: LdapServer) -> ldap3.Connection:

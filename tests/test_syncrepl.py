@@ -20,7 +20,7 @@ from etl.config import Settings
 from etl.ldapserver import LdapServer, find_program
 from etl.state.db import get_engine
 from etl.state.models import JournalEntry
-from tests.test_sync import ACADEMY, env, school_a, search, server  # noqa: F401
+from tests.test_sync import ACADEMY, school_a, search
 
 pytestmark = pytest.mark.ldap
 SEEN_TIMEOUT_S = 20.0
@@ -42,7 +42,7 @@ def _wait_for(cond: object, timeout: float) -> bool:
 
 
 def test_refresh_and_persist_consumer_sees_the_runs_persons(
-        env: Settings, server: LdapServer, tmp_path: Path) -> None:  # noqa: F811
+        env: Settings, server: LdapServer, tmp_path: Path) -> None:
     ldapsearch = find_program("ldapsearch")
     assert ldapsearch, "ldap-utils is not installed (make system-deps)"
     people_base = f"ou=people,{server.base}"
