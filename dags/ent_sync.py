@@ -81,6 +81,26 @@ def _settings() -> Any:
     return Settings.from_env(**over)
 
 
+def _on_task_failure(context: Any) -> None:
+    """A task gave up: say which stage and school, close the sync run as failed (which also
+    releases the academy's lock, so the next run need not wait for it to go stale)."""
+    import logging
+
+    from etl import pipeline
+
+    ti = context["ti"]
+    school = getattr(ti, "rendered_map_index", None) or "-"
+    err = context.get("exception")
+    logging.getLogger("entsync.dag").error(
+        "task %s failed (school %s): %s", ti.task_id, school,
+        type(err).__name__ if err is not None else "unknown error")
+    disc = ti.xcom_pull(task_ids="discover") or {}
+    if disc.get("run_id"):
+        pipeline.fail_run(_settings(), disc["run_id"],
+                          f"Airflow task {ti.task_id} (school {school}) failed: "
+                          f"{type(err).__name__ if err is not None else 'error'}")
+
+
 def _mode() -> str | None:
     """The run's operation mode from the `mode` param (None: the academy's configuration)."""
     m = get_current_context()["params"].get("mode")
@@ -170,7 +190,11 @@ def make_dag(academy: Academy) -> Any:
                 "create_only: only new entries; no_disable: nobody is disabled)",
             ),
         },
-        default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
+        default_args={
+            "retries": 1,
+            "retry_delay": dt.timedelta(minutes=2),
+            "on_failure_callback": _on_task_failure,
+        },
     )
     def ent_sync() -> None:
         @task
