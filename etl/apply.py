@@ -24,7 +24,6 @@ from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
 
 from etl.plan import KIND_ORDER, Change, diff_attrs
 
@@ -288,10 +287,3 @@ class DirectoryWriter:
                             on_failed(ch, r)
         self.close()
         return res
-
-
-def find_by_jointure(conn: ldap3.Connection, base: str, jointure: str) -> list[str]:
-    """DNs of accounts carrying a source key (the filter value is escaped)."""
-    flt = f"(ENTPersonJointure={escape_filter_chars(jointure)})"
-    _st, _result, resp, _req = conn.search(f"ou=people,{base}", flt, attributes=["uid"])
-    return [e["dn"] for e in resp or [] if e.get("type") == "searchResEntry"]

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from etl.landing import uai_check_letter
+
 __all__ = [
     "ACADEMY_DEPARTMENTS",
     "GenerateSummary",
@@ -38,7 +40,6 @@ __all__ = [
 ISO = "ISO-8859-15"
 UTF8 = "UTF-8"
 _CODECS = {ISO: "iso8859_15", UTF8: "utf-8"}
-UAI_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 CLASS_SIZE = 28  # divisions are cut so that they hold 25-30 pupils at most
 
 
@@ -258,11 +259,6 @@ _LATIN = "020300"
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers
-
-
-def uai_check_letter(first7: str) -> str:
-    """The UAI check letter for the 7 leading characters (digits here)."""
-    return UAI_LETTERS[int(first7) % 23]
 
 
 def _upper(name: str) -> str:
@@ -542,26 +538,29 @@ def _plan_schools(rng: random.Random, info: _AcademyInfo, count: int) -> list[_S
     used: set[str] = set()
     schools: list[_School] = []
     for index in range(count):
-        dept = info.departments[index % len(info.departments)]
-        while True:
-            first7 = f"{dept}{rng.randrange(10000):04d}"
-            if first7 not in used:
-                used.add(first7)
-                break
-        college = index % 3 != 1
-        schools.append(
-            _School(
-                index=index,
-                uai=first7 + uai_check_letter(first7),
-                dept=dept,
-                college=college,
-                name=rng.choice(_SCHOOL_NAMES),
-                levels=_COLLEGE_LEVELS if college else _LYCEE_LEVELS,
-                resp_legal=index % 3 == 2,
-                sts_encoding=ISO if index % 2 == 1 else UTF8,
-            )
-        )
+        schools.append(_new_school(rng, info, index, index % 3 != 1, used))
     return schools
+
+
+def _new_school(rng: random.Random, info: _AcademyInfo, index: int, college: bool,
+                used: set[str]) -> _School:
+    """A school with a fresh valid UAI in the academy's departments (dealt round-robin)."""
+    dept = info.departments[index % len(info.departments)]
+    while True:
+        first7 = f"{dept}{rng.randrange(10000):04d}"
+        if first7 not in used:
+            used.add(first7)
+            break
+    return _School(
+        index=index,
+        uai=first7 + uai_check_letter(first7),
+        dept=dept,
+        college=college,
+        name=rng.choice(_SCHOOL_NAMES),
+        levels=_COLLEGE_LEVELS if college else _LYCEE_LEVELS,
+        resp_legal=index % 3 == 2,
+        sts_encoding=ISO if index % 2 == 1 else UTF8,
+    )
 
 
 def _make_guardians(people: _People, surname: str, dept: str) -> tuple[list[_Guardian], str]:
@@ -1504,24 +1503,7 @@ def _plan_region_schools(
     schools: list[_School] = []
     sizes: list[int] = []
     for index, college in enumerate(kinds):
-        dept = info.departments[index % len(info.departments)]
-        while True:
-            first7 = f"{dept}{rng.randrange(10000):04d}"
-            if first7 not in used:
-                used.add(first7)
-                break
-        schools.append(
-            _School(
-                index=index,
-                uai=first7 + uai_check_letter(first7),
-                dept=dept,
-                college=college,
-                name=rng.choice(_SCHOOL_NAMES),
-                levels=_COLLEGE_LEVELS if college else _LYCEE_LEVELS,
-                resp_legal=index % 3 == 2,
-                sts_encoding=ISO if index % 2 == 1 else UTF8,
-            )
-        )
+        schools.append(_new_school(rng, info, index, college, used))
         sizes.append(rng.randint(*(COLLEGE_PUPILS if college else LYCEE_PUPILS)))
     return schools, sizes
 

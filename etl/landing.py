@@ -73,11 +73,16 @@ def sniff_uai(src: XmlSource) -> str | None:
     return uai if uai_is_valid(uai) else None
 
 
+def uai_check_letter(first7: str) -> str:
+    """The UAI check letter of its 7 leading digits (formats.md)."""
+    return UAI_LETTERS[int(first7) % 23]
+
+
 def uai_is_valid(uai: str | None) -> bool:
     """7 digits-or-letters + check letter = LETTERS[int(first 7) mod 23] (formats.md)."""
     if not uai or len(uai) != 8 or not uai[:7].isdigit():
         return False
-    return UAI_LETTERS[int(uai[:7]) % 23] == uai[7]
+    return uai_check_letter(uai[:7]) == uai[7]
 
 
 @dataclass

@@ -27,10 +27,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from etl.config import Academy
-from etl.desired import DesiredEntry, placeholder_member
+from etl.desired import PLACEHOLDER_MEMBER_RDN, DesiredEntry, placeholder_member
 from etl.plan import Change
 from etl.state.models import Account, Entry, Identity, SchoolState
 
+PLACEHOLDER_PREFIX = PLACEHOLDER_MEMBER_RDN + ","
 #: export kind -> the source tag of the jointures it covers
 KIND_SOURCE = {"ELEVES": "SIECLE", "RESPONSABLES": "SIECLE-RESP", "STS": "STS"}
 SCOPED_SOURCES = tuple(KIND_SOURCE.values())
@@ -275,8 +276,6 @@ def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
                            if not m.startswith(PLACEHOLDER_PREFIX)] + keep
                 e.attrs["member"] = sorted(set(members))
 
-
-PLACEHOLDER_PREFIX = "uid=nobody,"
 
 
 #: person attributes whose values are ``<school DN>$<code>``: one school's part of an account

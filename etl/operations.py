@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select
 from etl.config import Settings, get_academy
 from etl.desired import content_hash
 from etl.errors import EntsyncError
-from etl.plan import KIND_ORDER, Change, diff_attrs
+from etl.plan import Change, diff_attrs
 from etl.state.db import session_factory
 from etl.state.models import Account, Entry, Identity, JournalEntry, Run, SourceFile, utcnow
 
@@ -201,7 +201,6 @@ def _uai_of(dn: str) -> str | None:
     return None
 
 
-__all__ = ["KIND_ORDER", "UndoRefused", "purge_expired", "undo_run"]
 
 
 class MergeRefused(EntsyncError):

@@ -111,14 +111,3 @@ def plan_changes(desired: Mapping[str, DesiredEntry],
                               before=cur_attrs, after=e.attrs))
     changes.sort(key=lambda c: (KIND_ORDER.get(c.kind, 9), c.dn.count(","), c.dn))
     return changes
-
-
-def summarize(changes: list[Change]) -> dict[str, dict[str, int]]:
-    """Per school: counts per category and kind."""
-    out: dict[str, dict[str, int]] = {}
-    for c in changes:
-        s = out.setdefault(c.uai or "-", {})
-        key = f"{c.category}"
-        s[key] = s.get(key, 0) + 1
-        s[f"{c.category}_{c.kind}"] = s.get(f"{c.category}_{c.kind}", 0) + 1
-    return out
