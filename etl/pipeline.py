@@ -228,8 +228,8 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
     try:
         return _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
     except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
-        log.error("school %s could not be read: %s (%s)", uai, type(e).__name__,
-                  str(e).splitlines()[0][:300] if str(e) else "")
+        # the error type only: an exception's text may quote a record (it goes to the report)
+        log.error("school %s could not be read: %s", uai, type(e).__name__)
         return {"uai": uai, "status": "error", "error": f"{type(e).__name__}: {e}"[:1000],
                 "staged": None, "school_year": None, "counts": {}, "rejected": 0,
                 "quarantined": [], "report": None, "report_json": None,
