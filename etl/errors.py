@@ -7,6 +7,9 @@ is (file, school, line) and never the personal data of the record itself.
 
 from __future__ import annotations
 
+import errno
+import socket
+
 
 class EntsyncError(Exception):
     """Base of every error the pipeline raises on purpose."""
@@ -65,3 +68,80 @@ class DirectoryError(EntsyncError):
 
 class RunLocked(EntsyncError):
     """Another run holds the academy's lock."""
+
+
+# --------------------------------------------------------------------------------------------
+# Retry policy: which failures a later attempt can fix
+# --------------------------------------------------------------------------------------------
+
+#: errno values of a network or server that is down, busy or slow (worth another attempt);
+#: a missing file or a permission (also OSError) never comes right by itself
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, n) for n in (
+        "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EHOSTUNREACH", "EHOSTDOWN", "ENETUNREACH",
+        "ENETDOWN", "ENETRESET", "ETIMEDOUT", "EPIPE", "EAGAIN", "EBUSY", "ESTALE")
+    if hasattr(errno, n))
+
+
+def _ldap_transient(exc: BaseException) -> bool | None:
+    """True/False for an ldap3 exception, None for anything else."""
+    try:
+        import ldap3.core.exceptions as lx
+    except ImportError:  # pragma: no cover - ldap3 is a dependency
+        return None
+    if not isinstance(exc, lx.LDAPException):
+        return None
+    if type(exc) is lx.LDAPException:
+        # what etl.apply raises for a server that cannot be reached or a bind that failed for
+        # a reason other than the credentials (those are DirectoryError)
+        return True
+    transient = (lx.LDAPCommunicationError, lx.LDAPResponseTimeoutError,
+                 lx.LDAPMaximumRetriesError, lx.LDAPServerPoolExhaustedError,
+                 lx.LDAPBusyResult, lx.LDAPUnavailableResult, lx.LDAPTimeLimitExceededResult,
+                 lx.LDAPAdminLimitExceededResult)
+    return isinstance(exc, transient) and not isinstance(exc, lx.LDAPReferralError)
+
+
+def _sql_transient(exc: BaseException) -> bool | None:
+    """True/False for a SQLAlchemy exception, None for anything else."""
+    try:
+        import sqlalchemy.exc as sx
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency
+        return None
+    if not isinstance(exc, sx.SQLAlchemyError):
+        return None
+    # OperationalError: database locked, connection lost, server restarting; TimeoutError: the
+    # connection pool is exhausted; a connection the driver invalidated is worth a new one
+    if isinstance(exc, (sx.OperationalError, sx.TimeoutError)):
+        return True
+    return bool(isinstance(exc, sx.DBAPIError) and exc.connection_invalidated)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether another attempt later may succeed where this one failed.
+
+    Transient: the directory or the state DB unreachable, busy or slow (ldap3 communication
+    errors and busy/unavailable/time-limit results, the plain ``LDAPException`` etl.apply
+    raises for a server it cannot reach; SQLAlchemy ``OperationalError``; network
+    ``OSError``s such as a refused or reset connection), and ``RunLocked`` (the other run
+    ends). Everything else is not: a rejected file, a configuration error, bad directory
+    credentials or an untrusted certificate (``DirectoryError``), a refused approval, a bug.
+    An error raised ``from`` a transient one is transient, unless it is an ``EntsyncError``,
+    whose class decides.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, EntsyncError):
+            return isinstance(cur, RunLocked)
+        for check in (_ldap_transient, _sql_transient):
+            verdict = check(cur)
+            if verdict is not None:
+                return verdict
+        if isinstance(cur, (ConnectionError, TimeoutError, socket.timeout, socket.gaierror)):
+            return True
+        if isinstance(cur, OSError) and cur.errno in _TRANSIENT_ERRNOS:
+            return True
+        cur = cur.__cause__
+    return False
