@@ -8,12 +8,19 @@
   finds none, a value already there or already gone) the entry is read back and the change is
   recomputed against what is really there, so a rerun after a crash converges;
 - each applied change is handed to ``on_applied`` (the journal and the state DB), in order of
-  completion.
+  completion;
+- where the server offers LDAP transactions (RFC 5805, announced in the root DSE), the changes
+  of a wave go in batches of ``txn_size`` operations, each batch one transaction: one durable
+  commit instead of one disk flush per entry (durable single writes are bound by that flush).
+  A batch is atomic: a batch whose commit fails (an entry the state DB did not know about, a
+  schema error) or whose connection drops is replayed change by change through the path
+  above, so a crash or a stale state DB still converges, only slower for that batch.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +42,32 @@ RESULT_ALREADY_EXISTS = 68
 RESULT_NO_SUCH_ATTRIBUTE = 16
 RESULT_VALUE_EXISTS = 20
 
+#: RFC 5805: Start Transaction / End Transaction extended operations, transaction control
+TXN_START = "1.3.6.1.1.21.1"
+TXN_END = "1.3.6.1.1.21.3"
+TXN_CONTROL = "1.3.6.1.1.21.2"
+
+
+def _ber_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def txn_end_value(txn_id: bytes, commit: bool = True) -> bytes:
+    """BER of txnEndReq ::= SEQUENCE { commit BOOLEAN DEFAULT TRUE, identifier OCTET STRING }."""
+    body = (b"" if commit else b"\x01\x01\x00") + b"\x04" + _ber_length(len(txn_id)) + txn_id
+    return b"\x30" + _ber_length(len(body)) + body
+
+
+def _env_transactions() -> str:
+    return os.environ.get("ENTSYNC_LDAP_TRANSACTIONS", "auto").strip().lower() or "auto"
+
+
+def _env_txn_size() -> int:
+    return max(1, int(os.environ.get("ENTSYNC_LDAP_TXN_SIZE", "500")))
+
 
 @dataclass
 class LdapTarget:
@@ -48,6 +81,10 @@ class LdapTarget:
     base: str = "dc=ent,dc=grandest,dc=fr"
     ca_file: str | None = None
     start_tls: bool = False
+    #: RFC 5805 transactions: "auto" (when the root DSE announces them), "on", "off"
+    transactions: str = field(default_factory=_env_transactions)
+    #: operations per transaction
+    txn_size: int = field(default_factory=_env_txn_size)
 
 
 @dataclass
@@ -56,6 +93,8 @@ class ApplyResult:
     failed: int = 0
     reconciled: int = 0  # changes recomputed against the directory's real content
     retries: int = 0
+    transactions: int = 0  # committed RFC 5805 transactions
+    txn_fallbacks: int = 0  # batches replayed change by change after a failed commit
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -146,6 +185,29 @@ class DirectoryWriter:
         self._local = threading.local()
         self._conns: list[ldap3.Connection] = []
         self._lock = threading.Lock()
+        self._txn: bool | None = None if target.transactions == "auto" else (
+            target.transactions in ("on", "yes", "true", "1"))
+
+    def supports_transactions(self) -> bool:
+        """Whether batches go in RFC 5805 transactions: forced by the target's setting, or
+        announced by the server's root DSE (supportedExtension Start and End Transaction)."""
+        if self._txn is None:
+            found: list[bytes] = []
+
+            def root_dse(c: ldap3.Connection) -> Any:
+                st, result, resp, req = c.search("", "(objectClass=*)", search_scope=ldap3.BASE,
+                                                 attributes=["supportedExtension"])
+                for item in resp or []:
+                    if item.get("type") == "searchResEntry":
+                        found.extend(item["raw_attributes"].get("supportedExtension", []))
+                return st, result, resp, req
+
+            r = self._call(root_dse, ApplyResult())
+            names = {x.decode("ascii", "replace") for x in found}
+            self._txn = r["result"] == 0 and {TXN_START, TXN_END} <= names
+            log.info("LDAP transactions (RFC 5805): %s", "used" if self._txn else
+                     "not offered by the server")
+        return self._txn
 
     def _conn(self) -> ldap3.Connection:
         c = getattr(self._local, "conn", None)
@@ -212,6 +274,52 @@ class DirectoryWriter:
             raise LDAPException(f"read of {dn} failed: {r.get('description')}")
         return out
 
+    def apply_batch(self, batch: list[Change], res: ApplyResult
+                    ) -> list[tuple[Change, bool, dict[str, Any]]]:
+        """One transaction for the batch; replayed change by change if it does not commit."""
+        done = self._try_transaction(batch, res)
+        if done:
+            res.transactions += 1
+            return [(ch, True, {"result": 0}) for ch in batch]
+        res.txn_fallbacks += 1
+        return [(ch, *self.apply_one(ch, res)) for ch in batch]
+
+    def _try_transaction(self, batch: list[Change], res: ApplyResult) -> bool:
+        """True when the whole batch committed; False when it must be replayed one by one (a
+        change the directory refused, or the connection lost: nothing of it was committed, or
+        the replay finds it there and reconciles)."""
+        try:
+            c = self._conn()
+            _st, r, _resp, _req = c.extended(TXN_START)
+            if r["result"] != 0:
+                if r["result"] in TRANSIENT_RESULTS:
+                    return False
+                log.warning("LDAP Start Transaction refused (%s): writing one by one",
+                            r.get("description"))
+                self._txn = False
+                return False
+            txn_id = r.get("responseValue") or b""
+            ctl = [(TXN_CONTROL, True, txn_id)]
+            ok = True
+            for ch in batch:
+                if ch.op == "add":
+                    _st, r, _resp, _req = c.add(ch.dn, attributes=ch.attrs, controls=ctl)
+                elif ch.op == "modify":
+                    _st, r, _resp, _req = c.modify(ch.dn, _mods_to_ldap3(ch.mods), controls=ctl)
+                elif ch.op == "delete":
+                    _st, r, _resp, _req = c.delete(ch.dn, controls=ctl)
+                else:
+                    raise ValueError(ch.op)
+                if r["result"] != 0:
+                    ok = False
+                    break
+            _st, r, _resp, _req = c.extended(TXN_END, txn_end_value(txn_id, commit=ok),
+                                             no_encode=True)
+            return ok and r["result"] == 0
+        except (LDAPException, OSError):
+            self._reset()
+            return False
+
     def apply_one(self, ch: Change, res: ApplyResult) -> tuple[bool, dict[str, Any]]:
         if ch.op == "add":
             r = self._call(lambda c: c.add(ch.dn, attributes=ch.attrs), res)
@@ -262,28 +370,43 @@ class DirectoryWriter:
         for _, wave in groupby(ordered, key=lambda c: (-KIND_ORDER.get(c.kind, 9),
                                                        -c.dn.count(","))):
             waves.append(list(wave))
+        txn = bool(changes) and self.supports_transactions()
+        size = max(1, self.target.txn_size)
+
+        def one(ch: Change) -> list[tuple[Change, bool, dict[str, Any]]]:
+            return [(ch, *self.apply_one(ch, res))]
+
+        def outcomes(fut: Any, todo: list[Change]) -> list[tuple[Change, bool, dict[str, Any]]]:
+            try:
+                out: list[tuple[Change, bool, dict[str, Any]]] = fut.result()
+                return out
+            except (LDAPException, OSError) as e:
+                return [(ch, False, {"result": -1, "message": str(e)}) for ch in todo]
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
             for level in waves:
-                futs = {pool.submit(self.apply_one, ch, res): ch for ch in level}
+                if txn and len(level) > 1:
+                    # spread the wave over the connections, in batches of at most `size`
+                    n = max(1, min(size, -(-len(level) // self.workers)))
+                    parts = [level[i:i + n] for i in range(0, len(level), n)]
+                    futs = {pool.submit(self.apply_batch, part, res): part for part in parts}
+                else:
+                    futs = {pool.submit(one, ch): [ch] for ch in level}
                 for fut in as_completed(futs):
-                    ch = futs[fut]
-                    try:
-                        ok, r = fut.result()
-                    except (LDAPException, OSError) as e:
-                        ok, r = False, {"result": -1, "message": str(e)}
-                    if ok:
-                        res.applied += 1
-                        if on_applied:
-                            on_applied(ch)
-                    else:
-                        res.failed += 1
-                        err = {"dn": ch.dn, "op": ch.op, "result": r.get("result"),
-                               "description": r.get("description"),
-                               "message": r.get("message")}
-                        res.errors.append(err)
-                        log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
-                                  r.get("description"), r.get("message"))
-                        if on_failed:
-                            on_failed(ch, r)
+                    for ch, ok, r in outcomes(fut, futs[fut]):
+                        if ok:
+                            res.applied += 1
+                            if on_applied:
+                                on_applied(ch)
+                        else:
+                            res.failed += 1
+                            err = {"dn": ch.dn, "op": ch.op, "result": r.get("result"),
+                                   "description": r.get("description"),
+                                   "message": r.get("message")}
+                            res.errors.append(err)
+                            log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
+                                      r.get("description"), r.get("message"))
+                            if on_failed:
+                                on_failed(ch, r)
         self.close()
         return res
