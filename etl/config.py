@@ -119,12 +119,30 @@ class LdapSettings:
     ca_file: str | None = None
 
 
+def _port(raw: str | None) -> int:
+    if not raw:
+        return 8125
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"ENTSYNC_STATSD_PORT must be a port number, not {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     landing: Path
     workdir: Path
     state_url: str
     ldap: LdapSettings
+    #: where tasks hand each other files (tables, plans, held plans, report copies): any
+    #: fsspec URL (file://, s3://, memory://); default file://<workdir>/staging
+    staging_url: str = ""
+    #: a path object for the staging root (an Airflow ObjectStoragePath with its connection)
+    #: that takes precedence over staging_url; None: universal_pathlib's UPath(staging_url)
+    staging_path: Any = field(default=None, compare=False, repr=False)
+    statsd_host: str | None = None
+    statsd_port: int = 8125
+    statsd_prefix: str = "entsync"
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -142,6 +160,10 @@ class Settings:
                 base=e.get("ENTSYNC_LDAP_BASE") or DEFAULT_BASE,
                 ca_file=e.get("ENTSYNC_LDAP_CA_FILE") or None,
             ),
+            staging_url=e.get("ENTSYNC_STAGING_URL", ""),
+            statsd_host=e.get("ENTSYNC_STATSD_HOST") or None,
+            statsd_port=_port(e.get("ENTSYNC_STATSD_PORT")),
+            statsd_prefix=e.get("ENTSYNC_STATSD_PREFIX") or "entsync",
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {
@@ -155,6 +177,8 @@ class Settings:
             s = replace(s, **plain)
         if not s.state_url:
             s = replace(s, state_url=f"sqlite:///{(s.workdir / 'state.db').resolve()}")
+        if not s.staging_url:
+            s = replace(s, staging_url=(s.workdir / "staging").resolve().as_uri())
         return s
 
     @property

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
+from etl import metrics, staging
 from etl.canonical import Tables
 from etl.config import Settings, get_academy
 from etl.errors import ConfigError, EntsyncError, FileRejected, RunLocked
@@ -115,14 +116,25 @@ def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
             s.delete(lock)
 
 
-def _staging(settings: Settings, run_id: str) -> Path:
-    p = settings.staging_dir / run_id
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 def discover_files(settings: Settings, academy_code: str, run_id: str,
                    schools: list[str] | None = None) -> dict[str, Any]:
+    """Find tonight's documents, register them, choose one per school and kind (see
+    ``_discover_files``); the stage's numbers go to the run's metrics."""
+    t0 = time.monotonic()
+    out = _discover_files(settings, academy_code, run_id, schools)
+    metrics.record(settings, run_id, academy_code, "discover", {
+        "duration_s": time.monotonic() - t0,
+        "schools": len(out["schools"]),
+        "files": sum(len(d) for d in out["schools"].values()),
+        "files_rejected": len(out["rejected"]),
+        "schools_held": len(out["held"]),
+        "schools_already_applied": len(out["already_applied"]),
+    })
+    return out
+
+
+def _discover_files(settings: Settings, academy_code: str, run_id: str,
+                    schools: list[str] | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind.
 
     A school is kept when at least one chosen document was not applied before; an export
@@ -225,16 +237,30 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
     lets the others go on; the run then ends ``failed`` so that someone looks at it.
     """
     heartbeat(settings, academy_code, run_id)
+    t0 = time.monotonic()
     try:
-        return _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
+        out = _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
     except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
         # the error type only: an exception's text may quote a record (it goes to the report)
         log.error("school %s could not be read: %s", uai, type(e).__name__)
-        return {"uai": uai, "status": "error", "error": f"{type(e).__name__}: {e}"[:1000],
-                "staged": None, "school_year": None, "counts": {}, "rejected": 0,
-                "quarantined": [], "report": None, "report_json": None,
-                "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
-                          "kind": x["kind"]} for x in docs]}
+        out = _school_error(uai, e, docs)
+    metrics.record(settings, run_id, academy_code, "read_validate", {
+        "duration_s": time.monotonic() - t0,
+        "records_read": out.get("records_read", 0),
+        "records_rejected": out.get("rejected", 0),
+        "files_quarantined": len(out.get("quarantined") or []),
+        "persons": (out.get("counts") or {}).get("persons", 0),
+        f"status.{out['status']}": 1,
+    }, uai=uai)
+    return out
+
+
+def _school_error(uai: str, e: Exception, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"uai": uai, "status": "error", "error": f"{type(e).__name__}: {e}"[:1000],
+            "staged": None, "school_year": None, "counts": {}, "rejected": 0,
+            "quarantined": [], "report": None, "report_json": None,
+            "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
+                      "kind": x["kind"]} for x in docs]}
 
 
 def _read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -278,6 +304,7 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
                                                                         academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
         return {"uai": uai, "status": "unchanged", "staged": None, "school_year": year,
+                "records_read": sum(file_records.values()),
                 "counts": tables.counts(), "rejected": 0, "quarantined": [], "report": None,
                 "report_json": None, "fingerprint": fingerprint,
                 "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
@@ -309,9 +336,11 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     html_path, json_path = write_validation_report(outcome, reports / uai)
     feedback_path = write_school_feedback(json_path, reports / uai, None)
     status = "quarantined" if quarantined else "ok"
-    staged = _staging(settings, run_id) / uai
+    staged = f"{run_id}/{uai}"  # a reference in the staging area, for reconcile
     if status == "ok":
-        outcome.tables.save(str(staged))
+        outcome.tables.save(staging.path(settings, staged))
+    for local in (html_path, json_path, feedback_path):  # a copy any worker can read
+        staging.copy_in(settings, local, f"{run_id}/reports/schools/{uai}/{Path(local).name}")
     with session_factory(settings.state_url)() as s, s.begin():
         for r in rejected:
             s.add(Rejection(run_id=run_id, file=str(r["file"]), uai=r.get("uai") or uai,
@@ -320,8 +349,9 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     counts = outcome.tables.counts()
     log.info("school %s: %s, %d persons, %d rejected records, %d quarantined files", uai,
              status, counts["persons"], len(rejected), len(quarantined))
-    return {"uai": uai, "status": status, "staged": str(staged) if status == "ok" else None,
-            "school_year": year, "counts": counts, "rejected": len(rejected),
+    return {"uai": uai, "status": status, "staged": staged if status == "ok" else None,
+            "school_year": year, "records_read": sum(file_records.values()),
+            "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
             "feedback": str(feedback_path), "fingerprint": fingerprint,
             "protected": sorted(protected),
@@ -375,17 +405,36 @@ def _school_counts(tables: Tables) -> dict[str, dict[str, int]]:
     return dict(out)
 
 
-def _write_json(path: Path, obj: Any) -> str:
-    """Write and return the sha256 of exactly the bytes written."""
+def _write_json(settings: Settings, ref: str, obj: Any) -> str:
+    """Write into the staging area and return the sha256 of exactly the bytes written."""
     data = json.dumps(obj, sort_keys=True).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    staging.write_bytes(settings, ref, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
               schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
               today: dt.date | None = None) -> dict[str, Any]:
+    """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
+    stage's numbers (changes by kind and operation) go to the run's metrics."""
+    t0 = time.monotonic()
+    out = _reconcile(settings, academy_code, run_id, schools, dry_run, mode, today)
+    metrics.record(settings, run_id, academy_code, "reconcile", {
+        "duration_s": time.monotonic() - t0,
+        "changes": out["changes"],
+        "schools_held": len(out["held"]),
+        "changes_held": sum(sum(h["counts"].get(k, 0) for k in CATEGORIES)
+                            for h in out["held"].values()),
+        "absent": out["absent"],
+        "new_identities": out["new_identities"],
+        **{f"changes.{k}": v for k, v in sorted(out["by_kind_op"].items())},
+    })
+    return out
+
+
+def _reconcile(settings: Settings, academy_code: str, run_id: str,
+               schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
+               today: dt.date | None = None) -> dict[str, Any]:
     """Identities, desired state, absences, the plan and the guards.
 
     The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
@@ -411,7 +460,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     heartbeat(settings, academy_code, run_id)
     run_mode = academy.effective_mode(today or dt.date.today(), mode)
     ok = [r for r in schools if r and r.get("status") == "ok"]
-    tables = Tables.concat([Tables.load(r["staged"]) for r in ok])
+    tables = Tables.concat([Tables.load(staging.path(settings, r["staged"])) for r in ok])
     names: dict[str, str | None] = {r["uai"]: None for r in ok}
     years = {r["uai"]: r.get("school_year") for r in ok}
     counts = _school_counts(tables)
@@ -452,12 +501,11 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     free = [c for c in changes if c.uai not in held_uais]
     uids = {dn: e.uid for dn, e in targets.items() if e.uid}
-    stage = _staging(settings, run_id)
     docs = {r["uai"]: r["docs"] for r in ok}
     unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"}
     prints = {r["uai"]: r.get("fingerprint") for r in ok}
-    plan_path = stage / "plan.json"
-    _write_json(plan_path, {
+    plan_path = f"{run_id}/plan.json"  # a reference in the staging area
+    _write_json(settings, plan_path, {
         "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
         "schools": [u for u in sorted(names) if u not in held_uais],
         "changes": [c.as_dict() for c in free], "uids": uids,
@@ -472,8 +520,8 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     with Session() as s, s.begin():
         for uai in held_uais:
             mine = [c for c in changes if c.uai == uai]
-            path = stage / "held" / f"{uai}.json"
-            digest = _write_json(path, {
+            path = f"{run_id}/held/{uai}.json"
+            digest = _write_json(settings, path, {
                 "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
                 "changes": [c.as_dict() for c in mine], "uids": uids,
                 "docs": {uai: docs.get(uai, [])},
@@ -483,18 +531,22 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
             })
             summary = {"counts": per_school.get(uai, {}),
                        "sample": _sample(mine), "guards": guards[uai].tripped}
-            held[uai] = {"plan": str(path), "hash": digest, "guards": guards[uai].tripped,
+            held[uai] = {"plan": path, "hash": digest, "guards": guards[uai].tripped,
                          "counts": per_school.get(uai, {})}
             if not dry_run:
                 s.add(Approval(run_id=run_id, academy=academy_code, uai=uai,
-                               plan_path=str(path), plan_hash=digest,
+                               plan_path=path, plan_hash=digest,
                                guards=guards[uai].tripped, summary=summary))
             log.warning("school %s held for approval: %s", uai,
                         "; ".join(g["detail"] for g in guards[uai].tripped))
     log.info("plan %s: %d changes for %d schools, %d held (%d new identities, %d absent)",
              run_id, len(free), len(names) - len(held_uais), len(held_uais),
              desired.created_identities, len(absent))
-    return {"plan": str(plan_path), "changes": len(free), "per_school": per_school,
+    by_kind_op: dict[str, int] = defaultdict(int)
+    for c in free:
+        by_kind_op[f"{c.kind}.{c.op}"] += 1
+    return {"plan": plan_path, "changes": len(free), "per_school": per_school,
+            "by_kind_op": dict(by_kind_op),
             "held": held, "mode": run_mode, "absent": len(absent),
             "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": desired.created_identities, "skipped": desired.skipped,
@@ -672,11 +724,21 @@ def _record_applied(s: Any, academy: str, run_id: str, done: list[Any], seq: lis
 def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,
                schools: list[dict[str, Any]] | None = None, dry_run: bool = False,
                workers: int = 4) -> dict[str, Any]:
-    """Write the plan of the schools that passed the guards (held schools wait)."""
-    plan = json.loads(Path(plan_path).read_text("utf-8"))
+    """Write the plan of the schools that passed the guards (held schools wait).
+    ``plan_path``: the plan's reference in the staging area."""
+    t0 = time.monotonic()
+    plan = json.loads(staging.read_bytes(settings, plan_path))
     if dry_run:
-        return {"applied": 0, "failed": 0, "dry_run": True, "planned": len(plan["changes"])}
-    return _apply_changes(settings, academy_code, run_id, plan, workers)
+        out: dict[str, Any] = {"applied": 0, "failed": 0, "dry_run": True,
+                               "planned": len(plan["changes"])}
+    else:
+        out = _apply_changes(settings, academy_code, run_id, plan, workers)
+    metrics.record(settings, run_id, academy_code, "apply", {
+        "duration_s": time.monotonic() - t0, "planned": len(plan["changes"]),
+        **{k: out.get(k, 0) for k in ("applied", "failed", "reconciled", "retries")},
+        "schools_failed": len(out.get("failed_schools") or []),
+    })
+    return out
 
 
 class ApprovalRefused(EntsyncError):
@@ -711,7 +773,8 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
                               + (f" for {uai}" if uai else ""))
     results: dict[str, Any] = {}
     for a in pending:
-        data = Path(a.plan_path).read_bytes() if Path(a.plan_path).exists() else b""
+        data = (staging.read_bytes(settings, a.plan_path)
+                if staging.exists(settings, a.plan_path) else b"")
         digest = hashlib.sha256(data).hexdigest()
         if digest != a.plan_hash or (expected_hash and expected_hash != a.plan_hash):
             raise ApprovalRefused(f"held plan of {a.uai} in {run_id} differs from the one "
@@ -726,8 +789,12 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
                 raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan "
                                       f"held in {run_id} is out of date; approve the newer "
                                       "run's plan instead")
+            t0 = time.monotonic()
             res = _apply_changes(settings, a.academy, run_id, json.loads(data), workers)
             results[a.uai] = {"decision": "approved", **res}
+            metrics.record(settings, run_id, a.academy, "approval", {
+                "duration_s": time.monotonic() - t0, "applied": res.get("applied", 0),
+                "failed": res.get("failed", 0)}, uai=a.uai)
         else:
             results[a.uai] = {"decision": "rejected"}
         with Session() as s, s.begin():
@@ -760,6 +827,7 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     ``report.html``."""
     from etl.report import write_run_report
 
+    t0 = time.monotonic()
     rec = reconciled or {}
     per_school: dict[str, dict[str, Any]] = {}
     plan_counts = rec.get("per_school", {})
@@ -817,12 +885,30 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     write_run_report(summary, out / "report.html")
+    for name in ("summary.json", "report.html"):  # a copy any worker or operator can read
+        staging.copy_in(settings, out / name, f"{run_id}/reports/{name}")
     summary["report_dir"] = str(out)
+    summary["staged_reports"] = f"{run_id}/reports"
+    run_seconds = 0.0
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
         if run is not None:
             run.status, run.ended_at, run.summary = status, utcnow(), summary
+            run_seconds = (run.ended_at - run.started_at).total_seconds()
     release_lock(settings, academy_code, run_id)
+    by_status: dict[str, int] = defaultdict(int)
+    for x in per_school.values():
+        by_status[str(x["status"])] += 1
+    metrics.record(settings, run_id, academy_code, "report", {
+        "duration_s": time.monotonic() - t0, "run_duration_s": run_seconds,
+        "changes": summary["changes"], "changes_held": summary["held_changes"],
+        "applied": summary["applied"], "failed": summary["failed"],
+        "files_quarantined": len(quarantined),
+        "records_read": sum(int(r.get("records_read", 0)) for r in schools if r),
+        "records_rejected": sum(int(r.get("rejected", 0)) for r in schools if r),
+        **{f"schools.{k}": v for k, v in sorted(by_status.items())},
+    })
+    metrics.count_run(settings, academy_code, status)
     log.info("run %s %s: %s", run_id, status,
              {u: {k: v for k, v in x.items() if k in ("status", *CATEGORIES)}
               for u, x in per_school.items()})
@@ -831,14 +917,18 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
 
 def fail_run(settings: Settings, run_id: str, reason: str) -> None:
     """Mark a run failed (a crash, or an Airflow task that gave up)."""
+    closed = False
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
         if run is not None and run.status in ("running", "awaiting_approval"):
             run.status, run.ended_at = "failed", utcnow()
             run.summary = {**(run.summary or {}), "error": reason[:2000]}
+            closed = True
         academy = run.academy if run is not None else None
     if academy:
         release_lock(settings, academy, run_id)
+        if closed:
+            metrics.count_run(settings, academy, "failed")
 
 
 def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,

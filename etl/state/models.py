@@ -21,6 +21,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -200,3 +201,20 @@ class MatchKey(Base):
     uid: Mapped[str] = mapped_column(String(32), primary_key=True)
     strong: Mapped[list[str]] = mapped_column(JSON, default=list)
     run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunMetric(Base):
+    """A number measured during a run, at a stage boundary: durations, records read and
+    rejected, changes by kind and operation. Counts and timings only, never personal data."""
+
+    __tablename__ = "run_metrics"
+    __table_args__ = (Index("ix_run_metrics_run_stage", "run_id", "stage"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    academy: Mapped[str] = mapped_column(String(32))
+    #: discover, read_validate, reconcile, apply, report
+    stage: Mapped[str] = mapped_column(String(24))
+    uai: Mapped[str | None] = mapped_column(String(8))  # per-school stages only
+    name: Mapped[str] = mapped_column(String(64))  # duration_s, records_read, changes.person.add
+    value: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,143 @@
+"""Per-run metrics: rows in the state DB (``run_metrics``) and, when configured, StatsD.
+
+Each stage records, when it ends, its duration and its counts (records read and rejected,
+changes by kind and operation, ...). Only numbers, stage names, academy codes and UAIs (school
+identifiers, public) go out: never a name, a birth date, a login or a password.
+
+StatsD (``ENTSYNC_STATSD_HOST``, ``ENTSYNC_STATSD_PORT`` (8125), ``ENTSYNC_STATSD_PREFIX``
+(``entsync``)): a few UDP datagrams per stage, fire and forget; without a host, nothing is
+sent. Names: ``<prefix>.<academy>.<stage>.<name>`` for the academy's numbers and
+``<prefix>.<academy>.<stage>.<UAI>.<name>`` for a school's; durations are timers (ms), counts
+gauges, and ``<prefix>.<academy>.runs.<status>`` / ``<prefix>.<academy>.read_validate.<name>``
+counters add up across runs and schools.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: keep each datagram under a safe MTU
+MAX_DATAGRAM = 1400
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def metric_part(s: str) -> str:
+    """One dot-separated component of a StatsD name (``ac-reims`` -> ``ac_reims``)."""
+    return _UNSAFE.sub("_", s) or "_"
+
+
+@dataclass(frozen=True)
+class StatsdClient:
+    """A tiny StatsD client over UDP: gauges, timers and counters, batched in datagrams."""
+
+    host: str
+    port: int = 8125
+    prefix: str = "entsync"
+
+    def name(self, *parts: str) -> str:
+        return ".".join([*(p for p in self.prefix.split(".") if p),
+                         *(metric_part(p) for p in parts)])
+
+    def send(self, lines: list[str]) -> None:
+        """Send metric lines; a network error is logged and forgotten (metrics never stop a
+        run)."""
+        if not lines:
+            return
+        packets: list[str] = []
+        cur = ""
+        for line in lines:
+            if cur and len(cur) + 1 + len(line) > MAX_DATAGRAM:
+                packets.append(cur)
+                cur = ""
+            cur = f"{cur}\n{line}" if cur else line
+        packets.append(cur)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for p in packets:
+                    sock.sendto(p.encode("ascii", "replace"), (self.host, self.port))
+        except OSError as e:
+            log.warning("statsd %s:%d unreachable: %s", self.host, self.port, type(e).__name__)
+
+    @staticmethod
+    def gauge(name: str, value: float) -> str:
+        return f"{name}:{_num(value)}|g"
+
+    @staticmethod
+    def timer(name: str, ms: float) -> str:
+        return f"{name}:{_num(ms)}|ms"
+
+    @staticmethod
+    def counter(name: str, n: float = 1) -> str:
+        return f"{name}:{_num(n)}|c"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
+
+
+def statsd_client(host: str | None, port: int | None = None,
+                  prefix: str | None = None) -> StatsdClient | None:
+    if not host:
+        return None
+    return StatsdClient(host=host, port=port or 8125, prefix=prefix or "entsync")
+
+
+#: academy-wide counters summed over the schools of a stage
+SUMMED = ("records_read", "records_rejected", "files_quarantined")
+
+
+def statsd_lines(client: StatsdClient, academy: str, stage: str,
+                 values: Mapping[str, float], uai: str | None = None) -> list[str]:
+    lines = []
+    for name, v in values.items():
+        parts = (academy, stage, *([uai] if uai else []), *name.split("."))
+        full = client.name(*parts)
+        if name.endswith("duration_s"):
+            lines.append(client.timer(full[:-len("_s")] + "_ms", v * 1000.0))
+        else:
+            lines.append(client.gauge(full, v))
+        if uai and name in SUMMED:
+            lines.append(client.counter(client.name(academy, stage, *name.split(".")), v))
+    return lines
+
+
+def record(settings: Any, run_id: str, academy: str, stage: str,
+           values: Mapping[str, float], uai: str | None = None) -> None:
+    """Keep a stage's numbers in the state DB and send them to StatsD when configured."""
+    from etl.state.db import session_factory
+    from etl.state.models import RunMetric
+
+    clean = {k: float(v) for k, v in values.items() if v is not None}
+    with session_factory(settings.state_url)() as s, s.begin():
+        s.add_all(RunMetric(run_id=run_id, academy=academy, stage=stage, uai=uai, name=k,
+                            value=v) for k, v in clean.items())
+    client = statsd_client(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
+    if client is not None:
+        client.send(statsd_lines(client, academy, stage, clean, uai))
+
+
+def count_run(settings: Any, academy: str, status: str) -> None:
+    """A run ended: ``<prefix>.<academy>.runs.<status>`` counter."""
+    client = statsd_client(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
+    if client is not None:
+        client.send([client.counter(client.name(academy, "runs", status))])
+
+
+def run_metrics(settings: Any, run_id: str) -> list[dict[str, Any]]:
+    """A run's recorded metrics, in the order recorded."""
+    from sqlalchemy import select
+
+    from etl.state.db import session_factory
+    from etl.state.models import RunMetric
+
+    with session_factory(settings.state_url)() as s:
+        return [{"stage": m.stage, "uai": m.uai, "name": m.name, "value": m.value}
+                for m in s.scalars(select(RunMetric).where(RunMetric.run_id == run_id)
+                                   .order_by(RunMetric.id))]
