@@ -14,7 +14,7 @@ Keys:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd
 
@@ -146,21 +146,27 @@ class Tables:
                 out.frames[t] = pd.concat(dfs, ignore_index=True)
         return out
 
-    def save(self, path: str) -> None:
-        """Persist for the next stage (XCom carries only this path)."""
-        import os
+    def save(self, path: Any) -> None:
+        """Persist for the next stage (XCom carries only a reference). ``path``: a local
+        path, an fsspec URL, or a path object with the pathlib API (UPath, ObjectStoragePath)."""
+        from upath import UPath
 
-        os.makedirs(path, exist_ok=True)
+        root = UPath(path) if isinstance(path, str) else path
+        if getattr(root, "protocol", "") in ("", "file", "local"):
+            root.mkdir(parents=True, exist_ok=True)
         for name, df in self.frames.items():
-            df.to_pickle(os.path.join(path, f"{name}.pkl"))
+            with (root / f"{name}.pkl").open("wb") as f:
+                df.to_pickle(f)
 
     @staticmethod
-    def load(path: str) -> Tables:
-        import os
+    def load(path: Any) -> Tables:
+        from upath import UPath
 
+        root = UPath(path) if isinstance(path, str) else path
         out = Tables()
         for name in TABLES:
-            p = os.path.join(path, f"{name}.pkl")
-            if os.path.exists(p):
-                out.frames[name] = pd.read_pickle(p)  # noqa: S301 - our own staging files
+            p = root / f"{name}.pkl"
+            if p.exists():
+                with p.open("rb") as f:
+                    out.frames[name] = pd.read_pickle(f)  # noqa: S301 - our own staging files
         return out
