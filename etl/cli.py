@@ -9,7 +9,7 @@
     entsync undo RUN_ID
     entsync merge KEEP_UID OTHER_UID
     entsync lifecycle [--academy A] [--dry-run]
-    entsync status
+    entsync status [--academy A] [--json]
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
     entsync airflow [--port P]
 
@@ -247,12 +247,10 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from etl import pipeline
+    """Per academy, the last run; per school, its last status, applied export and changes."""
+    from etl.status import status, status_table
 
-    runs = pipeline.last_runs(_settings(a))
-    _print({"runs": runs}, a.json, lambda o: "\n".join(
-        f"{r['started_at']}  {r['academy']:14} {r['status']:18} {r['run_id']}"
-        for r in o["runs"]) or "no run yet")
+    _print(status(_settings(a), a.academy), a.json, status_table)
     return 0
 
 
@@ -378,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sh)
     sh.set_defaults(fn=cmd_show)
 
-    stt = sub.add_parser("status", help="the last runs")
+    stt = sub.add_parser("status", help="per academy, the last run and each school's state")
+    stt.add_argument("--academy", choices=academies)
     stt.add_argument("--json", action="store_true")
     _common(stt)
     stt.set_defaults(fn=cmd_status)
