@@ -68,7 +68,8 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
         runs = s.scalars(select(Run).where(Run.academy == academy, Run.dry_run.is_(False))
                          .order_by(Run.started_at.desc(), Run.id.desc()).limit(RUN_SCAN))
         for run in runs:
-            for uai, v in ((run.summary or {}).get("schools") or {}).items():
+            per_school: Any = (run.summary or {}).get("schools") or {}
+            for uai, v in per_school.items():
                 if uai in schools or not isinstance(v, dict):
                     continue
                 schools[uai] = {
@@ -82,16 +83,17 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
             select(Approval).where(Approval.academy == academy))}
         for uai, x in schools.items():
             if x["status"] == "awaiting_approval":
-                st = decided.get((x["run_id"], uai), "pending")
-                x["status"] = {"pending": "awaiting_approval"}.get(st, st)
+                fate = decided.get((x["run_id"], uai), "pending")
+                x["status"] = {"pending": "awaiting_approval"}.get(fate, fate)
         applied: dict[str, dict[str, str]] = defaultdict(dict)
         for uai, kind, date in s.execute(
                 select(SourceFile.uai, SourceFile.kind, func.max(SourceFile.export_date))
                 .where(SourceFile.academy == academy, SourceFile.status == "applied",
                        SourceFile.uai.is_not(None), SourceFile.export_date.is_not(None))
                 .group_by(SourceFile.uai, SourceFile.kind)):
-            applied[uai][kind or "?"] = date
-        states = {st.uai: st for st in s.scalars(
+            if uai and date:
+                applied[uai][kind or "?"] = date
+        states = {row.uai: row for row in s.scalars(
             select(SchoolState).where(SchoolState.academy == academy))}
         for uai in set(applied) | set(states):
             schools.setdefault(uai, {"uai": uai, "status": None, "run_id": None,
@@ -103,9 +105,9 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
             per_kind = applied.get(uai, {})
             x["last_applied_exports"] = dict(sorted(per_kind.items()))
             x["last_applied_export"] = max(per_kind.values()) if per_kind else None
-            st = states.get(uai)
-            x["last_applied_run"] = st.run_id if st is not None else None
-            x["last_applied_at"] = _iso(st.updated_at) if st is not None else None
+            state = states.get(uai)
+            x["last_applied_run"] = state.run_id if state is not None else None
+            x["last_applied_at"] = _iso(state.updated_at) if state is not None else None
         return {"academy": academy, "last_run": _run_view(s, last) if last else None,
                 "schools": [schools[u] for u in sorted(schools)]}
 
