@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 COLUMNS = ("created", "updated", "disabled", "restored", "deleted", "unchanged", "rejected")
 
@@ -72,3 +75,56 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}
 def write_run_report(summary: dict[str, Any], path: Path) -> Path:
     path.write_text(render_run_report(summary), "utf-8")
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Serving the reports (the Airflow plugin ``plugins/entsync_reports.py`` is a thin shell on
+# these): a run's folder ``<workdir>/reports/<run_id>/`` and nothing else
+# --------------------------------------------------------------------------------------------
+
+#: where the api-server mounts the reports app; a run's report is
+#: ``<base_url>/entsync/reports/<run_id>/report.html``
+REPORTS_URL_PREFIX = "/entsync/reports"
+#: what may be served from a run's folder: the pages and the JSON summaries, nothing staged
+SERVED_SUFFIXES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+class ReportNotFound(LookupError):
+    """No such report (or a path that may not be served: the caller answers 404 either way)."""
+
+
+def report_url(base_url: str, run_id: str, name: str = "report.html") -> str:
+    """The address of a run's report on the Airflow api-server (``[api] base_url``)."""
+    return f"{base_url.rstrip('/')}{REPORTS_URL_PREFIX}/{quote(run_id, safe='')}/{name}"
+
+
+def academy_of_run(run_id: str, codes: Iterable[str]) -> str | None:
+    """The academy a sync run belongs to (run ids are ``<academy>-<timestamp>-<hex>``)."""
+    found = [c for c in codes if run_id.startswith(f"{c}-")]
+    return max(found, key=len) if found else None
+
+
+def resolve_report_file(reports_dir: Path, run_id: str, relpath: str) -> Path:
+    """The file ``relpath`` of run ``run_id``'s report folder, or ReportNotFound.
+
+    Refused: a run id or path part that is not a plain name (``..``, ``.``, empty, a
+    separator, anything but letters, digits, ``._-``), a suffix other than .html/.json, and
+    anything that resolves (symbolic links included) outside ``reports_dir/run_id``.
+    """
+    parts = relpath.split("/")
+    if not _PART.fullmatch(run_id) or not all(_PART.fullmatch(p) for p in parts):
+        raise ReportNotFound(relpath)
+    if any(p in (".", "..") or p.startswith("..") for p in (run_id, *parts)):
+        raise ReportNotFound(relpath)
+    if Path(parts[-1]).suffix.lower() not in SERVED_SUFFIXES:
+        raise ReportNotFound(relpath)
+    root = (Path(reports_dir) / run_id).resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ReportNotFound(relpath)
+    return path
+
+
+def media_type(path: Path) -> str:
+    return SERVED_SUFFIXES[path.suffix.lower()]
