@@ -21,8 +21,10 @@ e.g. during the September roll-over).
 
 Connections: `entsync_ldap` (host, port, login = bind DN, password, extra `{"base": ...}`,
 optionally `"url"`, `"ssl": true`, `"ca_file"`) and `entsync_state` (extra
-`{"sqlalchemy_url": ...}`); when a connection is not defined, the `ENTSYNC_*` environment
-variables are used.
+`{"sqlalchemy_url": ...}`), `entsync_staging` (the staging area tasks hand each other files
+through, as an ObjectStoragePath with this connection's credentials; extra `{"url":
+"s3://bucket/entsync/staging"}`, else `ENTSYNC_STAGING_URL`); when a connection is not
+defined, the `ENTSYNC_*` environment variables are used.
 """
 
 from __future__ import annotations
@@ -78,6 +80,18 @@ def _settings() -> Any:
         url = (state.extra_dejson or {}).get("sqlalchemy_url") or state.get_uri()
         # Airflow's "postgres" conn type renders postgres://, which SQLAlchemy 2 rejects.
         over["state_url"] = url.replace("postgres://", "postgresql://", 1)
+    staging = _connection("entsync_staging")
+    if staging is not None:
+        # the staging area through Airflow's object storage, with this connection's
+        # credentials; its URL: the connection's extra "url", else ENTSYNC_STAGING_URL
+        import os
+
+        from airflow.sdk import ObjectStoragePath
+
+        url = (staging.extra_dejson or {}).get("url") or os.environ.get("ENTSYNC_STAGING_URL")
+        if url:
+            over["staging_url"] = url
+            over["staging_path"] = ObjectStoragePath(url, conn_id="entsync_staging")
     return Settings.from_env(**over)
 
 
