@@ -523,10 +523,13 @@ class _People:
             pupil.mel = self.email(pupil.first, last)
         elif draw < mail_share + 0.25:
             pupil.mel = ""
+        # entry and leaving dates hang on the school year, not on the export date: the same
+        # school exported on another day describes the same pupils (a no-change night)
+        census = min(export, datetime.date(year, 10, 1))
         start = datetime.date(year - (level_index if rng.random() < 0.85 else 0), 9, 1)
-        pupil.entry = start if start < export else export
+        pupil.entry = start if start < census else census
         if rng.random() < 0.02:
-            pupil.left = export - datetime.timedelta(days=rng.randint(2, 25))
+            pupil.left = census - datetime.timedelta(days=rng.randint(2, 25))
         return pupil
 
 
