@@ -4,8 +4,13 @@
 Deletes from the directory the accounts that have been DISABLED (absent from their school's
 exports) for longer than their profile's retention period (`retention_days` in
 `etl/academies.toml`, 90 days by default). Their login stays registered and is never handed
-out again. One task per academy; each journals its deletions under a run of its own, which
-`entsync undo RUN_ID` can revert.
+out again. One task per academy (`purge__<academy>`); each journals its deletions under a run
+of its own, which `entsync undo RUN_ID` can revert.
+
+**Retries**: like the sync DAGs, a task retries (up to 3 times, 5, 10 then 20 minutes apart)
+only when the failure is transient (directory or state DB unreachable, busy or locked); an
+error no retry can fix (configuration, directory credentials or certificate, a bug) fails it
+at once. This DAG writes no report and emits no asset.
 """
 
 from __future__ import annotations
@@ -27,18 +32,26 @@ from etl.config import load_academies
     catchup=False,
     max_active_runs=1,
     tags=["entsync", "lifecycle"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={
+        # only transient failures get here: retry_policy fails the others at once
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+    },
 )
 def ent_lifecycle() -> None:
     for code in load_academies():
 
         @task(task_id=f"purge__{code.replace('-', '_')}")
         def purge(academy: str = code) -> dict[str, Any]:
-            from ent_sync import _settings  # the same connection handling as the sync DAGs
+            # the same connection handling and retry policy as the sync DAGs
+            from ent_sync import _settings, retry_policy
 
             from etl.operations import purge_expired
 
-            return purge_expired(_settings(), academy)
+            with retry_policy():
+                return purge_expired(_settings(), academy)
 
         purge()
 

@@ -5,15 +5,33 @@ Reads tonight's SIECLE (BEE) and STS-web exports of the academy's schools from t
 zone (`$ENTSYNC_LANDING/<academy>/`), validates them, and brings the ENT's LDAP directory in
 step: accounts, classes and groups.
 
-Stages: **discover** (identify each file by its root and UAI) → **read_validate** (one mapped
-task per school: read, normalize, validate; a bad file is quarantined whole and its school
-left untouched) → **reconcile** (identities, logins, plan) → **apply** (ldap3, journaled) →
-**report** (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
-`report.html`) → **approval** (only when a disaster guard held a school's changes: the
-`approval` task waits in the UI's *Required actions*; *Approve* applies exactly the plan
-shown, *Reject* discards it; no answer in 3 days counts as Reject). A night with no new
-export maps read_validate over nothing (skipped); reconcile, apply and report still run and
-close the run with an empty summary.
+**Task groups, one per stage** (in the Graph view, expand a group to see its tasks):
+
+- **read**: `discover` (identify each file by its root and UAI, open the sync run) →
+  `batches` → `read_validate` (one mapped task per school, named by its UAI: read,
+  normalize, validate; a bad file is quarantined whole and its school left untouched);
+- **plan**: `reconcile` (identities, logins, desired entries, plan, disaster guards);
+- **write**: `apply` (ldap3, journaled);
+- **close**: `report` (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
+  `report.html`; the task's **Run report** link opens the page in the browser) → `publish`;
+- **review** (only when a disaster guard held a school's changes): `held_plans` → `approval`
+  (waits in the UI's *Required actions*; *Approve* applies exactly the plan shown, *Reject*
+  discards it; no answer in 3 days counts as Reject) → `apply_decision` → `publish`.
+
+A night with no new export maps read_validate over nothing (skipped); reconcile, apply and
+report still run and close the run with an empty summary.
+
+**Asset**: each `publish` task emits the asset `entsync_directory_<academy>` (uri
+`x-entsync://directory/<academy>`, see `etl/assets.py`) only when its stage wrote changes to
+the directory; it is skipped otherwise (quiet night, dry run, rejection). Consumer DAGs can
+be scheduled on it; the event's extra holds the sync run id and counts per school.
+
+**Retries**: a task retries (up to 3 times, 1, 2 then 4 minutes apart) only on transient
+failures: directory or state DB unreachable, busy or locked, another run holding the
+academy's lock. An error no retry can fix (rejected file, configuration, directory
+credentials or certificate, refused approval, a bug) fails the task at once. A task that
+gives up closes the sync run as failed (stage, school and error type, never personal data)
+and releases the academy's lock.
 
 Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs;
 `mode` overrides the academy's operation mode for this run (`create_only`, `no_disable`:
@@ -29,15 +47,25 @@ defined, the `ENTSYNC_*` environment variables are used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, BaseOperatorLink, Param, TaskGroup, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from etl.assets import directory_asset_name, directory_asset_uri
 from etl.config import Academy, load_academies
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the task ids other tasks and the failure callback look up
+DISCOVER, REPORT = "read.discover", "close.report"
+HELD_PLANS, APPROVAL = "review.held_plans", "review.approval"
 
 
 def _connection(conn_id: str) -> Any | None:
@@ -95,6 +123,43 @@ def _settings() -> Any:
     return Settings.from_env(**over)
 
 
+@contextlib.contextmanager
+def retry_policy() -> Iterator[None]:
+    """Let Airflow retry only what a retry can fix (`etl.errors.is_transient`); any other
+    error becomes AirflowFailException, which fails the task at once whatever its retries.
+    Airflow's own exceptions (skip, fail, defer) pass through."""
+    try:
+        yield
+    except AirflowException:
+        raise
+    except Exception as e:
+        from etl.errors import is_transient
+
+        if is_transient(e):
+            raise
+        # the error type only: an exception's text may quote a record
+        raise AirflowFailException(f"{type(e).__name__}: not retried (no retry can fix it)") from e
+
+
+def fail_fast(fn: F) -> F:
+    """`retry_policy` around a task's callable (under `@task`, which keeps its signature)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with retry_policy():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _root_error(err: BaseException | None) -> BaseException | None:
+    """The error a task failed on (the cause of the AirflowFailException `retry_policy`
+    raised)."""
+    if isinstance(err, AirflowFailException) and err.__cause__ is not None:
+        return err.__cause__
+    return err
+
+
 def _on_task_failure(context: Any) -> None:
     """A task gave up: say which stage and school, close the sync run as failed (which also
     releases the academy's lock, so the next run need not wait for it to go stale)."""
@@ -104,11 +169,11 @@ def _on_task_failure(context: Any) -> None:
 
     ti = context["ti"]
     school = getattr(ti, "rendered_map_index", None) or "-"
-    err = context.get("exception")
+    err = _root_error(context.get("exception"))
     logging.getLogger("entsync.dag").error(
         "task %s failed (school %s): %s", ti.task_id, school,
         type(err).__name__ if err is not None else "unknown error")
-    disc = ti.xcom_pull(task_ids="discover") or {}
+    disc = ti.xcom_pull(task_ids=DISCOVER) or {}
     if disc.get("run_id"):
         pipeline.fail_run(_settings(), disc["run_id"],
                           f"Airflow task {ti.task_id} (school {school}) failed: "
@@ -136,6 +201,8 @@ def _results(results: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
 
 
 APPROVE, REJECT = "Approve", "Reject"
+#: the summary's per-school counts that are writes to the directory
+WRITES = ("created", "updated", "disabled", "restored", "deleted")
 
 
 def _approval_body(rec: dict[str, Any]) -> str:
@@ -176,8 +243,43 @@ def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[s
     return out
 
 
+class RunReportLink(BaseOperatorLink):
+    """The report task's "Run report" button: the run's report.html, served by the api-server
+    (plugin `plugins/entsync_reports.py`). Computed by the worker when the task ends, from
+    the sync run id the task returned."""
+
+    name = "Run report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from airflow.sdk.configuration import conf
+        from airflow.sdk.execution_time.xcom import XCom
+
+        from etl.report import report_url
+
+        value = XCom.get_value(ti_key=ti_key, key="return_value")
+        if not isinstance(value, dict) or not value.get("run_id"):
+            return ""
+        return report_url(conf.get("api", "base_url", fallback="/"), str(value["run_id"]))
+
+
+def directory_asset(academy_code: str) -> Asset:
+    """The asset an academy's sync emits when it changed the directory (`etl.assets`)."""
+    return Asset(name=directory_asset_name(academy_code), uri=directory_asset_uri(academy_code))
+
+
+def _publish(asset: Asset, run_id: str, applied: int, uais: list[str]) -> dict[str, Any]:
+    """Emit the directory's asset event (sync run id, count, UAIs as its extra), or skip:
+    nothing written, no event."""
+    if applied <= 0:
+        raise AirflowSkipException("nothing was written to the directory: no asset event")
+    extra: dict[str, Any] = {"run_id": run_id, "applied": applied, "schools": sorted(uais)}
+    get_current_context()["outlet_events"][asset].extra = extra
+    return extra
+
+
 def make_dag(academy: Academy) -> Any:
     code = academy.code
+    directory = directory_asset(code)
 
     @dag(
         dag_id=academy.dag_id,
@@ -205,123 +307,171 @@ def make_dag(academy: Academy) -> Any:
             ),
         },
         default_args={
-            "retries": 1,
-            "retry_delay": dt.timedelta(minutes=2),
+            # only transient failures get here: retry_policy fails the others at once
+            "retries": 3,
+            "retry_delay": dt.timedelta(minutes=1),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": dt.timedelta(minutes=15),
             "on_failure_callback": _on_task_failure,
         },
     )
     def ent_sync() -> None:
-        @task
-        def discover() -> dict[str, Any]:
-            from etl import pipeline
+        with TaskGroup("read", tooltip="find tonight's exports, read and validate each school"):
 
-            dry, schools = _params()
-            st = _settings()
-            run_id = pipeline.start_run(st, code, dry, trigger="airflow")
-            out = pipeline.discover_files(st, code, run_id, schools or None)
-            out["batches"] = [{"uai": u, "docs": d} for u, d in out.pop("schools").items()]
-            return out
+            @task
+            @fail_fast
+            def discover() -> dict[str, Any]:
+                from etl import pipeline
 
-        @task
-        def batches(disc: dict[str, Any]) -> list[dict[str, Any]]:
-            """One item per school to read (Airflow maps only over a task's whole return)."""
-            return list(disc["batches"])
+                dry, schools = _params()
+                st = _settings()
+                run_id = pipeline.start_run(st, code, dry, trigger="airflow")
+                out = pipeline.discover_files(st, code, run_id, schools or None)
+                out["batches"] = [{"uai": u, "docs": d} for u, d in out.pop("schools").items()]
+                return out
 
-        @task(
-            map_index_template="{{ task.op_kwargs['batch']['uai'] }}", max_active_tis_per_dagrun=4
-        )
-        def read_validate(batch: dict[str, Any], disc: dict[str, Any]) -> dict[str, Any]:
-            from etl import pipeline
+            @task
+            def batches(disc: dict[str, Any]) -> list[dict[str, Any]]:
+                """One item per school to read (Airflow maps only over a task's whole return)."""
+                return list(disc["batches"])
 
-            dry, _ = _params()
-            return pipeline.read_validate_school(
-                _settings(), code, disc["run_id"], batch["uai"], batch["docs"], dry
+            @task(
+                map_index_template="{{ task.op_kwargs['batch']['uai'] }}",
+                max_active_tis_per_dagrun=4,
+            )
+            @fail_fast
+            def read_validate(batch: dict[str, Any], disc: dict[str, Any]) -> dict[str, Any]:
+                from etl import pipeline
+
+                dry, _ = _params()
+                return pipeline.read_validate_school(
+                    _settings(), code, disc["run_id"], batch["uai"], batch["docs"], dry
+                )
+
+            d = discover()
+            res = read_validate.partial(disc=d).expand(batch=batches(d))
+
+        with TaskGroup("plan", tooltip="identities, logins, plan, disaster guards"):
+            # none_failed: also run when read_validate was skipped because no school had new
+            # exports, so an empty night still closes its run and writes a summary.
+            @task(trigger_rule="none_failed")
+            @fail_fast
+            def reconcile(
+                disc: dict[str, Any], results: Sequence[dict[str, Any] | None]
+            ) -> dict[str, Any]:
+                from etl import pipeline
+
+                dry, _ = _params()
+                return pipeline.reconcile(
+                    _settings(), code, disc["run_id"], _results(results), dry, _mode()
+                )
+
+            rec = reconcile(d, res)
+
+        with TaskGroup("write", tooltip="write the plan into the directory (journaled)"):
+
+            @task(trigger_rule="none_failed")
+            @fail_fast
+            def apply(
+                disc: dict[str, Any], rec: dict[str, Any],
+                results: Sequence[dict[str, Any] | None],
+            ) -> dict[str, Any]:
+                from etl import pipeline
+
+                dry, _ = _params()
+                return pipeline.apply_plan(
+                    _settings(), code, disc["run_id"], rec["plan"], _results(results), dry
+                )
+
+            app = apply(d, rec, res)
+
+        with TaskGroup("close", tooltip="run report; the directory's asset when it changed"):
+
+            @task(trigger_rule="none_failed")
+            @fail_fast
+            def report(
+                disc: dict[str, Any],
+                results: Sequence[dict[str, Any] | None],
+                rec: dict[str, Any],
+                app: dict[str, Any],
+            ) -> dict[str, Any]:
+                from etl import pipeline
+                from etl.errors import EntsyncError
+
+                dry, _ = _params()
+                s = pipeline.finish_run(
+                    _settings(), code, disc["run_id"], disc, _results(results), rec, app, dry
+                )
+                if s["status"] == "failed":
+                    raise EntsyncError(f"run {s['run_id']}: {s['failed']} changes failed")
+                return {
+                    "run_id": s["run_id"],
+                    "status": s["status"],
+                    "changes": s["changes"],
+                    "applied": s["applied"],
+                    "report_dir": s["report_dir"],
+                    # the schools whose entries this run wrote (held ones wait for review)
+                    "written": sorted(
+                        u for u, v in s["schools"].items()
+                        if v.get("status") in ("ok", "quarantined", "collateral")
+                        and any(v.get(k) for k in WRITES)),
+                }
+
+            @task(task_id="publish", outlets=[directory])
+            def publish_run(rep: dict[str, Any]) -> dict[str, Any]:
+                """The directory's asset event when this run wrote to it; skipped otherwise."""
+                return _publish(directory, rep["run_id"], int(rep.get("applied") or 0),
+                                list(rep.get("written") or []))
+
+            rep = report(d, res, rec, app)
+            # the button on the report task (the worker computes it when the task ends)
+            cast(Any, rep).operator.operator_extra_links = (RunReportLink(),)
+            publish_run(rep)
+
+        with TaskGroup("review", tooltip="changes a disaster guard held: approve or reject"):
+
+            @task.short_circuit
+            def held_plans(rec: dict[str, Any]) -> dict[str, Any] | None:
+                """What a guard held tonight, as the approver will see it; nothing held (or a
+                dry run): the review stage is skipped."""
+                dry, _ = _params()
+                if dry or not rec.get("held"):
+                    return None
+                return {"run_id": rec["plan"].split("/")[-2],
+                        "uais": ", ".join(sorted(rec["held"])), "body": _approval_body(rec)}
+
+            # subject and body are rendered from held_plans' XCom when the task starts
+            approval = HITLOperator(
+                task_id="approval",
+                subject=f"{academy.name}: changes of "
+                f"{{{{ ti.xcom_pull(task_ids='{HELD_PLANS}')['uais'] }}}} held by a guard, "
+                "approve or reject",
+                body=f"{{{{ ti.xcom_pull(task_ids='{HELD_PLANS}')['body'] }}}}",
+                options=[APPROVE, REJECT],
+                defaults=[REJECT],
+                response_timeout=dt.timedelta(days=3),
+                retries=0,
             )
 
-        # none_failed: also run when read_validate was skipped because no school had new
-        # exports, so an empty night still closes its run and writes a summary.
-        @task(trigger_rule="none_failed")
-        def reconcile(
-            disc: dict[str, Any], results: Sequence[dict[str, Any] | None]
-        ) -> dict[str, Any]:
-            from etl import pipeline
+            @task
+            @fail_fast
+            def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+                """Apply exactly the held plans that were shown (their hashes), or discard
+                them."""
+                answer = get_current_context()["ti"].xcom_pull(task_ids=APPROVAL) or {}
+                approve = APPROVE in (answer.get("chosen_options") or [])
+                return _decide(disc["run_id"], rec["held"], approve, _responder(answer))
 
-            dry, _ = _params()
-            return pipeline.reconcile(
-                _settings(), code, disc["run_id"], _results(results), dry, _mode()
-            )
+            @task(task_id="publish", outlets=[directory])
+            def publish_decision(disc: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+                """The directory's asset event when an approved plan was written."""
+                applied = {u: int(v.get("applied") or 0) for u, v in decision.items()}
+                return _publish(directory, disc["run_id"], sum(applied.values()),
+                                [u for u, n in applied.items() if n])
 
-        @task(trigger_rule="none_failed")
-        def apply(
-            disc: dict[str, Any], rec: dict[str, Any], results: Sequence[dict[str, Any] | None]
-        ) -> dict[str, Any]:
-            from etl import pipeline
-
-            dry, _ = _params()
-            return pipeline.apply_plan(
-                _settings(), code, disc["run_id"], rec["plan"], _results(results), dry
-            )
-
-        @task(trigger_rule="none_failed", retries=0)
-        def report(
-            disc: dict[str, Any],
-            results: Sequence[dict[str, Any] | None],
-            rec: dict[str, Any],
-            app: dict[str, Any],
-        ) -> dict[str, Any]:
-            from etl import pipeline
-            from etl.errors import EntsyncError
-
-            dry, _ = _params()
-            s = pipeline.finish_run(
-                _settings(), code, disc["run_id"], disc, _results(results), rec, app, dry
-            )
-            if s["status"] == "failed":
-                raise EntsyncError(f"run {s['run_id']}: {s['failed']} changes failed")
-            return {
-                "run_id": s["run_id"],
-                "status": s["status"],
-                "changes": s["changes"],
-                "applied": s["applied"],
-                "report_dir": s["report_dir"],
-            }
-
-        @task.short_circuit
-        def held_plans(rec: dict[str, Any]) -> dict[str, Any] | None:
-            """What a guard held tonight, as the approver will see it; nothing held (or a dry
-            run): the approval stage is skipped."""
-            dry, _ = _params()
-            if dry or not rec.get("held"):
-                return None
-            return {"run_id": rec["plan"].split("/")[-2], "uais": ", ".join(sorted(rec["held"])),
-                    "body": _approval_body(rec)}
-
-        # subject and body are rendered from held_plans' XCom when the task starts
-        approval = HITLOperator(
-            task_id="approval",
-            subject=f"{academy.name}: changes of "
-            "{{ ti.xcom_pull(task_ids='held_plans')['uais'] }} held by a guard, approve or reject",
-            body="{{ ti.xcom_pull(task_ids='held_plans')['body'] }}",
-            options=[APPROVE, REJECT],
-            defaults=[REJECT],
-            response_timeout=dt.timedelta(days=3),
-            retries=0,
-        )
-
-        @task(retries=0)
-        def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
-            """Apply exactly the held plans that were shown (their hashes), or discard them."""
-            answer = get_current_context()["ti"].xcom_pull(task_ids="approval") or {}
-            approve = APPROVE in (answer.get("chosen_options") or [])
-            return _decide(disc["run_id"], rec["held"], approve, _responder(answer))
-
-        d = discover()
-        res = read_validate.partial(disc=d).expand(batch=batches(d))
-        rec = reconcile(d, res)
-        app = apply(d, rec, res)
-        rep = report(d, res, rec, app)
-        gate = held_plans(rec)
-        rep >> gate >> approval >> apply_decision(d, rec)
+            decision = apply_decision(d, rec)
+            rep >> held_plans(rec) >> approval >> decision
+            publish_decision(d, decision)
 
     return ent_sync()
 

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_DIR = REPO_ROOT / "dags"
+#: the api-server plugin that serves the run reports (plugins/entsync_reports.py)
+PLUGINS_DIR = REPO_ROOT / "plugins"
 #: LocalExecutor worker processes: the default (32) forks far too many on 2 cores
 PARALLELISM = 4
 USERNAME = "admin"
@@ -178,6 +180,7 @@ def airflow_env(cfg: DevAirflowConfig, ldap_env: Mapping[str, str],
         "PATH": os.pathsep.join([bin_dir, env.get("PATH", ""), "/usr/sbin", "/sbin"]),
         "AIRFLOW_HOME": str(cfg.home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

@@ -10,17 +10,23 @@ import datetime as dt
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import ldap3
 import pytest
+from sqlalchemy import select
 
-from etl.config import load_academies
+from etl.assets import directory_asset_name
+from etl.config import Settings, load_academies
 from etl.generate import generate_academy
 from etl.ldapserver import LdapServer
+from etl.state.db import session_factory
+from etl.state.models import AcademyLock, Run
 from tests.ldap_fixture import admin_connection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +46,7 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 dags = {}
 for dag_id, dag in bag.dags.items():
-    rv = dag.get_task("read_validate")
+    rv = dag.get_task("read.read_validate")
     dags[dag_id] = {
         "task_ids": sorted(dag.task_ids),
         "schedule": getattr(dag.timetable, "expression", None),
@@ -52,6 +58,15 @@ for dag_id, dag in bag.dags.items():
         "map_index_template": getattr(rv, "map_index_template", None),
         "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule)
                           for t in dag.tasks},
+        "groups": {t.task_id: t.task_group.group_id for t in dag.tasks},
+        "retries": {t.task_id: t.retries for t in dag.tasks},
+        "backoff": {t.task_id: [t.retry_exponential_backoff,
+                                t.max_retry_delay.total_seconds() if t.max_retry_delay else None]
+                    for t in dag.tasks},
+        "links": {t.task_id: sorted(link.name for link in t.operator_extra_links)
+                  for t in dag.tasks if t.operator_extra_links},
+        "outlets": {t.task_id: [[a.name, a.uri] for a in t.outlets] for t in dag.tasks
+                    if t.outlets},
     }
 print(json.dumps({"added": added,
                   "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
@@ -102,7 +117,7 @@ def test_dag_file_parses_without_heavy_imports(probe: dict[str, Any]) -> None:
     heavy = [m for m in probe["added"] if m.split(".")[0] in HEAVY]
     assert heavy == []
     etl = {m for m in probe["added"] if m.startswith("etl")}
-    assert etl <= {"etl", "etl.config", "etl.errors"}, etl
+    assert etl <= {"etl", "etl.config", "etl.errors", "etl.assets"}, etl
 
 
 def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
@@ -116,16 +131,152 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
     assert set(probe["dags"]) == {a.dag_id for a in academies.values()}
     for academy in academies.values():
         dag = probe["dags"][academy.dag_id]
-        assert {"discover", "read_validate", "reconcile", "apply", "report"} <= set(dag["task_ids"])
-        assert dag["mapped"] == ["read_validate"]
+        # one task group per stage, so the ops team reads the graph as the pipeline
+        assert dag["groups"] == {
+            "read.discover": "read", "read.batches": "read", "read.read_validate": "read",
+            "plan.reconcile": "plan", "write.apply": "write",
+            "close.report": "close", "close.publish": "close",
+            "review.held_plans": "review", "review.approval": "review",
+            "review.apply_decision": "review", "review.publish": "review",
+        }
+        assert dag["mapped"] == ["read.read_validate"]
         assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
+        # retries with backoff (only transient failures reach them); the human step never
+        assert dag["retries"]["review.approval"] == 0
+        assert {dag["retries"][t] for t in dag["retries"] if t != "review.approval"} == {3}
+        assert dag["backoff"]["write.apply"] == [2.0, 900.0]
+        # the report task's button, and the directory's asset on both publish tasks
+        assert dag["links"] == {"close.report": ["Run report"]}
+        asset = [f"entsync_directory_{academy.code.replace('-', '_')}",
+                 f"x-entsync://directory/{academy.code}"]
+        assert dag["outlets"] == {"close.publish": [asset], "review.publish": [asset]}
         assert dag["schedule"] == academy.schedule
         assert dag["timezone"] == dag["timetable_tz"] == "Europe/Paris"
         assert dag["params"] == {"dry_run": False, "schools": [], "mode": None}
         assert "ENT directory sync" in dag["doc_md"]
+        for words in ("Task groups", "Run report", "entsync_directory_<academy>", "Retries",
+                      "transient"):
+            assert words in dag["doc_md"], words
         # an empty night (read_validate skipped) must still reconcile, apply and report
-        for tid in ("reconcile", "apply", "report"):
+        for tid in ("plan.reconcile", "write.apply", "close.report"):
             assert dag["trigger_rules"][tid] == "none_failed"
+
+
+LIFECYCLE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+dag = bag.dags["ent_lifecycle"]
+print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "tasks": {t.task_id: [t.retries, t.retry_exponential_backoff]
+                            for t in dag.tasks},
+                  "doc_md": dag.doc_md}))
+"""
+
+
+def test_lifecycle_dag_retries_like_the_sync(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", LIFECYCLE, str(DAGS / "ent_lifecycle.py")],
+        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["errors"] == {}
+    assert got["tasks"] == {f"purge__{c.replace('-', '_')}": [3, 2.0] for c in load_academies()}
+    assert "transient" in got["doc_md"]
+
+
+# The DAG file's retry policy and failure callback, called directly (in a subprocess: importing
+# the DAG file imports airflow). Each exception kind through `fail_fast`: what Airflow sees.
+POLICY = r"""
+import inspect, json, runpy, sys
+import ldap3.core.exceptions as lx
+import sqlalchemy.exc as sx
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from etl.errors import ConfigError, DirectoryError, FileRejected, RunLocked
+from etl.pipeline import ApprovalRefused
+
+dag_file = runpy.run_path(sys.argv[1])
+fail_fast = dag_file["fail_fast"]
+cases = {
+    "ldap_down": lx.LDAPSocketOpenError("socket connection error: [Errno 111] refused"),
+    "ldap_busy": lx.LDAPBusyResult("busy"),
+    "state_db_locked": sx.OperationalError("UPDATE runs", {}, Exception("database is locked")),
+    "connection_reset": ConnectionResetError(104, "reset"),
+    "run_locked": RunLocked("academy ac-reims is being written by run r0"),
+    "bad_credentials": DirectoryError("bind as cn=entsync refused: invalidCredentials"),
+    "untrusted_certificate": DirectoryError("LDAPS failed: certificate not trusted"),
+    "file_rejected": FileRejected("ELEVES.xml", "no UAJ"),
+    "config": ConfigError("unknown academy"),
+    "approval_refused": ApprovalRefused("plan changed"),
+    "bug": KeyError("plan"),
+    "skip": AirflowSkipException("nothing to do"),
+}
+out = {}
+for name, exc in cases.items():
+    @fail_fast
+    def task_body(a, b=2, *, exc=exc):
+        raise exc
+    try:
+        task_body(1)
+    except AirflowFailException as e:
+        out[name] = ["fail_now", type(e.__cause__).__name__, str(e)]
+    except Exception as e:
+        out[name] = ["retry" if e is exc else "other", type(e).__name__, ""]
+out["signature"] = str(inspect.signature(task_body))
+out["name"] = task_body.__name__
+
+# the failure callback, with a context shaped like Airflow's
+calls = []
+class Pipeline:
+    @staticmethod
+    def fail_run(settings, run_id, reason):
+        calls.append([run_id, reason])
+import etl
+etl.pipeline = Pipeline  # what `from etl import pipeline` inside the callback picks up
+sys.modules["etl.pipeline"] = Pipeline
+dag_file["_on_task_failure"].__globals__["_settings"] = lambda: "settings"
+class TI:
+    task_id = "read.read_validate"
+    rendered_map_index = "0670001A"
+    def xcom_pull(self, task_ids):
+        return {"run_id": "ac-strasbourg-x"} if task_ids == "read.discover" else None
+try:
+    raise AirflowFailException("DirectoryError: not retried") from DirectoryError("x")
+except AirflowFailException as e:
+    err = e
+dag_file["_on_task_failure"]({"ti": TI(), "exception": err})
+out["callback"] = calls
+print(json.dumps(out))
+"""
+
+
+def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", POLICY, str(DAGS / "ent_sync.py")],
+        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in ("ldap_down", "ldap_busy", "state_db_locked", "connection_reset", "run_locked"):
+        assert got[name][0] == "retry", (name, got[name])  # raised as is: Airflow retries
+    for name, cause in (("bad_credentials", "DirectoryError"),
+                        ("untrusted_certificate", "DirectoryError"),
+                        ("file_rejected", "FileRejected"), ("config", "ConfigError"),
+                        ("approval_refused", "ApprovalRefused"), ("bug", "KeyError")):
+        kind, raised_from, message = got[name]
+        assert (kind, raised_from) == ("fail_now", cause), (name, got[name])
+        assert message == f"{cause}: not retried (no retry can fix it)"  # type only, no text
+    assert got["skip"] == ["retry", "AirflowSkipException", ""]  # Airflow's own: untouched
+    # @task still sees the task's own signature and name
+    assert got["signature"].startswith("(a, b=2, *, exc=")
+    assert got["name"] == "task_body"
+    # the failure callback closes the run, naming the task, the school and the root error
+    assert got["callback"] == [["ac-strasbourg-x",
+                                "Airflow task read.read_validate (school 0670001A) failed: "
+                                "DirectoryError"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +291,7 @@ class AirflowRunner:
         self.home = home
         self.env = env
 
-    def run(self, *args: str, timeout: int = 240) -> str:
+    def run(self, *args: str, timeout: int = 240, check: bool = True) -> str:
         out = subprocess.run(
             [str(AIRFLOW), *args],
             env=self.env,
@@ -152,7 +303,7 @@ class AirflowRunner:
         )
         log = out.stdout + out.stderr
         (self.home / "last.log").write_text(log, "utf-8")
-        assert out.returncode == 0, f"airflow {' '.join(args)} failed:\n{log[-5000:]}"
+        assert not check or out.returncode == 0, f"airflow {' '.join(args)} failed:\n{log[-5000:]}"
         return log
 
     def dag_test(
@@ -218,6 +369,21 @@ def _lower(values: Any) -> set[str]:
     return {str(v).lower() for v in (values if isinstance(values, list) else [values])}
 
 
+def _metadata(runner: AirflowRunner, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows from the Airflow metadata DB of the runner (SQLite in its home)."""
+    db = runner.home / "airflow.db"
+    assert db.is_file(), db
+    with closing(sqlite3.connect(db)) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def _asset_events(runner: AirflowRunner, academy: str) -> list[dict[str, Any]]:
+    """The directory asset's events (their extra), oldest first."""
+    rows = _metadata(runner, "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+                     " WHERE a.name = ? ORDER BY e.id", directory_asset_name(academy))
+    return [json.loads(r[0]) if isinstance(r[0], str) else dict(r[0] or {}) for r in rows]
+
+
 @pytest.mark.airflow
 @pytest.mark.ldap
 def test_academy_dag_runs_end_to_end(
@@ -232,6 +398,9 @@ def test_academy_dag_runs_end_to_end(
     first = airflow_runner.dag_test(dag_id, workdir, landing)
     assert first["status"] == "success"
     assert first["applied"] == first["changes"] > 0 and first["failed"] == 0
+    # the directory changed: one event of the academy's asset, naming the run and schools
+    assert _asset_events(airflow_runner, academy) == [
+        {"run_id": first["run_id"], "applied": first["applied"], "schools": sorted(gen.schools)}]
     assert set(first["schools"]) == set(gen.schools)
     assert {s["status"] for s in first["schools"].values()} == {"ok"}
 
@@ -280,6 +449,7 @@ def test_academy_dag_runs_end_to_end(
         assert second["status"] == "success"
         assert second["applied"] == 0 and second["changes"] == 0
         assert _snapshot(conn, slapd.base) == before
+        assert len(_asset_events(airflow_runner, academy)) == 1  # no change, no new event
 
         shutil.rmtree(landing / academy)
         generate_academy(
@@ -303,6 +473,7 @@ def test_academy_dag_runs_end_to_end(
         # accounts and the disable guard holds it (counted apart, still nothing written)
         assert dry["changes"] + dry["held_changes"] > 0 and dry["applied"] == 0
         assert _snapshot(conn, slapd.base) == before
+        assert len(_asset_events(airflow_runner, academy)) == 1  # a dry run writes nothing
     finally:
         conn.unbind()
 
@@ -316,3 +487,40 @@ def test_dag_run_with_no_school_succeeds(airflow_runner: AirflowRunner, tmp_path
     summary = airflow_runner.dag_test("ent_sync__ac_strasbourg", tmp_path / "work", landing)
     assert summary["status"] == "success"
     assert summary["schools"] == {} and summary["changes"] == 0 and summary["applied"] == 0
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
+    airflow_runner: AirflowRunner, tmp_path: Path
+) -> None:
+    """Wrong directory password: `write.apply` fails on its first try (DirectoryError is not
+    transient, retries=3 notwithstanding), the failure callback closes the sync run as failed
+    naming the task and the error type, and the academy's lock is released."""
+    academy, dag_id = "ac-nancy-metz", "ent_sync__ac_nancy_metz"
+    landing, workdir = tmp_path / "landing", tmp_path / "work"
+    generate_academy(landing, academy, schools=1, pupils_per_school=20, seed=99)
+    runner = AirflowRunner(airflow_runner.home, {
+        **airflow_runner.env, "ENTSYNC_WORKDIR": str(workdir), "ENTSYNC_LANDING": str(landing),
+        "ENTSYNC_LDAP_PASSWORD": "not-the-password"})
+    log = runner.run("dags", "test", dag_id, check=False)
+
+    tis = dict(_metadata(runner, "SELECT t.task_id, t.state || ':' || t.try_number "
+                         "FROM task_instance t JOIN dag_run r ON r.run_id = t.run_id "
+                         "AND r.dag_id = t.dag_id WHERE t.dag_id = ? AND r.id = "
+                         "(SELECT max(id) FROM dag_run WHERE dag_id = ?)", dag_id, dag_id))
+    assert tis["plan.reconcile"] == "success:1", tis
+    assert tis["write.apply"] == "failed:1", (tis, log[-3000:])  # one try, no retry
+    assert tis["close.report"] == "upstream_failed:0"  # never ran
+    assert "not retried" in log and "DirectoryError" in log
+
+    settings = Settings.from_env({"ENTSYNC_WORKDIR": str(workdir)})
+    with session_factory(settings.state_url)() as s:
+        runs = list(s.scalars(select(Run).where(Run.academy == academy)))
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.status == "failed" and run.ended_at is not None
+        error = str((run.summary or {}).get("error"))
+        assert error == "Airflow task write.apply (school -) failed: DirectoryError", error
+        assert s.get(AcademyLock, academy) is None  # released: the next run need not wait
+    assert "not-the-password" not in log
