@@ -1,5 +1,6 @@
 """Production shape: PostgreSQL for Airflow's metadata and for the state DB, the
-CeleryExecutor with two workers, the staging area shared through its URL.
+CeleryExecutor with two workers, the staging area shared through its URL (the Airflow
+connection ``entsync_staging``, which the DAG turns into an ObjectStoragePath).
 
 The test creates two fresh PostgreSQL databases (Airflow metadata; entsync state), configures
 Airflow only through ``AIRFLOW__*`` variables (CeleryExecutor, Redis broker on a database of
@@ -236,7 +237,10 @@ def test_dag_runs_on_two_celery_workers_with_postgresql(
             "ENTSYNC_LANDING": str(landing),
             "ENTSYNC_WORKDIR": str(workdir),
             "ENTSYNC_STATE_URL": databases["state"],
-            "ENTSYNC_STAGING_URL": staging.as_uri(),
+            # the staging area through the DAG's ObjectStoragePath: the only place its URL is
+            # given is this connection (no ENTSYNC_STAGING_URL)
+            "AIRFLOW_CONN_ENTSYNC_STAGING": json.dumps(
+                {"conn_type": "fs", "extra": {"url": staging.as_uri()}}),
             **server.env(),
         })
         _airflow(env, home, "db", "migrate")
@@ -317,8 +321,11 @@ def test_dag_runs_on_two_celery_workers_with_postgresql(
             assert accounts == len(pupils) + len(people(server, "TUT")) + sum(
                 len(people(server, p)) for p in ("ENS", "DIR", "EVS", "DOC", "ETA"))
         state_db.dispose()
-        # tasks handed each other files through the staging URL, not the workdir
-        assert (staging / run_id / "plan.json").is_file()
+        # tasks handed each other files through the connection's staging URL, not the workdir
+        staged = {p.relative_to(staging / run_id).as_posix()
+                  for p in (staging / run_id).rglob("*") if p.is_file()}
+        assert {"plan.json", "reports/summary.json", "reports/report.html"} <= staged
+        assert len([p for p in staged if p.endswith("/persons.pkl")]) == SCHOOLS
         assert not (workdir / "staging").exists()
     finally:
         procs.stop_all()
