@@ -2,8 +2,16 @@
 
 Readers turn SIECLE/STS exports into these tables (one set per school and run); the
 normalizer, validator and planner only ever see these column names. Every value is a string
-or ``None`` (pandas ``object`` dtype, never numbers: codes such as ELEVE_ID or CODE_MEF keep
-their leading zeros), except the few boolean columns listed in ``BOOL_COLUMNS``.
+(never a number: codes such as ELEVE_ID or CODE_MEF keep their leading zeros) or missing,
+except the boolean columns listed in ``BOOL_COLUMNS`` and ``line``.
+
+Column types (``column_dtype``): strings are pandas' Arrow-backed ``str`` dtype (one buffer per
+column instead of one Python object per value: a large export's tables stay several times
+smaller than the file); a missing string is ``NaN`` there, so code that turns rows into Python
+values goes through ``records``/``values``, which give ``None`` for every missing value (NaN is
+truthy: ``if value:`` on a raw NaN is a bug). Booleans are numpy ``bool``; ``line`` is a
+nullable ``Int32``. Vectorized pandas works as it did on ``object`` columns: a missing value
+compares unequal (``==`` gives False, ``!=`` True), ``isna``/``notna``/``isin`` are unchanged.
 
 Keys:
 - ``person_key`` is the source key without the academy prefix, e.g. ``SIECLE$0671234X$1541944``
@@ -14,8 +22,10 @@ Keys:
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Iterator
+from typing import Any, Final, cast
 
+import numpy as np
 import pandas as pd
 
 SCHOOLS: Final = ("uai", "academy", "name", "school_year", "source", "file")
@@ -100,17 +110,69 @@ STS_FUNCTION_PROFILE: Final[dict[str, str]] = {
 }
 
 
+#: integer columns (nullable: a teacher linked by PROF_PRINC alone has no line)
+INT_COLUMNS: Final = frozenset({"line"})
+
+
+def string_dtype() -> Any:
+    """pandas' default string dtype, Arrow-backed (missing values are NaN)."""
+    return pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def column_dtype(column: str) -> Any:
+    """The dtype a canonical column has in every table built by the readers."""
+    if column in BOOL_COLUMNS:
+        return np.dtype(bool)
+    if column in INT_COLUMNS:
+        return pd.Int32Dtype()
+    return string_dtype()
+
+
 def empty_frame(table: str) -> pd.DataFrame:
-    """An empty frame with the table's columns, all ``object`` dtype."""
-    return pd.DataFrame({c: pd.Series([], dtype="object") for c in TABLES[table]})
+    """An empty frame with the table's columns and dtypes."""
+    return pd.DataFrame({c: pd.Series([], dtype=column_dtype(c)) for c in TABLES[table]})
 
 
 def frame(table: str, rows: dict[str, list[object]]) -> pd.DataFrame:
-    """Build a table from column lists (the fast path: no per-row dicts)."""
+    """Build a table from column lists (absent columns are missing values), typed like the
+    readers' tables."""
     cols = TABLES[table]
     n = len(next(iter(rows.values()))) if rows else 0
-    data = {c: pd.Series(rows.get(c, [None] * n), dtype="object") for c in cols}
+    data = {}
+    for c in cols:
+        v = rows.get(c, [None] * n)
+        if c in BOOL_COLUMNS:
+            v = [bool(x) for x in v]  # a missing flag is False, as the readers write it
+        data[c] = pd.Series(v, dtype=column_dtype(c))
     return pd.DataFrame(data, columns=list(cols))
+
+
+def missing(v: object) -> bool:
+    """True for every spelling of a missing value: None, NaN, pd.NA, NaT."""
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(cast(Any, v)))
+    except (TypeError, ValueError):  # a list or array is not missing
+        return False
+
+
+def values(s: pd.Series) -> list[Any]:
+    """A column as a list of plain Python values (str, int, bool), missing -> None."""
+    out: list[Any] = cast(Any, s).to_numpy(dtype=object, na_value=None).tolist()
+    return out
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts of plain Python values, missing -> None (what per-row code needs)."""
+    cols = [str(c) for c in df.columns]
+    data = [values(df.iloc[:, i]) for i in range(len(cols))]
+    return [dict(zip(cols, row, strict=True)) for row in zip(*data, strict=True)]
+
+
+def tuples(df: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """Rows as tuples of plain Python values, missing -> None."""
+    return zip(*(values(df.iloc[:, i]) for i in range(df.shape[1])), strict=True)
 
 
 class Tables:

@@ -13,9 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
-from etl.canonical import Tables
+from etl.canonical import Tables, missing, records, tuples
 from etl.config import Academy
 from etl.identity import IdentityRegistry
 from etl.matching import STAFF_PROFILES, Matcher
@@ -110,7 +108,7 @@ class DesiredState:
 
 
 def _val(v: Any) -> str | None:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
+    if missing(v):
         return None
     s = str(v)
     return s if s else None
@@ -160,7 +158,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     # rules; pupils before staff before guardians (a guardian may match through a pupil)
     order = {"ELV": 0, "TUT": 2}
     rows: list[dict[str, Any]] = sorted(
-        ({str(k): v for k, v in r.items()} for r in active.to_dict("records")),
+        records(active),  # plain Python values: a missing one is None, never a (truthy) NaN
         key=lambda r: order.get(r["profile"], 1))
     jointures_of: list[list[str]] = []
     for r in rows:
@@ -170,7 +168,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         jointures_of.append(keys)
     known = registry.lookup(j for keys in jointures_of for j in keys)
     guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
-    for pk, gk in elig[["pupil_key", "guardian_key"]].itertuples(index=False):
+    for pk, gk in tuples(elig[["pupil_key", "guardian_key"]]):
         guardian_pupil_keys[gk].add(pk)
     matcher = Matcher(registry.s, academy.code, run_id)
     key_uid: dict[str, str] = {}
@@ -213,17 +211,15 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     # structures (classes and groups) of each school; codes seen in memberships count too
     struct_kind: dict[tuple[str, str], str] = {}
     struct_label: dict[tuple[str, str], str] = {}
-    for uai, code, kind, label in structures[["uai", "code", "kind", "label"]].itertuples(
-            index=False):
+    for uai, code, kind, label in tuples(structures[["uai", "code", "kind", "label"]]):
         if uai in schools:
             struct_kind.setdefault((uai, code), kind)
             if label and (uai, code) not in struct_label:
                 struct_label[(uai, code)] = label
     group_members: dict[tuple[str, str], set[str]] = defaultdict(set)
     person_structs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for uai, key, code, kind, _role, subject, head in members[
-            ["uai", "person_key", "code", "kind", "role", "subject", "head_teacher"]
-    ].itertuples(index=False):
+    for uai, key, code, kind, _role, subject, head in tuples(members[
+            ["uai", "person_key", "code", "kind", "role", "subject", "head_teacher"]]):
         pdn = dn_of(key)
         if pdn is None or uai not in schools:
             continue
@@ -258,7 +254,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     # guardian <-> pupil relations
     pupil_guardians: dict[str, set[str]] = defaultdict(set)
     guardian_pupils: dict[str, set[str]] = defaultdict(set)
-    for pk, gk in elig[["pupil_key", "guardian_key"]].itertuples(index=False):
+    for pk, gk in tuples(elig[["pupil_key", "guardian_key"]]):
         g_uid, p_dn = key_uid.get(gk), dn_of(pk)
         if g_uid and p_dn:
             pupil_guardians[pk].add(g_uid)

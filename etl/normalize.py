@@ -4,14 +4,17 @@
 - source keys namespaced by academy: ``SIECLE$0671234X$1541944`` becomes
   ``AC-STRASBOURG$SIECLE$0671234X$1541944`` (ids are unique per academy only), so every key
   column is the jointure written to the directory;
-- INE upper-cased, e-mails lower-cased, empty strings -> None.
+- INE upper-cased, e-mails lower-cased, empty strings -> missing.
+
+Text columns come out in the canonical Arrow-backed string dtype (missing is NaN, never None:
+per-row code reads rows through ``etl.canonical.records``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from etl.canonical import Tables
+from etl.canonical import Tables, string_dtype
 
 NAME_COLUMNS = ("last_name", "birth_name", "first_name")
 KEY_COLUMNS = {
@@ -22,19 +25,20 @@ KEY_COLUMNS = {
 
 
 def clean_text(s: pd.Series) -> pd.Series:
-    """NFC, trim, collapse whitespace; empty -> None. Keeps None as None."""
+    """NFC, trim, collapse whitespace; empty -> missing. Missing stays missing (NaN in the
+    canonical Arrow-backed string dtype, see ``etl.canonical``)."""
     out = (
-        s.astype("string")
+        s.astype(string_dtype())
         .str.normalize("NFC")
-        .str.replace(r"\s+", " ", regex=True)
+        .str.replace(r"\s+", " ", regex=True)  # pandas runs \s with Python's re (Unicode)
         .str.strip()
     )
-    out = out.where(out.notna() & (out != ""), None)
-    return out.astype("object").where(out.notna(), None)
+    return out.where(out.notna() & (out != ""))
 
 
 def prefix_keys(s: pd.Series, prefix: str) -> pd.Series:
-    return (prefix + "$" + s.astype("string")).astype("object").where(s.notna(), None)
+    keys = s.astype(string_dtype())
+    return (prefix + "$" + keys).where(keys.notna())
 
 
 def normalize_tables(tables: Tables, jointure_prefix: str) -> Tables:
@@ -44,11 +48,10 @@ def normalize_tables(tables: Tables, jointure_prefix: str) -> Tables:
     if not p.empty:
         for col in NAME_COLUMNS:
             p[col] = clean_text(p[col])
-        p["ine"] = clean_text(p["ine"]).str.upper() if p["ine"].notna().any() else p["ine"]
-        p["ine"] = p["ine"].astype("object").where(p["ine"].notna(), None)
-        email = clean_text(p["email"])
-        p["email"] = email.str.lower().astype("object").where(email.notna(), None)
-        p["sex"] = p["sex"].where(p["sex"].isin(["M", "F"]), None)
+        p["ine"] = clean_text(p["ine"]).str.upper()
+        p["email"] = clean_text(p["email"]).str.lower()
+        sex = p["sex"].astype(string_dtype())
+        p["sex"] = sex.where(sex.isin(["M", "F"]))
         out["persons"] = p
     s = out["structures"]
     if not s.empty:

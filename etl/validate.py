@@ -211,26 +211,30 @@ class _Finding:
 _ELEMENT_BY_PROFILE = {"ELV": "ELEVE", "TUT": "PERSONNE"}
 
 
+def _col(df: pd.DataFrame, c: str, rows: np.ndarray) -> list[Any]:
+    """Column ``c`` at positions ``rows`` as Python values, a missing one as None."""
+    return C.values(df[c].iloc[rows])
+
+
 def _elements(table: str, df: pd.DataFrame, rows: np.ndarray) -> list[str]:
     """The source XML element a canonical row came from, for the report."""
     if table == "persons":
-        src = df["source"].to_numpy()[rows]
-        prof = df["profile"].to_numpy()[rows]
+        src = _col(df, "source", rows)
+        prof = _col(df, "profile", rows)
         return ["INDIVIDU" if s == "STS" else _ELEMENT_BY_PROFILE.get(str(p), "PERSONNE")
                 for s, p in zip(src, prof, strict=True)]
     if table == "memberships":
         return ["ENSEIGNANT" if r == "teacher" else "STRUCTURE"
-                for r in df["role"].to_numpy()[rows]]
+                for r in _col(df, "role", rows)]
     if table == "structures":
-        return ["GROUPE" if k == "G" else "DIVISION" for k in df["kind"].to_numpy()[rows]]
+        return ["GROUPE" if k == "G" else "DIVISION" for k in _col(df, "kind", rows)]
     return ["RESPONSABLE_ELEVE"] * len(rows)
 
 
 def _idents(table: str, df: pd.DataFrame, rows: np.ndarray) -> list[str]:
     """Who/what a row is, by keys and codes only."""
-    def col(c: str) -> np.ndarray:
-        values: np.ndarray = df[c].to_numpy()[rows]
-        return values
+    def col(c: str) -> list[Any]:
+        return _col(df, c, rows)
 
     if table == "persons":
         return [f"person {k}" if k is not None else f"person with source_id {s}"
@@ -245,8 +249,12 @@ def _idents(table: str, df: pd.DataFrame, rows: np.ndarray) -> list[str]:
 
 
 def _line(v: object) -> int | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if C.missing(v):
         return None
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
     try:
         return int(str(v))
     except ValueError:
@@ -255,12 +263,12 @@ def _line(v: object) -> int | None:
 
 def _records(f: _Finding, df: pd.DataFrame, uai: str, suffix: str = "") -> list[RecordRejected]:
     rows = f.rows
-    files = df["file"].to_numpy()[rows]
-    lines = df["line"].to_numpy()[rows]
+    files = _col(df, "file", rows)
+    lines = _col(df, "line", rows)
     elements = _elements(f.table, df, rows)
     idents = _idents(f.table, df, rows)
     if f.column in SAFE_COLUMNS and "{value}" in f.message:
-        values = [str(v) for v in df[f.column].to_numpy()[rows]]
+        values = [str(v) for v in _col(df, f.column, rows)]
     else:
         values = ["?"] * len(rows)
     return [
@@ -411,7 +419,7 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
         if f.action != "drop" and not f.blocking:
             continue
         dropped[f.table][f.rows] = True
-        files = frames[f.table]["file"].to_numpy()[f.rows]
+        files = _col(frames[f.table], "file", f.rows)
         for fi, r in zip(files, f.rows, strict=True):
             if fi is None:
                 continue

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from lxml import etree
 
+from etl import canonical as C
 from etl.canonical import Tables
 from etl.errors import FileRejected, RecordRejected
 from etl.xmlsafe import XmlSource, iterparse, open_source, xml_error
@@ -24,32 +27,141 @@ class ReadResult:
     records: int = 0
 
 
-class Columns:
-    """Column lists for one canonical table, filled row by row, framed once."""
+#: rows kept as Python objects before they are packed into Arrow arrays
+CHUNK_ROWS = 32_768
 
-    def __init__(self, table: str, cols: tuple[str, ...]) -> None:
+
+def _pool() -> Any:
+    """Where the readers' Arrow buffers live: jemalloc (hands freed pages back to the system;
+    the default mimalloc pool kept about as much again as the tables held), else malloc."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        return pa.system_memory_pool()
+
+
+POOL = _pool()
+
+
+def codes(s: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of an Arrow column: equal values, equal codes (0 for a
+    missing value). Hashing happens in Arrow, no Python string is made per value."""
+    enc = pc.dictionary_encode(s, memory_pool=POOL)
+    if not len(s):
+        return np.zeros(0, dtype=np.int64)
+    out: np.ndarray = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in enc.chunks]
+    ).astype(np.int64) + 1
+    return out
+
+
+def first_rows(*keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows where a combination of integer keys (``codes``, >= 0) is seen
+    first (hashed, not sorted: a few bytes per row)."""
+    import pandas as pd
+
+    n = len(keys[0])
+    combined = np.zeros(n, dtype=np.int64)
+    for k in keys:
+        size = int(k.max(initial=0)) + 1
+        if int(combined.max(initial=0)) + 1 > (1 << 62) // size:  # renumber, then combine
+            combined = pd.factorize(combined)[0].astype(np.int64)
+        combined = combined * size + k
+    first: np.ndarray = ~pd.Series(combined, copy=False).duplicated(keep="first").to_numpy()
+    return first
+
+
+class Columns:
+    """Column lists for one canonical table, filled row by row.
+
+    Every ``CHUNK_ROWS`` rows the lists are packed into Arrow arrays (strings), numpy arrays
+    (booleans) and nullable integers (``line``), so Python objects live for one chunk only;
+    ``frame`` wraps the chunks without copying them into one block.
+    """
+
+    def __init__(self, table: str, cols: tuple[str, ...], chunk_rows: int | None = None) -> None:
         self.table = table
         self.cols = cols
+        self.chunk_rows = chunk_rows or CHUNK_ROWS
         self.data: dict[str, list[object]] = {c: [] for c in cols}
+        self.chunks: dict[str, list[Any]] = {c: [] for c in cols}
+        self.packed = 0
+        self._first = self.data[cols[0]]
 
     def append(self, **row: object) -> None:
         for c in self.cols:
             self.data[c].append(row.get(c))
+        if len(self._first) >= self.chunk_rows:
+            self.pack()
 
     def __len__(self) -> int:
-        return len(self.data[self.cols[0]])
+        return self.packed + len(self._first)
+
+    def pack(self) -> None:
+        """Move the rows held as Python objects into typed arrays."""
+        n = len(self._first)
+        if not n:
+            return
+        for c in self.cols:
+            v = self.data[c]
+            if c in C.BOOL_COLUMNS:
+                self.chunks[c].append(np.array([bool(x) for x in v], dtype=bool))
+            elif c in C.INT_COLUMNS:
+                self.chunks[c].append(pa.array(v, type=pa.int32(), memory_pool=POOL))
+            else:
+                self.chunks[c].append(pa.array(v, type=pa.large_string(), memory_pool=POOL))
+            v.clear()
+        self.packed += n
+
+    def column(self, c: str) -> pa.ChunkedArray:
+        """A string or integer column as Arrow (packs what is pending first)."""
+        self.pack()
+        return pa.chunked_array(self.chunks[c], type=self._arrow_type(c))
+
+    def take(self, c: str, rows: np.ndarray) -> list[Any]:
+        """The values of column ``c`` at the given positions, as Python objects."""
+        out: list[Any] = self.column(c).take(pa.array(rows, type=pa.int64())).to_pylist()
+        return out
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Drop the rows where ``mask`` is False, one column at a time (no table copy)."""
+        self.pack()
+        arrow_mask = pa.array(mask, type=pa.bool_())
+        for c in self.cols:
+            if c in C.BOOL_COLUMNS:
+                self.chunks[c] = [np.concatenate(self.chunks[c])[mask]] if self.chunks[c] else []
+            else:
+                col = pa.chunked_array(self.chunks[c], type=self._arrow_type(c))
+                self.chunks[c] = []
+                self.chunks[c] = list(pc.filter(col, arrow_mask, memory_pool=POOL).chunks)
+                del col
+        self.packed = int(mask.sum())
+
+    @staticmethod
+    def _arrow_type(c: str) -> pa.DataType:
+        return pa.int32() if c in C.INT_COLUMNS else pa.large_string()
 
     def frame(self) -> Any:
-        """The table, built as one object block: each column list is copied into it and freed
-        at once, and pandas takes the block as is (no consolidation copy)."""
+        """The table, typed as ``canonical.column_dtype`` says."""
         import pandas as pd
+        from pandas.arrays import ArrowStringArray
 
-        data, self.data = self.data, {c: [] for c in self.cols}
-        n = len(data[self.cols[0]]) if self.cols else 0
-        block = np.empty((n, len(self.cols)), dtype=object)
-        for i, c in enumerate(self.cols):
-            block[:, i] = data.pop(c)
-        return pd.DataFrame(block, columns=list(self.cols), dtype=object, copy=False)
+        self.pack()
+        data: dict[str, Any] = {}
+        for c in self.cols:
+            parts, self.chunks[c] = self.chunks[c], []
+            if c in C.BOOL_COLUMNS:
+                data[c] = pd.Series(np.concatenate(parts) if parts else np.array([], dtype=bool),
+                                    copy=False)
+            elif c in C.INT_COLUMNS:
+                arr = pa.chunked_array(parts, type=pa.int32()).combine_chunks()
+                data[c] = pd.Series(pd.array(arr, dtype=C.column_dtype(c)), copy=False)
+            else:
+                arr = pa.chunked_array(parts, type=pa.large_string())
+                strings: Any = ArrowStringArray  # the stubs lack its dtype argument
+                data[c] = pd.Series(strings(arr, dtype=C.string_dtype()), copy=False)
+        self.packed = 0
+        return pd.DataFrame(data, columns=list(self.cols), copy=False)
 
 
 class Interner:

@@ -9,17 +9,24 @@ when it cannot be read.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from etl import canonical as C
 from etl.canonical import Tables
+from etl.errors import RecordRejected
 from etl.readers.base import (
     Columns,
-    Interner,
     ReadResult,
     blank_to_none,
     children,
+    codes,
+    first_rows,
     fr_date,
     reject,
     release,
@@ -45,24 +52,20 @@ def guardian_key(uai: str, personne_id: str) -> str:
 
 
 def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -> ReadResult:
-    """BEE_ELEVES: pupils (persons ELV) and their divisions and groups (memberships)."""
+    """BEE_ELEVES: pupils (persons ELV) and their divisions and groups (memberships).
+
+    No per-pupil bookkeeping is kept while streaming (on a large export it weighed as much as
+    the tables): duplicate ELEVE_IDs, second divisions and repeated groups are found once the
+    tables are built, with vectorized ``duplicated``, and reported exactly as if they had been
+    caught in document order.
+    """
     today = today or dt.date.today()
     persons = Columns("persons", C.PERSONS)
     members = Columns("memberships", C.MEMBERSHIPS)
     res = ReadResult(Tables())
-    seen_ids: set[str] = set()
-    divisions: dict[str, str] = {}  # ELEVE_ID -> the first division seen
-    seen_groups: set[tuple[str, str]] = set()
     name = src.short_name
-    # one object per distinct name, date and code; one key string per pupil
-    share = Interner()
-    keys: dict[str, str] = {}
-
-    def key_of(eid: str) -> str:
-        k = keys.get(eid)
-        if k is None:
-            k = keys[eid] = pupil_key(uai, eid)
-        return k
+    key_of = functools.partial(pupil_key, uai)
+    bad_dates: list[tuple[str, RecordRejected]] = []  # (ELEVE_ID, rejection), in order
 
     for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", *DROP), uai):
         if el.tag in DROP:
@@ -76,29 +79,18 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 res.rejected.append(
                     reject(src, uai, el, "ELEVE", "required", "ELEVE_ID attribute missing")
                 )
-            elif eid in seen_ids:
-                res.rejected.append(
-                    reject(src, uai, el, "ELEVE", "unique", f"ELEVE_ID {eid} appears twice")
-                )
             else:
                 try:
                     birth = fr_date(f.get("DATE_NAISS"))
                     leave = fr_date(f.get("DATE_SORTIE"))
                     entry = fr_date(f.get("DATE_ENTREE"))
                 except ValueError:
-                    res.rejected.append(
-                        reject(
-                            src,
-                            uai,
-                            el,
-                            "ELEVE",
-                            "date_format",
-                            f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
-                            source_key=pupil_key(uai, eid),
-                        )
-                    )
+                    bad_dates.append((eid, reject(
+                        src, uai, el, "ELEVE", "date_format",
+                        f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
+                        source_key=pupil_key(uai, eid),
+                    )))
                 else:
-                    seen_ids.add(eid)
                     persons.append(
                         person_key=key_of(eid),
                         uai=uai,
@@ -106,15 +98,15 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                         source="SIECLE",
                         source_id=eid,
                         ine=blank_to_none(f.get("ID_NATIONAL")),
-                        last_name=share(f.get("NOM_USAGE") or f.get("NOM_DE_FAMILLE")),
-                        birth_name=share(f.get("NOM_DE_FAMILLE")),
-                        first_name=share(f.get("PRENOM")),
-                        birth_date=share(birth),
+                        last_name=f.get("NOM_USAGE") or f.get("NOM_DE_FAMILLE"),
+                        birth_name=f.get("NOM_DE_FAMILLE"),
+                        first_name=f.get("PRENOM"),
+                        birth_date=birth,
                         sex=SEXE.get((f.get("CODE_SEXE") or "").strip()),
                         email=blank_to_none(f.get("MEL")),
-                        mef=share(blank_to_none(f.get("CODE_MEF"))),
-                        entry_date=share(entry),
-                        leave_date=share(leave),
+                        mef=blank_to_none(f.get("CODE_MEF")),
+                        entry_date=entry,
+                        leave_date=leave,
                         has_left=bool(leave and leave <= today.isoformat()),
                         file=name,
                         line=line,
@@ -127,31 +119,10 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 kind = (s.get("TYPE_STRUCTURE") or "").strip().upper()
                 if not code or kind not in ("D", "G") or PSEUDO_DIVISION.match(code):
                     continue
-                if kind == "D":
-                    prev = divisions.get(eid)
-                    if prev is not None:
-                        if prev != code:
-                            res.rejected.append(
-                                reject(
-                                    src,
-                                    uai,
-                                    st,
-                                    "STRUCTURES_ELEVE",
-                                    "one_division",
-                                    f"ELEVE_ID {eid} is in divisions {prev} and {code}; "
-                                    f"kept {prev}",
-                                )
-                            )
-                        continue
-                    divisions[eid] = code
-                else:
-                    if (eid, code) in seen_groups:
-                        continue
-                    seen_groups.add((eid, code))
                 members.append(
                     uai=uai,
                     person_key=key_of(eid),
-                    code=share(code),
+                    code=code,
                     kind=kind,
                     role="pupil",
                     head_teacher=False,
@@ -159,11 +130,77 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     line=st.sourceline,
                 )
         release(el)
-    keys.clear()
-    del seen_ids, divisions, seen_groups, share  # free the bookkeeping before framing
+    late = _first_eleve_only(src, uai, persons, bad_dates)
+    extra = _one_division(src, uai, members, len(pupil_key(uai, "")))
+    # rejections in document order, as a one-pass reader would have found them
+    res.rejected = sorted([*res.rejected, *late, *extra], key=lambda r: r.line or 0)
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
     return res
+
+
+def _first_eleve_only(src: XmlSource, uai: str, persons: Columns,
+                      bad_dates: list[tuple[str, RecordRejected]]) -> list[RecordRejected]:
+    """Keep the first ELEVE of each ELEVE_ID; a later one is rejected (``unique``), even when
+    its dates are bad too. A record with bad dates does not count as the first."""
+    name = src.short_name
+    out: list[RecordRejected] = []
+    ids = persons.column("source_id")
+    dup = ~first_rows(codes(ids))
+    first_line: dict[str, int] = {}
+    if bad_dates:
+        wanted = pa.array(sorted({eid for eid, _r in bad_dates}), type=ids.type)
+        at = np.flatnonzero(~dup & pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False))
+        first_line = dict(zip(persons.take("source_id", at), persons.take("line", at),
+                              strict=True))
+    for eid, r in bad_dates:
+        seen_at = first_line.get(eid)
+        if seen_at is not None and seen_at < (r.line or 0):
+            r = RecordRejected(name, uai, r.line, "ELEVE", "unique",
+                               f"ELEVE_ID {eid} appears twice")
+        out.append(r)
+    if dup.any():
+        at = np.flatnonzero(dup)
+        for eid, line in zip(persons.take("source_id", at), persons.take("line", at),
+                             strict=True):
+            out.append(RecordRejected(name, uai, line, "ELEVE", "unique",
+                                      f"ELEVE_ID {eid} appears twice"))
+        persons.keep(~dup)
+    return out
+
+
+def _one_division(src: XmlSource, uai: str, members: Columns, prefix_len: int
+                  ) -> list[RecordRejected]:
+    """One division per pupil (the first; a different later one is rejected, the same one
+    repeated is dropped) and each group once (duplicated STRUCTURES_ELEVE blocks)."""
+    out: list[RecordRejected] = []
+    if not len(members):
+        return out
+    is_div = pc.equal(members.column("kind"), "D").fill_null(False).to_numpy(
+        zero_copy_only=False)
+    # a division is "the first" per pupil, a group per (pupil, code)
+    first = first_rows(codes(members.column("person_key")),
+                       np.where(is_div, 0, codes(members.column("code"))))
+    later_div = is_div & ~first
+    if later_div.any():
+        at = np.flatnonzero(later_div)
+        keys = members.take("person_key", at)
+        firsts = np.flatnonzero(is_div & first & pc.is_in(
+            members.column("person_key"), value_set=pa.array(sorted(set(keys)))
+        ).to_numpy(zero_copy_only=False))
+        first_code = dict(zip(members.take("person_key", firsts), members.take("code", firsts),
+                              strict=True))
+        for key, code, line in zip(keys, members.take("code", at), members.take("line", at),
+                                   strict=True):
+            prev = first_code[key]
+            if prev != code:
+                out.append(RecordRejected(
+                    src.short_name, uai, line, "STRUCTURES_ELEVE", "one_division",
+                    f"ELEVE_ID {key[prefix_len:]} is in divisions {prev} and {code}; "
+                    f"kept {prev}"))
+    if not first.all():
+        members.keep(first)
+    return out
 
 
 RESP_LEGAL_LEVEL = {"1": "1", "2": "1", "0": "3"}
