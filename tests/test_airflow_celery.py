@@ -11,7 +11,8 @@ academy's exports with ``entsync generate`` and triggers that academy's DAG. It 
 the run succeeded, the directory holds the accounts, task instances ran on both workers (the
 ``hostname`` column of ``task_instance``: each worker reports its own name through
 ``[core] hostname_callable``, as two machines would), and the state DB rows are in
-PostgreSQL. Every process started is stopped and both databases dropped, even on failure.
+PostgreSQL (and ``entsync status`` reads them). Every process started is stopped and both
+databases dropped, even on failure.
 
 Needs PostgreSQL at 127.0.0.1:5432 (``ENTSYNC_TEST_PG_URL``) and Redis at 127.0.0.1:6379
 (``ENTSYNC_TEST_REDIS_URL``): skipped without them, except in CI (``CI`` set), where it fails.
@@ -321,6 +322,17 @@ def test_dag_runs_on_two_celery_workers_with_postgresql(
             assert accounts == len(pupils) + len(people(server, "TUT")) + sum(
                 len(people(server, p)) for p in ("ENS", "DIR", "EVS", "DOC", "ETA"))
         state_db.dispose()
+        # `entsync status` on that PostgreSQL state DB
+        out = subprocess.run([str(BIN / "entsync"), "status", "--json", "--academy", ACADEMY,
+                              "--state-url", databases["state"]], capture_output=True,
+                             text=True, timeout=120, check=True)
+        (aca,) = json.loads(out.stdout)["academies"]
+        assert aca["last_run"]["run_id"] == run_id and aca["last_run"]["trigger"] == "airflow"
+        assert aca["last_run"]["status"] == "success"
+        assert aca["last_run"]["counts"]["applied"] == journal
+        assert {x["uai"]: x["status"] for x in aca["schools"]} == dict.fromkeys(
+            generated["schools"], "ok")
+        assert all(x["last_applied_export"] for x in aca["schools"])
         # tasks handed each other files through the connection's staging URL, not the workdir
         staged = {p.relative_to(staging / run_id).as_posix()
                   for p in (staging / run_id).rglob("*") if p.is_file()}
