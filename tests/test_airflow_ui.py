@@ -4,8 +4,10 @@
 test's own, a generated landing of 2 small schools); Debian's chromium, driven by
 playwright-python (never a downloaded browser), logs in, opens the academy DAG, and after a
 run (triggered through the REST API: the trigger dialog's markup changes between Airflow
-releases) opens the run and its report. Screenshots go to ``test-artifacts/`` at the repo
-root, which CI keeps. Everything started is stopped (process group) even on failure.
+releases) opens the run, the report task with its *Run report* link, and the report itself as
+the api-server serves it (``plugins/entsync_reports.py``, behind Airflow's login).
+Screenshots go to ``test-artifacts/`` at the repo root, which CI keeps. Everything started is
+stopped (process group) even on failure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ ACADEMY, DAG_ID = "ac-reims", "ent_sync__ac_reims"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-RUN_TIMEOUT_S = 240  # generous: a loaded 2-core CI machine runs the 7 tasks slowly
+RUN_TIMEOUT_S = 240  # generous: a loaded 2-core CI machine runs the 11 tasks slowly
 
 
 @pytest.fixture
@@ -128,24 +132,64 @@ def test_ops_logs_in_runs_an_academy_and_reads_the_report(
     _shot(page, "03-run")
     assert state == "success", f"run {run_id} ended {state}"
 
-    # 4. the run's report: the report task's return value points at the summary
+    # 4. the run's report: the report task's return value names the sync run
     xcom = _api(browser, af, "GET", f"/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances/"
-                "report/xcomEntries/return_value")
+                "close.report/xcomEntries/return_value")
     value = xcom["value"]
     out = value if isinstance(value, dict) else json.loads(str(value).replace("'", '"'))
     report_dir = Path(out["report_dir"])
     assert report_dir.parent == af.cfg.workdir / "reports"
+    assert report_dir.name == out["run_id"]
     summary = json.loads((report_dir / "summary.json").read_text("utf-8"))
     assert summary["status"] == "success" and summary["academy"] == ACADEMY
     assert summary["applied"] == summary["changes"] > 0 and summary["failed"] == 0
     assert len(summary["schools"]) == 2
     assert {s["status"] for s in summary["schools"].values()} == {"ok"}
 
-    page.goto(f"{url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/report")
-    page.get_by_text("report").first.wait_for()
-    _shot(page, "04-report-task")
-    page.goto((report_dir / "summary.json").as_uri())
-    _shot(page, "05-summary")
-    school_report = Path(next(iter(summary["schools"].values()))["report"])
-    page.goto(school_report.as_uri())
-    _shot(page, "06-school-validation")
+    # 5. ... and its "Run report" link points at the page the api-server serves
+    links = _api(browser, af, "GET", f"/dags/{DAG_ID}/dagRuns/{quote(run_id)}/taskInstances/"
+                 "close.report/links")["extra_links"]
+    report_url = f"{url}/entsync/reports/{out['run_id']}/report.html"
+    assert links == {"Run report": report_url}
+    # the task instance's Details tab lists its extra links (an <a> per link)
+    page.goto(f"{url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/close.report/details")
+    button = page.get_by_role("link", name="Run report")
+    try:
+        button.wait_for()
+    finally:
+        _shot(page, "04-report-task")
+    assert button.get_attribute("href") == report_url
+
+    # 6. the report, opened in the logged-in browser (the plugin checks Airflow's session)
+    page.goto(report_url)
+    page.get_by_role("heading", name=f"Run {out['run_id']}").wait_for()
+    for uai in summary["schools"]:
+        page.get_by_role("cell", name=uai, exact=True).first.wait_for()
+    _shot(page, "05-run-report")
+    page.goto(f"{url}/entsync/reports/{out['run_id']}/summary.json")
+    assert json.loads(page.locator("body").inner_text())["run_id"] == out["run_id"]
+    _shot(page, "06-summary")
+    # the school's validation page, through the report's own relative link
+    page.goto(report_url)
+    page.get_by_role("link", name="validation").first.click()
+    page.wait_for_url("**/schools/*/validation_*.html")
+    _shot(page, "07-school-validation")
+
+    # 7. nobody else: no session, no report; nothing outside the run's folder, nor other files
+    def status(path: str, token: str | None = None) -> int:
+        req = urllib.request.Request(f"{url}{path}", headers={
+            "Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    rel = f"/entsync/reports/{out['run_id']}"
+    assert status(f"{rel}/report.html") == 401
+    assert status(f"{rel}/report.html", af.token) == 200
+    (af.cfg.workdir / "reports" / "notes.txt").write_text("x", "utf-8")
+    for bad in (f"{rel}/../notes.txt", f"{rel}/%2e%2e/notes.txt", f"{rel}/..%2Fnotes.txt",
+                f"{rel}/missing.html", "/entsync/reports/..%2F..%2Fstate.db/x.json",
+                f"/entsync/reports/{ACADEMY}-nope/report.html"):
+        assert status(bad, af.token) == 404, bad
