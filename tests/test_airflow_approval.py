@@ -7,12 +7,13 @@ same calls the UI makes:
 
 1. a first night creates the school;
 2. the next export misses 30 % of the pupils: the guard holds the school, the DAG run stops on
-   the ``approval`` task in the ``awaiting_input`` state with a *Required action* whose subject
-   and body name the school and the guard; nothing is written yet; the test answers *Approve*
-   (``PATCH .../taskInstances/approval/-1/hitlDetails``) and the run goes on: the 10 pupils and
-   their 10 guardians are disabled, the approval is no longer pending, the sync run succeeded;
+   the ``review.approval`` task in the ``awaiting_input`` state with a *Required action* whose
+   subject and body name the school and the guard; nothing is written yet; the test answers
+   *Approve* (``PATCH .../taskInstances/review.approval/-1/hitlDetails``) and the run goes on:
+   the 10 pupils and their 10 guardians are disabled, the approval is no longer pending, the
+   sync run succeeded, and ``review.publish`` emitted the directory's asset event;
 3. another held night answered *Reject*: the directory is exactly as before, the approval row
-   says ``rejected``.
+   says ``rejected``, no asset event.
 
 The *Required actions* page of the waiting task is opened in Debian's headless chromium
 (playwright) and saved to ``test-artifacts/airflow-approval.png``. Every process started (the
@@ -133,7 +134,7 @@ def _wait_awaiting_input(af: RunningAirflow, run_id: str) -> None:
     states: dict[str, str | None] = {}
     while time.monotonic() < deadline:
         states = _task_states(af, run_id)
-        if states.get("approval") == "awaiting_input":
+        if states.get("review.approval") == "awaiting_input":
             return
         if _api(af, "GET", _run_path(run_id))["state"] in ("success", "failed") or any(
                 s in ("failed", "upstream_failed") for s in states.values()):
@@ -158,7 +159,7 @@ def _wait_parked(log: Path, run_id: str, timeout: float = 20) -> None:
     instance's state attribute is queued"). A human never answers that fast; a test does.
     No API shows that moment, the scheduler's log line does (if it never comes: go on).
     """
-    mark = f"task_id=approval, run_id={run_id},"
+    mark = f"task_id=review.approval, run_id={run_id},"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with log.open("r", encoding="utf-8", errors="replace") as f:
@@ -168,8 +169,15 @@ def _wait_parked(log: Path, run_id: str, timeout: float = 20) -> None:
         time.sleep(0.5)
 
 
+def _asset_events(af: RunningAirflow, run_id: str) -> list[dict[str, Any]]:
+    """The asset events a DAG run emitted (its publish tasks), as the UI lists them."""
+    got = _api(af, "GET", f"/assets/events?source_dag_id={DAG_ID}"
+               f"&source_run_id={quote(run_id, safe='')}&limit=100")
+    return list(got["asset_events"])
+
+
 def _hitl(af: RunningAirflow, run_id: str) -> str:
-    return f"{_run_path(run_id)}/taskInstances/approval/-1/hitlDetails"
+    return f"{_run_path(run_id)}/taskInstances/review.approval/-1/hitlDetails"
 
 
 def _held_run(setup: Setup, skip: set[int], day: int) -> tuple[str, str, dict[str, Any]]:
@@ -182,7 +190,7 @@ def _held_run(setup: Setup, skip: set[int], day: int) -> tuple[str, str, dict[st
     run_id = _trigger(af)
     _wait_awaiting_input(af, run_id)
     _wait_parked(setup.log, run_id)
-    sync_run = str(_xcom(af, run_id, "report")["run_id"])
+    sync_run = str(_xcom(af, run_id, "close.report")["run_id"])
     detail = _api(af, "GET", _hitl(af, run_id))
     return run_id, sync_run, detail
 
@@ -228,8 +236,8 @@ def _screenshot_required_action(af: RunningAirflow, run_id: str, subject: str) -
                 page.get_by_label("password", exact=False).fill(af.password)
                 page.get_by_role("button", name="Sign in").click()
                 page.wait_for_url(lambda u: "login" not in u)
-                page.goto(f"{url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/approval/"
-                          "required_actions")
+                page.goto(f"{url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/"
+                          "review.approval/required_actions")
                 try:
                     page.get_by_text(subject).first.wait_for()
                     page.get_by_role("button", name="Approve").first.wait_for()
@@ -253,9 +261,14 @@ def test_a_held_school_is_approved_then_another_rejected_from_airflow(
     first = _trigger(af)
     assert _wait_run(af, first) == "success", _task_states(af, first)
     states = _task_states(af, first)
-    assert states["held_plans"] == "success"  # ran, found nothing held ...
-    assert states["approval"] == states["apply_decision"] == "skipped"  # ... and skipped
-    assert _xcom(af, first, "report")["status"] == "success"
+    assert states["review.held_plans"] == "success"  # ran, found nothing held ...
+    assert states["review.approval"] == states["review.apply_decision"] == "skipped"  # ...
+    # the first night wrote the school: its asset event; nothing to publish after review
+    assert states["close.publish"] == "success" and states["review.publish"] == "skipped"
+    assert _xcom(af, first, "close.report")["status"] == "success"
+    [event] = _asset_events(af, first)
+    assert event["source_task_id"] == "close.publish"
+    assert event["extra"]["schools"] == [UAI] and event["extra"]["applied"] > 0
     assert len(search(server, "(entSyncStatus=ACTIVE)", f"ou=people,{server.base}")) == 61
     assert pipeline.pending_approvals(settings) == []
 
@@ -279,10 +292,18 @@ def test_a_held_school_is_approved_then_another_rejected_from_airflow(
     assert answer["chosen_options"] == ["Approve"]
     assert answer["responded_by"]["name"] == USERNAME
     assert _wait_run(af, run_id) == "success", _task_states(af, run_id)
-    decision = _xcom(af, run_id, "apply_decision")
+    decision = _xcom(af, run_id, "review.apply_decision")
     assert decision[UAI]["decision"] == "approved" and decision[UAI]["failed"] == 0
     held = {k: v for k, v in pending[0]["summary"]["counts"].items() if k != "unchanged"}
     assert held["disabled"] == 20 and decision[UAI]["applied"] == sum(held.values())
+    # the held run wrote nothing before the approval, then the approved plan: one event,
+    # from the review stage
+    states = _task_states(af, run_id)
+    assert states["close.publish"] == "skipped" and states["review.publish"] == "success"
+    [event] = _asset_events(af, run_id)
+    assert event["source_task_id"] == "review.publish"
+    assert event["extra"] == {"run_id": sync_run, "applied": decision[UAI]["applied"],
+                              "schools": [UAI]}
     disabled = _disabled(server)
     assert len(disabled) == 10 + 10  # the pupils and their only guardians
     gone = {f"AC-STRASBOURG$SIECLE${UAI}${1000 + i}" for i in THIRD}
@@ -298,7 +319,8 @@ def test_a_held_school_is_approved_then_another_rejected_from_airflow(
     answer = _api(af, "PATCH", _hitl(af, run_id), {"chosen_options": ["Reject"]})
     assert answer["chosen_options"] == ["Reject"]
     assert _wait_run(af, run_id) == "success", _task_states(af, run_id)
-    assert _xcom(af, run_id, "apply_decision") == {UAI: {"decision": "rejected"}}
+    assert _xcom(af, run_id, "review.apply_decision") == {UAI: {"decision": "rejected"}}
+    assert _asset_events(af, run_id) == []  # rejected: the directory did not change
     assert dump(server) == before
     assert _approval_rows(settings, sync_run) == [(UAI, "rejected", USERNAME)]
     assert pipeline.pending_approvals(settings) == []
