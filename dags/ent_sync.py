@@ -325,8 +325,15 @@ def make_dag(academy: Academy) -> Any:
 
                 dry, schools = _params()
                 st = _settings()
-                run_id = pipeline.start_run(st, code, dry, trigger="airflow")
-                out = pipeline.discover_files(st, code, run_id, schools or None)
+                run_id = pipeline.new_run_id(code)
+                try:
+                    pipeline.start_run(st, code, dry, trigger="airflow", run_id=run_id)
+                    out = pipeline.discover_files(st, code, run_id, schools or None)
+                except Exception as e:
+                    # each try opens a run of its own: close it (no XCom names it yet, so the
+                    # failure callback could not), a retry must not leave runs "running"
+                    pipeline.fail_run(st, run_id, f"discover failed: {type(e).__name__}")
+                    raise
                 out["batches"] = [{"uai": u, "docs": d} for u, d in out.pop("schools").items()]
                 return out
 

@@ -279,6 +279,51 @@ def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> 
                                 "DirectoryError"]]
 
 
+# discover's own callable, with the academy locked by a live run: RunLocked goes to Airflow's
+# retries as is, and the run this try opened is closed, not left "running".
+LOCKED = r"""
+import json, runpy, sys
+from sqlalchemy import select
+from etl import pipeline
+from etl.config import Settings
+from etl.errors import RunLocked
+from etl.state.db import session_factory
+from etl.state.models import AcademyLock, Run
+
+dag_file = runpy.run_path(sys.argv[1])
+settings = Settings.from_env({"ENTSYNC_WORKDIR": sys.argv[2]})
+holder = pipeline.start_run(settings, "ac-reims", trigger="cli")  # holds the lock
+task = dag_file["ent_sync__ac_reims"].get_task("read.discover")
+g = task.python_callable.__wrapped__.__globals__
+g["_settings"] = lambda: settings
+g["_params"] = lambda: (False, [])
+try:
+    task.python_callable()
+    raised = None
+except RunLocked as e:
+    raised = type(e).__name__
+with session_factory(settings.state_url)() as s:
+    runs = {r.id: [r.status, (r.summary or {}).get("error")] for r in s.scalars(select(Run))}
+    lock = s.get(AcademyLock, "ac-reims").run_id
+print(json.dumps({"raised": raised, "holder": holder, "runs": runs, "lock": lock}))
+"""
+
+
+def test_a_discover_try_that_finds_the_academy_locked_closes_its_run(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", LOCKED, str(DAGS / "ent_sync.py"), str(tmp_path / "work")],
+        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["raised"] == "RunLocked"  # transient: left to Airflow's retries
+    holder = got["holder"]
+    assert got["lock"] == holder  # still the holder's
+    assert got["runs"].pop(holder) == ["running", None]
+    assert list(got["runs"].values()) == [["failed", "discover failed: RunLocked"]]
+
+
 # --------------------------------------------------------------------------------------------
 # End to end: a real Airflow run against the session slapd
 # --------------------------------------------------------------------------------------------
