@@ -8,8 +8,9 @@ step: accounts, classes and groups.
 **Task groups, one per stage** (in the Graph view, expand a group to see its tasks):
 
 - **read**: `discover` (identify each file by its root and UAI, open the sync run) →
-  `batches` → `read_validate` (one mapped task per school, named by its UAI: read,
-  normalize, validate; a bad file is quarantined whole and its school left untouched);
+  `batches` → `read_validate` (one mapped task per school, named by its UAI and the name
+  its STS-web export gives: read, normalize, validate; a bad file is quarantined whole and
+  its school left untouched);
 - **plan**: `reconcile` (identities, logins, desired entries, plan, disaster guards);
 - **write**: `apply` (ldap3, journaled);
 - **close**: `report` (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
@@ -338,12 +339,19 @@ def make_dag(academy: Academy) -> Any:
                 return out
 
             @task
+            @fail_fast
             def batches(disc: dict[str, Any]) -> list[dict[str, Any]]:
-                """One item per school to read (Airflow maps only over a task's whole return)."""
-                return list(disc["batches"])
+                """One item per school to read (Airflow maps only over a task's whole return),
+                with the school's name when its STS-web export gives it (the UI's label)."""
+                from etl.report import school_name
 
+                return [{**b, "name": school_name(b["docs"])} for b in disc["batches"]]
+
+            # each mapped task is labelled "<UAI> <school name>" (the UAI alone without a name)
             @task(
-                map_index_template="{{ task.op_kwargs['batch']['uai'] }}",
+                map_index_template="{{ task.op_kwargs['batch']['uai'] }}"
+                "{% if task.op_kwargs['batch'].get('name') %} "
+                "{{ task.op_kwargs['batch']['name'] }}{% endif %}",
                 max_active_tis_per_dagrun=4,
             )
             @fail_fast

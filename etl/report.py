@@ -128,3 +128,41 @@ def resolve_report_file(reports_dir: Path, run_id: str, relpath: str) -> Path:
 
 def media_type(path: Path) -> str:
     return SERVED_SUFFIXES[path.suffix.lower()]
+
+
+# --------------------------------------------------------------------------------------------
+# A school's name, for people reading the Airflow UI (the mapped tasks are labelled with it)
+# --------------------------------------------------------------------------------------------
+
+#: the longest name label kept (Airflow keeps a task's rendered map index short)
+NAME_MAX = 80
+
+
+def school_name(docs: list[dict[str, Any]]) -> str | None:
+    """The school's name as its STS-web export states it (``DENOM_PRINC`` + ``DENOM_COMPL``
+    in ``PARAMETRES/UAJ``), reading only the head of the file; None when the school sent no
+    STS-web export tonight or its head cannot be read (the UAI then names the school alone).
+    SIECLE exports carry no name."""
+    from lxml import etree
+
+    from etl.errors import EntsyncError
+    from etl.xmlsafe import XmlSource, iterparse, open_source
+
+    for d in docs:
+        if d.get("kind") != "STS" or not d.get("path"):
+            continue
+        src = XmlSource(Path(d["path"]), d.get("member"))
+        parts: dict[str, str] = {}
+        try:
+            with open_source(src) as f:
+                for _event, el in iterparse(f, src.name):
+                    tag = el.tag if isinstance(el.tag, str) else ""
+                    if tag in ("DENOM_PRINC", "DENOM_COMPL"):
+                        parts[tag] = " ".join((el.text or "").split())
+                    if tag in ("UAJ", "PARAMETRES"):
+                        break
+        except (EntsyncError, etree.LxmlError, OSError, ValueError):
+            return None
+        name = " ".join(p for p in (parts.get("DENOM_PRINC"), parts.get("DENOM_COMPL")) if p)
+        return name[:NAME_MAX] or None
+    return None

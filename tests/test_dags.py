@@ -448,6 +448,13 @@ def test_academy_dag_runs_end_to_end(
         {"run_id": first["run_id"], "applied": first["applied"], "schools": sorted(gen.schools)}]
     assert set(first["schools"]) == set(gen.schools)
     assert {s["status"] for s in first["schools"].values()} == {"ok"}
+    # the mapped tasks are labelled with each school's UAI and name (its STS-web export's)
+    labels = sorted(r[0] for r in _metadata(
+        airflow_runner, "SELECT rendered_map_index FROM task_instance WHERE dag_id = ? AND "
+        "task_id = 'read.read_validate' AND map_index >= 0", dag_id))
+    assert len(labels) == len(gen.schools), labels
+    for label, uai in zip(labels, sorted(gen.schools), strict=True):
+        assert label.startswith((f"{uai} COLLEGE ", f"{uai} LYCEE ")), label
 
     conn = admin_connection(slapd)
     try:

@@ -100,3 +100,24 @@ def test_report_url() -> None:
 def test_directory_asset_names() -> None:
     assert directory_asset_name("ac-nancy-metz") == "entsync_directory_ac_nancy_metz"
     assert directory_asset_uri("ac-reims") == "x-entsync://directory/ac-reims"
+
+
+def test_a_schools_name_comes_from_its_sts_export(tmp_path: Path) -> None:
+    from etl.config import get_academy
+    from etl.generate import generate_academy
+    from etl.landing import discover
+    from etl.report import school_name
+
+    gen = generate_academy(tmp_path, "ac-reims", 2, 10, 3)
+    docs = [d.as_dict() for d in discover(tmp_path, get_academy("ac-reims"))]
+    for uai in gen.schools:
+        mine = [d for d in docs if d["uai"] == uai]
+        name = school_name(mine)
+        assert name is not None and name.startswith(("COLLEGE ", "LYCEE ")), name
+        assert uai not in name
+        # SIECLE exports carry no name: without the STS-web export, no name
+        assert school_name([d for d in mine if d["kind"] != "STS"]) is None
+    sts = next(d for d in docs if d["kind"] == "STS")
+    Path(sts["path"]).write_bytes(b"<STS_EDT><PARAMETRES><UAJ")  # truncated: no name
+    assert school_name([sts]) is None
+    assert school_name([{**sts, "path": str(tmp_path / "gone.xml")}]) is None
