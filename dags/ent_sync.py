@@ -64,8 +64,8 @@ from etl.config import Academy, load_academies
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: the task ids other tasks and the failure callback look up
-DISCOVER, REPORT = "read.discover", "close.report"
+#: the task ids other tasks, the report link and the failure callback look up
+DISCOVER = "read.discover"
 HELD_PLANS, APPROVAL = "review.held_plans", "review.approval"
 
 
@@ -247,7 +247,8 @@ def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[s
 class RunReportLink(BaseOperatorLink):
     """The report task's "Run report" button: the run's report.html, served by the api-server
     (plugin `plugins/entsync_reports.py`). Computed by the worker when the task ends, from
-    the sync run id the task returned."""
+    the sync run id discover returned: a report task that failed because changes failed has
+    written the report, which is then the page to read."""
 
     name = "Run report"
 
@@ -257,10 +258,11 @@ class RunReportLink(BaseOperatorLink):
 
         from etl.report import report_url
 
-        value = XCom.get_value(ti_key=ti_key, key="return_value")
-        if not isinstance(value, dict) or not value.get("run_id"):
+        disc = XCom.get_one(key="return_value", dag_id=ti_key.dag_id, task_id=DISCOVER,
+                            run_id=ti_key.run_id, map_index=-1)
+        if not isinstance(disc, dict) or not disc.get("run_id"):
             return ""
-        return report_url(conf.get("api", "base_url", fallback="/"), str(value["run_id"]))
+        return report_url(conf.get("api", "base_url", fallback="/"), str(disc["run_id"]))
 
 
 def directory_asset(academy_code: str) -> Asset:
