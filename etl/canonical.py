@@ -9,9 +9,11 @@ Column types (``column_dtype``): strings are pandas' Arrow-backed ``str`` dtype 
 column instead of one Python object per value: a large export's tables stay several times
 smaller than the file); a missing string is ``NaN`` there, so code that turns rows into Python
 values goes through ``records``/``values``, which give ``None`` for every missing value (NaN is
-truthy: ``if value:`` on a raw NaN is a bug). Booleans are numpy ``bool``; ``line`` is a
-nullable ``Int32``. Vectorized pandas works as it did on ``object`` columns: a missing value
-compares unequal (``==`` gives False, ``!=`` True), ``isna``/``notna``/``isin`` are unchanged.
+truthy: ``if value:`` on a raw NaN is a bug). Columns whose values repeat
+(``CATEGORY_COLUMNS``: uai, profile, file, kind, role, names, dates...) are pandas ``category``
+over those strings. Booleans are numpy ``bool``; ``line`` is a nullable ``Int32``. Vectorized
+pandas works as it did on ``object`` columns: a missing value compares unequal (``==`` gives
+False, ``!=`` True), ``isna``/``notna``/``isin`` are unchanged.
 
 Keys:
 - ``person_key`` is the source key without the academy prefix, e.g. ``SIECLE$0671234X$1541944``
@@ -112,6 +114,20 @@ STS_FUNCTION_PROFILE: Final[dict[str, str]] = {
 
 #: integer columns (nullable: a teacher linked by PROF_PRINC alone has no line)
 INT_COLUMNS: Final = frozenset({"line"})
+#: columns whose values repeat (codes, names, dates): pandas ``category`` (small integer codes
+#: plus one copy of each distinct string) instead of one string per row
+CATEGORY_COLUMNS: Final[dict[str, frozenset[str]]] = {
+    "schools": frozenset(),
+    "persons": frozenset({"uai", "profile", "source", "last_name", "birth_name", "first_name",
+                          "sex", "mef", "function", "birth_date", "entry_date", "leave_date",
+                          "file"}),
+    "structures": frozenset({"uai", "kind", "source", "file"}),
+    "memberships": frozenset({"uai", "code", "kind", "role", "subject", "file"}),
+    "guardian_links": frozenset({"uai", "level", "relation", "pays_fees", "lives_with",
+                                 "contact_first", "file"}),
+    "subjects": frozenset({"uai", "source"}),
+    "mefs": frozenset({"uai", "source"}),
+}
 
 
 def string_dtype() -> Any:
@@ -119,8 +135,10 @@ def string_dtype() -> Any:
     return pd.StringDtype("pyarrow", na_value=np.nan)
 
 
-def column_dtype(column: str) -> Any:
+def column_dtype(column: str, table: str | None = None) -> Any:
     """The dtype a canonical column has in every table built by the readers."""
+    if table is not None and column in CATEGORY_COLUMNS[table]:
+        return "category"
     if column in BOOL_COLUMNS:
         return np.dtype(bool)
     if column in INT_COLUMNS:
@@ -130,7 +148,7 @@ def column_dtype(column: str) -> Any:
 
 def empty_frame(table: str) -> pd.DataFrame:
     """An empty frame with the table's columns and dtypes."""
-    return pd.DataFrame({c: pd.Series([], dtype=column_dtype(c)) for c in TABLES[table]})
+    return pd.DataFrame({c: pd.Series([], dtype=column_dtype(c, table)) for c in TABLES[table]})
 
 
 def frame(table: str, rows: dict[str, list[object]]) -> pd.DataFrame:
@@ -143,7 +161,7 @@ def frame(table: str, rows: dict[str, list[object]]) -> pd.DataFrame:
         v = rows.get(c, [None] * n)
         if c in BOOL_COLUMNS:
             v = [bool(x) for x in v]  # a missing flag is False, as the readers write it
-        data[c] = pd.Series(v, dtype=column_dtype(c))
+        data[c] = pd.Series(v, dtype=column_dtype(c, table))
     return pd.DataFrame(data, columns=list(cols))
 
 
@@ -175,6 +193,27 @@ def tuples(df: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
     return zip(*(values(df.iloc[:, i]) for i in range(df.shape[1])), strict=True)
 
 
+def concat_frames(dfs: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` that keeps a column categorical when it is in every frame (pandas would
+    fall back to plain strings when the categories differ, e.g. ELV pupils and TUT guardians
+    in ``profile``)."""
+    if len(dfs) > 1:
+        from pandas.api.types import union_categoricals
+
+        dfs = [d.copy(deep=False) for d in dfs]
+        for c in dfs[0].columns:
+            cols = [d[c] for d in dfs if c in d.columns]
+            if len(cols) == len(dfs) and all(isinstance(x.dtype, pd.CategoricalDtype)
+                                             for x in cols):
+                try:
+                    union = union_categoricals(cols).categories
+                except TypeError:  # categories of different types: plain concat
+                    continue
+                for d in dfs:
+                    d[c] = d[c].cat.set_categories(union)
+    return pd.concat(dfs, ignore_index=True)
+
+
 class Tables:
     """The canonical tables of one school (or a concatenation of schools)."""
 
@@ -194,7 +233,7 @@ class Tables:
     def add(self, name: str, df: pd.DataFrame) -> None:
         """Append rows (used when several files feed one table)."""
         cur = self.frames[name]
-        self.frames[name] = df if cur.empty else pd.concat([cur, df], ignore_index=True)
+        self.frames[name] = df if cur.empty else concat_frames([cur, df])
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.frames.items()}
@@ -205,7 +244,7 @@ class Tables:
         for t in TABLES:
             dfs = [p.frames[t] for p in parts if not p.frames[t].empty]
             if dfs:
-                out.frames[t] = pd.concat(dfs, ignore_index=True)
+                out.frames[t] = concat_frames(dfs)
         return out
 
     def save(self, path: Any) -> None:

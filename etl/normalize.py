@@ -50,8 +50,7 @@ def normalize_tables(tables: Tables, jointure_prefix: str) -> Tables:
             p[col] = clean_text(p[col])
         p["ine"] = clean_text(p["ine"]).str.upper()
         p["email"] = clean_text(p["email"]).str.lower()
-        sex = p["sex"].astype(string_dtype())
-        p["sex"] = sex.where(sex.isin(["M", "F"]))
+        p["sex"] = p["sex"].where(p["sex"].isin(["M", "F"]))
         out["persons"] = p
     s = out["structures"]
     if not s.empty:

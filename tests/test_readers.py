@@ -377,14 +377,15 @@ def test_pupils_reader_releases_elements(tmp_path: Path, monkeypatch: pytest.Mon
 def test_pupils_tables_stay_smaller_than_the_file(tmp_path: Path) -> None:
     """A size bound, not a benchmark: the tables a pupils file is read into (every value
     counted, as pandas measures it) are well under the file's size. Kept as Python string
-    objects they were about 1.5 times the file."""
+    objects they were about 1.6 times the file; as Arrow strings without the categorical
+    columns, about 0.4 times; as they are, under 0.2."""
     path = generate_pupils_file(tmp_path / "ElevesSansAdresses.xml", 3_000, 11, UAI)
     size = path.stat().st_size
     res = read_siecle_eleves(XmlSource(path), UAI, TODAY)
     persons, members = res.tables["persons"], res.tables["memberships"]
     assert len(persons) == 3_000 and len(members) > 3_000
     used = sum(int(df.memory_usage(deep=True, index=False).sum()) for df in (persons, members))
-    assert used < 0.5 * size, (used, size)
+    assert used < 0.3 * size, (used, size)
     # and the values are all there: missing stays missing, nothing became a number
     rows = records(persons)
     assert all(isinstance(r["person_key"], str) and isinstance(r["line"], int) for r in rows)

@@ -92,7 +92,11 @@ def clean_school() -> Tables:
 
 def _set(table: str, row: int, col: str, value: object) -> Callable[[Tables], None]:
     def mutate(t: Tables) -> None:
-        t[table].loc[row, col] = value
+        df = t[table]
+        if isinstance(df[col].dtype, pd.CategoricalDtype) and not missing(value) \
+                and value not in df[col].cat.categories:  # code-like columns are categorical
+            df[col] = df[col].cat.add_categories([value])
+        df.loc[row, col] = value
     return mutate
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +28,7 @@ class ReadResult:
 
 
 #: rows kept as Python objects before they are packed into Arrow arrays
-CHUNK_ROWS = 32_768
+CHUNK_ROWS = 8_192
 
 
 def _pool() -> Any:
@@ -43,47 +43,31 @@ def _pool() -> Any:
 POOL = _pool()
 
 
-def codes(s: pa.ChunkedArray) -> np.ndarray:
-    """Integer codes of an Arrow column: equal values, equal codes (0 for a
-    missing value). Hashing happens in Arrow, no Python string is made per value."""
-    enc = pc.dictionary_encode(s, memory_pool=POOL)
-    if not len(s):
-        return np.zeros(0, dtype=np.int64)
-    out: np.ndarray = np.concatenate(
-        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in enc.chunks]
-    ).astype(np.int64) + 1
-    return out
-
-
-def first_rows(*keys: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows where a combination of integer keys (``codes``, >= 0) is seen
-    first (hashed, not sorted: a few bytes per row)."""
-    import pandas as pd
-
-    n = len(keys[0])
-    combined = np.zeros(n, dtype=np.int64)
-    for k in keys:
-        size = int(k.max(initial=0)) + 1
-        if int(combined.max(initial=0)) + 1 > (1 << 62) // size:  # renumber, then combine
-            combined = pd.factorize(combined)[0].astype(np.int64)
-        combined = combined * size + k
-    first: np.ndarray = ~pd.Series(combined, copy=False).duplicated(keep="first").to_numpy()
-    return first
+STRINGS: Final = pa.large_string()
 
 
 class Columns:
     """Column lists for one canonical table, filled row by row.
 
-    Every ``CHUNK_ROWS`` rows the lists are packed into Arrow arrays (strings), numpy arrays
-    (booleans) and nullable integers (``line``), so Python objects live for one chunk only;
-    ``frame`` wraps the chunks without copying them into one block.
+    Every ``CHUNK_ROWS`` rows the lists are packed: strings into Arrow arrays, the columns of
+    ``canonical.CATEGORY_COLUMNS`` into integer codes (one Python string kept per distinct
+    value), booleans into numpy, ``line`` into Arrow integers. Python objects live for one
+    chunk only; ``frame`` turns the chunks into pandas columns of the types
+    ``canonical.column_dtype`` names, without a table-wide copy.
     """
 
-    def __init__(self, table: str, cols: tuple[str, ...], chunk_rows: int | None = None) -> None:
+    def __init__(self, table: str, cols: tuple[str, ...], chunk_rows: int | None = None,
+                 prefixes: dict[str, str] | None = None) -> None:
         self.table = table
         self.cols = cols
         self.chunk_rows = chunk_rows or CHUNK_ROWS
-        self.data: dict[str, list[object]] = {c: [] for c in cols}
+        #: column -> text put in front of every value when packing (keys are appended as the
+        #: bare source id, so no per-row key string is made in Python)
+        self.prefixes = prefixes or {}
+        #: categorical column -> {value: code}, codes in order of first appearance
+        self.categories: dict[str, dict[str, int]] = {
+            c: {} for c in cols if c in C.CATEGORY_COLUMNS[table]}
+        self.data: dict[str, list[Any]] = {c: [] for c in cols}
         self.chunks: dict[str, list[Any]] = {c: [] for c in cols}
         self.packed = 0
         self._first = self.data[cols[0]]
@@ -108,18 +92,50 @@ class Columns:
                 self.chunks[c].append(np.array([bool(x) for x in v], dtype=bool))
             elif c in C.INT_COLUMNS:
                 self.chunks[c].append(pa.array(v, type=pa.int32(), memory_pool=POOL))
+            elif c in self.categories:
+                d = self.categories[c]
+                self.chunks[c].append(np.array(
+                    [-1 if x is None else d.setdefault(x, len(d)) for x in v], dtype=np.int32))
+            elif c in self.prefixes:
+                ids = pa.array(v, type=STRINGS, memory_pool=POOL)
+                prefix = pa.scalar(self.prefixes[c], type=STRINGS)
+                self.chunks[c].append(
+                    pc.binary_join_element_wise(prefix, ids, pa.scalar("", type=STRINGS),
+                                                memory_pool=POOL))
+                del ids
             else:
-                self.chunks[c].append(pa.array(v, type=pa.large_string(), memory_pool=POOL))
+                self.chunks[c].append(pa.array(v, type=STRINGS, memory_pool=POOL))
             v.clear()
         self.packed += n
+
+    def _codes(self, c: str) -> np.ndarray:
+        self.pack()
+        parts = self.chunks[c]
+        if len(parts) > 1:
+            self.chunks[c] = parts = [np.concatenate(parts)]
+        return parts[0] if parts else np.zeros(0, dtype=np.int32)
 
     def column(self, c: str) -> pa.ChunkedArray:
         """A string or integer column as Arrow (packs what is pending first)."""
         self.pack()
-        return pa.chunked_array(self.chunks[c], type=self._arrow_type(c))
+        return pa.chunked_array(self.chunks[c],
+                                type=pa.int32() if c in C.INT_COLUMNS else STRINGS)
+
+    def equals(self, c: str, value: str) -> np.ndarray:
+        """Boolean mask of the rows where column ``c`` is ``value``."""
+        if c in self.categories:
+            code = self.categories[c].get(value)
+            codes = self._codes(c)
+            return codes == code if code is not None else np.zeros(len(codes), dtype=bool)
+        out: np.ndarray = pc.equal(self.column(c), value).fill_null(False).to_numpy(
+            zero_copy_only=False)
+        return out
 
     def take(self, c: str, rows: np.ndarray) -> list[Any]:
         """The values of column ``c`` at the given positions, as Python objects."""
+        if c in self.categories:
+            values = list(self.categories[c])
+            return [values[i] if i >= 0 else None for i in self._codes(c)[rows].tolist()]
         out: list[Any] = self.column(c).take(pa.array(rows, type=pa.int64())).to_pylist()
         return out
 
@@ -128,53 +144,47 @@ class Columns:
         self.pack()
         arrow_mask = pa.array(mask, type=pa.bool_())
         for c in self.cols:
-            if c in C.BOOL_COLUMNS:
+            if c in C.BOOL_COLUMNS or c in self.categories:
                 self.chunks[c] = [np.concatenate(self.chunks[c])[mask]] if self.chunks[c] else []
             else:
-                col = pa.chunked_array(self.chunks[c], type=self._arrow_type(c))
+                col = self.column(c)
                 self.chunks[c] = []
                 self.chunks[c] = list(pc.filter(col, arrow_mask, memory_pool=POOL).chunks)
                 del col
         self.packed = int(mask.sum())
 
-    @staticmethod
-    def _arrow_type(c: str) -> pa.DataType:
-        return pa.int32() if c in C.INT_COLUMNS else pa.large_string()
-
     def frame(self) -> Any:
         """The table, typed as ``canonical.column_dtype`` says."""
         import pandas as pd
-        from pandas.arrays import ArrowStringArray
 
         self.pack()
         data: dict[str, Any] = {}
         for c in self.cols:
-            parts, self.chunks[c] = self.chunks[c], []
             if c in C.BOOL_COLUMNS:
+                parts = self.chunks[c]
                 data[c] = pd.Series(np.concatenate(parts) if parts else np.array([], dtype=bool),
                                     copy=False)
             elif c in C.INT_COLUMNS:
-                arr = pa.chunked_array(parts, type=pa.int32()).combine_chunks()
+                arr = self.column(c).combine_chunks(memory_pool=POOL)
                 data[c] = pd.Series(pd.array(arr, dtype=C.column_dtype(c)), copy=False)
+            elif c in self.categories:
+                categories = pd.Index(list(self.categories[c]), dtype=C.string_dtype())
+                data[c] = pd.Series(pd.Categorical.from_codes(
+                    self._codes(c), dtype=pd.CategoricalDtype(categories)), copy=False)
+                self.categories[c] = {}
             else:
-                arr = pa.chunked_array(parts, type=pa.large_string())
-                strings: Any = ArrowStringArray  # the stubs lack its dtype argument
-                data[c] = pd.Series(strings(arr, dtype=C.string_dtype()), copy=False)
+                data[c] = pd.Series(_strings(self.column(c)), copy=False)
+            self.chunks[c] = []
         self.packed = 0
         return pd.DataFrame(data, columns=list(self.cols), copy=False)
 
 
-class Interner:
-    """One shared string object per distinct value (names, dates and codes repeat a lot:
-    keeping one copy each is most of what keeps a large export's tables small)."""
+def _strings(col: pa.ChunkedArray) -> Any:
+    """Arrow strings as pandas' ``str`` extension array (no copy)."""
+    from pandas.arrays import ArrowStringArray
 
-    def __init__(self) -> None:
-        self._d: dict[str, str] = {}
-
-    def __call__(self, v: str | None) -> str | None:
-        if v is None:
-            return None
-        return self._d.setdefault(v, v)
+    strings: Any = ArrowStringArray  # the stubs lack its dtype argument
+    return strings(col, dtype=C.string_dtype())
 
 
 def children(el: Any) -> dict[str, str]:

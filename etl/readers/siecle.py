@@ -9,13 +9,12 @@ when it cannot be read.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
+from array import array
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import pandas as pd
 
 from etl import canonical as C
 from etl.canonical import Tables
@@ -25,8 +24,6 @@ from etl.readers.base import (
     ReadResult,
     blank_to_none,
     children,
-    codes,
-    first_rows,
     fr_date,
     reject,
     release,
@@ -60,12 +57,15 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     caught in document order.
     """
     today = today or dt.date.today()
-    persons = Columns("persons", C.PERSONS)
-    members = Columns("memberships", C.MEMBERSHIPS)
+    # person_key is appended as the bare ELEVE_ID and prefixed when packed
+    prefixes = {"person_key": pupil_key(uai, "")}
+    persons = Columns("persons", C.PERSONS, prefixes=prefixes)
+    members = Columns("memberships", C.MEMBERSHIPS, prefixes=prefixes)
     res = ReadResult(Tables())
     name = src.short_name
-    key_of = functools.partial(pupil_key, uai)
     bad_dates: list[tuple[str, RecordRejected]] = []  # (ELEVE_ID, rejection), in order
+    # one 8-byte hash per row, what duplicates are looked for in (then checked exactly)
+    person_hash, member_hash = array("q"), array("q")
 
     for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", *DROP), uai):
         if el.tag in DROP:
@@ -91,8 +91,9 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                         source_key=pupil_key(uai, eid),
                     )))
                 else:
+                    person_hash.append(hash(eid))
                     persons.append(
-                        person_key=key_of(eid),
+                        person_key=eid,
                         uai=uai,
                         profile=C.PROFILE_PUPIL,
                         source="SIECLE",
@@ -119,9 +120,11 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 kind = (s.get("TYPE_STRUCTURE") or "").strip().upper()
                 if not code or kind not in ("D", "G") or PSEUDO_DIVISION.match(code):
                     continue
+                # one division per pupil, each group once
+                member_hash.append(hash((eid, "D") if kind == "D" else (eid, "G", code)))
                 members.append(
                     uai=uai,
-                    person_key=key_of(eid),
+                    person_key=eid,
                     code=code,
                     kind=kind,
                     role="pupil",
@@ -130,8 +133,9 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     line=st.sourceline,
                 )
         release(el)
-    late = _first_eleve_only(src, uai, persons, bad_dates)
-    extra = _one_division(src, uai, members, len(pupil_key(uai, "")))
+    late = _first_eleve_only(src, uai, persons, person_hash, bad_dates)
+    extra = _one_division(src, uai, members, member_hash, len(pupil_key(uai, "")))
+    del person_hash, member_hash
     # rejections in document order, as a one-pass reader would have found them
     res.rejected = sorted([*res.rejected, *late, *extra], key=lambda r: r.line or 0)
     res.tables["persons"] = persons.frame()
@@ -139,20 +143,36 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     return res
 
 
-def _first_eleve_only(src: XmlSource, uai: str, persons: Columns,
+def _candidates(hashes: array[int]) -> np.ndarray:
+    """Positions of the rows whose hash is not unique: the only rows that can repeat an
+    earlier one (equal values have equal hashes); they are then compared exactly."""
+    h = np.frombuffer(hashes, dtype=np.int64) if len(hashes) else np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(pd.Series(h, copy=False).duplicated(keep=False).to_numpy())
+
+
+def _first_eleve_only(src: XmlSource, uai: str, persons: Columns, hashes: array[int],
                       bad_dates: list[tuple[str, RecordRejected]]) -> list[RecordRejected]:
     """Keep the first ELEVE of each ELEVE_ID; a later one is rejected (``unique``), even when
     its dates are bad too. A record with bad dates does not count as the first."""
     name = src.short_name
     out: list[RecordRejected] = []
-    ids = persons.column("source_id")
-    dup = ~first_rows(codes(ids))
-    first_line: dict[str, int] = {}
+    first_line: dict[str, int] = {}  # ELEVE_ID -> line of the ELEVE kept
+    dup = np.zeros(len(persons), dtype=bool)
+    at = _candidates(hashes)
+    for i, eid, line in zip(at, persons.take("source_id", at), persons.take("line", at),
+                            strict=True):
+        if eid in first_line:
+            dup[i] = True
+        else:
+            first_line[eid] = line
     if bad_dates:
-        wanted = pa.array(sorted({eid for eid, _r in bad_dates}), type=ids.type)
-        at = np.flatnonzero(~dup & pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False))
-        first_line = dict(zip(persons.take("source_id", at), persons.take("line", at),
-                              strict=True))
+        wanted = {eid for eid, _r in bad_dates} - set(first_line)
+        h = np.frombuffer(hashes, dtype=np.int64) if len(hashes) else np.zeros(0, np.int64)
+        at = np.flatnonzero(np.isin(h, [hash(e) for e in wanted]))
+        for eid, line in zip(persons.take("source_id", at), persons.take("line", at),
+                             strict=True):
+            if eid in wanted:
+                first_line[eid] = line
     for eid, r in bad_dates:
         seen_at = first_line.get(eid)
         if seen_at is not None and seen_at < (r.line or 0):
@@ -169,37 +189,37 @@ def _first_eleve_only(src: XmlSource, uai: str, persons: Columns,
     return out
 
 
-def _one_division(src: XmlSource, uai: str, members: Columns, prefix_len: int
-                  ) -> list[RecordRejected]:
+def _one_division(src: XmlSource, uai: str, members: Columns, hashes: array[int],
+                  prefix_len: int) -> list[RecordRejected]:
     """One division per pupil (the first; a different later one is rejected, the same one
     repeated is dropped) and each group once (duplicated STRUCTURES_ELEVE blocks)."""
     out: list[RecordRejected] = []
-    if not len(members):
+    at = _candidates(hashes)
+    if not len(at):
         return out
-    is_div = pc.equal(members.column("kind"), "D").fill_null(False).to_numpy(
-        zero_copy_only=False)
-    # a division is "the first" per pupil, a group per (pupil, code)
-    first = first_rows(codes(members.column("person_key")),
-                       np.where(is_div, 0, codes(members.column("code"))))
-    later_div = is_div & ~first
-    if later_div.any():
-        at = np.flatnonzero(later_div)
-        keys = members.take("person_key", at)
-        firsts = np.flatnonzero(is_div & first & pc.is_in(
-            members.column("person_key"), value_set=pa.array(sorted(set(keys)))
-        ).to_numpy(zero_copy_only=False))
-        first_code = dict(zip(members.take("person_key", firsts), members.take("code", firsts),
-                              strict=True))
-        for key, code, line in zip(keys, members.take("code", at), members.take("line", at),
-                                   strict=True):
-            prev = first_code[key]
+    drop = np.zeros(len(members), dtype=bool)
+    division: dict[str, str] = {}
+    groups: set[tuple[str, str]] = set()
+    for i, key, kind, code, line in zip(
+            at, members.take("person_key", at), members.take("kind", at),
+            members.take("code", at), members.take("line", at), strict=True):
+        if kind == "D":
+            prev = division.get(key)
+            if prev is None:
+                division[key] = code
+                continue
+            drop[i] = True
             if prev != code:
                 out.append(RecordRejected(
                     src.short_name, uai, line, "STRUCTURES_ELEVE", "one_division",
                     f"ELEVE_ID {key[prefix_len:]} is in divisions {prev} and {code}; "
                     f"kept {prev}"))
-    if not first.all():
-        members.keep(first)
+        elif (key, code) in groups:
+            drop[i] = True
+        else:
+            groups.add((key, code))
+    if drop.any():
+        members.keep(~drop)
     return out
 
 
