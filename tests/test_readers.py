@@ -402,3 +402,67 @@ def test_chunked_reading_matches_one_chunk(monkeypatch: pytest.MonkeyPatch) -> N
     for t in ("persons", "memberships"):
         assert records(tiny.tables[t]) == records(whole.tables[t])
     assert [str(r) for r in tiny.rejected] == [str(r) for r in whole.rejected]
+
+
+def _eleve(eid: str, birth: str) -> str:
+    return (f'<ELEVE ELEVE_ID="{eid}"><NOM_DE_FAMILLE>Nom{eid}</NOM_DE_FAMILLE>'
+            f"<PRENOM>Prenom</PRENOM><DATE_NAISS>{birth}</DATE_NAISS></ELEVE>\n")
+
+
+def _structures(eid: str, *structures: tuple[str, str]) -> str:
+    inner = "".join(f"<STRUCTURE><CODE_STRUCTURE>{c}</CODE_STRUCTURE>"
+                    f"<TYPE_STRUCTURE>{k}</TYPE_STRUCTURE></STRUCTURE>\n" for c, k in structures)
+    return f'<STRUCTURES_ELEVE ELEVE_ID="{eid}">\n{inner}</STRUCTURES_ELEVE>\n'
+
+
+DUPLICATES_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<BEE_ELEVES VERSION="3.1"><DONNEES><ELEVES>\n'
+    + _eleve("2001", "02/03/2013")
+    + _eleve("2001", "2013-03-02")  # same id again, bad date too: "unique"
+    + _eleve("2002", "31/02/2013")  # bad date first: it is not "the first" 2002
+    + _eleve("2002", "01/03/2013")
+    + _eleve("2003", "01/03/2013") + _eleve("2003", "01/03/2013") + _eleve("2003", "01/03/2013")
+    + "</ELEVES><STRUCTURES>\n"
+    + _structures("2001", ("5A", "D"), ("GR1", "G"))
+    + _structures("2001", ("5B", "D"), ("GR1", "G"), ("GR2", "G"))  # second division
+    + _structures("2001", ("5A", "D"))  # the same division again: dropped, not reported
+    + _structures("2002", ("5B", "D"))
+    + "</STRUCTURES></DONNEES></BEE_ELEVES>\n"
+)
+
+
+def _duplicates(tmp_path: Path) -> tuple[list[tuple[str, str, int | None]], Any, Any]:
+    path = tmp_path / "ElevesSansAdresses.xml"
+    path.write_text(DUPLICATES_XML, encoding="utf-8")
+    res = read_siecle_eleves(XmlSource(path), UAI, TODAY)
+    rejected = [(r.rule, r.message, r.line) for r in res.rejected]
+    return rejected, records(res.tables["persons"]), records(res.tables["memberships"])
+
+
+def test_duplicates_are_found_after_packing_as_in_document_order(tmp_path: Path) -> None:
+    rejected, persons, members = _duplicates(tmp_path)
+    assert [(rule, msg) for rule, msg, _ in rejected] == [
+        ("unique", "ELEVE_ID 2001 appears twice"),
+        ("date_format", "ELEVE_ID 2002: a date is not dd/mm/yyyy"),
+        ("unique", "ELEVE_ID 2003 appears twice"),
+        ("unique", "ELEVE_ID 2003 appears twice"),
+        ("one_division", "ELEVE_ID 2001 is in divisions 5A and 5B; kept 5A"),
+    ]
+    lines = [line for _, _, line in rejected]
+    assert lines == sorted(lines) and None not in lines
+    assert [(p["source_id"], p["line"]) for p in persons] == [
+        ("2001", 3), ("2002", 6), ("2003", 7)]
+    assert [(m["person_key"], m["code"], m["kind"]) for m in members] == [
+        (pkey("2001"), "5A", "D"), (pkey("2001"), "GR1", "G"), (pkey("2001"), "GR2", "G"),
+        (pkey("2002"), "5B", "D")]
+
+
+def test_colliding_hashes_or_tiny_chunks_change_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicates are looked for among rows with equal hashes, then compared exactly: with
+    every hash equal, and with one row per chunk, the result is the same."""
+    expected = _duplicates(tmp_path)
+    monkeypatch.setattr(siecle_mod, "hash", lambda _v: 0, raising=False)
+    assert _duplicates(tmp_path) == expected
+    monkeypatch.setattr(base_mod, "CHUNK_ROWS", 1)
+    assert _duplicates(tmp_path) == expected
