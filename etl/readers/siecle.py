@@ -1,9 +1,10 @@
 """Streaming readers for SIECLE (BEE) exports: pupils, guardians, nomenclatures, structures.
 
 Each reader walks the document once with lxml iterparse, clearing elements as it goes, and
-fills column lists (no per-record dicts kept). Records that cannot be used are returned as
-``RecordRejected`` (file, school, line, rule); the document itself is rejected whole only
-when it cannot be read.
+fills column lists, packed every few thousand rows into Arrow-backed and categorical columns
+(``etl.readers.base.Columns``; no per-record dicts kept). Records that cannot be used are
+returned as ``RecordRejected`` (file, school, line, rule); the document itself is rejected
+whole only when it cannot be read.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ def guardian_key(uai: str, personne_id: str) -> str:
 def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -> ReadResult:
     """BEE_ELEVES: pupils (persons ELV) and their divisions and groups (memberships).
 
-    No per-pupil bookkeeping is kept while streaming (on a large export it weighed as much as
-    the tables): duplicate ELEVE_IDs, second divisions and repeated groups are found once the
-    tables are built, with vectorized ``duplicated``, and reported exactly as if they had been
-    caught in document order.
+    No per-pupil set or dict is kept while streaming (on a large export they weighed as much
+    as the tables): each row leaves an 8-byte hash of what must not repeat; once the rows are
+    packed, only rows whose hash repeats are compared exactly, and duplicate ELEVE_IDs,
+    second divisions and repeated groups are reported as if caught in document order.
     """
     today = today or dt.date.today()
     # person_key is appended as the bare ELEVE_ID and prefixed when packed
