@@ -9,12 +9,15 @@
   recomputed against what is really there, so a rerun after a crash converges;
 - each applied change is handed to ``on_applied`` (the journal and the state DB), in order of
   completion;
-- where the server offers LDAP transactions (RFC 5805, announced in the root DSE), the changes
-  of a wave go in batches of ``txn_size`` operations, each batch one transaction: one durable
-  commit instead of one disk flush per entry (durable single writes are bound by that flush).
-  A batch is atomic: a batch whose commit fails (an entry the state DB did not know about, a
-  schema error) or whose connection drops is replayed change by change through the path
-  above, so a crash or a stale state DB still converges, only slower for that batch.
+- the write requests are encoded by ``etl.ldapwire`` (plain BER, a few microseconds each)
+  rather than ldap3's pyasn1 objects (~0.8 ms of CPU each, what bounded the initial load once
+  several writes were in flight); bind, TLS, reads and the connection stay ldap3's;
+- LDAP transactions (RFC 5805: a batch of ``txn_size`` operations, one durable commit instead
+  of one disk flush per entry, ~7x on slapd's side) are implemented but OFF by default
+  (``ENTSYNC_LDAP_TRANSACTIONS=auto|on`` turns them on): Debian 12's slapd 2.5.13 segfaults
+  under them, on one connection or several, committed or failed batches alike
+  (``python -m bench.txn_stress`` reproduces it). A batch is atomic; one that does not commit
+  is replayed change by change through the path above.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
+from ldap3.core.results import RESULT_CODES
 
+from etl import ldapwire
 from etl.plan import KIND_ORDER, Change, diff_attrs
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,7 @@ def txn_end_value(txn_id: bytes, commit: bool = True) -> bytes:
 
 
 def _env_transactions() -> str:
-    return os.environ.get("ENTSYNC_LDAP_TRANSACTIONS", "auto").strip().lower() or "auto"
+    return os.environ.get("ENTSYNC_LDAP_TRANSACTIONS", "off").strip().lower() or "off"
 
 
 def _env_txn_size() -> int:
@@ -81,7 +86,8 @@ class LdapTarget:
     base: str = "dc=ent,dc=grandest,dc=fr"
     ca_file: str | None = None
     start_tls: bool = False
-    #: RFC 5805 transactions: "auto" (when the root DSE announces them), "on", "off"
+    #: RFC 5805 transactions: "off" (default: Debian 12's slapd 2.5.13 segfaults with them,
+    #: see the module doc), "auto" (when the root DSE announces them) or "on"
     transactions: str = field(default_factory=_env_transactions)
     #: operations per transaction
     txn_size: int = field(default_factory=_env_txn_size)
@@ -161,20 +167,6 @@ def connect(target: LdapTarget) -> ldap3.Connection:
     return conn
 
 
-def _mods_to_ldap3(mods: dict[str, dict[str, list[str]]]) -> dict[str, list[tuple[Any, list[str]]]]:
-    out: dict[str, list[tuple[Any, list[str]]]] = {}
-    for attr, m in mods.items():
-        ops: list[tuple[Any, list[str]]] = []
-        if "replace" in m:
-            ops.append((ldap3.MODIFY_REPLACE, m["replace"]))
-        if "delete" in m:
-            ops.append((ldap3.MODIFY_DELETE, m["delete"]))
-        if "add" in m:
-            ops.append((ldap3.MODIFY_ADD, m["add"]))
-        out[attr] = ops
-    return out
-
-
 class DirectoryWriter:
     """Writes changes with a pool of ldap3 connections."""
 
@@ -185,6 +177,8 @@ class DirectoryWriter:
         self._local = threading.local()
         self._conns: list[ldap3.Connection] = []
         self._lock = threading.Lock()
+        self._msg_id = 1 << 30
+        self._txn_lock = threading.Lock()
         self._txn: bool | None = None if target.transactions == "auto" else (
             target.transactions in ("on", "yes", "true", "1"))
 
@@ -277,7 +271,8 @@ class DirectoryWriter:
     def apply_batch(self, batch: list[Change], res: ApplyResult
                     ) -> list[tuple[Change, bool, dict[str, Any]]]:
         """One transaction for the batch; replayed change by change if it does not commit."""
-        done = self._try_transaction(batch, res)
+        with self._txn_lock:  # one transaction at a time (slapd 2.5: see _try_transaction)
+            done = self._try_transaction(batch, res)
         if done:
             res.transactions += 1
             return [(ch, True, {"result": 0}) for ch in batch]
@@ -299,18 +294,30 @@ class DirectoryWriter:
                 self._txn = False
                 return False
             txn_id = r.get("responseValue") or b""
-            ctl = [(TXN_CONTROL, True, txn_id)]
-            ok = True
+            # the batch in one write, encoded by etl.ldapwire; the server queues each
+            # operation and answers at once (see that module for why not ldap3 here)
+            ctl = [ldapwire.control(TXN_CONTROL, True, txn_id)]
+            requests = []
             for ch in batch:
                 if ch.op == "add":
-                    _st, r, _resp, _req = c.add(ch.dn, attributes=ch.attrs, controls=ctl)
+                    op = ldapwire.add_request(ch.dn, ch.attrs)
                 elif ch.op == "modify":
-                    _st, r, _resp, _req = c.modify(ch.dn, _mods_to_ldap3(ch.mods), controls=ctl)
+                    op = ldapwire.modify_request(ch.dn, ch.mods)
                 elif ch.op == "delete":
-                    _st, r, _resp, _req = c.delete(ch.dn, controls=ctl)
+                    op = ldapwire.delete_request(ch.dn)
                 else:
                     raise ValueError(ch.op)
-                if r["result"] != 0:
+                requests.append(ldapwire.message(self._next_id(), op, ctl))
+            # one request in flight at a time, one transaction at a time: slapd 2.5.13's
+            # transaction code segfaults when the operations of a transaction arrive at once
+            # (slapd runs a connection's operations in parallel threads), and now and then
+            # when transactions run on several connections at once (tests/test_apply_txn.py
+            # and `python -m bench.txn_stress` reproduce both)
+            ok = True
+            for req in requests:
+                c.socket.sendall(req)
+                (answer,) = ldapwire.read_results(c.socket, 1)
+                if answer.code != 0:
                     ok = False
                     break
             _st, r, _resp, _req = c.extended(TXN_END, txn_end_value(txn_id, commit=ok),
@@ -320,18 +327,37 @@ class DirectoryWriter:
             self._reset()
             return False
 
+    def _next_id(self) -> int:
+        """Message ids of the hand-encoded requests: their own range, far above ldap3's."""
+        with self._lock:
+            self._msg_id = self._msg_id + 1 if self._msg_id < 2**31 - 2 else 1 << 30
+            return self._msg_id
+
+    def _write(self, op: bytes) -> Callable[[ldap3.Connection], Any]:
+        """One hand-encoded write request (etl.ldapwire) on the thread's connection, answered
+        like ldap3's SAFE_SYNC calls: (ok, result dict, None, None)."""
+
+        def call(c: ldap3.Connection) -> Any:
+            c.socket.sendall(ldapwire.message(self._next_id(), op))
+            (a,) = ldapwire.read_results(c.socket, 1)
+            result = {"result": a.code, "description": RESULT_CODES.get(a.code, str(a.code)),
+                      "message": a.message, "dn": a.matched_dn}
+            return a.code == 0, result, None, None
+
+        return call
+
     def apply_one(self, ch: Change, res: ApplyResult) -> tuple[bool, dict[str, Any]]:
         if ch.op == "add":
-            r = self._call(lambda c: c.add(ch.dn, attributes=ch.attrs), res)
+            r = self._call(self._write(ldapwire.add_request(ch.dn, ch.attrs)), res)
             if r["result"] == RESULT_ALREADY_EXISTS:
                 return self._reconcile(ch, res)
         elif ch.op == "modify":
-            r = self._call(lambda c: c.modify(ch.dn, _mods_to_ldap3(ch.mods)), res)
+            r = self._call(self._write(ldapwire.modify_request(ch.dn, ch.mods)), res)
             if r["result"] in (RESULT_NO_SUCH_OBJECT, RESULT_NO_SUCH_ATTRIBUTE,
                                RESULT_VALUE_EXISTS):
                 return self._reconcile(ch, res)
         elif ch.op == "delete":
-            r = self._call(lambda c: c.delete(ch.dn), res)
+            r = self._call(self._write(ldapwire.delete_request(ch.dn)), res)
             if r["result"] == RESULT_NO_SUCH_OBJECT:
                 return True, {"result": 0}
         else:
@@ -344,12 +370,12 @@ class DirectoryWriter:
         target = ch.after or ch.attrs
         actual = self.read_entry(ch.dn, res)
         if actual is None:
-            r = self._call(lambda c: c.add(ch.dn, attributes=target), res)
+            r = self._call(self._write(ldapwire.add_request(ch.dn, target)), res)
             return r["result"] == 0, r
         mods = diff_attrs(actual, target)
         if not mods:
             return True, {"result": 0}
-        r = self._call(lambda c: c.modify(ch.dn, _mods_to_ldap3(mods)), res)
+        r = self._call(self._write(ldapwire.modify_request(ch.dn, mods)), res)
         return r["result"] == 0, r
 
     def apply(self, changes: Iterable[Change],
