@@ -169,10 +169,9 @@ def missing(v: object) -> bool:
     """True for every spelling of a missing value: None, NaN, pd.NA, NaT."""
     if v is None:
         return True
-    try:
-        return bool(pd.isna(cast(Any, v)))
-    except (TypeError, ValueError):  # a list or array is not missing
+    if not pd.api.types.is_scalar(v):  # a list or array is not missing
         return False
+    return bool(pd.isna(cast(Any, v)))
 
 
 def values(s: pd.Series) -> list[Any]:
