@@ -31,8 +31,8 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check etl dags tests
-	$(BIN)/mypy etl dags
+	$(BIN)/ruff check etl dags plugins tests bench
+	$(BIN)/mypy etl dags plugins
 
 test: install browser-deps lint
 	$(BIN)/python -m pytest -q
