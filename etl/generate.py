@@ -875,7 +875,7 @@ def _pupil_xml(p: _Pupil, uai: str, mef: str, export: datetime.date) -> str:
         f"{i}<DOUBLEMENT>0</DOUBLEMENT>\n"
         f"{i}<CODE_PAYS>100</CODE_PAYS>\n"
         f"{i}<ACCEPTE_SMS>0</ACCEPTE_SMS>\n"
-        f"{i}<DATE_MODIFICATION>{_fr(export)}</DATE_MODIFICATION>\n"
+        f"{i}<DATE_MODIFICATION>{_fr(p.entry or export)}</DATE_MODIFICATION>\n"
         f"{i}<CODE_SEXE>{p.sex}</CODE_SEXE>\n"
         f"{i}<CODE_PAYS_NAT>100</CODE_PAYS_NAT>\n"
         f"{i}<CODE_MEF>{mef}</CODE_MEF>\n"

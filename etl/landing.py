@@ -22,10 +22,10 @@ from etl.errors import FileRejected
 from etl.xmlsafe import (
     PROLOG_SCAN,
     XmlSource,
+    digests,
     iterparse,
     list_zip_xml,
     open_source,
-    sha256_of,
     xml_error,
 )
 
@@ -96,6 +96,8 @@ class Discovered:
     school_year: int | None = None
     export_date: str | None = None  # ISO datetime (HORODATAGE or DATE_EXPORT)
     sha256: str | None = None
+    #: sha256 of the bytes past the header: the same records in a new export (another date)
+    content_sha256: str | None = None
     size: int = 0
     status: str = "discovered"  # discovered, rejected
     reason: str | None = None
@@ -252,7 +254,7 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
     for src in sources:
         try:
             d = read_header(src)
-            d.sha256 = sha256_of(src)
+            d.sha256, d.content_sha256 = digests(src)
             d.size = p.stat().st_size
         except FileRejected as e:
             d = _rejected(src.path, src.member, e.reason)

@@ -142,7 +142,11 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
     """
     academy = get_academy(academy_code)
     heartbeat(settings, academy_code, run_id)
+    today = dt.date.today().isoformat()
     found = discover(settings.landing, academy)
+    with session_factory(settings.state_url)() as s:
+        run = s.get(Run, run_id)
+        dry_run = bool(run is not None and run.dry_run)
     wanted = {u.upper() for u in schools} if schools else None
     by_school: dict[str, dict[str, list[Discovered]]] = defaultdict(lambda: defaultdict(list))
     rejected: list[dict[str, Any]] = []
@@ -154,7 +158,8 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             if d.status == "rejected" or d.uai is None or d.kind is None:
                 rejected.append({"file": d.name, "uai": d.uai, "reason": d.reason})
                 s.add(SourceFile(run_id=run_id, academy=academy_code, uai=d.uai, kind=d.kind,
-                                 sha256=d.sha256, path=d.path, member=d.member,
+                                 sha256=d.sha256, content_sha256=d.content_sha256,
+                                 path=d.path, member=d.member,
                                  school_year=d.school_year, export_date=d.export_date,
                                  status="rejected", reason=d.reason))
                 log.warning("rejected %s: %s", d.name, d.reason)
@@ -173,21 +178,32 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
                 for older in docs[:-1]:
                     s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai, kind=kind,
                                      sha256=older.sha256, path=older.path, member=older.member,
+                                     content_sha256=older.content_sha256,
                                      school_year=older.school_year,
                                      export_date=older.export_date, status="superseded",
                                      reason=f"a newer {kind} export is present: {best.name}"))
                 chosen.append(best)
-            applied = {
-                (k, sha): exp for k, sha, exp in s.execute(
-                    select(SourceFile.kind, SourceFile.sha256, SourceFile.export_date)
-                    .where(SourceFile.academy == academy_code, SourceFile.uai == uai,
-                           SourceFile.status == "applied"))
-            }
+            rows = s.execute(
+                select(SourceFile.kind, SourceFile.sha256, SourceFile.content_sha256,
+                       SourceFile.export_date)
+                .where(SourceFile.academy == academy_code, SourceFile.uai == uai,
+                       SourceFile.status == "applied").order_by(SourceFile.id)).all()
+            # what the directory holds is the LAST document applied per kind: the same file
+            # again, or the same records in a new export (only its header's dates moved), is
+            # nothing to read; an older content coming back is (the directory moved on)
+            last = {k: (sha, c) for k, sha, c, _e in rows}
+            applied = {(k, x) for k, pair in last.items() for x in pair if x}
             newest_applied: dict[str, str] = {}
-            for (k, _sha), exp in applied.items():
+            for k, _sha, _c, exp in rows:
                 if k and exp and exp > newest_applied.get(k, ""):
                     newest_applied[k] = exp
-            fresh = [d for d in chosen if (d.kind, d.sha256) not in applied]
+            st = s.get(SchoolState, (academy_code, uai))
+            if st is not None and st.reread_on and st.reread_on <= today:
+                # a pupil's leaving date has come since the school was last read: read again
+                fresh = list(chosen)
+            else:
+                fresh = [d for d in chosen if (d.kind, d.sha256) not in applied
+                         and (d.kind, d.content_sha256) not in applied]
             stale = [d for d in chosen if d.export_date
                      and d.export_date < newest_applied.get(d.kind or "", "")]
             status = "discovered"
@@ -201,10 +217,17 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             elif not fresh:
                 status = "skipped_applied"
             for d in chosen:
+                # a new export of the content the directory holds is applied as it stands:
+                # its export date becomes the school's reference (not in a dry run)
+                same = (status == "skipped_applied" and not dry_run
+                        and (d.kind, d.sha256) not in applied)
                 s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai, kind=d.kind,
-                                 sha256=d.sha256, path=d.path, member=d.member,
+                                 sha256=d.sha256, content_sha256=d.content_sha256,
+                                 path=d.path, member=d.member,
                                  school_year=d.school_year, export_date=d.export_date,
-                                 status=status, reason=held.get(uai)))
+                                 status="applied" if same else status,
+                                 reason="same content as the last applied export" if same
+                                 else held.get(uai)))
             if status == "discovered":
                 out[uai] = [d.as_dict() for d in chosen]
     unchanged = sorted(set(by_school) - set(out) - set(held))
@@ -260,7 +283,8 @@ def _school_error(uai: str, e: Exception, docs: list[dict[str, Any]]) -> dict[st
             "staged": None, "school_year": None, "counts": {}, "rejected": 0,
             "quarantined": [], "report": None, "report_json": None,
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
-                      "kind": x["kind"]} for x in docs]}
+                      "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
+                     for x in docs]}
 
 
 def _read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -308,7 +332,8 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
                 "counts": tables.counts(), "rejected": 0, "quarantined": [], "report": None,
                 "report_json": None, "fingerprint": fingerprint,
                 "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
-                          "kind": x["kind"]} for x in docs]}
+                          "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
+                         for x in docs]}
     outcome = validate_school(tables, uai, budget=academy.record_error_budget,
                               budget_min=academy.record_error_budget_min,
                               file_records=file_records)
@@ -354,9 +379,19 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
             "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
             "feedback": str(feedback_path), "fingerprint": fingerprint,
-            "protected": sorted(protected),
+            "reread_on": _reread_on(outcome.tables), "protected": sorted(protected),
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
-                      "kind": x["kind"]} for x in docs]}
+                      "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
+                     for x in docs]}
+
+
+def _reread_on(tables: Tables) -> str | None:
+    """The earliest leaving date still ahead (ISO): the day the same exports mean something
+    else (that pupil has left), so discovery reads them again even if their content did not
+    change."""
+    leave = tables["persons"]["leave_date"].astype("string")
+    ahead = leave[(leave > dt.date.today().isoformat()).fillna(False)]
+    return None if ahead.empty else str(ahead.min())
 
 
 def tables_fingerprint(tables: Tables, kinds: list[str]) -> str:
@@ -504,6 +539,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     docs = {r["uai"]: r["docs"] for r in ok}
     unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"}
     prints = {r["uai"]: r.get("fingerprint") for r in ok}
+    rereads = {r["uai"]: r.get("reread_on") for r in ok}
     plan_path = f"{run_id}/plan.json"  # a reference in the staging area
     _write_json(settings, plan_path, {
         "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
@@ -511,6 +547,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         "changes": [c.as_dict() for c in free], "uids": uids,
         "docs": {**{u: d for u, d in docs.items() if u not in held_uais}, **unchanged},
         "fingerprints": {u: f for u, f in prints.items() if u not in held_uais},
+        "reread_on": {u: f for u, f in rereads.items() if u not in held_uais},
         "unchanged": sorted(unchanged),
         "school_counts": {u: c for u, c in counts.items() if u not in held_uais},
         "school_years": {u: y for u, y in years.items() if u not in held_uais},
@@ -526,6 +563,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                 "changes": [c.as_dict() for c in mine], "uids": uids,
                 "docs": {uai: docs.get(uai, [])},
                 "fingerprints": {uai: prints.get(uai)},
+                "reread_on": {uai: rereads.get(uai)},
                 "school_counts": {uai: counts.get(uai, {})},
                 "school_years": {uai: years.get(uai)},
             })
@@ -651,12 +689,14 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
             for d in docs:
                 s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai,
                                  kind=d["kind"], sha256=d["sha256"], path=d["path"],
+                                 content_sha256=d.get("content_sha256"),
                                  member=d["member"], status="applied",
                                  export_date=_export_date_of(s, run_id, d["sha256"])))
             if uai in plan.get("unchanged", []):
                 continue  # same content as last time: its state stays as it was
             c = plan.get("school_counts", {}).get(uai, {})
             s.merge(SchoolState(fingerprint=plan.get("fingerprints", {}).get(uai),
+                                reread_on=plan.get("reread_on", {}).get(uai),
                                 academy=academy_code, uai=uai, pupils=c.get("ELV", 0),
                                 guardians=c.get("TUT", 0),
                                 staff=sum(v for k, v in c.items() if k not in ("ELV", "TUT")),

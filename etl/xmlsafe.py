@@ -150,12 +150,26 @@ def open_source(src: XmlSource) -> Iterator[IO[bytes]]:
             yield io.BufferedReader(_LimitedReader(raw, limit, src.name), 1024 * 1024)
 
 
-def sha256_of(src: XmlSource) -> str:
-    h = hashlib.sha256()
+#: the end of the exports' header (SIECLE/BEE and STS-web: export date and time stamps)
+_HEADER_END = b"</PARAMETRES>"
+
+
+def digests(src: XmlSource, head: int = 1 << 20) -> tuple[str, str]:
+    """(sha256 of the document, sha256 of its bytes past its header) in one streaming pass.
+
+    The header ends at ``</PARAMETRES>`` in the first MiB (SIECLE/BEE and STS-web: export date
+    and time stamps); without one the content digest covers the whole document. The same
+    records exported on another day have the same content digest."""
+    whole, content = hashlib.sha256(), hashlib.sha256()
     with open_source(src) as f:
+        first = f.read(head)
+        whole.update(first)
+        cut = first.find(_HEADER_END)
+        content.update(first[cut + len(_HEADER_END):] if cut >= 0 else first)
         for chunk in iter(lambda: f.read(1024 * 1024), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            whole.update(chunk)
+            content.update(chunk)
+    return whole.hexdigest(), content.hexdigest()
 
 
 def check_prolog(head: bytes, name: str) -> None:

@@ -73,7 +73,9 @@ def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
     school_a(env.landing, date="05/10/2026")
     again = pipeline.run_sync(env, ACADEMY)
     m2 = _by(run_metrics(env, again["run_id"]))
-    assert m2[("read_validate", UAI_A)]["status.unchanged"] == 1
+    # (same records in a new export: recognised by content in discovery, not even read)
+    assert ("read_validate", UAI_A) not in m2
+    assert m2[("report", None)]["schools.already_applied"] == 1
     assert m2[("reconcile", None)]["changes"] == 0
     assert m2[("apply", None)]["applied"] == 0
 

@@ -64,7 +64,7 @@ def test_sync_with_postgres_state(tmp_path: Path, pg_url: str) -> None:
         assert first["status"] == "success" and first["applied"] > 0
         school_a(env.landing, date="05/10/2026")
         again = pipeline.run_sync(env, ACADEMY)
-        assert again["schools"][UAI_A]["status"] == "unchanged"
+        assert again["schools"][UAI_A]["status"] == "already_applied"  # same records
         assert again["changes"] == 0
         with get_engine(pg_url).connect() as c:
             assert c.execute(text("select count(*) from journal")).scalar() == first["applied"]

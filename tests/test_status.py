@@ -76,7 +76,7 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
     out = _status(env, capsys, "--json", "--academy", ACADEMY)
     assert out["academies"][0]["last_run"]["run_id"] == second["run_id"]
     a, b = _school(out, UAI_A), _school(out, UAI_B)
-    assert a["status"] == "unchanged"
+    assert a["status"] == "already_applied"  # same records in new exports: not read again
     assert a["last_applied_exports"]["ELEVES"].startswith("2026-10-05")
     assert a["changes"]["created"] == 0
     assert b["status"] == "quarantined" and b["run_id"] == second["run_id"]
@@ -89,7 +89,7 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
     out = _status(env, capsys, "--json", "--academy", ACADEMY)
     assert out["academies"][0]["last_run"]["run_id"] == dry["run_id"]
     assert out["academies"][0]["last_run"]["dry_run"] is True
-    assert _school(out, UAI_A)["status"] == "unchanged"
+    assert _school(out, UAI_A)["status"] == "already_applied"
 
     # a held school: awaiting approval, then what the approver decided
     with session_factory(env.state_url)() as s, s.begin():
@@ -116,7 +116,7 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
     # the text form: one line per school, ids and counts, no names
     text = _status(env, capsys, "--academy", ACADEMY)
     assert f"{ACADEMY}: last run {dry['run_id']}" in text
-    assert UAI_A in text and UAI_B in text and "unchanged" in text and "rejected" in text
+    assert UAI_A in text and UAI_B in text and "already_applied" in text and "rejected" in text
     assert "MARTIN" not in text and "ROBERT" not in text
     other = next(c for c in load_academies() if c != ACADEMY)
     assert f"{other}: no run yet" in _status(env, capsys, "--academy", other)

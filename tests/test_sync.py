@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from etl.config import Settings
 from etl.generate import generate_academy, uai_check_letter
 from etl.ldapserver import LdapServer
 from etl.state.db import get_engine
-from etl.state.models import Identity, JournalEntry, SchoolState
+from etl.state.models import Identity, JournalEntry, Rejection, SchoolState, SourceFile
 from tests.builders import Guardian, Pupil, Teacher, write_school
 
 pytestmark = pytest.mark.ldap
@@ -168,22 +169,56 @@ def test_rerun_of_same_exports_writes_nothing(env: Settings, server: LdapServer)
     # the very same files: recognised as already applied
     again = pipeline.run_sync(env, ACADEMY)
     assert again["schools"][UAI_A]["status"] == "already_applied"
-    # the same content exported again (new export date, so new files): read, recognised by
-    # its content fingerprint, nothing validated, planned or written
+    # the same content exported again (new export date, so new files): recognised by the
+    # files' content past their headers, not even read
     school_a(env.landing, date="02/10/2026")
     third = pipeline.run_sync(env, ACADEMY)
-    assert third["schools"][UAI_A]["status"] == "unchanged"
+    assert third["schools"][UAI_A]["status"] == "already_applied"
     assert third["changes"] == 0 and third["applied"] == 0
+    with Session(get_engine(env.state_url)) as s:
+        assert s.scalar(select(func.count()).select_from(Rejection)
+                        .where(Rejection.run_id == third["run_id"])) == 0
+    # without the content digests (files applied before they existed) the school is read,
+    # recognised by its tables' fingerprint, nothing validated, planned or written
+    with Session(get_engine(env.state_url)) as s, s.begin():
+        s.query(SourceFile).update({"content_sha256": None})
+    school_a(env.landing, date="03/10/2026")
+    fourth = pipeline.run_sync(env, ACADEMY)
+    assert fourth["schools"][UAI_A]["status"] == "unchanged"
+    assert fourth["changes"] == 0 and fourth["applied"] == 0
     # and without the fingerprint shortcut the planner itself finds nothing to change
     with Session(get_engine(env.state_url)) as s, s.begin():
         s.query(SchoolState).update({"fingerprint": None})
-    school_a(env.landing, date="03/10/2026")
-    fourth = pipeline.run_sync(env, ACADEMY)
-    assert fourth["schools"][UAI_A]["status"] == "ok"
-    assert fourth["changes"] == 0 and fourth["applied"] == 0
-    assert fourth["schools"][UAI_A]["unchanged"] > 0
+        s.query(SourceFile).update({"content_sha256": None})
+    school_a(env.landing, date="04/10/2026")
+    fifth = pipeline.run_sync(env, ACADEMY)
+    assert fifth["schools"][UAI_A]["status"] == "ok"
+    assert fifth["changes"] == 0 and fifth["applied"] == 0
+    assert fifth["schools"][UAI_A]["unchanged"] > 0
     assert journal_count(env) == n
     assert search(server, "(objectClass=*)", server.base, ["contextCSN"])[0]["contextCSN"] == csn
+
+
+def test_a_leaving_date_that_comes_makes_unchanged_exports_read_again(
+        env: Settings, server: LdapServer) -> None:
+    """Exports whose content did not change are not read again, except once the earliest
+    leaving date they announce has come: that pupil has left, the directory must say so."""
+    ahead = dt.date.today() + dt.timedelta(days=30)
+    write_school(env.landing, ACADEMY, UAI_B,
+                 [Pupil("2001", "ROBERT", "Jules", "6A", ine="111111111AA"),
+                  Pupil("2003", "BIENTOT", "Parti", "6A", leave=ahead.strftime("%d/%m/%Y"))],
+                 [Guardian("601", "ROBERT", "Eva", ["2001"])],
+                 [Teacher("9101", "BLANC", "Luc", ["6A"])])
+    first = pipeline.run_sync(env, ACADEMY)
+    assert first["schools"][UAI_B]["status"] == "ok"
+    with Session(get_engine(env.state_url)) as s:
+        assert s.get(SchoolState, (ACADEMY, UAI_B)).reread_on == ahead.isoformat()
+    assert pipeline.run_sync(env, ACADEMY)["schools"][UAI_B]["status"] == "already_applied"
+    # the day comes (moved into the past here rather than waiting a month)
+    with Session(get_engine(env.state_url)) as s, s.begin():
+        s.get(SchoolState, (ACADEMY, UAI_B)).reread_on = "2000-01-01"
+    again = pipeline.run_sync(env, ACADEMY)
+    assert again["schools"][UAI_B]["status"] == "unchanged"  # read, same tables
 
 
 def test_name_change_updates_entry_keeps_uid_and_login(env: Settings,

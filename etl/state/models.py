@@ -64,6 +64,9 @@ class SourceFile(Base):
     uai: Mapped[str | None] = mapped_column(String(8))
     kind: Mapped[str | None] = mapped_column(String(16))
     sha256: Mapped[str | None] = mapped_column(String(64))
+    #: sha256 of the bytes past the export's header (etl.xmlsafe.digests): a re-export of
+    #: content already applied is recognised without being read
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
     member: Mapped[str | None] = mapped_column(Text)
     school_year: Mapped[int | None] = mapped_column(Integer)
@@ -185,6 +188,9 @@ class SchoolState(Base):
     #: content fingerprint of the school's normalized tables last applied: an export with the
     #: same content (a new file, same data) is recognised and skips validation and planning
     fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: the earliest leaving date still ahead when the school was last read (ISO date): from
+    #: then on its exports are read again even when their content did not change
+    reread_on: Mapped[str | None] = mapped_column(String(10))
     run_id: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
