@@ -34,8 +34,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check etl dags plugins tests bench
 	$(BIN)/mypy etl dags plugins
 
+# the integration tests that take a state DB run twice: SQLite, then PostgreSQL (a fresh
+# database per test on 127.0.0.1:5432; skipped without one, except in CI where they fail)
+PG_TESTS = tests/test_sync.py tests/test_lifecycle.py tests/test_matching.py \
+	tests/test_metrics.py tests/test_staging.py tests/test_status.py tests/test_feed.py
+
 test: install browser-deps lint
 	$(BIN)/python -m pytest -q
+	ENTSYNC_TEST_STATE=postgresql $(BIN)/python -m pytest -q -p no:cacheprovider $(PG_TESTS)
 
 demo: install
 	-@[ -d $(DEMO)/slapd ] && $(BIN)/entsync ldap down --dir $(DEMO)/slapd >/dev/null 2>&1; true

@@ -3,7 +3,10 @@ and workdir per test, generated landing folders."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,12 +35,57 @@ def server(tmp_path: Path) -> Iterator[LdapServer]:
     stop_slapd(tmp_path / "slapd")
 
 
+#: the PostgreSQL server the PostgreSQL tests create their databases in
+PG_ADMIN_URL = os.environ.get("ENTSYNC_TEST_PG_URL",
+                              "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards); its URL. Skips the test on a
+    machine without PostgreSQL, except in CI (CI set), where that fails the test."""
+    from sqlalchemy import create_engine, text
+
+    from etl.state.db import dispose_all
+
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text("select 1"))
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and not reachable: {e}")
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}: {e}")
+    name = f"entsync_test_{secrets.token_hex(4)}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        dispose_all()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
-def env(tmp_path: Path, server: LdapServer) -> Settings:
-    """Settings for a sync of the test's own: landing, workdir, SQLite state, its slapd."""
+def state_url(tmp_path: Path) -> Iterator[str]:
+    """The test's own state DB: SQLite by default; a fresh PostgreSQL database when
+    ENTSYNC_TEST_STATE=postgresql (how `make test` runs the integration tests a second
+    time)."""
+    if os.environ.get("ENTSYNC_TEST_STATE", "sqlite") == "postgresql":
+        with fresh_pg_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def env(tmp_path: Path, server: LdapServer, state_url: str) -> Settings:
+    """Settings for a sync of the test's own: landing, workdir, state DB, its slapd."""
     return Settings.from_env({
         "ENTSYNC_LANDING": str(tmp_path / "landing"),
         "ENTSYNC_WORKDIR": str(tmp_path / "work"),
-        "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "ENTSYNC_STATE_URL": state_url,
         **server.env(),
     })

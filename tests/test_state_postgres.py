@@ -6,44 +6,26 @@ Skipped on a machine without one, except in CI (CI=true), where it must run.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from etl import pipeline
 from etl.config import Settings
 from etl.ldapserver import start_slapd, stop_slapd
-from etl.state.db import dispose_all, get_engine
+from etl.state.db import get_engine
+from tests.conftest import fresh_pg_database
 from tests.test_sync import ACADEMY, UAI_A, school_a
 
 pytestmark = [pytest.mark.postgres, pytest.mark.ldap]
-ADMIN_URL = os.environ.get("ENTSYNC_TEST_PG_URL",
-                           "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    try:
-        admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text("select 1"))
-    except Exception as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and not reachable: {e}")
-        pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {e}")
-    name = f"entsync_test_{secrets.token_hex(4)}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    dispose_all()
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_pg_database() as url:
+        yield url
 
 
 def test_migrations_create_the_schema(pg_url: str) -> None:
