@@ -73,7 +73,7 @@ clean: demo-down
 # `make bench [SCALE=0.02]`: initial load, no-change rerun and 2 % delta of the generated
 # region at SCALE (1.0: Grand Est, ~680 schools) against ldapadd/ldapmodify on fresh slapds,
 # plus one academy through Airflow; one table on stdout, bench/results/latest.json.
-SCALE ?= 0.02
+SCALE ?= 0.1
 BENCH_SEED ?= 7
 bench: install
 	$(BIN)/python -m bench.run --scale $(SCALE) --seed $(BENCH_SEED)

@@ -108,6 +108,13 @@ def statsd_lines(client: StatsdClient, academy: str, stage: str,
     return lines
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux: ru_maxrss in KiB), in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def record(settings: Any, run_id: str, academy: str, stage: str,
            values: Mapping[str, float], uai: str | None = None) -> None:
     """Keep a stage's numbers in the state DB and send them to StatsD when configured."""
@@ -115,6 +122,9 @@ def record(settings: Any, run_id: str, academy: str, stage: str,
     from etl.state.models import RunMetric
 
     clean = {k: float(v) for k, v in values.items() if v is not None}
+    # the process's peak memory so far: which stage made it grow (Airflow runs each stage in
+    # a process of its own; the CLI runs them all in one, so its numbers only grow)
+    clean.setdefault("peak_rss_mib", round(peak_rss_mib(), 1))
     with session_factory(settings.state_url)() as s, s.begin():
         s.add_all(RunMetric(run_id=run_id, academy=academy, stage=stage, uai=uai, name=k,
                             value=v) for k, v in clean.items())

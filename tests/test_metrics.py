@@ -68,6 +68,11 @@ def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
     assert report["run_duration_s"] >= sum(m[(s, None)]["duration_s"]
                                            for s in ("discover", "reconcile", "apply"))
     assert report["schools.ok"] == 1 and report["records_read"] == school["records_read"]
+    # each stage also says how much memory the process had needed by its end (one process
+    # here: never less than at the stage before)
+    peaks = [m[(st, u)]["peak_rss_mib"] for st, u in (("discover", None), ("read_validate", UAI_A),
+                                                     ("reconcile", None), ("apply", None))]
+    assert peaks == sorted(peaks) and peaks[0] > 20
 
     # the same exports again: a quiet night, recorded as such
     school_a(env.landing, date="05/10/2026")
