@@ -77,13 +77,32 @@ class Matcher:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     _mem: dict[tuple[str, str], dict[str, set[str]]] = field(
         default_factory=lambda: defaultdict(dict))
+    #: the academy's keys in the state DB, read once (one query per person was the
+    #: planning stage's main cost at region scale)
+    _known: dict[tuple[str, str], dict[str, set[str]]] | None = None
+    #: duplicates entries by the source key they were reported for
+    _by_source: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    def _report(self, d: dict[str, Any]) -> None:
+        self.duplicates.append(d)
+        if d.get("source"):
+            self._by_source[d["source"]].append(d)
+
+    def _load_known(self) -> dict[tuple[str, str], dict[str, set[str]]]:
+        if self._known is None:
+            known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
+            for kind, key, uid, strong in self.s.execute(
+                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong)
+                    .where(MatchKey.academy == self.academy)):
+                known[(kind, key)][uid] = set(strong or [])
+            self._known = known
+        return self._known
 
     def candidates(self, kind: str, key: str) -> dict[str, set[str]]:
         """uid -> strong tokens, from the state DB and from this run."""
-        out: dict[str, set[str]] = {}
-        for uid, strong in self.s.execute(select(MatchKey.uid, MatchKey.strong).where(
-                MatchKey.academy == self.academy, MatchKey.kind == kind, MatchKey.key == key)):
-            out[uid] = set(strong or [])
+        out: dict[str, set[str]] = {
+            uid: set(strong) for uid, strong in self._load_known().get((kind, key), {}).items()}
         for uid, mem in self._mem.get((kind, key), {}).items():
             out[uid] = out.get(uid, set()) | mem
         return out
@@ -96,7 +115,7 @@ class Matcher:
         if len(cands) == 1:
             return next(iter(cands)), "staff_name_birth"
         if len(cands) > 1:
-            self.duplicates.append({"rule": "staff_name_birth", "score": 0.9,
+            self._report({"rule": "staff_name_birth", "score": 0.9,
                                     "uids": sorted(cands), "source": r["person_key"],
                                     "evidence": "same family name, first name and birth date",
                                     "action": "not merged: ambiguous"})
@@ -117,7 +136,7 @@ class Matcher:
             rule = {"email": "guardian_name_email", "mobile": "guardian_name_mobile",
                     "pupil": "guardian_shared_pupil"}[kinds[0]]
             return uid, rule
-        self.duplicates.append({
+        self._report({
             "rule": "guardian_name", "score": 0.8 if passing else 0.5,
             "uids": sorted(passing or cands), "source": r["person_key"],
             "evidence": ("same name and a strong attribute shared with several accounts"
@@ -127,8 +146,8 @@ class Matcher:
 
     def note_result(self, person_key: str, uid: str) -> None:
         """The account a reported record ended in belongs in its duplicates entry."""
-        for d in self.duplicates:
-            if d.get("source") == person_key and uid not in d["uids"]:
+        for d in self._by_source.get(person_key, ()):
+            if uid not in d["uids"]:
                 d["uids"] = sorted([*d["uids"], uid])
 
     def remember(self, r: dict[str, Any], uid: str, pupil_uids: Iterable[str] = ()) -> None:
@@ -165,6 +184,11 @@ class Matcher:
                     row.strong = sorted(set(row.strong or []) | strong)
         if new:
             self.s.execute(insert(MatchKey), new)
+        if self._known is not None:  # what was just written is known from now on
+            for (kind, key), uids in self._mem.items():
+                for uid, strong in uids.items():
+                    mine = self._known[(kind, key)]
+                    mine[uid] = mine.get(uid, set()) | strong
         self._mem.clear()
 
     def report_homonyms(self, rows: list[dict[str, Any]], key_uid: dict[str, str]) -> None:
@@ -178,7 +202,7 @@ class Matcher:
         listed = {tuple(d["uids"]) for d in self.duplicates}
         for uids in by_name.values():
             if len(uids) > 1 and tuple(sorted(uids)) not in listed:
-                self.duplicates.append({"rule": "same_name", "score": 0.3,
+                self._report({"rule": "same_name", "score": 0.3,
                                         "uids": sorted(uids), "source": None,
                                         "evidence": "same profile, family name and first name",
                                         "action": "not merged"})
