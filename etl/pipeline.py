@@ -16,6 +16,7 @@ import secrets
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -440,11 +441,41 @@ def _school_counts(tables: Tables) -> dict[str, dict[str, int]]:
     return dict(out)
 
 
-def _write_json(settings: Settings, ref: str, obj: Any) -> str:
+def _json_chunks(obj: dict[str, Any], size: int = 1 << 20) -> Iterator[bytes]:
+    """``json.dumps(obj, sort_keys=True)``'s document, streamed: a plan's changes are encoded
+    one by one and handed out about ``size`` bytes at a time, so an academy's initial load
+    (hundreds of MB of JSON) is never one string in memory (it was the planning stage's peak)."""
+    buf: list[str] = []
+    n = 0
+
+    def put(text: str) -> Iterator[bytes]:
+        nonlocal n
+        buf.append(text)
+        n += len(text)
+        if n >= size:
+            yield "".join(buf).encode("utf-8")
+            buf.clear()
+            n = 0
+
+    yield from put("{")
+    for i, key in enumerate(sorted(obj)):
+        yield from put(("" if i == 0 else ", ") + json.dumps(key) + ": ")
+        value = obj[key]
+        if isinstance(value, list):
+            yield from put("[")
+            for j, item in enumerate(value):
+                yield from put(("" if j == 0 else ", ") + json.dumps(item, sort_keys=True))
+            yield from put("]")
+        else:
+            yield from put(json.dumps(value, sort_keys=True))
+    yield from put("}")
+    if buf:
+        yield "".join(buf).encode("utf-8")
+
+
+def _write_json(settings: Settings, ref: str, obj: dict[str, Any]) -> str:
     """Write into the staging area and return the sha256 of exactly the bytes written."""
-    data = json.dumps(obj, sort_keys=True).encode("utf-8")
-    staging.write_bytes(settings, ref, data)
-    return hashlib.sha256(data).hexdigest()
+    return staging.write_chunks(settings, ref, _json_chunks(obj))
 
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,

@@ -13,6 +13,8 @@ never local paths, so a task may run on another machine than the one that wrote 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 LOCAL_PROTOCOLS = ("", "file", "local")
@@ -48,6 +50,19 @@ def write_bytes(settings: Any, ref: str, data: bytes) -> str:
     _ensure_parent(p)
     p.write_bytes(data)
     return ref
+
+
+def write_chunks(settings: Any, ref: str, chunks: Iterable[bytes]) -> str:
+    """Write a staged file from a stream of byte chunks (never the whole file in memory);
+    returns the sha256 of exactly the bytes written."""
+    p = path(settings, ref)
+    _ensure_parent(p)
+    h = hashlib.sha256()
+    with p.open("wb") as f:
+        for chunk in chunks:
+            h.update(chunk)
+            f.write(chunk)
+    return h.hexdigest()
 
 
 def read_bytes(settings: Any, ref: str) -> bytes:

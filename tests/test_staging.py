@@ -116,3 +116,29 @@ print(json.dumps({{"plan": staging.read_bytes(st, "r1/plan.json").decode(),
     assert (tmp_path / "osp" / "r1" / "plan.json").is_file()
     assert (tmp_path / "osp" / "r1" / "U" / "persons.pkl").is_file()
     assert not (tmp_path / "w" / "staging").exists()
+
+
+def test_plans_are_written_as_a_stream_of_exactly_json_dumps_bytes(tmp_path: Path) -> None:
+    """The plan is encoded change by change (never one string of the whole plan); the bytes
+    are those of json.dumps(sort_keys=True), and the digest is theirs."""
+    import hashlib
+    import json
+
+    from etl.config import Settings
+    from etl.pipeline import _json_chunks, _write_json
+
+    plan = {"run_id": "r", "changes": [{"dn": f"uid={i},ou=people", "op": "add",
+                                        "attrs": {"cn": ["Éloïse ß 漢"], "a": [str(i)]}}
+                                       for i in range(50)],
+            "uids": {"z": "1", "a": "2"}, "empty": [], "n": 3, "none": None}
+    expected = json.dumps(plan, sort_keys=True).encode("utf-8")
+    for size in (1, 7, 1 << 20):
+        chunks = list(_json_chunks(plan, size=size))
+        assert b"".join(chunks) == expected
+        if size == 7:
+            assert len(chunks) > 50
+    st = Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path / "w"),
+                            "ENTSYNC_LANDING": str(tmp_path / "l")})
+    digest = _write_json(st, "run/plan.json", plan)
+    written = (tmp_path / "w" / "staging" / "run" / "plan.json").read_bytes()
+    assert written == expected and digest == hashlib.sha256(expected).hexdigest()
