@@ -39,15 +39,21 @@ class Change:
     after: dict[str, list[str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """For the plan file. An add's ``after`` is its ``attrs``: written once (it doubled
+        the plan of an initial load), restored by ``from_dict``."""
+        after = None if self.op == "add" and self.after == self.attrs else self.after
         return {
             "op": self.op, "dn": self.dn, "kind": self.kind, "uai": self.uai,
             "category": self.category, "attrs": self.attrs, "mods": self.mods,
-            "before": self.before, "after": self.after,
+            "before": self.before, "after": after,
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Change:
-        return Change(**d)
+        ch = Change(**d)
+        if ch.op == "add" and ch.after is None:
+            ch.after = ch.attrs
+        return ch
 
 
 def _norm(attrs: Mapping[str, list[str]]) -> dict[str, tuple[str, set[str]]]:
