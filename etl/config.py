@@ -186,9 +186,5 @@ class Settings:
         return self.workdir / "quarantine"
 
     @property
-    def staging_dir(self) -> Path:
-        return self.workdir / "staging"
-
-    @property
     def reports_dir(self) -> Path:
         return self.workdir / "reports"

@@ -91,6 +91,15 @@ def _clean_env(airflow_home: Path) -> dict[str, str]:
     return env
 
 
+
+def _snippet(code: str, home: Path, *args: str) -> dict[str, Any]:
+    """Run a probe snippet in a fresh interpreter (the DAG file imported there, Airflow's
+    settings from ``home``); its last stdout line is JSON."""
+    out = subprocess.run([sys.executable, "-c", code, *args], env=_clean_env(home),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
 # --------------------------------------------------------------------------------------------
 # Integrity: fast, no slapd
 # --------------------------------------------------------------------------------------------
@@ -99,16 +108,7 @@ def _clean_env(airflow_home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("airflow_probe")
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS / "ent_sync.py")],
-        env=_clean_env(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return _snippet(PROBE, home, str(DAGS / "ent_sync.py"))
 
 
 def test_dag_file_parses_without_heavy_imports(probe: dict[str, Any]) -> None:
@@ -175,13 +175,7 @@ print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items(
 
 
 def test_lifecycle_dag_retries_like_the_sync(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", LIFECYCLE, str(DAGS / "ent_lifecycle.py")],
-        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _snippet(LIFECYCLE, tmp_path / "home", str(DAGS / "ent_lifecycle.py"))
     assert got["errors"] == {}
     assert got["tasks"] == {f"purge__{c.replace('-', '_')}": [3, 2.0] for c in load_academies()}
     assert "transient" in got["doc_md"]
@@ -253,13 +247,7 @@ print(json.dumps(out))
 
 
 def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", POLICY, str(DAGS / "ent_sync.py")],
-        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _snippet(POLICY, tmp_path / "home", str(DAGS / "ent_sync.py"))
     for name in ("ldap_down", "ldap_busy", "state_db_locked", "connection_reset", "run_locked"):
         assert got[name][0] == "retry", (name, got[name])  # raised as is: Airflow retries
     for name, cause in (("bad_credentials", "DirectoryError"),
@@ -310,13 +298,7 @@ print(json.dumps({"raised": raised, "holder": holder, "runs": runs, "lock": lock
 
 
 def test_a_discover_try_that_finds_the_academy_locked_closes_its_run(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", LOCKED, str(DAGS / "ent_sync.py"), str(tmp_path / "work")],
-        env=_clean_env(tmp_path / "home"), capture_output=True, text=True, timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = _snippet(LOCKED, tmp_path / "home", str(DAGS / "ent_sync.py"), str(tmp_path / "work"))
     assert got["raised"] == "RunLocked"  # transient: left to Airflow's retries
     holder = got["holder"]
     assert got["lock"] == holder  # still the holder's
