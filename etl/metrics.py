@@ -15,8 +15,10 @@ counters add up across runs and schools.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,16 +117,95 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mib() -> float | None:
+    """This process's resident memory now (Linux ``/proc/self/statm``), in MiB; None
+    elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * _PAGE / 2**20
+
+
+class StagePeak(threading.Thread):
+    """The peak resident memory of one stage, sampled every ``interval`` seconds from its
+    start (``stage_start``) until it records its numbers (``record``).
+
+    Why not the kernel's high-water mark: ru_maxrss / VmHWM only grow over a process's
+    life, so in the CLI (every stage in one process) a stage reported the peak of an earlier
+    one. Resetting VmHWM (``/proc/self/clear_refs``) would make it per stage but also erase
+    the process's peak for good: ``wait4``'s ru_maxrss of the finished process (what
+    ``bench.run`` and a supervisor measure) would then be the last stage's peak only (checked
+    on Linux 6.x). Sampling leaves it alone; a spike shorter than ``interval`` may be missed.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        super().__init__(name="entsync-rss", daemon=True)
+        self.interval = interval
+        self.peak = rss_mib() or 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            now = rss_mib()
+            if now is not None and now > self.peak:
+                self.peak = now
+
+    def finish(self) -> float:
+        """Stop sampling; the stage's peak in MiB."""
+        self._stop_event.set()
+        self.join(timeout=1.0)
+        now = rss_mib()
+        if now is not None and now > self.peak:
+            self.peak = now
+        return self.peak
+
+
+_stage: StagePeak | None = None
+_stage_lock = threading.Lock()
+
+
+def stage_start() -> None:
+    """A stage begins: its own memory peak is measured from here (``record`` reports it as
+    ``peak_rss_mib``). Without /proc (not Linux), ``record`` reports the process's peak."""
+    global _stage
+    if rss_mib() is None:
+        return
+    sampler = StagePeak()
+    with _stage_lock:
+        old, _stage = _stage, sampler
+    if old is not None:
+        old.finish()
+    sampler.start()
+
+
+def _stage_peak() -> float | None:
+    global _stage
+    with _stage_lock:
+        sampler, _stage = _stage, None
+    return None if sampler is None else sampler.finish()
+
+
 def record(settings: Any, run_id: str, academy: str, stage: str,
            values: Mapping[str, float], uai: str | None = None) -> None:
-    """Keep a stage's numbers in the state DB and send them to StatsD when configured."""
+    """Keep a stage's numbers in the state DB and send them to StatsD when configured.
+
+    Memory: ``peak_rss_mib`` is the stage's own peak when it called ``stage_start`` (else the
+    process's peak so far), ``process_peak_rss_mib`` the process's peak so far (in the CLI
+    every stage runs in one process; Airflow runs each in a process of its own)."""
     from etl.state.db import session_factory
     from etl.state.models import RunMetric
 
     clean = {k: float(v) for k, v in values.items() if v is not None}
-    # the process's peak memory so far: which stage made it grow (Airflow runs each stage in
-    # a process of its own; the CLI runs them all in one, so its numbers only grow)
-    clean.setdefault("peak_rss_mib", round(peak_rss_mib(), 1))
+    process_peak = peak_rss_mib()
+    own = _stage_peak()
+    clean.setdefault("peak_rss_mib", round(min(own, process_peak) if own is not None
+                                           else process_peak, 1))
+    clean.setdefault("process_peak_rss_mib", round(process_peak, 1))
     with session_factory(settings.state_url)() as s, s.begin():
         s.add_all(RunMetric(run_id=run_id, academy=academy, stage=stage, uai=uai, name=k,
                             value=v) for k, v in clean.items())

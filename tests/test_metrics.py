@@ -6,6 +6,7 @@ import dataclasses
 import socket
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -68,11 +69,14 @@ def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
     assert report["run_duration_s"] >= sum(m[(s, None)]["duration_s"]
                                            for s in ("discover", "reconcile", "apply"))
     assert report["schools.ok"] == 1 and report["records_read"] == school["records_read"]
-    # each stage also says how much memory the process had needed by its end (one process
-    # here: never less than at the stage before)
-    peaks = [m[(st, u)]["peak_rss_mib"] for st, u in (("discover", None), ("read_validate", UAI_A),
-                                                     ("reconcile", None), ("apply", None))]
-    assert peaks == sorted(peaks) and peaks[0] > 20
+    # each stage also says how much memory it needed (its own peak) and the process had
+    # needed by its end (one process here: never less than at the stage before)
+    stages = (("discover", None), ("read_validate", UAI_A), ("reconcile", None),
+              ("apply", None), ("report", None))
+    process = [m[k]["process_peak_rss_mib"] for k in stages]
+    assert process == sorted(process) and process[0] > 20
+    for k in stages:
+        assert 20 < m[k]["peak_rss_mib"] <= m[k]["process_peak_rss_mib"], k
 
     # the same exports again: a quiet night, recorded as such
     school_a(env.landing, date="05/10/2026")
@@ -153,3 +157,26 @@ def test_statsd_lines_and_datagram_split(udp: socket.socket) -> None:
         assert len(data) <= 1400
         got.extend(data.decode().splitlines())
     assert got == many
+
+
+def test_each_stage_reports_its_own_memory_peak_and_the_process_keeps_its_own(
+        tmp_path: Path) -> None:
+    """A stage's peak_rss_mib is its own (measured from stage_start), not an earlier stage's
+    (the process's high-water mark only grows); process_peak_rss_mib keeps the latter."""
+    from etl import metrics
+
+    st = Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path / "w"),
+                            "ENTSYNC_LANDING": str(tmp_path / "l")})
+    rid = pipeline.start_run(st, ACADEMY, dry_run=True)
+    metrics.record(st, rid, ACADEMY, "warmup", {})  # the state DB's own memory first
+    metrics.stage_start()
+    big = bytearray(192 << 20)
+    big[::4096] = b"\1" * len(big[::4096])  # touched: resident
+    metrics.record(st, rid, ACADEMY, "heavy", {"n": 1})
+    del big  # one mapping: given back to the system at once
+    metrics.stage_start()
+    metrics.record(st, rid, ACADEMY, "light", {"n": 1})
+    m = _by(run_metrics(st, rid))
+    heavy, light = m[("heavy", None)], m[("light", None)]
+    assert heavy["peak_rss_mib"] - light["peak_rss_mib"] > 150
+    assert light["process_peak_rss_mib"] >= heavy["peak_rss_mib"]
