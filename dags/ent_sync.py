@@ -7,8 +7,9 @@ step: accounts, classes and groups.
 
 **Task groups, one per stage** (in the Graph view, expand a group to see its tasks):
 
-- **read**: `discover` (identify each file by its root and UAI, open the sync run) →
-  `batches` → `read_validate` (one mapped task per school, named by its UAI and the name
+- **read**: `discover` (identify each file by its root and UAI, open the sync run; its
+  return value is the list of schools to read, its XCom `run` the sync run: id, rejected and
+  held files) → `read_validate` (one mapped task per school, named by its UAI and the name
   its STS-web export gives: read, normalize, validate; a bad file is quarantined whole and
   its school left untouched);
 - **plan**: `reconcile` (identities, logins, desired entries, plan, disaster guards);
@@ -66,6 +67,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the task ids other tasks, the report link and the failure callback look up
 DISCOVER = "read.discover"
+#: discover's XCom holding the sync run (id, rejected, held, ...); its return value is the list
+#: of schools read_validate maps over (Airflow maps only over a task's return value)
+RUN_KEY = "run"
 HELD_PLANS, APPROVAL = "review.held_plans", "review.approval"
 
 
@@ -85,7 +89,29 @@ def _connection(conn_id: str) -> Any | None:
         return None
 
 
+#: Settings already built in this process, by DagRun (see `_settings`)
+_SETTINGS: dict[tuple[str, str], Any] = {}
+
+
 def _settings() -> Any:
+    """The run's settings, built once per DagRun and process: every task of a run in one
+    process (`airflow dags test`, or a task's failure callback) reuses them instead of asking
+    the API server for the three connections again."""
+    try:
+        ti = get_current_context()["ti"]
+        key: tuple[str, str] | None = (str(ti.dag_id), str(ti.run_id))
+    except (RuntimeError, KeyError):  # outside a task (tests, the CLI): nothing to share
+        key = None
+    if key is not None and key in _SETTINGS:
+        return _SETTINGS[key]
+    st = _build_settings()
+    if key is not None:
+        _SETTINGS.clear()  # one run at a time: a long-lived process keeps no stale settings
+        _SETTINGS[key] = st
+    return st
+
+
+def _build_settings() -> Any:
     """Settings from the ENTSYNC_* environment, with Airflow connections taking precedence."""
     from etl.config import Settings
 
@@ -174,7 +200,7 @@ def _on_task_failure(context: Any) -> None:
     logging.getLogger("entsync.dag").error(
         "task %s failed (school %s): %s", ti.task_id, school,
         type(err).__name__ if err is not None else "unknown error")
-    disc = ti.xcom_pull(task_ids=DISCOVER) or {}
+    disc = ti.xcom_pull(task_ids=DISCOVER, key=RUN_KEY) or {}
     if disc.get("run_id"):
         pipeline.fail_run(_settings(), disc["run_id"],
                           f"Airflow task {ti.task_id} (school {school}) failed: "
@@ -236,9 +262,9 @@ def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[s
     """One decision per held school, each checked against the plan hash that was shown."""
     from etl import pipeline
 
-    out = {}
+    out, st = {}, _settings()
     for uai, h in sorted(held.items()):
-        res = pipeline.decide(_settings(), run_id, approve, uai, by=by, expected_hash=h["hash"])
+        res = pipeline.decide(st, run_id, approve, uai, by=by, expected_hash=h["hash"])
         out[uai] = {k: v for k, v in res["schools"][uai].items()
                     if k in ("decision", "applied", "failed")}
     return out
@@ -258,7 +284,7 @@ class RunReportLink(BaseOperatorLink):
 
         from etl.report import report_url
 
-        disc = XCom.get_one(key="return_value", dag_id=ti_key.dag_id, task_id=DISCOVER,
+        disc = XCom.get_one(key=RUN_KEY, dag_id=ti_key.dag_id, task_id=DISCOVER,
                             run_id=ti_key.run_id, map_index=-1)
         if not isinstance(disc, dict) or not disc.get("run_id"):
             return ""
@@ -323,8 +349,12 @@ def make_dag(academy: Academy) -> Any:
 
             @task
             @fail_fast
-            def discover() -> dict[str, Any]:
+            def discover() -> list[dict[str, Any]]:
+                """Open the sync run (XCom `run`) and return the schools to read, one item
+                each, with the school's name when its STS-web export gives it (the UI's label
+                of each mapped read_validate)."""
                 from etl import pipeline
+                from etl.report import school_name
 
                 dry, schools = _params()
                 st = _settings()
@@ -332,25 +362,19 @@ def make_dag(academy: Academy) -> Any:
                 try:
                     pipeline.start_run(st, code, dry, trigger="airflow", run_id=run_id)
                     out = pipeline.discover_files(st, code, run_id, schools or None)
+                    batches = [{"uai": u, "docs": d, "name": school_name(d)}
+                               for u, d in out.pop("schools").items()]
                 except Exception as e:
                     # each try opens a run of its own: close it (no XCom names it yet, so the
                     # failure callback could not), a retry must not leave runs "running"
                     pipeline.fail_run(st, run_id, f"discover failed: {type(e).__name__}")
                     raise
-                out["batches"] = [{"uai": u, "docs": d} for u, d in out.pop("schools").items()]
-                return out
-
-            @task
-            @fail_fast
-            def batches(disc: dict[str, Any]) -> list[dict[str, Any]]:
-                """One item per school to read (Airflow maps only over a task's whole return),
-                with the school's name when its STS-web export gives it (the UI's label)."""
-                from etl.report import school_name
-
-                return [{**b, "name": school_name(b["docs"])} for b in disc["batches"]]
+                get_current_context()["ti"].xcom_push(key=RUN_KEY, value=out)
+                return batches
 
             # each mapped task is labelled "<UAI> <school name>" (the UAI alone without a name)
             @task(
+                multiple_outputs=False,
                 map_index_template="{{ task.op_kwargs['batch']['uai'] }}"
                 "{% if task.op_kwargs['batch'].get('name') %} "
                 "{{ task.op_kwargs['batch']['name'] }}{% endif %}",
@@ -365,13 +389,14 @@ def make_dag(academy: Academy) -> Any:
                     _settings(), code, disc["run_id"], batch["uai"], batch["docs"], dry
                 )
 
-            d = discover()
-            res = read_validate.partial(disc=d).expand(batch=batches(d))
+            found = discover()
+            d = cast(Any, found)[RUN_KEY]  # the sync run (its XCom "run"), for later tasks
+            res = read_validate.partial(disc=d).expand(batch=found)
 
         with TaskGroup("plan", tooltip="identities, logins, plan, disaster guards"):
             # none_failed: also run when read_validate was skipped because no school had new
             # exports, so an empty night still closes its run and writes a summary.
-            @task(trigger_rule="none_failed")
+            @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def reconcile(
                 disc: dict[str, Any], results: Sequence[dict[str, Any] | None]
@@ -387,7 +412,7 @@ def make_dag(academy: Academy) -> Any:
 
         with TaskGroup("write", tooltip="write the plan into the directory (journaled)"):
 
-            @task(trigger_rule="none_failed")
+            @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def apply(
                 disc: dict[str, Any], rec: dict[str, Any],
@@ -404,7 +429,7 @@ def make_dag(academy: Academy) -> Any:
 
         with TaskGroup("close", tooltip="run report; the directory's asset when it changed"):
 
-            @task(trigger_rule="none_failed")
+            @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def report(
                 disc: dict[str, Any],
@@ -434,7 +459,7 @@ def make_dag(academy: Academy) -> Any:
                         and any(v.get(k) for k in WRITES)),
                 }
 
-            @task(task_id="publish", outlets=[directory])
+            @task(task_id="publish", outlets=[directory], multiple_outputs=False)
             def publish_run(rep: dict[str, Any]) -> dict[str, Any]:
                 """The directory's asset event when this run wrote to it; skipped otherwise."""
                 return _publish(directory, rep["run_id"], int(rep.get("applied") or 0),
@@ -470,7 +495,7 @@ def make_dag(academy: Academy) -> Any:
                 retries=0,
             )
 
-            @task
+            @task(multiple_outputs=False)
             @fail_fast
             def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
                 """Apply exactly the held plans that were shown (their hashes), or discard
@@ -479,7 +504,7 @@ def make_dag(academy: Academy) -> Any:
                 approve = APPROVE in (answer.get("chosen_options") or [])
                 return _decide(disc["run_id"], rec["held"], approve, _responder(answer))
 
-            @task(task_id="publish", outlets=[directory])
+            @task(task_id="publish", outlets=[directory], multiple_outputs=False)
             def publish_decision(disc: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
                 """The directory's asset event when an approved plan was written."""
                 applied = {u: int(v.get("applied") or 0) for u, v in decision.items()}

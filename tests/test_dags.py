@@ -67,6 +67,13 @@ for dag_id, dag in bag.dags.items():
                   for t in dag.tasks if t.operator_extra_links},
         "outlets": {t.task_id: [[a.name, a.uri] for a in t.outlets] for t in dag.tasks
                     if t.outlets},
+        "multiple_outputs": sorted(t.task_id for t in dag.tasks
+                                   if getattr(t, "multiple_outputs", False)),
+        # read_validate's arguments: [task id, XCom key] per mapped and per partial argument
+        "expand": {k: [v.operator.task_id, v.key]
+                   for k, v in rv.op_kwargs_expand_input.value.items()},
+        "partial": {k: [v.operator.task_id, v.key]
+                    for k, v in rv.partial_kwargs["op_kwargs"].items()},
     }
 print(json.dumps({"added": added,
                   "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
@@ -133,13 +140,19 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
         dag = probe["dags"][academy.dag_id]
         # one task group per stage, so the ops team reads the graph as the pipeline
         assert dag["groups"] == {
-            "read.discover": "read", "read.batches": "read", "read.read_validate": "read",
+            "read.discover": "read", "read.read_validate": "read",
             "plan.reconcile": "plan", "write.apply": "write",
             "close.report": "close", "close.publish": "close",
             "review.held_plans": "review", "review.approval": "review",
             "review.apply_decision": "review", "review.publish": "review",
         }
         assert dag["mapped"] == ["read.read_validate"]
+        # one task fewer: read_validate maps over discover's return value (the schools to
+        # read) and finds the sync run in discover's XCom "run"
+        assert dag["expand"] == {"batch": ["read.discover", "return_value"]}
+        assert dag["partial"] == {"disc": ["read.discover", "run"]}
+        # a dict a task returns is one XCom, not one more per key (each one a request)
+        assert dag["multiple_outputs"] == []
         assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
         # retries with backoff (only transient failures reach them); the human step never
         assert dag["retries"]["review.approval"] == 0
@@ -234,8 +247,9 @@ dag_file["_on_task_failure"].__globals__["_settings"] = lambda: "settings"
 class TI:
     task_id = "read.read_validate"
     rendered_map_index = "0670001A"
-    def xcom_pull(self, task_ids):
-        return {"run_id": "ac-strasbourg-x"} if task_ids == "read.discover" else None
+    def xcom_pull(self, task_ids, key="return_value"):
+        found = task_ids == "read.discover" and key == "run"
+        return {"run_id": "ac-strasbourg-x"} if found else None
 try:
     raise AirflowFailException("DirectoryError: not retried") from DirectoryError("x")
 except AirflowFailException as e:
