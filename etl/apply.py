@@ -26,10 +26,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 import ldap3
@@ -37,7 +36,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.core.results import RESULT_CODES
 
 from etl import ldapwire
-from etl.plan import KIND_ORDER, Change, diff_attrs
+from etl.plan import Change, apply_order, diff_attrs, wave_key
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,8 @@ RESULT_NO_SUCH_OBJECT = 32
 RESULT_ALREADY_EXISTS = 68
 RESULT_NO_SUCH_ATTRIBUTE = 16
 RESULT_VALUE_EXISTS = 20
+#: failed changes described in ApplyResult.errors (the others are counted in ``failed``)
+MAX_ERRORS_KEPT = 1000
 
 #: RFC 5805: Start Transaction / End Transaction extended operations, transaction control
 TXN_START = "1.3.6.1.1.21.1"
@@ -170,9 +171,12 @@ def connect(target: LdapTarget) -> ldap3.Connection:
 class DirectoryWriter:
     """Writes changes with a pool of ldap3 connections."""
 
-    def __init__(self, target: LdapTarget, workers: int = 4, max_retries: int = 5) -> None:
+    def __init__(self, target: LdapTarget, workers: int = 4, max_retries: int = 5,
+                 chunk_size: int = 2000) -> None:
         self.target = target
         self.workers = max(1, workers)
+        #: changes read from the stream and in flight at a time (what apply holds)
+        self.chunk_size = max(1, chunk_size)
         self.max_retries = max_retries
         self._local = threading.local()
         self._conns: list[ldap3.Connection] = []
@@ -381,22 +385,22 @@ class DirectoryWriter:
     def apply(self, changes: Iterable[Change],
               on_applied: Callable[[Change], None] | None = None,
               on_failed: Callable[[Change, dict[str, Any]], None] | None = None) -> ApplyResult:
-        """Apply kind by kind (parents first); within a kind, ``workers`` in flight."""
+        """Apply wave by wave (``etl.plan.wave_key``: parents first for writes, children first
+        for deletes); within a wave, ``workers`` in flight, ``chunk_size`` changes at a time.
+
+        A list is put in apply order first; any other iterable (a plan file read line by
+        line) must come in apply order already (``etl.plan.apply_order``, how the plan file
+        lists them) and is consumed chunk by chunk, never held whole: a change out of order
+        stops the apply (ValueError) before it is written. A wave ends before the next starts.
+        """
         res = ApplyResult()
-        changes = list(changes)
-        writes = [c for c in changes if c.op != "delete"]
-        deletes = [c for c in changes if c.op == "delete"]
-        # parents first for writes; children first for deletes (a school's groups before it)
-        waves: list[list[Change]] = []
-        ordered = sorted(writes, key=lambda c: (KIND_ORDER.get(c.kind, 9), c.dn.count(",")))
-        for _, wave in groupby(ordered, key=lambda c: (KIND_ORDER.get(c.kind, 9),
-                                                       c.dn.count(","))):
-            waves.append(list(wave))
-        ordered = sorted(deletes, key=lambda c: (-KIND_ORDER.get(c.kind, 9), -c.dn.count(",")))
-        for _, wave in groupby(ordered, key=lambda c: (-KIND_ORDER.get(c.kind, 9),
-                                                       -c.dn.count(","))):
-            waves.append(list(wave))
-        txn = bool(changes) and self.supports_transactions()
+        stream: Iterator[Change] = iter(apply_order(changes) if isinstance(changes, list)
+                                        else changes)
+        first = next(stream, None)
+        if first is None:
+            self.close()
+            return res
+        txn = self.supports_transactions()
         size = max(1, self.target.txn_size)
 
         def one(ch: Change) -> list[tuple[Change, bool, dict[str, Any]]]:
@@ -409,30 +413,45 @@ class DirectoryWriter:
             except (LDAPException, OSError) as e:
                 return [(ch, False, {"result": -1, "message": str(e)}) for ch in todo]
 
+        def run(pool: ThreadPoolExecutor, level: list[Change]) -> None:
+            if txn and len(level) > 1:
+                # spread the chunk over the connections, in batches of at most `size`
+                n = max(1, min(size, -(-len(level) // self.workers)))
+                parts = [level[i:i + n] for i in range(0, len(level), n)]
+                futs = {pool.submit(self.apply_batch, part, res): part for part in parts}
+            else:
+                futs = {pool.submit(one, ch): [ch] for ch in level}
+            for fut in as_completed(futs):
+                for ch, ok, r in outcomes(fut, futs.pop(fut)):
+                    if ok:
+                        res.applied += 1
+                        if on_applied:
+                            on_applied(ch)
+                        continue
+                    res.failed += 1
+                    if len(res.errors) < MAX_ERRORS_KEPT:
+                        res.errors.append({"dn": ch.dn, "op": ch.op, "result": r.get("result"),
+                                           "description": r.get("description"),
+                                           "message": r.get("message")})
+                    log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
+                              r.get("description"), r.get("message"))
+                    if on_failed:
+                        on_failed(ch, r)
+
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
-            for level in waves:
-                if txn and len(level) > 1:
-                    # spread the wave over the connections, in batches of at most `size`
-                    n = max(1, min(size, -(-len(level) // self.workers)))
-                    parts = [level[i:i + n] for i in range(0, len(level), n)]
-                    futs = {pool.submit(self.apply_batch, part, res): part for part in parts}
-                else:
-                    futs = {pool.submit(one, ch): [ch] for ch in level}
-                for fut in as_completed(futs):
-                    for ch, ok, r in outcomes(fut, futs[fut]):
-                        if ok:
-                            res.applied += 1
-                            if on_applied:
-                                on_applied(ch)
-                        else:
-                            res.failed += 1
-                            err = {"dn": ch.dn, "op": ch.op, "result": r.get("result"),
-                                   "description": r.get("description"),
-                                   "message": r.get("message")}
-                            res.errors.append(err)
-                            log.error("LDAP %s of %s failed: %s %s", ch.op, ch.dn,
-                                      r.get("description"), r.get("message"))
-                            if on_failed:
-                                on_failed(ch, r)
+            chunk: list[Change] = [first]
+            key = wave_key(first)
+            for ch in stream:
+                k = wave_key(ch)
+                if k < key:
+                    run(pool, chunk)
+                    self.close()
+                    raise ValueError(f"changes not in apply order: {ch.op} of {ch.dn} after "
+                                     f"wave {key}")
+                if k != key or len(chunk) >= self.chunk_size:
+                    run(pool, chunk)  # the chunk completes before the next one starts
+                    chunk, key = [], k
+                chunk.append(ch)
+            run(pool, chunk)
         self.close()
         return res

@@ -14,9 +14,10 @@ import json
 import logging
 import secrets
 import shutil
+import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ def discover_files(settings: Settings, academy_code: str, run_id: str,
                    schools: list[str] | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind (see
     ``_discover_files``); the stage's numbers go to the run's metrics."""
+    metrics.stage_start()
     t0 = time.monotonic()
     out = _discover_files(settings, academy_code, run_id, schools)
     metrics.record(settings, run_id, academy_code, "discover", {
@@ -260,6 +262,7 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
     An unexpected error in one school leaves that school untouched (status ``error``) and
     lets the others go on; the run then ends ``failed`` so that someone looks at it.
     """
+    metrics.stage_start()
     heartbeat(settings, academy_code, run_id)
     t0 = time.monotonic()
     try:
@@ -418,13 +421,22 @@ def _last_fingerprint(settings: Settings, academy: str, uai: str) -> str | None:
         return st.fingerprint if st is not None else None
 
 
-def _load_current(s: Any, dns: list[str]) -> dict[str, tuple[str, dict[str, list[str]]]]:
-    out: dict[str, tuple[str, dict[str, list[str]]]] = {}
-    for i in range(0, len(dns), 500):
-        for dn, h, attrs in s.execute(select(Entry.dn, Entry.content_hash, Entry.attrs)
-                                      .where(Entry.dn.in_(dns[i:i + 500]))):
-            out[dn] = (h, attrs)
-    return out
+def _plan_against_state(s: Any, targets: dict[str, Any]) -> list[Any]:
+    """``plan_changes`` against what the state DB says was written, read hash first: the
+    content hash of every target DN, then the stored attributes of only the DNs whose hash
+    differs, a batch at a time (an unchanged entry costs no attributes in memory; loading them
+    all was the delta night's peak)."""
+    from etl.plan import plan_changes_lazy
+
+    def hashes_of(dns: list[str]) -> dict[str, str]:
+        return dict(s.execute(select(Entry.dn, Entry.content_hash)
+                              .where(Entry.dn.in_(dns))).all())
+
+    def attrs_of(dns: list[str]) -> dict[str, dict[str, list[str]]]:
+        return dict(s.execute(select(Entry.dn, Entry.attrs)
+                              .where(Entry.dn.in_(dns))).all())
+
+    return plan_changes_lazy(targets, hashes_of, attrs_of, batch=500)
 
 
 def _school_counts(tables: Tables) -> dict[str, dict[str, int]]:
@@ -441,41 +453,28 @@ def _school_counts(tables: Tables) -> dict[str, dict[str, int]]:
     return dict(out)
 
 
-def _json_chunks(obj: dict[str, Any], size: int = 1 << 20) -> Iterator[bytes]:
-    """``json.dumps(obj, sort_keys=True)``'s document, streamed: a plan's changes are encoded
-    one by one and handed out about ``size`` bytes at a time, so an academy's initial load
-    (hundreds of MB of JSON) is never one string in memory (it was the planning stage's peak)."""
-    buf: list[str] = []
-    n = 0
+def _write_plan(settings: Settings, ref: str, header: dict[str, Any],
+                changes: list[Any]) -> str:
+    """Write a plan file (``etl.plan.plan_lines``: a header line, then one change a line,
+    in apply order) into the staging area, as a stream; returns the sha256 of exactly the
+    bytes written."""
+    from etl.plan import plan_lines
 
-    def put(text: str) -> Iterator[bytes]:
-        nonlocal n
-        buf.append(text)
-        n += len(text)
-        if n >= size:
-            yield "".join(buf).encode("utf-8")
-            buf.clear()
-            n = 0
-
-    yield from put("{")
-    for i, key in enumerate(sorted(obj)):
-        yield from put(("" if i == 0 else ", ") + json.dumps(key) + ": ")
-        value = obj[key]
-        if isinstance(value, list):
-            yield from put("[")
-            for j, item in enumerate(value):
-                yield from put(("" if j == 0 else ", ") + json.dumps(item, sort_keys=True))
-            yield from put("]")
-        else:
-            yield from put(json.dumps(value, sort_keys=True))
-    yield from put("}")
-    if buf:
-        yield "".join(buf).encode("utf-8")
+    return staging.write_chunks(settings, ref, plan_lines(header, changes))
 
 
-def _write_json(settings: Settings, ref: str, obj: dict[str, Any]) -> str:
-    """Write into the staging area and return the sha256 of exactly the bytes written."""
-    return staging.write_chunks(settings, ref, _json_chunks(obj))
+def _plan_file_lines(settings: Settings, ref: str) -> Iterator[bytes]:
+    """A staged plan file's lines, read as they are consumed (the file closes at the end)."""
+    with staging.path(settings, ref).open("rb") as f:
+        yield from f
+
+
+def read_plan_file(settings: Settings, ref: str) -> tuple[dict[str, Any], Iterator[Any]]:
+    """A staged plan: its header and an iterator of its changes (``etl.plan.Change``), read
+    line by line in apply order."""
+    from etl.plan import read_plan
+
+    return read_plan(_plan_file_lines(settings, ref))
 
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
@@ -483,6 +482,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
               today: dt.date | None = None) -> dict[str, Any]:
     """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
     stage's numbers (changes by kind and operation) go to the run's metrics."""
+    metrics.stage_start()
     t0 = time.monotonic()
     out = _reconcile(settings, academy_code, run_id, schools, dry_run, mode, today)
     metrics.record(settings, run_id, academy_code, "reconcile", {
@@ -504,7 +504,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     """Identities, desired state, absences, the plan and the guards.
 
     The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
-    for approval; ``plan.json`` holds the changes of the other schools.
+    for approval; ``plan.json`` holds the changes of the other schools. Both are plan files
+    (``etl.plan.plan_lines``: a header line, then one change a line in apply order).
     """
     from etl.desired import build_desired, person_dn
     from etl.identity import IdentityRegistry
@@ -520,7 +521,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         preserve_uncovered,
         structure_changes,
     )
-    from etl.plan import plan_changes
+    from etl.plan import apply_order
 
     academy = get_academy(academy_code)
     heartbeat(settings, academy_code, run_id)
@@ -553,8 +554,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                       academy_code, settings.ldap.base):
                 targets[e.dn] = e
         removals = structure_changes(s, academy, targets, covered, years, settings.ldap.base)
-        current = _load_current(s, list(targets))
-        changes = plan_changes(targets, current) + removals
+        changes = apply_order(_plan_against_state(s, targets) + removals)
         for c in changes:
             c.category = categorize(c)
         if run_mode == "create_only":
@@ -566,38 +566,35 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             s.commit()
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     free = [c for c in changes if c.uai not in held_uais]
-    uids = {dn: e.uid for dn, e in targets.items() if e.uid}
     docs = {r["uai"]: r["docs"] for r in ok}
     unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"}
     prints = {r["uai"]: r.get("fingerprint") for r in ok}
     rereads = {r["uai"]: r.get("reread_on") for r in ok}
     plan_path = f"{run_id}/plan.json"  # a reference in the staging area
-    _write_json(settings, plan_path, {
+    _write_plan(settings, plan_path, {
         "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
         "schools": [u for u in sorted(names) if u not in held_uais],
-        "changes": [c.as_dict() for c in free], "uids": uids,
         "docs": {**{u: d for u, d in docs.items() if u not in held_uais}, **unchanged},
         "fingerprints": {u: f for u, f in prints.items() if u not in held_uais},
         "reread_on": {u: f for u, f in rereads.items() if u not in held_uais},
         "unchanged": sorted(unchanged),
         "school_counts": {u: c for u, c in counts.items() if u not in held_uais},
         "school_years": {u: y for u, y in years.items() if u not in held_uais},
-    })
+    }, free)
     per_school = _per_school_counts(changes, targets, names)
     held: dict[str, dict[str, Any]] = {}
     with Session() as s, s.begin():
         for uai in held_uais:
             mine = [c for c in changes if c.uai == uai]
             path = f"{run_id}/held/{uai}.json"
-            digest = _write_json(settings, path, {
+            digest = _write_plan(settings, path, {
                 "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
-                "changes": [c.as_dict() for c in mine], "uids": uids,
                 "docs": {uai: docs.get(uai, [])},
                 "fingerprints": {uai: prints.get(uai)},
                 "reread_on": {uai: rereads.get(uai)},
                 "school_counts": {uai: counts.get(uai, {})},
                 "school_years": {uai: years.get(uai)},
-            })
+            }, mine)
             summary = {"counts": per_school.get(uai, {}),
                        "sample": _sample(mine), "guards": guards[uai].tripped}
             held[uai] = {"plan": path, "hash": digest, "guards": guards[uai].tripped,
@@ -669,13 +666,14 @@ def ldap_target_from_settings(settings: Settings) -> Any:
 
 
 def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dict[str, Any],
-                   workers: int = 4) -> dict[str, Any]:
+                   changes: Iterable[Any], workers: int = 4) -> dict[str, Any]:
     """Write a plan's changes, journal them, remember what was written, and for each school
-    written without failure mark its files applied and keep its counts for the guards."""
+    written without failure mark its files applied and keep its counts for the guards.
+    ``plan``: the plan file's header; ``changes``: its changes in apply order, consumed as a
+    stream (``read_plan_file``)."""
     from etl.apply import DirectoryWriter
     from etl.plan import Change
 
-    changes = [Change.from_dict(c) for c in plan["changes"]]
     target = ldap_target_from_settings(settings)
     Session = session_factory(settings.state_url)
     failed_schools: set[str] = set()
@@ -684,13 +682,12 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     seq = [int(start or 0)]
     pending: list[Change] = []
     last_flush = [time.monotonic()]
-    uids: dict[str, str] = plan.get("uids", {})
 
     def flush() -> None:
         if not pending:
             return
         with Session() as s, s.begin():
-            _record_applied(s, academy_code, run_id, pending, seq, uids)
+            _record_applied(s, academy_code, run_id, pending, seq)
             lock = s.get(AcademyLock, academy_code)
             if lock is not None and lock.run_id == run_id:
                 lock.acquired_at = utcnow()
@@ -740,8 +737,8 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
             "failed_schools": sorted(failed_schools)}
 
 
-def _record_applied(s: Any, academy: str, run_id: str, done: list[Any], seq: list[int],
-                    uids: dict[str, str]) -> None:
+def _record_applied(s: Any, academy: str, run_id: str, done: list[Any],
+                    seq: list[int]) -> None:
     """Journal a batch of applied changes and remember what was written: a few bulk
     statements per batch (profiling showed per-row ORM merges dominating the apply stage)."""
     from sqlalchemy import insert, update
@@ -765,9 +762,9 @@ def _record_applied(s: Any, academy: str, run_id: str, done: list[Any], seq: lis
             entries.pop(ch.dn, None)
             continue
         entries[ch.dn] = {"dn": ch.dn, "academy": academy, "uai": ch.uai, "kind": ch.kind,
-                          "uid": uids.get(ch.dn), "content_hash": content_hash(after),
+                          "uid": ch.uid, "content_hash": content_hash(after),
                           "attrs": after, "run_id": run_id, "updated_at": now}
-        uid = uids.get(ch.dn)
+        uid = ch.uid
         if ch.kind == "person" and uid:
             (disabled if after.get("entSyncStatus") == ["DISABLED"] else active).add(uid)
     s.execute(insert(JournalEntry), journal)
@@ -797,15 +794,17 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
                workers: int = 4) -> dict[str, Any]:
     """Write the plan of the schools that passed the guards (held schools wait).
     ``plan_path``: the plan's reference in the staging area."""
+    metrics.stage_start()
     t0 = time.monotonic()
-    plan = json.loads(staging.read_bytes(settings, plan_path))
+    header, changes = read_plan_file(settings, plan_path)
+    planned = int(header.get("change_count", 0))
     if dry_run:
         out: dict[str, Any] = {"applied": 0, "failed": 0, "dry_run": True,
-                               "planned": len(plan["changes"])}
+                               "planned": planned}
     else:
-        out = _apply_changes(settings, academy_code, run_id, plan, workers)
+        out = _apply_changes(settings, academy_code, run_id, header, changes, workers)
     metrics.record(settings, run_id, academy_code, "apply", {
-        "duration_s": time.monotonic() - t0, "planned": len(plan["changes"]),
+        "duration_s": time.monotonic() - t0, "planned": planned,
         **{k: out.get(k, 0) for k in ("applied", "failed", "reconciled", "retries")},
         "schools_failed": len(out.get("failed_schools") or []),
     })
@@ -844,30 +843,17 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
                               + (f" for {uai}" if uai else ""))
     results: dict[str, Any] = {}
     for a in pending:
-        data = (staging.read_bytes(settings, a.plan_path)
-                if staging.exists(settings, a.plan_path) else b"")
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != a.plan_hash or (expected_hash and expected_hash != a.plan_hash):
-            raise ApprovalRefused(f"held plan of {a.uai} in {run_id} differs from the one "
-                                  "shown (hash mismatch): refusing to apply it")
-        if approve:
-            with Session() as s:
-                later = s.scalar(select(func.count()).select_from(SourceFile).join(
-                    Run, Run.id == SourceFile.run_id).where(
-                    SourceFile.academy == a.academy, SourceFile.uai == a.uai,
-                    SourceFile.status == "applied", Run.started_at > run.started_at))
-            if later:
-                raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan "
-                                      f"held in {run_id} is out of date; approve the newer "
-                                      "run's plan instead")
-            t0 = time.monotonic()
-            res = _apply_changes(settings, a.academy, run_id, json.loads(data), workers)
-            results[a.uai] = {"decision": "approved", **res}
-            metrics.record(settings, run_id, a.academy, "approval", {
-                "duration_s": time.monotonic() - t0, "applied": res.get("applied", 0),
-                "failed": res.get("failed", 0)}, uai=a.uai)
-        else:
-            results[a.uai] = {"decision": "rejected"}
+        with tempfile.TemporaryFile() as spool:
+            # the exact bytes hashed are the bytes applied: copied aside while hashed, then
+            # read back from the copy (never the whole plan in memory)
+            digest = _spool(settings, a.plan_path, spool)
+            if digest != a.plan_hash or (expected_hash and expected_hash != a.plan_hash):
+                raise ApprovalRefused(f"held plan of {a.uai} in {run_id} differs from the one "
+                                      "shown (hash mismatch): refusing to apply it")
+            if approve:
+                results[a.uai] = _approve(settings, a, run, spool, workers)
+            else:
+                results[a.uai] = {"decision": "rejected"}
         with Session() as s, s.begin():
             row = s.get(Approval, a.id)
             assert row is not None
@@ -885,6 +871,43 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
     return {"run_id": run_id, "schools": results}
 
 
+def _spool(settings: Settings, ref: str, out: Any) -> str:
+    """Copy a staged file into ``out`` (a binary file) a chunk at a time; the sha256 of the
+    bytes copied (of no bytes when the file is missing). ``out`` is left at its start."""
+    h = hashlib.sha256()
+    if staging.exists(settings, ref):
+        with staging.path(settings, ref).open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+    out.seek(0)
+    return h.hexdigest()
+
+
+def _approve(settings: Settings, a: Approval, run: Run, plan_file: Any,
+             workers: int) -> dict[str, Any]:
+    """Apply an approved held plan (``plan_file``: its verified bytes, opened)."""
+    from etl.plan import read_plan
+
+    run_id = run.id
+    with session_factory(settings.state_url)() as s:
+        later = s.scalar(select(func.count()).select_from(SourceFile).join(
+            Run, Run.id == SourceFile.run_id).where(
+            SourceFile.academy == a.academy, SourceFile.uai == a.uai,
+            SourceFile.status == "applied", Run.started_at > run.started_at))
+    if later:
+        raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan held in "
+                              f"{run_id} is out of date; approve the newer run's plan instead")
+    metrics.stage_start()
+    t0 = time.monotonic()
+    header, changes = read_plan(plan_file)
+    res = _apply_changes(settings, a.academy, run_id, header, changes, workers)
+    metrics.record(settings, run_id, a.academy, "approval", {
+        "duration_s": time.monotonic() - t0, "applied": res.get("applied", 0),
+        "failed": res.get("failed", 0)}, uai=a.uai)
+    return {"decision": "approved", **res}
+
+
 def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:
     found: str | None = s.scalar(select(SourceFile.export_date).where(
         SourceFile.run_id == run_id, SourceFile.sha256 == sha).limit(1))
@@ -898,6 +921,7 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     ``report.html``."""
     from etl.report import write_run_report
 
+    metrics.stage_start()
     t0 = time.monotonic()
     rec = reconciled or {}
     per_school: dict[str, dict[str, Any]] = {}

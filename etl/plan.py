@@ -8,7 +8,8 @@ modify that finds none).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ SINGLE_VALUED = frozenset({
 KIND_ORDER = {"school": 0, "ou": 1, "person": 2, "class": 3, "group": 3}
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     op: str  # add, modify
     dn: str
@@ -37,16 +38,21 @@ class Change:
     mods: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     before: dict[str, list[str]] | None = None
     after: dict[str, list[str]] | None = None
+    #: the account's uid (a person's entry), kept in the state DB with what was written
+    uid: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """For the plan file. An add's ``after`` is its ``attrs``: written once (it doubled
-        the plan of an initial load), restored by ``from_dict``."""
+        the plan of an initial load), restored by ``from_dict``; ``uid`` only when set."""
         after = None if self.op == "add" and self.after == self.attrs else self.after
-        return {
+        d = {
             "op": self.op, "dn": self.dn, "kind": self.kind, "uai": self.uai,
             "category": self.category, "attrs": self.attrs, "mods": self.mods,
             "before": self.before, "after": after,
         }
+        if self.uid is not None:
+            d["uid"] = self.uid
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Change:
@@ -54,6 +60,79 @@ class Change:
         if ch.op == "add" and ch.after is None:
             ch.after = ch.attrs
         return ch
+
+
+def wave_key(ch: Change) -> tuple[int, int, int]:
+    """The apply wave of a change: writes parents first (kind, then depth), then deletes
+    children first. Changes of one wave are independent; a wave ends before the next starts."""
+    order, depth = KIND_ORDER.get(ch.kind, 9), ch.dn.count(",")
+    return (1, -order, -depth) if ch.op == "delete" else (0, order, depth)
+
+
+def apply_order(changes: Iterable[Change]) -> list[Change]:
+    """The changes in apply order (``wave_key``, then DN): how the plan file lists them."""
+    return sorted(changes, key=lambda c: (wave_key(c), c.dn))
+
+
+# -- the plan file ------------------------------------------------------------------------------
+#: JSON lines: a header line (the run's metadata and ``change_count``), then one change per
+#: line in apply order, so the applier reads it change by change (an academy's initial load
+#: is hundreds of MB of JSON: never parsed whole)
+PLAN_FORMAT = "entsync-plan-lines/1"
+
+
+def plan_lines(header: Mapping[str, Any], changes: list[Change],
+               size: int = 1 << 20) -> Iterator[bytes]:
+    """The plan file's bytes, about ``size`` at a time: the header (with ``format`` and
+    ``change_count``) and the changes, one JSON document a line, in apply order (``changes``
+    must already be: ``apply_order``)."""
+    head = {**header, "format": PLAN_FORMAT, "change_count": len(changes)}
+    buf = [json.dumps(head, sort_keys=True, ensure_ascii=False), "\n"]
+    n = 0
+    for ch in changes:
+        text = json.dumps(ch.as_dict(), sort_keys=True, ensure_ascii=False)
+        buf.append(text)
+        buf.append("\n")
+        n += len(text)
+        if n >= size:
+            yield "".join(buf).encode("utf-8")
+            buf.clear()
+            n = 0
+    if buf:
+        yield "".join(buf).encode("utf-8")
+
+
+def read_plan(lines: Iterable[bytes]) -> tuple[dict[str, Any], Iterator[Change]]:
+    """A plan file read from its lines: (header, the changes one by one, in file order).
+
+    A plan written as one JSON document (before ``PLAN_FORMAT``: a held plan may wait for
+    approval across an upgrade) is read too (its ``uids`` map set on the changes)."""
+    it = iter(lines)
+    first = next(it, b"")
+    header: dict[str, Any] = json.loads(first) if first.strip() else {}
+    if isinstance(header.get("changes"), list):  # the older form, one document
+        legacy = header.pop("changes")
+        uids: dict[str, str] = header.pop("uids", None) or {}
+        header["change_count"] = len(legacy)
+
+        legacy.reverse()  # popped from the end: each change let go once read
+
+        def old() -> Iterator[Change]:
+            while legacy:
+                ch = Change.from_dict(legacy.pop())
+                ch.uid = ch.uid or uids.get(ch.dn)
+                yield ch
+
+        return header, old()
+    if header and header.get("format") != PLAN_FORMAT:
+        raise ValueError(f"unknown plan format {header.get('format')!r}")
+
+    def new() -> Iterator[Change]:
+        for line in it:
+            if line.strip():
+                yield Change.from_dict(json.loads(line))
+
+    return header, new()
 
 
 def _norm(attrs: Mapping[str, list[str]]) -> dict[str, tuple[str, set[str]]]:
@@ -91,29 +170,59 @@ def diff_attrs(before: Mapping[str, list[str]], after: Mapping[str, list[str]]
     return mods
 
 
+Attrs = dict[str, list[str]]
+
+
 def plan_changes(desired: Mapping[str, DesiredEntry],
-                 current: Mapping[str, tuple[str, dict[str, list[str]]]]) -> list[Change]:
+                 current: Mapping[str, tuple[str, Attrs]]) -> list[Change]:
     """Changes that turn ``current`` (dn -> (hash, attrs)) into ``desired``.
 
     Only DNs in ``desired`` are considered: what a run does not cover is never touched here
     (absence, disabling and deletion are the lifecycle's business).
     """
+    return plan_changes_lazy(
+        desired, lambda dns: {dn: current[dn][0] for dn in dns if dn in current},
+        lambda dns: {dn: current[dn][1] for dn in dns if dn in current})
+
+
+def plan_changes_lazy(desired: Mapping[str, DesiredEntry],
+                      hashes_of: Callable[[list[str]], Mapping[str, str]],
+                      attrs_of: Callable[[list[str]], Mapping[str, Attrs]],
+                      batch: int = 1000) -> list[Change]:
+    """``plan_changes`` against a state read on demand, ``batch`` DNs at a time: the content
+    hashes of the DNs (``hashes_of``: dn -> hash of what was last written, absent DNs left
+    out), then the attributes of only those whose hash differs from the desired one
+    (``attrs_of``). An unchanged entry costs a hash comparison and no attributes in memory."""
     changes: list[Change] = []
-    for dn, e in desired.items():
-        cur = current.get(dn)
-        if cur is None:
-            changes.append(Change("add", dn, e.kind, e.uai, "create", attrs=e.attrs,
-                                  after=e.attrs))
+    dns = list(desired)
+    for i in range(0, len(dns), batch):
+        part = dns[i:i + batch]
+        have = hashes_of(part)
+        stale: list[str] = []
+        for dn in part:
+            e = desired[dn]
+            cur_hash = have.get(dn)
+            if cur_hash is None:
+                changes.append(Change("add", dn, e.kind, e.uai, "create", attrs=e.attrs,
+                                      after=e.attrs, uid=e.uid))
+            elif cur_hash != content_hash(e.attrs):
+                stale.append(dn)
+        if not stale:
             continue
-        cur_hash, cur_attrs = cur
-        if cur_hash == content_hash(e.attrs):
-            continue
-        mods = diff_attrs(cur_attrs, e.attrs)
-        if not mods:
-            continue
-        only_members = set(k.lower() for k in mods) <= {"member"}
-        changes.append(Change("modify", dn, e.kind, e.uai,
-                              "membership" if only_members else "update", mods=mods,
-                              before=cur_attrs, after=e.attrs))
+        current = attrs_of(stale)
+        for dn in stale:
+            e = desired[dn]
+            cur_attrs = current.get(dn)
+            if cur_attrs is None:  # gone between the two reads: planned as new
+                changes.append(Change("add", dn, e.kind, e.uai, "create", attrs=e.attrs,
+                                      after=e.attrs, uid=e.uid))
+                continue
+            mods = diff_attrs(cur_attrs, e.attrs)
+            if not mods:
+                continue
+            only_members = set(k.lower() for k in mods) <= {"member"}
+            changes.append(Change("modify", dn, e.kind, e.uai,
+                                  "membership" if only_members else "update", mods=mods,
+                                  before=cur_attrs, after=e.attrs, uid=e.uid))
     changes.sort(key=lambda c: (KIND_ORDER.get(c.kind, 9), c.dn.count(","), c.dn))
     return changes

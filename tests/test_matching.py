@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -123,8 +122,8 @@ def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
                  [Guardian("601", "MARTIN", "Julie", ["22"])], [], date="02/10/2026")
     again = pipeline.run_sync(env, ACADEMY, today=NOV)
-    plan = json.loads((env.workdir / "staging" / again["run_id"] / "plan.json").read_text())
-    assert again["changes"] == 0, [(c["dn"], c["op"], c["mods"]) for c in plan["changes"]]
+    _header, planned = pipeline.read_plan_file(env, f"{again['run_id']}/plan.json")
+    assert again["changes"] == 0, [(c.dn, c.op, c.mods) for c in planned]
     # undo of the merge puts the directory back as it was
     undo_run(env, res["run_id"])
     assert dump(server) == before

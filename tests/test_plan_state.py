@@ -1,0 +1,82 @@
+"""Planning against the state DB (``pipeline._plan_against_state``): hash first, stored
+attributes only where the hash differs; the same plan as against every stored entry loaded
+whole. And a held plan's bytes: hashed as copied aside, applied from the copy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from sqlalchemy import event, select
+
+from etl import pipeline
+from etl.config import Settings
+from etl.desired import DesiredEntry, content_hash
+from etl.plan import Change, plan_changes, read_plan
+from etl.state.db import get_engine, session_factory
+from etl.state.models import Entry
+
+BASE = "dc=ent,dc=x"
+
+
+def _person(i: int, cn: str) -> DesiredEntry:
+    return DesiredEntry(f"uid=u{i:04d},ou=people,{BASE}", "person", "0671234X",
+                        {"objectClass": ["top", "ENTPerson"], "uid": [f"u{i:04d}"],
+                         "cn": [cn]}, uid=f"u{i:04d}")
+
+
+def test_hash_first_planning_gives_the_plan_of_the_whole_state(state_url: str) -> None:
+    Session = session_factory(state_url)
+    desired = {e.dn: e for e in (_person(i, f"P{i}") for i in range(1200))}
+    stored: dict[str, dict[str, list[str]]] = {}
+    for i, (dn, e) in enumerate(desired.items()):
+        if i % 10 == 0:
+            continue  # never written: an add
+        attrs = {k: list(v) for k, v in e.attrs.items()}
+        if i % 7 == 0:
+            attrs["cn"] = ["before"]  # changed: a modify
+        stored[dn] = attrs
+    with Session() as s, s.begin():
+        s.add_all(Entry(dn=dn, academy="ac-x", uai="0671234X", kind="person", uid=None,
+                        content_hash=content_hash(a), attrs=a) for dn, a in stored.items())
+    selects: list[str] = []
+
+    def seen(_conn: object, _cur: object, statement: str, *_a: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    engine = get_engine(state_url)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with Session() as s:
+            lazy = pipeline._plan_against_state(s, desired)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    with Session() as s:
+        whole = {dn: (h, a) for dn, h, a in s.execute(
+            select(Entry.dn, Entry.content_hash, Entry.attrs))}
+    assert lazy == plan_changes(desired, whole)
+    assert {c.op for c in lazy} == {"add", "modify"}
+    assert sum(c.op == "modify" for c in lazy) == sum(1 for a in stored.values()
+                                                      if a["cn"] == ["before"])
+    # attributes were read only for the entries whose hash differs, a batch at a time
+    attr_reads = [q for q in selects if "attrs" in q.split("FROM")[0]]
+    assert len(attr_reads) == 3  # 1200 DNs in batches of 500, each with a changed one
+    assert len(selects) == 6
+
+
+def test_a_held_plan_is_applied_from_the_very_bytes_that_were_hashed(tmp_path: Path) -> None:
+    st = Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path / "w"),
+                            "ENTSYNC_LANDING": str(tmp_path / "l")})
+    attrs = {"cn": ["A"]}
+    changes = [Change("add", f"uid=u{i},ou=people,{BASE}", "person", "X", "create",
+                      attrs=attrs, after=attrs, uid=f"u{i}") for i in range(3)]
+    digest = pipeline._write_plan(st, "r/held/X.json", {"run_id": "r", "uai": "X"}, changes)
+    spool = io.BytesIO()
+    assert pipeline._spool(st, "r/held/X.json", spool) == digest
+    assert spool.tell() == 0
+    header, back = read_plan(spool)
+    assert header["uai"] == "X" and list(back) == changes
+    # a missing plan hashes as no bytes (never as the plan shown)
+    assert pipeline._spool(st, "r/held/Y.json", io.BytesIO()) == hashlib.sha256().hexdigest()
