@@ -1,18 +1,23 @@
 """`make bench`: the sync at region scale against the directory server's own tools.
 
     python -m bench.run [--scale 0.02] [--seed 7] [--airflow-academy ac-reims] [--keep DIR]
+                        [--sequential]
 
 In one run, on fresh slapds configured as in production (schemas/slapd.conf.in: durable
 writes, no dbnosync):
 
-1. initial load: `entsync sync` per academy (a subprocess each) into an empty directory A;
-   the result is dumped to LDIF and loaded with `ldapadd -c` into a second fresh slapd B;
+1. initial load: `entsync sync` per academy (a subprocess each, the three at once as the
+   three academy DAGs run each night; `--sequential`: one after the other) into an empty
+   directory A; the result is dumped to LDIF and loaded with `ldapadd -c` into a second
+   fresh slapd B;
 2. no-change rerun: the same exports with a new export date (new files, same content);
    LDAP writes counted from the journal and checked on A's contextCSN;
 3. 2 % delta night: the exports edited by bench.mutate; the very changes the pipeline
    journaled are replayed as LDIF with `ldapmodify -c` on B (which holds the pre-delta state);
-4. the same three nights through `airflow dags test` for one academy on a third slapd C,
-   against the CLI timings of that academy.
+4. the same three nights through `airflow dags test` for one academy on a slapd C, against
+   the CLI on that academy alone (slapd D). The ratio takes each DagRun's own duration
+   (start to end in Airflow's metadata DB, what the UI shows); the table also gives the
+   `airflow dags test` process's wall time, which adds Airflow's start-up.
 
 Prints one table and writes bench/results/latest.json (and <utc stamp>.json). Only ratios
 within one run mean something (see shared/docs/performance.md).
@@ -25,10 +30,12 @@ import datetime as dt
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +70,10 @@ class Night:
     records: int = 0  # desired entries of the schools read
     writes: int = 0  # journal rows (LDAP operations applied)
     changes: int = 0
-    rss_mib: float = 0.0
+    rss_mib: float = 0.0  # the largest process's peak
+    rss_sum_mib: float = 0.0  # the processes' peaks added (academies run at once)
     cpu_s: float = 0.0
+    process_s: float = 0.0  # Airflow: `airflow dags test`'s process wall time
     run_ids: list[str] = field(default_factory=list)
     per_academy: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -81,6 +90,29 @@ def timed(cmd: list[str], env: dict[str, str], log: Path, stdout: Path | None = 
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Timed(seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime,
                  proc.returncode, log)
+
+
+def _each(fn: Any, items: list[str], parallel: bool) -> None:
+    """fn(item) for each item: in threads at once, or one after the other."""
+    if not parallel:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(len(items) or 1) as pool:
+        for fut in [pool.submit(fn, item) for item in items]:
+            fut.result()
+
+
+def dag_run_seconds(home: Path, dag_id: str) -> float:
+    """The last DagRun's own duration (start_date to end_date in Airflow's metadata DB): what
+    the ops team sees in the UI, without `airflow dags test`'s process start."""
+    with sqlite3.connect(home / "airflow.db") as db:
+        row = db.execute("SELECT start_date, end_date FROM dag_run WHERE dag_id = ? "
+                         "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
+    if not row or not row[0] or not row[1]:
+        raise SystemExit(f"no finished run of {dag_id} in {home / 'airflow.db'}")
+    start, end = (dt.datetime.fromisoformat(str(x).replace(" ", "T")) for x in row)
+    return (end - start).total_seconds()
 
 
 def _check(t: Timed, what: str) -> None:
@@ -153,7 +185,8 @@ def ldap_errors(log: Path) -> int:
 
 class Bench:
     def __init__(self, root: Path, scale: float, seed: int, airflow_academy: str,
-                 workers: int) -> None:
+                 workers: int, parallel: bool = True) -> None:
+        self.parallel = parallel
         self.root = root
         self.scale = scale
         self.seed = seed
@@ -195,26 +228,41 @@ class Bench:
 
     # -- the pipeline ---------------------------------------------------------------------------
     def sync(self, server: LdapServer, workdir: Path, night: str, academies: list[str],
-             tag: str) -> Night:
+             tag: str, parallel: bool | None = None) -> Night:
+        """`entsync sync` of each academy, a process each: at once (as the three academy DAGs
+        run each night) unless the bench runs ``--sequential``. Each academy keeps its own
+        state DB (``workdir/<academy>``): state is per academy, and three processes writing
+        one SQLite file would measure SQLite's lock, not the sync (PostgreSQL is the
+        production state DB)."""
+        parallel = self.parallel if parallel is None else parallel
         result = Night()
-        env = clean_env(ENTSYNC_WORKDIR=str(workdir), ENTSYNC_LANDING=str(self.landing(night)),
-                        **server.env())
+        timings: dict[str, Timed] = {}
+
+        def one(academy: str) -> None:
+            env = clean_env(ENTSYNC_WORKDIR=str(workdir / academy),
+                            ENTSYNC_LANDING=str(self.landing(night)), **server.env())
+            timings[academy] = timed(
+                [str(BIN / "entsync"), "sync", "--academy", academy, "--json", "--workers",
+                 str(self.workers)], env, self.logs / f"{tag}-{night}-{academy}.log",
+                stdout=self.logs / f"{tag}-{night}-{academy}.json")
+
+        start = time.perf_counter()
+        _each(one, academies, parallel)
+        result.seconds = time.perf_counter() - start
         for academy in academies:
-            out = self.logs / f"{tag}-{night}-{academy}.json"
-            t = timed([str(BIN / "entsync"), "sync", "--academy", academy, "--json",
-                       "--workers", str(self.workers)], env,
-                      self.logs / f"{tag}-{night}-{academy}.log", stdout=out)
+            t = timings[academy]
             _check(t, f"entsync sync {academy} ({night})")
-            summary = json.loads(out.read_text("utf-8"))
+            summary = json.loads((self.logs / f"{tag}-{night}-{academy}.json")
+                                 .read_text("utf-8"))
             run_id = summary["run_id"]
             records = sum(s.get("created", 0) + s.get("updated", 0) + s.get("unchanged", 0)
                           for s in summary["schools"].values())
-            writes = journal_count(workdir / "state.db", run_id)
-            result.seconds += t.seconds
+            writes = journal_count(workdir / academy / "state.db", run_id)
             result.records += records
             result.writes += writes
             result.changes += int(summary["changes"])
             result.rss_mib = max(result.rss_mib, t.rss_mib)
+            result.rss_sum_mib += t.rss_mib
             result.cpu_s += t.cpu_s
             result.run_ids.append(run_id)
             result.per_academy[academy] = {"s": round(t.seconds, 2), "records": records,
@@ -222,6 +270,24 @@ class Bench:
                                            "cpu_s": round(t.cpu_s, 2), "run_id": run_id,
                                            "status": summary["status"]}
         return result
+
+    def check(self, academies: list[str]) -> float:
+        """The reference for parsing the delta's exports: `entsync check` (read, normalize,
+        validate; no planning, no directory), run like the syncs (at once or one by one)."""
+        timings: dict[str, Timed] = {}
+
+        def one(academy: str) -> None:
+            env = clean_env(ENTSYNC_WORKDIR=str(self.root / "work-check" / academy),
+                            ENTSYNC_LANDING=str(self.landing("delta")))
+            timings[academy] = timed(
+                [str(BIN / "entsync"), "check", "--academy", academy, "--json"], env,
+                self.logs / f"check-delta-{academy}.log", stdout=Path(os.devnull))
+
+        start = time.perf_counter()
+        _each(one, academies, self.parallel)
+        for academy, t in timings.items():
+            _check(t, f"entsync check {academy}")
+        return time.perf_counter() - start
 
     def airflow(self, server: LdapServer, workdir: Path, home: Path) -> dict[str, Night]:
         academy = self.airflow_academy
@@ -248,7 +314,8 @@ class Bench:
             summary = json.loads(new[0].read_text("utf-8"))
             if summary["status"] != "success":
                 raise SystemExit(f"airflow {night}: run {summary['run_id']} {summary['status']}")
-            n = Night(seconds=t.seconds, rss_mib=t.rss_mib, cpu_s=t.cpu_s,
+            n = Night(seconds=dag_run_seconds(home, dag_id), process_s=t.seconds,
+                      rss_mib=t.rss_mib, cpu_s=t.cpu_s,
                       changes=int(summary["changes"]), run_ids=[summary["run_id"]])
             n.writes = journal_count(workdir / "state.db", summary["run_id"])
             n.records = sum(s.get("created", 0) + s.get("updated", 0) + s.get("unchanged", 0)
@@ -281,29 +348,30 @@ class Bench:
         csn_changed = context_csn(a) != csn
         print(f"bench: no-change rerun {noop.seconds:.1f} s, {noop.writes} writes", flush=True)
 
-        check = Night()
-        env = clean_env(ENTSYNC_WORKDIR=str(self.root / "work-check"),
-                        ENTSYNC_LANDING=str(self.landing("delta")))
-        for academy in self.academies:
-            t = timed([str(BIN / "entsync"), "check", "--academy", academy, "--json"], env,
-                      self.logs / f"check-delta-{academy}.log", stdout=Path(os.devnull))
-            _check(t, f"entsync check {academy}")
-            check.seconds += t.seconds
+        check_s = self.check(self.academies)
         delta = self.sync(a, work_a, "delta", self.academies, "cli")
         changes = self.root / "delta.ldif"
         with changes.open("w", encoding="utf-8") as f:
-            n_changes = write_changes(f, journal_rows(work_a / "state.db", delta.run_ids))
+            n_changes = sum(
+                write_changes(f, journal_rows(work_a / academy / "state.db",
+                                              [delta.per_academy[academy]["run_id"]]))
+                for academy in self.academies)
         t = timed([ldap_tool("ldapmodify"), "-c", *ldap_args(b), "-f", str(changes)],
                   clean_env(), self.logs / "ldapmodify.log", stdout=Path(os.devnull))
         ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
         print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
               f"{ldapmodify_s:.1f} s", flush=True)
 
+        # Airflow against the CLI on the same academy alone (the nights above ran the
+        # academies at once): one slapd each, the same three nights
+        d = self.slapd("d")
+        alone = {night: self.sync(d, self.root / "work-d", night, [self.airflow_academy],
+                                  "cli-alone", parallel=False).seconds for night in NIGHTS}
         c = self.slapd("c")
         af = self.airflow(c, self.root / "work-c", self.root / "airflow")
-        cli_same = {night: n.per_academy[self.airflow_academy]["s"]
-                    for night, n in (("initial", initial), ("noop", noop), ("delta", delta))}
+        cli_same = alone
         af_total = sum(n.seconds for n in af.values())
+        af_process = sum(n.process_s for n in af.values())
         cli_total = sum(cli_same.values())
 
         r.update({
@@ -324,41 +392,47 @@ class Bench:
             "noop_vs_initial": round(noop.seconds / initial.seconds, 4),
             "delta_s": round(delta.seconds, 2),
             "delta_writes": delta.writes,
-            "delta_parse_s": round(check.seconds, 2),
+            "delta_parse_s": round(check_s, 2),
             "ldapmodify_s": round(ldapmodify_s, 2),
             "ldapmodify_changes": n_changes,
             "ldapmodify_errors": ldapmodify_errors,
             "delta_vs_ldapmodify": round(delta.seconds / ldapmodify_s, 3),
             "delta_vs_ldapmodify_plus_parse": round(
-                delta.seconds / (ldapmodify_s + check.seconds), 3),
+                delta.seconds / (ldapmodify_s + check_s), 3),
+            "academies_at_once": self.parallel,
             "peak_rss_mib": round(max(initial.rss_mib, noop.rss_mib, delta.rss_mib), 1),
+            "peak_rss_sum_mib": round(max(initial.rss_sum_mib, noop.rss_sum_mib,
+                                          delta.rss_sum_mib), 1),
             "cpu_s": {"initial": round(initial.cpu_s, 2), "noop": round(noop.cpu_s, 2),
                       "delta": round(delta.cpu_s, 2)},
             "per_academy": {"initial": initial.per_academy, "noop": noop.per_academy,
                             "delta": delta.per_academy},
             "airflow_academy": self.airflow_academy,
             "airflow_s": {k: round(v.seconds, 2) for k, v in af.items()},
+            "airflow_process_s": {k: round(v.process_s, 2) for k, v in af.items()},
             "airflow_writes": {k: v.writes for k, v in af.items()},
             "cli_same_academy_s": cli_same,
             "airflow_vs_cli": round(af_total / cli_total, 3),
+            "airflow_process_vs_cli": round(af_process / cli_total, 3),
         })
-        self.table(initial, noop, delta, check, af, cli_same)
+        self.table(initial, noop, delta, check_s, af, cli_same)
         return r
 
-    def table(self, initial: Night, noop: Night, delta: Night, check: Night,
+    def table(self, initial: Night, noop: Night, delta: Night, check_s: float,
               af: dict[str, Night], cli_same: dict[str, float]) -> None:
         r = self.results
+        mode = ", 3 at once" if self.parallel else ""
         rows: list[tuple[str, float, float | None, int | None, str, float | None]] = [
-            ("initial load (CLI)", initial.seconds, initial.writes / initial.seconds,
+            (f"initial load (CLI{mode})", initial.seconds, initial.writes / initial.seconds,
              initial.writes, f"ldapadd {r['ldapadd_s']:.1f} s", r["initial_vs_ldapadd"]),
             ("ldapadd same entries", r["ldapadd_s"], r["ldapadd_records_per_s"], r["entries"],
              "", None),
-            ("no-change rerun (CLI)", noop.seconds, noop.records / noop.seconds, noop.writes,
+            (f"no-change rerun (CLI{mode})", noop.seconds, noop.records / noop.seconds, noop.writes,
              f"initial {initial.seconds:.1f} s", r["noop_vs_initial"]),
-            ("2 % delta (CLI)", delta.seconds, delta.records / delta.seconds, delta.writes,
+            (f"2 % delta (CLI{mode})", delta.seconds, delta.records / delta.seconds, delta.writes,
              f"ldapmodify {r['ldapmodify_s']:.1f} s", r["delta_vs_ldapmodify"]),
             ("  same vs ldapmodify+parse", delta.seconds, None, None,
-             f"{r['ldapmodify_s']:.1f}+{check.seconds:.1f} s", r["delta_vs_ldapmodify_plus_parse"]),
+             f"{r['ldapmodify_s']:.1f}+{check_s:.1f} s", r["delta_vs_ldapmodify_plus_parse"]),
             ("ldapmodify same changes", r["ldapmodify_s"], r["ldapmodify_changes"]
              / r["ldapmodify_s"], r["ldapmodify_changes"], "", None),
         ]
@@ -367,12 +441,16 @@ class Bench:
             rows.append((f"Airflow {label} ({self.airflow_academy})", n.seconds,
                          n.records / n.seconds if n.seconds else None, n.writes,
                          f"CLI {cli_same[night]:.1f} s", n.seconds / cli_same[night]))
+            rows.append(("  airflow dags test process", n.process_s, None, None,
+                         f"CLI {cli_same[night]:.1f} s", n.process_s / cli_same[night]))
         head = (f"{'stage':34} {'wall s':>8} {'records/s':>10} {'writes':>8}  "
                 f"{'reference':24} {'ratio':>7}")
         print()
         print(f"scale {self.scale}: {r['schools']} schools, {r['accounts']} accounts, "
-              f"{r['entries']} entries; peak RSS {r['peak_rss_mib']} MiB; "
-              f"Airflow vs CLI (3 nights) {r['airflow_vs_cli']}")
+              f"{r['entries']} entries; peak RSS {r['peak_rss_mib']} MiB per process "
+              f"({r['peak_rss_sum_mib']} MiB for the academies at once); Airflow DagRuns vs "
+              f"CLI (3 nights) {r['airflow_vs_cli']} ({r['airflow_process_vs_cli']} with "
+              "`airflow dags test`'s process start)")
         print(head)
         print("-" * len(head))
         for stage, wall, rate, writes, ref, ratio in rows:
@@ -388,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--airflow-academy", default="ac-reims", choices=list(load_academies()))
     p.add_argument("--workers", type=int, default=4, help="entsync sync --workers")
+    p.add_argument("--sequential", action="store_true",
+                   help="sync the academies one after the other (default: at once, as the "
+                   "three academy DAGs run each night)")
     p.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
     p.add_argument("--out", default=str(RESULTS / "latest.json"))
     a = p.parse_args(argv)
@@ -395,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.keep and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    bench = Bench(root.resolve(), a.scale, a.seed, a.airflow_academy, a.workers)
+    bench = Bench(root.resolve(), a.scale, a.seed, a.airflow_academy, a.workers,
+                  parallel=not a.sequential)
     started = time.perf_counter()
     try:
         results = bench.run()
