@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -48,15 +49,15 @@ def dag_run_timings(db: Path, dag_id: str) -> dict[str, Any]:
             "SELECT run_id, start_date, end_date, state FROM dag_run WHERE dag_id = ? "
             "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
         rows = conn.execute(
-            "SELECT task_id, map_index, state, start_date, end_date FROM task_instance "
-            "WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).fetchall()
+            "SELECT task_id, map_index, state, start_date, end_date, rendered_map_index "
+            "FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).fetchall()
     t0, t1 = _ts(start), _ts(end)
     assert t0 is not None and t1 is not None
     tasks = []
-    for task_id, map_index, ti_state, s, e in rows:
+    for task_id, map_index, ti_state, s, e, label in rows:
         ts, te = _ts(s), _ts(e)
         name = task_id + ("" if map_index < 0 else f"[{map_index}]")
-        tasks.append({"task": name, "state": ti_state,
+        tasks.append({"task": name, "state": ti_state, "uai": (label or "").split(" ")[0],
                       "start": None if ts is None else round(ts - t0, 2),
                       "s": None if ts is None or te is None else round(te - ts, 2)})
     tasks.sort(key=lambda t: (t["start"] is None, t["start"] or 0.0))
@@ -64,6 +65,33 @@ def dag_run_timings(db: Path, dag_id: str) -> dict[str, Any]:
     busy = sum(t["s"] for t in ran)
     return {"state": state, "dag_run_s": round(t1 - t0, 2), "tasks_run": len(ran),
             "tasks_total": len(tasks), "task_s": round(busy, 2), "tasks": tasks}
+
+
+#: the pipeline stage (run_metrics) each task runs
+STAGES = {"read.discover": "discover", "read.read_validate": "read_validate",
+          "plan.reconcile": "reconcile", "write.apply": "apply", "close.report": "report"}
+
+
+def add_work(timings: dict[str, Any], state_db: Path) -> None:
+    """Each task's own work (the stage's duration_s in the sync run's metrics) and what
+    Airflow added around it (the task instance's duration minus that work)."""
+    with closing(sqlite3.connect(state_db)) as conn:
+        (run_id,) = conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        work = {(stage, uai or ""): value for stage, uai, value in conn.execute(
+            "SELECT stage, uai, value FROM run_metrics WHERE run_id = ? AND name = 'duration_s'",
+            (run_id,))}
+    total = 0.0
+    for t in timings["tasks"]:
+        stage = STAGES.get(t["task"].split("[")[0])
+        w = work.get((stage, t["uai"] if stage == "read_validate" else ""), 0.0)
+        total += w
+        if t["s"] is not None:
+            t["work_s"], t["overhead_s"] = round(w, 2), round(t["s"] - w, 2)
+    timings["work_s"] = round(total, 2)
+    # what Airflow adds inside the DagRun (task start/end, XComs, scheduling loop, the first
+    # task's in-process API start) and around it (process start, DAG parsing, exit)
+    timings["in_run_overhead_s"] = round(timings["dag_run_s"] - total, 2)
+    timings["outside_run_s"] = round(timings["wall_s"] - timings["dag_run_s"], 2)
 
 
 def main() -> None:
@@ -74,6 +102,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     p.add_argument("--no-cli", action="store_true", help="only the Airflow runs")
+    p.add_argument("--dags", type=Path, default=REPO / "dags",
+                   help="the DAGs folder (e.g. an older ent_sync.py to compare with)")
     a = p.parse_args()
     root = (a.keep or Path(tempfile.mkdtemp(prefix="af-overhead-"))).resolve()
     if root.exists():
@@ -91,7 +121,7 @@ def main() -> None:
     try:
         af = start_slapd(servers[0])
         home, work = root / "airflow", root / "work-af"
-        env = clean_env(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        env = clean_env(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(a.dags.resolve()),
                         AIRFLOW__CORE__LOAD_EXAMPLES="False",
                         AIRFLOW__CORE__UNIT_TEST_MODE="False",
                         AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
@@ -106,6 +136,9 @@ def main() -> None:
             _check(t, f"airflow dags test {dag_id} ({night})")
             timings = dag_run_timings(home / "airflow.db", dag_id)
             timings["wall_s"] = round(t.seconds, 2)
+            timings["cpu_s"] = round(t.cpu_s, 2)
+            timings["load"] = round(os.getloadavg()[0], 2)
+            add_work(timings, work / "state.db")
             result["airflow"][night] = timings
             print(f"airflow {night}: wall {t.seconds:.2f} s, dag run {timings['dag_run_s']} s, "
                   f"{timings['tasks_run']} tasks ran, {timings['task_s']} s in tasks",
@@ -119,7 +152,8 @@ def main() -> None:
                 t = timed([str(BIN / "entsync"), "sync", "--academy", a.academy, "--json"], env,
                           logs / f"cli-{night}.log", stdout=logs / f"cli-{night}.json")
                 _check(t, f"entsync sync ({night})")
-                result["cli"][night] = {"wall_s": round(time.perf_counter() - start, 2)}
+                result["cli"][night] = {"wall_s": round(time.perf_counter() - start, 2),
+                                        "cpu_s": round(t.cpu_s, 2)}
     finally:
         for folder in servers:
             stop_slapd(folder)
