@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,15 @@ PROFILE_CLASS = {
     "ENS": "ENTAuxEnseignant",
 }
 NON_TEACHING_CLASS = "ENTAuxNonEnsEtab"
+#: the persons columns the desired entries and the identity matching read
+ROW_COLUMNS = frozenset({"person_key", "uai", "profile", "ine", "last_name", "birth_name",
+                         "first_name", "birth_date", "sex", "email", "mobile", "mef",
+                         "function"})
 #: member of an empty class or group (groupOfNames needs one): a DN no entry ever has
 PLACEHOLDER_MEMBER_RDN = "uid=nobody"
 
 
-@dataclass
+@dataclass(slots=True)
 class DesiredEntry:
     dn: str
     kind: str  # ou, school, person, class, group
@@ -95,6 +100,28 @@ def fr_date(iso: str | None) -> str | None:
     return f"{d}/{m}/{y}"
 
 
+class Shared:
+    """One object for equal values across an academy's desired entries: strings interned
+    (school DNs, class references, profiles, statuses) and equal value lists shared
+    (``objectClass``, the classes of the pupils of one class...). An academy holds hundreds of
+    thousands of entries in memory while it is planned; most of their values repeat.
+
+    Shared lists must never be changed in place: the lifecycle and the planner replace an
+    attribute's list, they never append to it."""
+
+    __slots__ = ("_lists",)
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple[str, ...], list[str]] = {}
+
+    def share(self, values: list[str]) -> list[str]:
+        key = tuple(values)
+        found = self._lists.get(key)
+        if found is None:
+            found = self._lists[key] = [sys.intern(v) for v in values]
+        return found
+
+
 @dataclass
 class DesiredState:
     entries: dict[str, DesiredEntry] = field(default_factory=dict)
@@ -120,8 +147,18 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     """Desired entries for the given schools (UAI -> display name or None)."""
     st = DesiredState()
     years = school_years or {}
+    shared = Shared()
+    intern = sys.intern
+    school_dns: dict[str, str] = {}
+
+    def sdn_of(uai: str) -> str:
+        found = school_dns.get(uai)
+        if found is None:
+            found = school_dns[uai] = intern(school_dn(uai, base))
+        return found
+
     for uai, name in sorted(schools.items()):
-        sdn = school_dn(uai, base)
+        sdn = sdn_of(uai)
         attrs: dict[str, list[str]] = {
             "objectClass": ["top", "ENTEtablissement", "entSyncObject"],
             "ENTStructureUAI": [uai],
@@ -158,7 +195,9 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     # rules; pupils before staff before guardians (a guardian may match through a pupil)
     order = {"ELV": 0, "TUT": 2}
     rows: list[dict[str, Any]] = sorted(
-        records(active),  # plain Python values: a missing one is None, never a (truthy) NaN
+        # plain Python values: a missing one is None, never a (truthy) NaN; only the columns
+        # used here (an academy's rows are all in memory at once)
+        records(active[[c for c in active.columns if c in ROW_COLUMNS]]),
         key=lambda r: order.get(r["profile"], 1))
     jointures_of: list[list[str]] = []
     for r in rows:
@@ -203,10 +242,24 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     matcher.report_homonyms(rows, key_uid)
     st.duplicates = matcher.duplicates
     logins = registry.logins_of(set(key_uid.values()))
+    uid_dns: dict[str, str] = {}  # one string per person's DN, however many groups list it
 
     def dn_of(key: str) -> str | None:
         uid = key_uid.get(key)
-        return person_dn(uid, base) if uid else None
+        if not uid:
+            return None
+        found = uid_dns.get(uid)
+        if found is None:
+            found = uid_dns[uid] = person_dn(uid, base)
+        return found
+
+    refs: dict[tuple[str, str], str] = {}  # <school DN>$<code>, one string each
+
+    def ref_of(uai: str, code: str) -> str:
+        found = refs.get((uai, code))
+        if found is None:
+            found = refs[(uai, code)] = intern(f"{sdn_of(uai)}${code}")
+        return found
 
     # structures (classes and groups) of each school; codes seen in memberships count too
     struct_kind: dict[tuple[str, str], str] = {}
@@ -225,22 +278,23 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             continue
         kind = struct_kind.setdefault((uai, code), kind)
         group_members[(uai, code)].add(pdn)
-        sref = f"{school_dn(uai, base)}${code}"
+        sref = ref_of(uai, code)
         ps = person_structs[key]
         ps["classes" if kind == "D" else "groups"].add(sref)
         if head is True:
             ps["head"].add(sref)
         if subject:
             for subj in str(subject).split("|"):
-                ps["subjects"].add(f"{school_dn(uai, base)}${subj}")
+                ps["subjects"].add(ref_of(uai, subj))
 
     for (uai, code), kind in sorted(struct_kind.items()):
         dn = structure_dn(uai, code, base)
         mem = sorted(group_members.get((uai, code), set())) or [placeholder_member(base)]
         attrs = {
-            "objectClass": ["top", "ENTClasse" if kind == "D" else "ENTGroupe", "entSyncObject"],
+            "objectClass": shared.share(["top", "ENTClasse" if kind == "D" else "ENTGroupe",
+                                        "entSyncObject"]),
             "cn": [code],
-            "ENTStructureUAI": [uai],
+            "ENTStructureUAI": shared.share([uai]),
             "member": mem,
         }
         label = struct_label.get((uai, code))
@@ -248,7 +302,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             attrs["description"] = [label]
         year = years.get(uai)
         if year:
-            attrs["ENTStructureAnneeScolaire"] = [str(year)]
+            attrs["ENTStructureAnneeScolaire"] = shared.share([str(year)])
         st.add(DesiredEntry(dn, "class" if kind == "D" else "group", uai, attrs))
 
     # guardian <-> pupil relations
@@ -266,14 +320,19 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         by_uid[key_uid[r["person_key"]]].append(r)
     for uid, prow in by_uid.items():
         st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
-                             guardian_pupils))
+                             guardian_pupils, shared, sdn_of, uid_dns.get(uid)))
     return st
 
 
 def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
                   person_structs: dict[str, dict[str, set[str]]],
                   pupil_guardians: dict[str, set[str]],
-                  guardian_pupils: dict[str, set[str]]) -> DesiredEntry:
+                  guardian_pupils: dict[str, set[str]], shared: Shared | None = None,
+                  sdn_of: Any = None, dn: str | None = None) -> DesiredEntry:
+    """A person's entry. ``shared``, ``sdn_of`` and ``dn``: the academy's shared values, school
+    DNs and this person's DN string (``build_desired``), so that equal values are one object."""
+    share = shared.share if shared is not None else list
+    sdn = sdn_of or (lambda uai: school_dn(uai, base))
     prow = sorted(prow, key=lambda r: (r["uai"], r["person_key"]))  # main school: stable
     main = prow[0]
     profile = main["profile"]
@@ -282,8 +341,8 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
     profiles = sorted({f"National_{r['profile']}" for r in prow})
     classes = sorted({PROFILE_CLASS.get(r["profile"], NON_TEACHING_CLASS) for r in prow})
     attrs: dict[str, list[str]] = {
-        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "ENTPerson",
-                        *classes, "entSyncAccount"],
+        "objectClass": share(["top", "person", "organizationalPerson", "inetOrgPerson",
+                              "ENTPerson", *classes, "entSyncAccount"]),
         "uid": [uid],
         "ENTPersonLogin": [login],
         "sn": [last],
@@ -293,16 +352,16 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
         "ENTPersonJointure": sorted({r["person_key"] for r in prow}
                                     | ({f"{r['person_key'].split('$', 1)[0]}$INE${r['ine']}"
                                         for r in prow if r["profile"] == "ELV" and r.get("ine")})),
-        "ENTPersonProfils": profiles,
-        "ENTPersonStructRattach": [school_dn(main["uai"], base)],
-        "entSyncStatus": ["ACTIVE"],
+        "ENTPersonProfils": share(profiles),
+        "ENTPersonStructRattach": share([sdn(main["uai"])]),
+        "entSyncStatus": share(["ACTIVE"]),
     }
     birth = fr_date(_val(main.get("birth_date")))
     if birth and profile != "TUT":
         attrs["ENTPersonDateNaissance"] = [birth]
     sex = _val(main.get("sex"))
     if sex:
-        attrs["ENTPersonSexe"] = [sex]
+        attrs["ENTPersonSexe"] = share([sex])
     email = _val(main.get("email"))
     if email:
         attrs["mail"] = [email]
@@ -315,20 +374,21 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
         if main.get("ine"):
             attrs["ENTEleveINE"] = [str(main["ine"])]
         if main.get("mef"):
-            attrs["ENTEleveMEF"] = [str(main["mef"])]
-        attrs["ENTEleveClasses"] = sorted(structs["classes"])
-        attrs["ENTEleveGroupes"] = sorted(structs["groups"])
+            attrs["ENTEleveMEF"] = share([str(main["mef"])])
+        attrs["ENTEleveClasses"] = share(sorted(structs["classes"]))
+        attrs["ENTEleveGroupes"] = share(sorted(structs["groups"]))
         attrs["ENTElevePersRelEleve"] = sorted(set().union(*(pupil_guardians.get(k, set())
                                                              for k in keys)))
     elif profile == "TUT":
         attrs["ENTAuxPersRelEleveEleve"] = sorted(set().union(*(guardian_pupils.get(k, set())
                                                                 for k in keys)))
     else:
-        attrs["ENTAuxEnsClasses"] = sorted(structs["classes"])
-        attrs["ENTAuxEnsGroupes"] = sorted(structs["groups"])
-        attrs["ENTAuxEnsClassesPrincipal"] = sorted(structs["head"])
-        attrs["ENTAuxEnsMatiereEnseignEtab"] = sorted(structs["subjects"])
-        attrs["ENTPersonFonctions"] = sorted({f"{school_dn(r['uai'], base)}${r['function']}"
-                                              for r in prow if r.get("function")})
+        attrs["ENTAuxEnsClasses"] = share(sorted(structs["classes"]))
+        attrs["ENTAuxEnsGroupes"] = share(sorted(structs["groups"]))
+        attrs["ENTAuxEnsClassesPrincipal"] = share(sorted(structs["head"]))
+        attrs["ENTAuxEnsMatiereEnseignEtab"] = share(sorted(structs["subjects"]))
+        attrs["ENTPersonFonctions"] = share(sorted({f"{sdn(r['uai'])}${r['function']}"
+                                                    for r in prow if r.get("function")}))
     attrs = {k: v for k, v in attrs.items() if v}
-    return DesiredEntry(person_dn(uid, base), "person", main["uai"], attrs, uid=uid)
+    return DesiredEntry(dn or person_dn(uid, base), "person", sys.intern(main["uai"]), attrs,
+                        uid=uid)

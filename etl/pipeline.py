@@ -536,12 +536,14 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         registry = IdentityRegistry(s, academy_code)
         desired = build_desired(tables, names, academy, settings.ldap.base, registry, run_id,
                                 years)
+        del tables  # the desired entries say it all from here (the frames were a peak's part)
         targets = dict(desired.entries)
         covered = covered_scopes(ok)
         preserve_uncovered(s, targets, covered, set(names))
         preserve_other_schools(s, targets, set(names))
         protected = {k for r in ok for k in r.get("protected", [])}
         protected_uids = set(registry.lookup(protected).values())
+        del registry  # and its caches (every login of the region, on a first load)
         keep_protected_members(s, targets, {person_dn(u, settings.ldap.base)
                                             for u in protected_uids})
         absent = []
