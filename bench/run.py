@@ -1,7 +1,6 @@
 """`make bench`: the sync at region scale against the directory server's own tools.
 
-    python -m bench.run [--scale 0.02] [--seed 7] [--airflow-academy ac-reims] [--keep DIR]
-                        [--sequential]
+    python -m bench.run [--scale 0.1] [--seed 7] [--keep DIR] [--sequential]
 
 In one run, on fresh slapds configured as in production (schemas/slapd.conf.in: durable
 writes, no dbnosync):
@@ -14,10 +13,11 @@ writes, no dbnosync):
    LDAP writes counted from the journal and checked on A's contextCSN;
 3. 2 % delta night: the exports edited by bench.mutate; the very changes the pipeline
    journaled are replayed as LDIF with `ldapmodify -c` on B (which holds the pre-delta state);
-4. the same three nights through `airflow dags test` for one academy on a slapd C, against
-   the CLI on that academy alone (slapd D). The ratio takes each DagRun's own duration
-   (start to end in Airflow's metadata DB, what the UI shows); the table also gives the
-   `airflow dags test` process's wall time, which adds Airflow's start-up.
+4. the same three nights through the three academy DAGs (`airflow dags test`, at once) on a
+   third fresh slapd C, against the CLI nights above. A night's Airflow time is its DagRuns'
+   window (first start to last end in Airflow's metadata DB, what the UI shows); the table
+   also gives the `airflow dags test` processes' wall time, which adds Airflow's start-up
+   and exit (a running scheduler does not pay them per run).
 
 Prints one table and writes bench/results/latest.json (and <utc stamp>.json). Only ratios
 within one run mean something (see shared/docs/performance.md).
@@ -103,16 +103,16 @@ def _each(fn: Any, items: list[str], parallel: bool) -> None:
             fut.result()
 
 
-def dag_run_seconds(home: Path, dag_id: str) -> float:
-    """The last DagRun's own duration (start_date to end_date in Airflow's metadata DB): what
-    the ops team sees in the UI, without `airflow dags test`'s process start."""
+def dag_run_window(home: Path, dag_id: str) -> tuple[dt.datetime, dt.datetime]:
+    """The last DagRun's start and end (Airflow's metadata DB): what the ops team sees in the
+    UI, without `airflow dags test`'s process start."""
     with sqlite3.connect(home / "airflow.db") as db:
         row = db.execute("SELECT start_date, end_date FROM dag_run WHERE dag_id = ? "
                          "ORDER BY id DESC LIMIT 1", (dag_id,)).fetchone()
     if not row or not row[0] or not row[1]:
         raise SystemExit(f"no finished run of {dag_id} in {home / 'airflow.db'}")
     start, end = (dt.datetime.fromisoformat(str(x).replace(" ", "T")) for x in row)
-    return (end - start).total_seconds()
+    return start, end
 
 
 def _check(t: Timed, what: str) -> None:
@@ -184,14 +184,13 @@ def ldap_errors(log: Path) -> int:
 
 
 class Bench:
-    def __init__(self, root: Path, scale: float, seed: int, airflow_academy: str,
-                 workers: int, parallel: bool = True) -> None:
+    def __init__(self, root: Path, scale: float, seed: int, workers: int,
+                 parallel: bool = True) -> None:
         self.parallel = parallel
         self.root = root
         self.scale = scale
         self.seed = seed
         self.academies = list(load_academies())
-        self.airflow_academy = airflow_academy
         self.workers = workers
         self.logs = root / "logs"
         self.servers: list[Path] = []
@@ -290,36 +289,75 @@ class Bench:
         return time.perf_counter() - start
 
     def airflow(self, server: LdapServer, workdir: Path, home: Path) -> dict[str, Night]:
-        academy = self.airflow_academy
-        dag_id = load_academies()[academy].dag_id
-        env = clean_env(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-                        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-                        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
-                        ENTSYNC_WORKDIR=str(workdir), **server.env())
-        env["PYTHONPATH"] = str(REPO)
-        home.mkdir(parents=True, exist_ok=True)
-        _check(timed([str(BIN / "airflow"), "db", "migrate"], env, self.logs / "airflow-db.log"),
-               "airflow db migrate")
+        """The three nights through the academy DAGs (`airflow dags test`, one process per
+        academy, at once unless ``--sequential``). A night's time is its DagRuns' window
+        (first start to last end in Airflow's metadata, what the UI shows); ``process_s`` the
+        wall time of the `airflow dags test` processes, with Airflow's start-up and exit."""
+        academies = self.academies
+        envs: dict[str, dict[str, str]] = {}
+        migrated: Path | None = None
+        for academy in academies:
+            h = home / academy
+            h.mkdir(parents=True, exist_ok=True)
+            env = clean_env(AIRFLOW_HOME=str(h),
+                            AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+                            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+                            AIRFLOW__CORE__UNIT_TEST_MODE="False",
+                            AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+                            ENTSYNC_WORKDIR=str(workdir / academy), **server.env())
+            env["PYTHONPATH"] = str(REPO)
+            envs[academy] = env
+            if migrated is None:
+                _check(timed([str(BIN / "airflow"), "db", "migrate"], env,
+                             self.logs / "airflow-db.log"), "airflow db migrate")
+                migrated = h / "airflow.db"
+            else:  # the same empty metadata DB: a copy instead of migrating again
+                shutil.copyfile(migrated, h / "airflow.db")
         nights: dict[str, Night] = {}
         for night in NIGHTS:
-            env["ENTSYNC_LANDING"] = str(self.landing(night))
-            before = set(workdir.glob("reports/*/summary.json"))
-            t = timed([str(BIN / "airflow"), "dags", "test", dag_id], env,
-                      self.logs / f"airflow-{night}.log")
-            _check(t, f"airflow dags test {dag_id} ({night})")
-            new = sorted(set(workdir.glob("reports/*/summary.json")) - before)
-            if len(new) != 1:
-                raise SystemExit(f"airflow {night}: expected one run summary, got {new}")
-            summary = json.loads(new[0].read_text("utf-8"))
-            if summary["status"] != "success":
-                raise SystemExit(f"airflow {night}: run {summary['run_id']} {summary['status']}")
-            n = Night(seconds=dag_run_seconds(home, dag_id), process_s=t.seconds,
-                      rss_mib=t.rss_mib, cpu_s=t.cpu_s,
-                      changes=int(summary["changes"]), run_ids=[summary["run_id"]])
-            n.writes = journal_count(workdir / "state.db", summary["run_id"])
-            n.records = sum(s.get("created", 0) + s.get("updated", 0) + s.get("unchanged", 0)
-                            for s in summary["schools"].values())
+            timings: dict[str, Timed] = {}
+            before = {a: set((workdir / a).glob("reports/*/summary.json")) for a in academies}
+
+            def one(academy: str, night: str = night,
+                    timings: dict[str, Timed] = timings) -> None:
+                env = {**envs[academy], "ENTSYNC_LANDING": str(self.landing(night))}
+                dag_id = load_academies()[academy].dag_id
+                timings[academy] = timed([str(BIN / "airflow"), "dags", "test", dag_id], env,
+                                         self.logs / f"airflow-{night}-{academy}.log")
+
+            start = time.perf_counter()
+            _each(one, academies, self.parallel)
+            n = Night(process_s=time.perf_counter() - start)
+            windows: list[tuple[dt.datetime, dt.datetime]] = []
+            for academy in academies:
+                t = timings[academy]
+                dag_id = load_academies()[academy].dag_id
+                _check(t, f"airflow dags test {dag_id} ({night})")
+                new = sorted(set((workdir / academy).glob("reports/*/summary.json"))
+                             - before[academy])
+                if len(new) != 1:
+                    raise SystemExit(f"airflow {night} {academy}: expected one run summary, "
+                                     f"got {new}")
+                summary = json.loads(new[0].read_text("utf-8"))
+                if summary["status"] != "success":
+                    raise SystemExit(f"airflow {night}: run {summary['run_id']} "
+                                     f"{summary['status']}")
+                windows.append(dag_run_window(home / academy, dag_id))
+                n.rss_mib = max(n.rss_mib, t.rss_mib)
+                n.cpu_s += t.cpu_s
+                n.changes += int(summary["changes"])
+                n.run_ids.append(summary["run_id"])
+                n.writes += journal_count(workdir / academy / "state.db", summary["run_id"])
+                n.records += sum(s.get("created", 0) + s.get("updated", 0)
+                                 + s.get("unchanged", 0) for s in summary["schools"].values())
+                n.per_academy[academy] = {
+                    "dag_run_s": round((windows[-1][1] - windows[-1][0]).total_seconds(), 2),
+                    "process_s": round(t.seconds, 2), "run_id": summary["run_id"]}
+            if self.parallel:
+                n.seconds = (max(e for _s, e in windows)
+                             - min(s for s, _e in windows)).total_seconds()
+            else:
+                n.seconds = sum((e - s).total_seconds() for s, e in windows)
             nights[night] = n
         return nights
 
@@ -362,14 +400,10 @@ class Bench:
         print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
               f"{ldapmodify_s:.1f} s", flush=True)
 
-        # Airflow against the CLI on the same academy alone (the nights above ran the
-        # academies at once): one slapd each, the same three nights
-        d = self.slapd("d")
-        alone = {night: self.sync(d, self.root / "work-d", night, [self.airflow_academy],
-                                  "cli-alone", parallel=False).seconds for night in NIGHTS}
+        # the same three nights through the academy DAGs, on a third slapd
         c = self.slapd("c")
         af = self.airflow(c, self.root / "work-c", self.root / "airflow")
-        cli_same = alone
+        cli_same = {"initial": initial.seconds, "noop": noop.seconds, "delta": delta.seconds}
         af_total = sum(n.seconds for n in af.values())
         af_process = sum(n.process_s for n in af.values())
         cli_total = sum(cli_same.values())
@@ -407,7 +441,7 @@ class Bench:
                       "delta": round(delta.cpu_s, 2)},
             "per_academy": {"initial": initial.per_academy, "noop": noop.per_academy,
                             "delta": delta.per_academy},
-            "airflow_academy": self.airflow_academy,
+            "airflow_per_academy": {k: v.per_academy for k, v in af.items()},
             "airflow_s": {k: round(v.seconds, 2) for k, v in af.items()},
             "airflow_process_s": {k: round(v.process_s, 2) for k, v in af.items()},
             "airflow_writes": {k: v.writes for k, v in af.items()},
@@ -422,6 +456,7 @@ class Bench:
               af: dict[str, Night], cli_same: dict[str, float]) -> None:
         r = self.results
         mode = ", 3 at once" if self.parallel else ""
+        dags = "3 DAGs at once" if self.parallel else "3 DAGs"
         rows: list[tuple[str, float, float | None, int | None, str, float | None]] = [
             (f"initial load (CLI{mode})", initial.seconds, initial.writes / initial.seconds,
              initial.writes, f"ldapadd {r['ldapadd_s']:.1f} s", r["initial_vs_ldapadd"]),
@@ -438,7 +473,7 @@ class Bench:
         ]
         for night, label in (("initial", "initial"), ("noop", "no-change"), ("delta", "delta")):
             n = af[night]
-            rows.append((f"Airflow {label} ({self.airflow_academy})", n.seconds,
+            rows.append((f"Airflow {label} ({dags})", n.seconds,
                          n.records / n.seconds if n.seconds else None, n.writes,
                          f"CLI {cli_same[night]:.1f} s", n.seconds / cli_same[night]))
             rows.append(("  airflow dags test process", n.process_s, None, None,
@@ -464,7 +499,6 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--airflow-academy", default="ac-reims", choices=list(load_academies()))
     p.add_argument("--workers", type=int, default=4, help="entsync sync --workers")
     p.add_argument("--sequential", action="store_true",
                    help="sync the academies one after the other (default: at once, as the "
@@ -476,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.keep and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    bench = Bench(root.resolve(), a.scale, a.seed, a.airflow_academy, a.workers,
+    bench = Bench(root.resolve(), a.scale, a.seed, a.workers,
                   parallel=not a.sequential)
     started = time.perf_counter()
     try:
