@@ -241,6 +241,9 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     matcher.flush()
     matcher.report_homonyms(rows, key_uid)
     st.duplicates = matcher.duplicates
+    # what matching needed goes now: an academy's rows, keys and match keys at once were the
+    # bulk of the planning peak
+    del matcher, known, jointures_of, guardian_pupil_keys
     logins = registry.logins_of(set(key_uid.values()))
     uid_dns: dict[str, str] = {}  # one string per person's DN, however many groups list it
 
@@ -318,7 +321,10 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_uid[key_uid[r["person_key"]]].append(r)
-    for uid, prow in by_uid.items():
+    del rows
+    for uid in list(by_uid):
+        # each person's rows and memberships are let go as its entry is made (popped)
+        prow = by_uid.pop(uid)
         st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
                              guardian_pupils, shared, sdn_of, uid_dns.get(uid)))
     return st
@@ -330,7 +336,9 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
                   guardian_pupils: dict[str, set[str]], shared: Shared | None = None,
                   sdn_of: Any = None, dn: str | None = None) -> DesiredEntry:
     """A person's entry. ``shared``, ``sdn_of`` and ``dn``: the academy's shared values, school
-    DNs and this person's DN string (``build_desired``), so that equal values are one object."""
+    DNs and this person's DN string (``build_desired``), so that equal values are one object.
+    The person's keys are taken out of ``person_structs``, ``pupil_guardians`` and
+    ``guardian_pupils`` (each source key belongs to one person: read once)."""
     share = shared.share if shared is not None else list
     sdn = sdn_of or (lambda uai: school_dn(uai, base))
     prow = sorted(prow, key=lambda r: (r["uai"], r["person_key"]))  # main school: stable
@@ -368,7 +376,7 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
     keys = [r["person_key"] for r in prow]
     structs: dict[str, set[str]] = defaultdict(set)
     for k in keys:
-        for name, vals in person_structs.get(k, {}).items():
+        for name, vals in person_structs.pop(k, {}).items():
             structs[name] |= vals
     if profile == "ELV":
         if main.get("ine"):
@@ -377,10 +385,10 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
             attrs["ENTEleveMEF"] = share([str(main["mef"])])
         attrs["ENTEleveClasses"] = share(sorted(structs["classes"]))
         attrs["ENTEleveGroupes"] = share(sorted(structs["groups"]))
-        attrs["ENTElevePersRelEleve"] = sorted(set().union(*(pupil_guardians.get(k, set())
+        attrs["ENTElevePersRelEleve"] = sorted(set().union(*(pupil_guardians.pop(k, set())
                                                              for k in keys)))
     elif profile == "TUT":
-        attrs["ENTAuxPersRelEleveEleve"] = sorted(set().union(*(guardian_pupils.get(k, set())
+        attrs["ENTAuxPersRelEleveEleve"] = sorted(set().union(*(guardian_pupils.pop(k, set())
                                                                 for k in keys)))
     else:
         attrs["ENTAuxEnsClasses"] = share(sorted(structs["classes"]))
