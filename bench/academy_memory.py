@@ -157,11 +157,13 @@ def main() -> None:
         print(f"\n{night}: {r['status']}, {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB, {r['changes']} changes, "
               f"{r['entries']} entries in the state DB ({per:.1f} KiB/entry above baseline)")
-        print(f"  {'stage':14} {'duration_s':>10} {'peak_rss_mib':>12}")
+        print(f"  {'stage':14} {'duration_s':>10} {'peak_rss_mib':>12} "
+              f"{'process_peak':>12}")
         for stage in STAGES:
             m = r["stages"].get(stage, {})
             print(f"  {stage:14} {m.get('duration_s', 0.0):>10.1f} "
-                  f"{m.get('peak_rss_mib', 0.0):>12.0f}")
+                  f"{m.get('peak_rss_mib', 0.0):>12.0f} "
+                  f"{m.get('process_peak_rss_mib', 0.0):>12.0f}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2), "utf-8")
     if tmp is not None:
