@@ -143,8 +143,12 @@ def _val(v: Any) -> str | None:
 
 def build_desired(tables: Tables, schools: dict[str, str | None], academy: Academy, base: str,
                   registry: IdentityRegistry, run_id: str,
-                  school_years: dict[str, int | None] | None = None) -> DesiredState:
-    """Desired entries for the given schools (UAI -> display name or None)."""
+                  school_years: dict[str, int | None] | None = None,
+                  consume: bool = False) -> DesiredState:
+    """Desired entries for the given schools (UAI -> display name or None).
+
+    ``consume``: ``tables`` is emptied and each frame let go once read (the caller keeps no
+    other reference): an academy's frames are not held while its entries are made."""
     st = DesiredState()
     years = school_years or {}
     shared = Shared()
@@ -175,6 +179,8 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     links = tables["guardian_links"]
     members = tables["memberships"]
     structures = tables["structures"]
+    if consume:
+        tables.frames.clear()
     persons = persons[persons["uai"].isin(list(schools))]
     active = persons[~persons["has_left"].fillna(False).astype(bool)]
 
@@ -183,7 +189,9 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     pupil_keys = set(pupils["person_key"])
     levels = {str(x) for x in academy.guardian_levels}
     elig = links[links["level"].isin(levels) & links["pupil_key"].isin(pupil_keys)]
+    elig_pairs: list[tuple[str, str]] = list(tuples(elig[["pupil_key", "guardian_key"]]))
     guardian_keys = set(elig["guardian_key"])
+    del links, elig
     is_guardian = active["profile"] == "TUT"
     st.skipped["guardian_not_eligible"] = int((is_guardian
                                                & ~active["person_key"].isin(guardian_keys)).sum())
@@ -199,6 +207,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         # used here (an academy's rows are all in memory at once)
         records(active[[c for c in active.columns if c in ROW_COLUMNS]]),
         key=lambda r: order.get(r["profile"], 1))
+    del persons, active, pupils, is_guardian  # the rows say it all from here
     jointures_of: list[list[str]] = []
     for r in rows:
         keys = [r["person_key"]]
@@ -207,7 +216,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         jointures_of.append(keys)
     known = registry.lookup(j for keys in jointures_of for j in keys)
     guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
-    for pk, gk in tuples(elig[["pupil_key", "guardian_key"]]):
+    for pk, gk in elig_pairs:
         guardian_pupil_keys[gk].add(pk)
     matcher = Matcher(registry.s, academy.code, run_id)
     key_uid: dict[str, str] = {}
@@ -289,6 +298,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         if subject:
             for subj in str(subject).split("|"):
                 ps["subjects"].add(ref_of(uai, subj))
+    del members, structures
 
     for (uai, code), kind in sorted(struct_kind.items()):
         dn = structure_dn(uai, code, base)
@@ -311,7 +321,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     # guardian <-> pupil relations
     pupil_guardians: dict[str, set[str]] = defaultdict(set)
     guardian_pupils: dict[str, set[str]] = defaultdict(set)
-    for pk, gk in tuples(elig[["pupil_key", "guardian_key"]]):
+    for pk, gk in elig_pairs:
         g_uid, p_dn = key_uid.get(gk), dn_of(pk)
         if g_uid and p_dn:
             pupil_guardians[pk].add(g_uid)

@@ -534,9 +534,11 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     Session = session_factory(settings.state_url)
     with Session() as s:
         registry = IdentityRegistry(s, academy_code)
+        # the tables are consumed (their frames let go as read): the desired entries say it
+        # all from here, and an academy's frames held while they are made were a peak's part
         desired = build_desired(tables, names, academy, settings.ldap.base, registry, run_id,
-                                years)
-        del tables  # the desired entries say it all from here (the frames were a peak's part)
+                                years, consume=True)
+        del tables
         targets = dict(desired.entries)
         covered = covered_scopes(ok)
         preserve_uncovered(s, targets, covered, set(names))
