@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 from etl.state.models import Account, Identity, Login
 
 MAX_LOGIN = 32
+#: rows per INSERT statement when new accounts and identities are written
+WRITE_BATCH = 5000
 _FOLD = str.maketrans({
     "œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss", "ø": "o", "Ø": "o", "ł": "l",
     "Ł": "l", "đ": "d", "Đ": "d", "ð": "d", "þ": "th", "ı": "i",
@@ -85,8 +87,10 @@ class IdentityRegistry:
         self.s = session
         self.academy = academy
         self._logins: set[str] | None = None
-        self._new_accounts: list[dict[str, object]] = []
-        self._new_identities: list[dict[str, object]] = []
+        #: (uid, profile, login) and (jointure, uid, rule, run_id): tuples, a third of a
+        #: dict's size, for an academy's every account on a first load
+        self._new_accounts: list[tuple[str, str, str]] = []
+        self._new_identities: list[tuple[str, str, str, str]] = []
         self._new_login_of: dict[str, str] = {}
 
     def lookup(self, jointures: Iterable[str]) -> dict[str, str]:
@@ -134,15 +138,13 @@ class IdentityRegistry:
         # 45 random bits: a collision is astronomically rare, and the primary key refuses it
         uid = new_uid(profile)
         login = self.allocate_login(first_name, last_name, uid)
-        self._new_accounts.append({"uid": uid, "academy": self.academy, "profile": profile,
-                                   "login": login})
+        self._new_accounts.append((uid, profile, login))
         self.attach(uid, jointures, run_id, rule)
         return Resolved(uid, login, True)
 
     def attach(self, uid: str, jointures: Iterable[str], run_id: str, rule: str) -> None:
         for j in jointures:
-            self._new_identities.append({"jointure": j, "uid": uid, "rule": rule,
-                                         "created_run": run_id})
+            self._new_identities.append((j, uid, rule, run_id))
 
     def write_new(self) -> int:
         """Write what this run created, in bulk (the caller commits or rolls back)."""
@@ -151,14 +153,21 @@ class IdentityRegistry:
         from etl.state.models import utcnow
 
         now = utcnow()
-        if self._new_accounts:
-            self.s.execute(insert(Login), [{"login": a["login"], "uid": a["uid"],
-                                            "assigned_at": now} for a in self._new_accounts])
-            self.s.execute(insert(Account), [{**a, "status": "ACTIVE", "created_at": now}
-                                             for a in self._new_accounts])
-        if self._new_identities:
-            self.s.execute(insert(Identity), [{**i, "created_at": now}
-                                              for i in self._new_identities])
+        step = WRITE_BATCH  # rows per statement: the parameters of a first load's hundreds of
+        # thousands of rows, built at once, were the planning stage's memory peak
+        new = self._new_accounts
+        for i in range(0, len(new), step):
+            part = new[i:i + step]
+            self.s.execute(insert(Login), [{"login": login, "uid": uid, "assigned_at": now}
+                                           for uid, _profile, login in part])
+            self.s.execute(insert(Account), [
+                {"uid": uid, "academy": self.academy, "profile": profile, "login": login,
+                 "status": "ACTIVE", "created_at": now} for uid, profile, login in part])
+        ids = self._new_identities
+        for i in range(0, len(ids), step):
+            self.s.execute(insert(Identity), [
+                {"jointure": j, "uid": uid, "rule": rule, "created_run": run, "created_at": now}
+                for j, uid, rule, run in ids[i:i + step]])
         n = len(self._new_accounts)
         self._new_accounts, self._new_identities = [], []
         return n

@@ -83,3 +83,30 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         s.commit()
         assert d.login == "jean.dupont4"
         assert reg.lookup(["AC-REIMS$SIECLE$0510001B$2"]) == {"AC-REIMS$SIECLE$0510001B$2": b.uid}
+
+
+def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_new sends WRITE_BATCH rows per statement (a first load's parameters are never
+    built at once): every account, login and source key arrives, across batch edges."""
+    import etl.identity
+    from etl.state.models import Account, Identity
+
+    monkeypatch.setattr(etl.identity, "WRITE_BATCH", 2)
+    engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with Session(engine) as s:
+        reg = IdentityRegistry(s, "ac-reims")
+        made = [reg.create("ELV", "Ana", f"Nom{i}", [f"AC-REIMS$SIECLE$0510001B${i}",
+                                                    f"AC-REIMS$INE$00000000{i}AA"], "r1")
+                for i in range(5)]
+        assert reg.write_new() == 5
+        s.commit()
+    with Session(engine) as s:
+        accounts = {(a.uid, a.login, a.profile, a.academy, a.status)
+                    for a in s.query(Account)}
+        assert accounts == {(m.uid, m.login, "ELV", "ac-reims", "ACTIVE") for m in made}
+        assert {(x.login, x.uid) for x in s.query(Login)} == {(m.login, m.uid) for m in made}
+        keys = {(i.jointure, i.uid, i.rule, i.created_run) for i in s.query(Identity)}
+        assert len(keys) == 10
+        assert keys >= {(f"AC-REIMS$INE$00000000{i}AA", m.uid, "source_key", "r1")
+                        for i, m in enumerate(made)}
+    assert reg.write_new() == 0  # written once: nothing left to write
