@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from etl import pipeline, staging
 from etl.canonical import Tables
@@ -24,15 +25,20 @@ def test_shared_gives_one_list_per_equal_values() -> None:
     assert sh.share(["top"]) is not a
 
 
-def test_desired_entries_share_equal_values(tmp_path: Path, state_url: str) -> None:
+def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[Any]]:
+    """School A read and validated in a dry run: (settings, run id, read results)."""
     env = Settings.from_env({"ENTSYNC_LANDING": str(tmp_path / "landing"),
                              "ENTSYNC_WORKDIR": str(tmp_path / "work"),
                              "ENTSYNC_STATE_URL": state_url})
     school_a(env.landing)
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
-    res = [pipeline.read_validate_school(env, ACADEMY, rid, u, d, True)
-           for u, d in disc["schools"].items()]
+    return env, rid, [pipeline.read_validate_school(env, ACADEMY, rid, u, d, True)
+                      for u, d in disc["schools"].items()]
+
+
+def test_desired_entries_share_equal_values(tmp_path: Path, state_url: str) -> None:
+    env, rid, res = _read_school_a(tmp_path, state_url)
     tables = Tables.concat([Tables.load(staging.path(env, r["staged"])) for r in res])
     with session_factory(env.state_url)() as s:
         st = build_desired(tables, {r["uai"]: None for r in res}, get_academy(ACADEMY),
@@ -66,14 +72,7 @@ def test_desired_entries_share_equal_values(tmp_path: Path, state_url: str) -> N
 
 def test_consumed_tables_are_emptied_and_give_the_same_entries(tmp_path: Path,
                                                                state_url: str) -> None:
-    env = Settings.from_env({"ENTSYNC_LANDING": str(tmp_path / "landing"),
-                             "ENTSYNC_WORKDIR": str(tmp_path / "work"),
-                             "ENTSYNC_STATE_URL": state_url})
-    school_a(env.landing)
-    rid = pipeline.start_run(env, ACADEMY, dry_run=True)
-    disc = pipeline.discover_files(env, ACADEMY, rid)
-    res = [pipeline.read_validate_school(env, ACADEMY, rid, u, d, True)
-           for u, d in disc["schools"].items()]
+    env, rid, res = _read_school_a(tmp_path, state_url)
     out = []
     for consume in (False, True):
         tables = Tables.concat([Tables.load(staging.path(env, r["staged"])) for r in res])
