@@ -296,52 +296,69 @@ def _uai_in_dn(value: str) -> str | None:
     return None
 
 
+#: people read per query by ``preserve_other_schools``
+PRESERVE_BATCH = 500
+
+
 def preserve_other_schools(s: Session, targets: dict[str, DesiredEntry],
                            processed: set[str]) -> None:
     """One account, several schools: tonight's run rebuilds the parts of an account that
     belong to the schools it processed and keeps, from the directory, the parts that belong to
-    schools it did not (their source keys, classes, groups, subjects, functions, pupils)."""
-    for e in targets.values():
-        if e.kind != "person":
+    schools it did not (their source keys, classes, groups, subjects, functions, pupils).
+
+    Read hash first, ``PRESERVE_BATCH`` people at a time: an account whose stored content is
+    already the desired one has nothing of another school to keep (what is stored is what
+    tonight's schools give), so only the others' attributes are loaded. One query per person
+    was 5 s of a 40k-entry academy's planning, most of it on a first load that has no rows."""
+    people = [e for e in targets.values() if e.kind == "person"]
+    for i in range(0, len(people), PRESERVE_BATCH):
+        part = {e.dn: e for e in people[i:i + PRESERVE_BATCH]}
+        stored = s.execute(select(Entry.dn, Entry.content_hash)
+                           .where(Entry.dn.in_(list(part)))).all()
+        stale = [dn for dn, h in stored if h != part[dn].content_hash]
+        if not stale:
             continue
-        row = s.get(Entry, e.dn)
-        if row is None:
-            continue
-        cur = row.attrs
-        # the main school stays what it was while the person is still attached to it
-        cur_main = cur.get("ENTPersonStructRattach") or []
-        if cur_main and cur_main != e.attrs.get("ENTPersonStructRattach"):
-            main_uai = _uai_in_dn(cur_main[0])
-            attached = {sc[0] for j in e.attrs.get("ENTPersonJointure", [])
-                        if (sc := jointure_scope(j)) is not None}
-            attached |= {sc[0] for j in cur.get("ENTPersonJointure", [])
-                         if (sc := jointure_scope(j)) is not None and sc[0] not in processed}
-            if main_uai in attached:
-                e.attrs["ENTPersonStructRattach"] = list(cur_main)
-                e.uai = main_uai
-        kept_keys = [j for j in cur.get("ENTPersonJointure", [])
-                     if (sc := jointure_scope(j)) is not None and sc[0] not in processed]
-        if not kept_keys:
-            continue
-        a = e.attrs
-        a["ENTPersonJointure"] = sorted(set(a.get("ENTPersonJointure", [])) | set(kept_keys))
-        for name in SCHOOL_SCOPED:
-            keep = [v for v in cur.get(name, [])
-                    if (u := _uai_in_dn(v)) is not None and u not in processed]
-            if keep:
-                a[name] = sorted(set(a.get(name, [])) | set(keep))
-        for name in ("ENTPersonProfils", "objectClass"):
-            a[name] = sorted(set(a.get(name, [])) | set(cur.get(name, [])))
-        pupils = cur.get("ENTAuxPersRelEleveEleve", [])
-        if pupils:
-            keep = []
-            for dn in pupils:
-                p = s.get(Entry, dn)
-                if p is not None and p.uai not in processed:
-                    keep.append(dn)
-            if keep:
-                a["ENTAuxPersRelEleveEleve"] = sorted(
-                    set(a.get("ENTAuxPersRelEleveEleve", [])) | set(keep))
+        for dn, cur in s.execute(select(Entry.dn, Entry.attrs)
+                                 .where(Entry.dn.in_(stale))).all():
+            _preserve_person(s, part[dn], cur, processed)
+
+
+def _preserve_person(s: Session, e: DesiredEntry, cur: dict[str, list[str]],
+                     processed: set[str]) -> None:
+    """``preserve_other_schools`` for one account whose stored attributes ``cur`` differ from
+    the desired ones."""
+    # the main school stays what it was while the person is still attached to it
+    cur_main = cur.get("ENTPersonStructRattach") or []
+    if cur_main and cur_main != e.attrs.get("ENTPersonStructRattach"):
+        main_uai = _uai_in_dn(cur_main[0])
+        attached = {sc[0] for j in e.attrs.get("ENTPersonJointure", [])
+                    if (sc := jointure_scope(j)) is not None}
+        attached |= {sc[0] for j in cur.get("ENTPersonJointure", [])
+                     if (sc := jointure_scope(j)) is not None and sc[0] not in processed}
+        if main_uai in attached:
+            e.attrs["ENTPersonStructRattach"] = list(cur_main)
+            e.uai = main_uai
+    kept_keys = [j for j in cur.get("ENTPersonJointure", [])
+                 if (sc := jointure_scope(j)) is not None and sc[0] not in processed]
+    if not kept_keys:
+        return
+    a = e.attrs
+    a["ENTPersonJointure"] = sorted(set(a.get("ENTPersonJointure", [])) | set(kept_keys))
+    for name in SCHOOL_SCOPED:
+        keep = [v for v in cur.get(name, [])
+                if (u := _uai_in_dn(v)) is not None and u not in processed]
+        if keep:
+            a[name] = sorted(set(a.get(name, [])) | set(keep))
+    for name in ("ENTPersonProfils", "objectClass"):
+        a[name] = sorted(set(a.get(name, [])) | set(cur.get(name, [])))
+    pupils = cur.get("ENTAuxPersRelEleveEleve", [])
+    if pupils:
+        keep = [dn for dn, uai in s.execute(select(Entry.dn, Entry.uai)
+                                            .where(Entry.dn.in_(pupils)))
+                if uai not in processed]
+        if keep:
+            a["ENTAuxPersRelEleveEleve"] = sorted(
+                set(a.get("ENTAuxPersRelEleveEleve", [])) | set(keep))
 
 
 def structure_changes(s: Session, academy: Academy, targets: dict[str, DesiredEntry],

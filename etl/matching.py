@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from etl.identity import fold
-from etl.state.models import MatchKey
+from etl.state.models import MatchKey, table
 
 STAFF_PROFILES = frozenset({"ENS", "DIR", "EVS", "DOC", "ETA"})
 
@@ -183,7 +183,7 @@ class Matcher:
                 elif not strong <= set(row.strong or []):
                     row.strong = sorted(set(row.strong or []) | strong)
         if new:
-            self.s.execute(insert(MatchKey), new)
+            self.s.execute(insert(table(MatchKey)), new)  # Core: no ORM bulk path
         if self._known is not None:  # what was just written is known from now on
             for (kind, key), uids in self._mem.items():
                 for uid, strong in uids.items():

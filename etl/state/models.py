@@ -26,6 +26,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -38,6 +39,15 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+def table(model: type[Base]) -> Table:
+    """A mapped class's table, for Core bulk inserts: ``insert(table(M))`` with a list of
+    rows is ~2.6x faster than the ORM's bulk path (``insert(M)``), which the journal and a
+    first load's identities went through."""
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t
 
 
 class Run(Base):
