@@ -80,8 +80,8 @@ def cmd_check(a: argparse.Namespace) -> int:
     st = _settings(a)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
     disc = pipeline.discover_files(st, a.academy, run_id, a.school or None)
-    results = [pipeline.read_validate_school(st, a.academy, run_id, uai, docs, dry_run=True)
-               for uai, docs in disc["schools"].items()]
+    results = pipeline.read_validate_schools(st, a.academy, run_id, disc["schools"],
+                                             dry_run=True)
     summary = pipeline.finish_run(st, a.academy, run_id, disc, results, None, None, True)
     out = {"run_id": run_id, "schools": {r["uai"]: {
         "status": r["status"], "counts": r["counts"], "rejected": r["rejected"],

@@ -183,6 +183,19 @@ def stage_start() -> None:
     sampler.start()
 
 
+def stage_peak() -> float | None:
+    """The current stage's own memory peak so far (MiB), sampling on; None when no stage
+    is measured."""
+    with _stage_lock:
+        sampler = _stage
+    if sampler is None:
+        return None
+    now = rss_mib()
+    if now is not None and now > sampler.peak:
+        sampler.peak = now
+    return sampler.peak
+
+
 def _stage_peak() -> float | None:
     global _stage
     with _stage_lock:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -272,15 +273,83 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
         # the error type only: an exception's text may quote a record (it goes to the report)
         log.error("school %s could not be read: %s", uai, type(e).__name__)
         out = _school_error(uai, e, docs)
+    _record_read(settings, academy_code, run_id, out, time.monotonic() - t0)
+    return out
+
+
+#: schools whose GX rules run together in ``read_validate_schools``
+SUITE_GROUP = 16
+
+
+def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
+                          schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
+                          group: int = SUITE_GROUP) -> list[dict[str, Any]]:
+    """``read_validate_school`` for many schools in one process (the CLI; the DAG maps one
+    task per school), ``group`` schools at a time: each is read, then their GX column rules
+    run once per table for the group (``etl.validate.run_suites``: GX's fixed cost per
+    school was most of the read stage), then each is validated and staged. Same results,
+    school by school, as ``read_validate_school``; a school that crashes is reported and
+    leaves the others go on, and should the group's GX run crash each school runs its own."""
+    from etl.validate import run_suites
+
+    out: list[dict[str, Any]] = []
+    items = list(schools.items())
+    for i in range(0, len(items), group):
+        metrics.stage_start()
+        done: dict[str, dict[str, Any]] = {}
+        reads: list[_SchoolRead] = []
+        spent: dict[str, float] = {}
+        for uai, docs in items[i:i + group]:
+            heartbeat(settings, academy_code, run_id)
+            t0 = time.monotonic()
+            try:
+                r = _read_school(settings, academy_code, run_id, uai, docs, dry_run)
+            except Exception as e:  # noqa: BLE001 - as in read_validate_school
+                log.error("school %s could not be read: %s", uai, type(e).__name__)
+                r = _school_error(uai, e, docs)
+            spent[uai] = time.monotonic() - t0
+            if isinstance(r, dict):
+                done[uai] = r
+            else:
+                reads.append(r)
+        t0 = time.monotonic()
+        try:
+            suites: list[dict[str, Any] | None] = list(run_suites([r.tables for r in reads]))
+        except Exception as e:  # noqa: BLE001 - each school then runs (and fails) alone
+            log.warning("GX rules of %d schools together failed (%s): school by school",
+                        len(reads), type(e).__name__)
+            suites = [None] * len(reads)
+        for r in reads:
+            spent[r.uai] += (time.monotonic() - t0) / len(reads)
+        for r, res in zip(reads, suites, strict=True):
+            t0 = time.monotonic()
+            try:
+                done[r.uai] = _validate_read(settings, academy_code, run_id, r, dry_run, res)
+            except Exception as e:  # noqa: BLE001 - as in read_validate_school
+                log.error("school %s could not be read: %s", r.uai, type(e).__name__)
+                done[r.uai] = _school_error(r.uai, e, r.docs)
+            spent[r.uai] += time.monotonic() - t0
+        peak = metrics.stage_peak()
+        for uai, _docs in items[i:i + group]:
+            _record_read(settings, academy_code, run_id, done[uai], spent[uai], peak)
+            out.append(done[uai])
+    return out
+
+
+def _record_read(settings: Settings, academy_code: str, run_id: str, out: dict[str, Any],
+                 seconds: float, peak_mib: float | None = None) -> None:
+    """A school's ``read_validate`` metrics (``peak_mib``: its group's peak, when read with
+    others)."""
     metrics.record(settings, run_id, academy_code, "read_validate", {
-        "duration_s": time.monotonic() - t0,
+        "duration_s": seconds,
         "records_read": out.get("records_read", 0),
         "records_rejected": out.get("rejected", 0),
         "files_quarantined": len(out.get("quarantined") or []),
         "persons": (out.get("counts") or {}).get("persons", 0),
         f"status.{out['status']}": 1,
-    }, uai=uai)
-    return out
+        **({"peak_rss_mib": round(min(peak_mib, metrics.peak_rss_mib()), 1)}
+           if peak_mib is not None else {}),
+    }, uai=out["uai"])
 
 
 def _school_error(uai: str, e: Exception, docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -299,10 +368,34 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
     A document that cannot be read, or fails a blocking check, is quarantined whole and the
     school is left untouched this run (status ``quarantined``).
     """
-    from etl.feedback import write_school_feedback
+    read = _read_school(settings, academy_code, run_id, uai, docs, dry_run)
+    if isinstance(read, dict):
+        return read
+    return _validate_read(settings, academy_code, run_id, read, dry_run)
+
+
+@dataclass
+class _SchoolRead:
+    """One school's documents read and normalized, its validation still to do."""
+
+    uai: str
+    docs: list[dict[str, Any]]
+    tables: Tables
+    rejected: list[dict[str, Any]]
+    quarantined: list[dict[str, Any]]
+    file_records: dict[str, int]
+    protected: set[str]
+    year: int | None
+    fingerprint: str | None
+
+
+def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
+                 docs: list[dict[str, Any]],
+                 dry_run: bool = False) -> _SchoolRead | dict[str, Any]:
+    """Read and normalize a school's documents (unreadable ones quarantined); its result
+    when its content is the same as last applied (status ``unchanged``: not validated)."""
     from etl.normalize import normalize_tables
     from etl.readers import read_document
-    from etl.validate import validate_school, write_validation_report
 
     academy = get_academy(academy_code)
     parts: list[Tables] = []
@@ -339,9 +432,26 @@ def _read_validate_school(settings: Settings, academy_code: str, run_id: str, ua
                 "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
+    return _SchoolRead(uai, docs, tables, rejected, quarantined, file_records, protected, year,
+                       fingerprint)
+
+
+def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _SchoolRead,
+                   dry_run: bool = False,
+                   suite_results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate a school read by ``_read_school``, quarantine what must be, write its
+    reports and stage its tables. ``suite_results``: its GX results, when computed with other
+    schools' (``etl.validate.run_suites``)."""
+    from etl.feedback import write_school_feedback
+    from etl.validate import validate_school, write_validation_report
+
+    academy = get_academy(academy_code)
+    uai, docs, tables, rejected = read.uai, read.docs, read.tables, read.rejected
+    quarantined, file_records, protected = read.quarantined, read.file_records, read.protected
+    year, fingerprint = read.year, read.fingerprint
     outcome = validate_school(tables, uai, budget=academy.record_error_budget,
                               budget_min=academy.record_error_budget_min,
-                              file_records=file_records)
+                              file_records=file_records, suite_results=suite_results)
     # records the readers rejected count against the budget too
     reader_rej: dict[str, int] = defaultdict(int)
     for r in rejected:
@@ -1038,8 +1148,8 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
         disc = discover_files(settings, academy_code, run_id, schools)
-        results = [read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
-                   for uai, docs in disc["schools"].items()]
+        results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
+                                        dry_run)
         rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
         app = apply_plan(settings, academy_code, run_id, rec["plan"], results, dry_run, workers)
         return finish_run(settings, academy_code, run_id, disc, results, rec, app, dry_run)

@@ -375,3 +375,36 @@ def test_importing_validate_does_not_import_great_expectations():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.strip() == "False"
+
+
+def test_schools_checked_together_get_the_results_they_get_alone():
+    """run_suites (one GX run per table for several schools, then only the failed rules
+    school by school) gives each school exactly what validate_school gives it alone: every
+    rule broken in a school of its own, clean schools beside them, a school with no
+    guardian links, and a key repeated across two schools (unique in each, not in both)."""
+    from etl.validate import _passed_checks, _prepare, _run_suite, run_suites
+
+    schools = []
+    for table, row, col, value, _rule in DROPPING:
+        t = clean_school()
+        _set(table, row, col, value)(t)
+        schools.append(t)
+    no_links = clean_school()
+    no_links["guardian_links"] = no_links["guardian_links"].iloc[0:0]
+    schools += [clean_school(), no_links, clean_school()]
+    together = run_suites(schools)
+    alone = [{t: _run_suite(t, _prepare(s)[t]) for t in ("persons", "structures",
+                                                           "memberships", "guardian_links")}
+             for s in schools]
+    assert together == alone
+    unique = next(c.check_id for c in load_specs("persons") if c.rule == "unique")
+    assert together[-1]["persons"][unique] == (True, [])  # unique in each school ...
+    both = pd.concat([_prepare(s)["persons"] for s in schools[-3:]], ignore_index=True)
+    assert unique not in _passed_checks("persons", both)  # ... though not in all of them
+    gx_rules = {(c.table, c.rule) for t in ("persons", "structures", "memberships",
+                                             "guardian_links") for c in load_specs(t)}
+    for (table, _row, _col, _value, rule), res in zip(DROPPING, together, strict=False):
+        failed = {check for r in res.values() for check, (ok, _rows) in r.items() if not ok}
+        assert bool(failed) == ((table, rule) in gx_rules), rule
+    out = validate_school(schools[0], UAI, suite_results=together[0])
+    assert own_rules(out) == [DROPPING[0][4]]
