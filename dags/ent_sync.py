@@ -105,6 +105,9 @@ def _settings() -> Any:
     if key is not None and key in _SETTINGS:
         return _SETTINGS[key]
     st = _build_settings()
+    from etl.pipeline import yield_cpu
+
+    yield_cpu(st)  # the task's process: CPU-bound batch work yields to the directory server
     if key is not None:
         _SETTINGS.clear()  # one run at a time: a long-lived process keeps no stale settings
         _SETTINGS[key] = st

@@ -78,6 +78,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     from etl import pipeline
 
     st = _settings(a)
+    pipeline.yield_cpu(st)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
     disc = pipeline.discover_files(st, a.academy, run_id, a.school or None)
     results = pipeline.read_validate_schools(st, a.academy, run_id, disc["schools"],

@@ -128,6 +128,18 @@ def _port(raw: str | None) -> int:
         raise ConfigError(f"ENTSYNC_STATSD_PORT must be a port number, not {raw!r}") from None
 
 
+def _nice(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return 10
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"ENTSYNC_NICE must be a niceness, 0 to 19, not {raw!r}") from None
+    if not 0 <= n <= 19:
+        raise ConfigError(f"ENTSYNC_NICE must be a niceness, 0 to 19, not {n}")
+    return n
+
+
 @dataclass(frozen=True)
 class Settings:
     landing: Path
@@ -143,6 +155,10 @@ class Settings:
     statsd_host: str | None = None
     statsd_port: int = 8125
     statsd_prefix: str = "entsync"
+    #: the CPU niceness the sync runs at (``ENTSYNC_NICE``; 0: as started): a batch job
+    #: yields the CPU to the directory server when they share a machine, so that slapd's
+    #: commits (and the ENT's readers) are not queued behind reading and planning
+    nice: int = 10
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -164,6 +180,7 @@ class Settings:
             statsd_host=e.get("ENTSYNC_STATSD_HOST") or None,
             statsd_port=_port(e.get("ENTSYNC_STATSD_PORT")),
             statsd_prefix=e.get("ENTSYNC_STATSD_PREFIX") or "entsync",
+            nice=_nice(e.get("ENTSYNC_NICE")),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

@@ -219,6 +219,11 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     for pk, gk in elig_pairs:
         guardian_pupil_keys[gk].add(pk)
     matcher = Matcher(registry.s, academy.code, run_id)
+    # the match keys of the records no source key resolves: the only ones matching can ask
+    # for (a record is matched only when none of its keys is known, and the loop below only
+    # learns the keys of records it has passed)
+    matcher.preload(r for r, keys in zip(rows, jointures_of, strict=True)
+                    if not any(k in known for k in keys))
     key_uid: dict[str, str] = {}
     for r, keys in zip(rows, jointures_of, strict=True):
         uid = next((known[k] for k in keys if k in known), None)

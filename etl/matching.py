@@ -99,6 +99,30 @@ class Matcher:
             self._known = known
         return self._known
 
+    def preload(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Read from the state DB the keys of only these records (those that may need
+        matching: no known source key), 500 keys a query, instead of every key of the
+        academy (``_load_known``): on a normal night a few hundred arrivals need matching,
+        and the academy's whole key table (a dict and a set per guardian and staff member)
+        was held through the planning stage's memory peak."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            prof = r.get("profile")
+            kind, key = (("staff", staff_key(r)) if prof in STAFF_PROFILES
+                         else ("guardian", guardian_key(r)) if prof == "TUT" else ("", None))
+            if key is not None:
+                wanted[kind].add(key)
+        known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
+        for kind, keys in wanted.items():
+            ordered = sorted(keys)
+            for i in range(0, len(ordered), 500):
+                for key, uid, strong in self.s.execute(
+                        select(MatchKey.key, MatchKey.uid, MatchKey.strong)
+                        .where(MatchKey.academy == self.academy, MatchKey.kind == kind,
+                               MatchKey.key.in_(ordered[i:i + 500]))):
+                    known[(kind, key)][uid] = set(strong or [])
+        self._known = known
+
     def candidates(self, kind: str, key: str) -> dict[str, set[str]]:
         """uid -> strong tokens, from the state DB and from this run."""
         out: dict[str, set[str]] = {

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -1141,10 +1142,24 @@ def fail_run(settings: Settings, run_id: str, reason: str) -> None:
             metrics.count_run(settings, academy, "failed")
 
 
+def yield_cpu(settings: Settings) -> None:
+    """Lower this process's CPU priority to ``settings.nice`` (never raise it back: that
+    takes privileges). Reading, validating and planning are CPU-bound batch work; when the
+    sync shares a machine with slapd (the embedded default, a small deployment), slapd's
+    commits, which every write waits for, and the ENT's own reads come first."""
+    try:
+        now = os.nice(0)
+        if settings.nice > now:
+            os.nice(settings.nice - now)
+    except OSError:  # not allowed here: run as started
+        pass
+
+
 def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
              schools: list[str] | None = None, trigger: str = "cli", workers: int = 4,
              mode: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
     """The whole sync in one process (what the DAG does task by task)."""
+    yield_cpu(settings)
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
         disc = discover_files(settings, academy_code, run_id, schools)
