@@ -8,10 +8,11 @@ step: accounts, classes and groups.
 **Task groups, one per stage** (in the Graph view, expand a group to see its tasks):
 
 - **read**: `discover` (identify each file by its root and UAI, open the sync run; its
-  return value is the list of schools to read, its XCom `run` the sync run: id, rejected and
-  held files) → `read_validate` (one mapped task per school, named by its UAI and the name
-  its STS-web export gives: read, normalize, validate; a bad file is quarantined whole and
-  its school left untouched);
+  return value is the schools to read in groups, its XCom `run` the sync run: id, rejected
+  and held files) → `read_validate` (one mapped task per group of up to 16 schools,
+  `ENTSYNC_READ_GROUP`, named by their UAIs and the name the first one's STS-web export
+  gives: read, normalize, validate, the group's validation rules run together; a bad file
+  is quarantined whole and its school left untouched, the group's other schools go on);
 - **plan**: `reconcile` (identities, logins, desired entries, plan, disaster guards);
 - **write**: `apply` (ldap3, journaled);
 - **close**: `report` (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
@@ -221,13 +222,25 @@ def _params() -> tuple[bool, list[str]]:
     return bool(p.get("dry_run")), [s for s in (p.get("schools") or []) if s]
 
 
-def _results(results: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """The mapped read_validate results as a list, in one XCom request.
+def _groups(schools: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The schools in groups of ``size``, one mapped read_validate each: the first school's
+    UAI and name label the task, ``schools`` lists them all, ``more`` says there are others."""
+    out = []
+    for i in range(0, len(schools), size):
+        part = schools[i:i + size]
+        out.append({"uai": part[0]["uai"], "name": part[0].get("name"), "schools": part,
+                    "more": len(part) > 1})
+    return out
+
+
+def _results(results: Sequence[list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
+    """The mapped read_validate results (a list of schools each) as one list, in one XCom
+    request.
 
     Slicing fetches them all at once; iterating the lazy sequence would probe one index past
     the end and log an "XCom not found" error on every run. An empty run gives [].
     """
-    return [r for r in results[:] if r]
+    return [r for group in results[:] if group for r in group if r]
 
 
 APPROVE, REJECT = "Approve", "Reject"
@@ -353,9 +366,10 @@ def make_dag(academy: Academy) -> Any:
             @task
             @fail_fast
             def discover() -> list[dict[str, Any]]:
-                """Open the sync run (XCom `run`) and return the schools to read, one item
-                each, with the school's name when its STS-web export gives it (the UI's label
-                of each mapped read_validate)."""
+                """Open the sync run (XCom `run`) and return the schools to read in groups
+                of ENTSYNC_READ_GROUP (16; one mapped read_validate each: their rules run
+                together, and one task process reads them all), each school with its name when
+                its STS-web export gives it (the UI's label of the mapped task)."""
                 from etl import pipeline
                 from etl.report import school_name
 
@@ -365,8 +379,9 @@ def make_dag(academy: Academy) -> Any:
                 try:
                     pipeline.start_run(st, code, dry, trigger="airflow", run_id=run_id)
                     out = pipeline.discover_files(st, code, run_id, schools or None)
-                    batches = [{"uai": u, "docs": d, "name": school_name(d)}
-                               for u, d in out.pop("schools").items()]
+                    found = [{"uai": u, "docs": d, "name": school_name(d)}
+                             for u, d in out.pop("schools").items()]
+                    batches = _groups(found, st.read_group)
                 except Exception as e:
                     # each try opens a run of its own: close it (no XCom names it yet, so the
                     # failure callback could not), a retry must not leave runs "running"
@@ -375,21 +390,28 @@ def make_dag(academy: Academy) -> Any:
                 get_current_context()["ti"].xcom_push(key=RUN_KEY, value=out)
                 return batches
 
-            # each mapped task is labelled "<UAI> <school name>" (the UAI alone without a name)
+            # each mapped task is labelled by its schools: "<UAI> <school name>" for one,
+            # "<first UAI> <name> … <last UAI> (N schools)" for a group
             @task(
                 multiple_outputs=False,
                 map_index_template="{{ task.op_kwargs['batch']['uai'] }}"
                 "{% if task.op_kwargs['batch'].get('name') %} "
-                "{{ task.op_kwargs['batch']['name'] }}{% endif %}",
+                "{{ task.op_kwargs['batch']['name'] }}{% endif %}"
+                "{% if task.op_kwargs['batch']['more'] %} … "
+                "{{ task.op_kwargs['batch']['schools'][-1]['uai'] }} "
+                "({{ task.op_kwargs['batch']['schools'] | length }} schools){% endif %}",
                 max_active_tis_per_dagrun=4,
             )
             @fail_fast
-            def read_validate(batch: dict[str, Any], disc: dict[str, Any]) -> dict[str, Any]:
+            def read_validate(
+                batch: dict[str, Any], disc: dict[str, Any]
+            ) -> list[dict[str, Any]]:
                 from etl import pipeline
 
                 dry, _ = _params()
-                return pipeline.read_validate_school(
-                    _settings(), code, disc["run_id"], batch["uai"], batch["docs"], dry
+                return pipeline.read_validate_schools(
+                    _settings(), code, disc["run_id"],
+                    {x["uai"]: x["docs"] for x in batch["schools"]}, dry,
                 )
 
             found = discover()
@@ -402,7 +424,7 @@ def make_dag(academy: Academy) -> Any:
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def reconcile(
-                disc: dict[str, Any], results: Sequence[dict[str, Any] | None]
+                disc: dict[str, Any], results: Sequence[list[dict[str, Any]] | None]
             ) -> dict[str, Any]:
                 from etl import pipeline
 
@@ -419,7 +441,7 @@ def make_dag(academy: Academy) -> Any:
             @fail_fast
             def apply(
                 disc: dict[str, Any], rec: dict[str, Any],
-                results: Sequence[dict[str, Any] | None],
+                results: Sequence[list[dict[str, Any]] | None],
             ) -> dict[str, Any]:
                 from etl import pipeline
 
@@ -436,7 +458,7 @@ def make_dag(academy: Academy) -> Any:
             @fail_fast
             def report(
                 disc: dict[str, Any],
-                results: Sequence[dict[str, Any] | None],
+                results: Sequence[list[dict[str, Any]] | None],
                 rec: dict[str, Any],
                 app: dict[str, Any],
             ) -> dict[str, Any]:

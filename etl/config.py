@@ -140,6 +140,19 @@ def _nice(raw: str | None) -> int:
     return n
 
 
+def _read_group(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return 16
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"ENTSYNC_READ_GROUP must be a number of schools (1 or more), "
+                          f"not {raw!r}")
+    return n
+
+
 @dataclass(frozen=True)
 class Settings:
     landing: Path
@@ -159,6 +172,10 @@ class Settings:
     #: yields the CPU to the directory server when they share a machine, so that slapd's
     #: commits (and the ENT's readers) are not queued behind reading and planning
     nice: int = 10
+    #: schools read per task (``ENTSYNC_READ_GROUP``): their validation rules run together
+    #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
+    #: workers
+    read_group: int = 16
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -181,6 +198,7 @@ class Settings:
             statsd_port=_port(e.get("ENTSYNC_STATSD_PORT")),
             statsd_prefix=e.get("ENTSYNC_STATSD_PREFIX") or "entsync",
             nice=_nice(e.get("ENTSYNC_NICE")),
+            read_group=_read_group(e.get("ENTSYNC_READ_GROUP")),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

@@ -278,15 +278,12 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
     return out
 
 
-#: schools whose GX rules run together in ``read_validate_schools``
-SUITE_GROUP = 16
-
-
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
                           schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
-                          group: int = SUITE_GROUP) -> list[dict[str, Any]]:
-    """``read_validate_school`` for many schools in one process (the CLI; the DAG maps one
-    task per school), ``group`` schools at a time: each is read, then their GX column rules
+                          group: int | None = None) -> list[dict[str, Any]]:
+    """``read_validate_school`` for many schools in one process (the CLI; in the DAG, each
+    mapped task's group), ``group`` schools at a time (default ``settings.read_group``):
+    each is read, then their GX column rules
     run once per table for the group (``etl.validate.run_suites``: GX's fixed cost per
     school was most of the read stage), then each is validated and staged. Same results,
     school by school, as ``read_validate_school``; a school that crashes is reported and
@@ -295,6 +292,7 @@ def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
 
     out: list[dict[str, Any]] = []
     items = list(schools.items())
+    group = group or settings.read_group
     for i in range(0, len(items), group):
         metrics.stage_start()
         done: dict[str, dict[str, Any]] = {}

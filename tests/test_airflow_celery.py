@@ -238,6 +238,8 @@ def test_dag_runs_on_two_celery_workers_with_postgresql(
             "ENTSYNC_LANDING": str(landing),
             "ENTSYNC_WORKDIR": str(workdir),
             "ENTSYNC_STATE_URL": databases["state"],
+            # one school per read task: the schools' reading spreads over both workers
+            "ENTSYNC_READ_GROUP": "1",
             # the staging area through the DAG's ObjectStoragePath: the only place its URL is
             # given is this connection (no ENTSYNC_STAGING_URL)
             "AIRFLOW_CONN_ENTSYNC_STAGING": json.dumps(
