@@ -32,6 +32,7 @@ STAGES = (
     ("discover_files", "discover"),
     ("read_document", "read (lxml readers)"),
     ("normalize_tables", "normalize"),
+    ("run_suites", "validate (GX + rules)"),
     ("validate_school", "validate (GX + rules)"),
     ("write_validation_report", "validation report"),
     ("build_desired", "desired + identity"),
@@ -39,7 +40,7 @@ STAGES = (
     ("_write_plan", "plan file"),
     ("apply_plan", "apply (main thread)"),
     ("finish_run", "finish"),
-    ("read_validate_school", "read_validate other (staging, DB)"),
+    ("read_validate_schools", "read_validate other (staging, DB)"),
     ("reconcile", "reconcile other (plan.json, DB)"),
 )
 #: leaf functions that block in C (locks, sockets, queues): the thread is waiting, not working

@@ -128,28 +128,18 @@ def _port(raw: str | None) -> int:
         raise ConfigError(f"ENTSYNC_STATSD_PORT must be a port number, not {raw!r}") from None
 
 
-def _nice(raw: str | None) -> int:
+def _int_setting(name: str, raw: str | None, default: int, low: int, high: int | None,
+                 what: str) -> int:
+    """An integer ``ENTSYNC_*`` variable: ``default`` when unset or blank, else an int from
+    ``low`` to ``high`` (None: no upper bound); anything else is a ConfigError naming it."""
     if raw is None or not raw.strip():
-        return 10
+        return default
     try:
         n = int(raw)
     except ValueError:
-        raise ConfigError(f"ENTSYNC_NICE must be a niceness, 0 to 19, not {raw!r}") from None
-    if not 0 <= n <= 19:
-        raise ConfigError(f"ENTSYNC_NICE must be a niceness, 0 to 19, not {n}")
-    return n
-
-
-def _read_group(raw: str | None) -> int:
-    if raw is None or not raw.strip():
-        return 16
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"ENTSYNC_READ_GROUP must be a number of schools (1 or more), "
-                          f"not {raw!r}")
+        n = None
+    if n is None or n < low or (high is not None and n > high):
+        raise ConfigError(f"{name} must be {what}, not {raw!r}")
     return n
 
 
@@ -197,8 +187,10 @@ class Settings:
             statsd_host=e.get("ENTSYNC_STATSD_HOST") or None,
             statsd_port=_port(e.get("ENTSYNC_STATSD_PORT")),
             statsd_prefix=e.get("ENTSYNC_STATSD_PREFIX") or "entsync",
-            nice=_nice(e.get("ENTSYNC_NICE")),
-            read_group=_read_group(e.get("ENTSYNC_READ_GROUP")),
+            nice=_int_setting("ENTSYNC_NICE", e.get("ENTSYNC_NICE"), 10, 0, 19,
+                              "a niceness, 0 to 19"),
+            read_group=_int_setting("ENTSYNC_READ_GROUP", e.get("ENTSYNC_READ_GROUP"), 16, 1,
+                                    None, "a number of schools, 1 or more"),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

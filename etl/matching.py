@@ -58,6 +58,19 @@ def name_key(r: dict[str, Any]) -> str | None:
     return f"{r.get('profile')}|{_h(last + '|' + first)}" if last and first else None
 
 
+def match_key(r: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, key) a record is matched and remembered by: ``staff`` for staff profiles,
+    ``guardian`` for guardians; None for pupils and records without the fields."""
+    prof = r.get("profile")
+    if prof in STAFF_PROFILES:
+        key = staff_key(r)
+        return None if key is None else ("staff", key)
+    if prof == "TUT":
+        key = guardian_key(r)
+        return None if key is None else ("guardian", key)
+    return None
+
+
 def strong_tokens(r: dict[str, Any]) -> set[str]:
     out = set()
     if r.get("email"):
@@ -107,11 +120,8 @@ class Matcher:
         was held through the planning stage's memory peak."""
         wanted: dict[str, set[str]] = defaultdict(set)
         for r in rows:
-            prof = r.get("profile")
-            kind, key = (("staff", staff_key(r)) if prof in STAFF_PROFILES
-                         else ("guardian", guardian_key(r)) if prof == "TUT" else ("", None))
-            if key is not None:
-                wanted[kind].add(key)
+            if (k := match_key(r)) is not None:
+                wanted[k[0]].add(k[1])
         known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
         for kind, keys in wanted.items():
             ordered = sorted(keys)
@@ -175,17 +185,12 @@ class Matcher:
                 d["uids"] = sorted([*d["uids"], uid])
 
     def remember(self, r: dict[str, Any], uid: str, pupil_uids: Iterable[str] = ()) -> None:
-        prof = r.get("profile")
-        if prof in STAFF_PROFILES:
-            kind, key, strong = "staff", staff_key(r), set()
-        elif prof == "TUT":
-            kind, key = "guardian", guardian_key(r)
-            strong = strong_tokens(r) | {f"pupil:{u}" for u in pupil_uids}
-        else:
+        k = match_key(r)
+        if k is None:
             return
-        if key is None:
-            return
-        self._mem[(kind, key)][uid] = self._mem[(kind, key)].get(uid, set()) | strong
+        strong = (strong_tokens(r) | {f"pupil:{u}" for u in pupil_uids}
+                  if k[0] == "guardian" else set())
+        self._mem[k][uid] = self._mem[k].get(uid, set()) | strong
 
     def flush(self) -> None:
         """Persist the keys seen in this run (merged with what was known), in bulk."""

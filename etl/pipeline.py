@@ -3,7 +3,7 @@
 Each stage takes and returns small JSON-able values (paths, ids, counts) so Airflow's XCom
 carries nothing else; the data itself goes through the staging folder and the state DB.
 
-discover -> read_validate_school (per school) -> reconcile -> apply -> finish
+discover -> read_validate_schools (per group of schools) -> reconcile -> apply -> finish
 """
 
 from __future__ import annotations
@@ -260,34 +260,27 @@ def _quarantine(settings: Settings, academy: str, run_id: str, doc: dict[str, An
 
 def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                          docs: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
-    """Read, normalize and validate one school's documents; stage the tables.
-
-    An unexpected error in one school leaves that school untouched (status ``error``) and
-    lets the others go on; the run then ends ``failed`` so that someone looks at it.
-    """
-    metrics.stage_start()
-    heartbeat(settings, academy_code, run_id)
-    t0 = time.monotonic()
-    try:
-        out = _read_validate_school(settings, academy_code, run_id, uai, docs, dry_run)
-    except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
-        # the error type only: an exception's text may quote a record (it goes to the report)
-        log.error("school %s could not be read: %s", uai, type(e).__name__)
-        out = _school_error(uai, e, docs)
-    _record_read(settings, academy_code, run_id, out, time.monotonic() - t0)
-    return out
+    """Read, normalize and validate one school's documents; stage the tables
+    (``read_validate_schools`` for one school)."""
+    return read_validate_schools(settings, academy_code, run_id, {uai: docs}, dry_run)[0]
 
 
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
                           schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
                           group: int | None = None) -> list[dict[str, Any]]:
-    """``read_validate_school`` for many schools in one process (the CLI; in the DAG, each
-    mapped task's group), ``group`` schools at a time (default ``settings.read_group``):
-    each is read, then their GX column rules
-    run once per table for the group (``etl.validate.run_suites``: GX's fixed cost per
-    school was most of the read stage), then each is validated and staged. Same results,
-    school by school, as ``read_validate_school``; a school that crashes is reported and
-    leaves the others go on, and should the group's GX run crash each school runs its own."""
+    """Read, normalize and validate schools' documents and stage their tables (the CLI; in
+    the DAG, each mapped task's group), ``group`` schools at a time (default
+    ``settings.read_group``): each is read, then their GX column rules run once per table
+    for the group (``etl.validate.run_suites``: GX's fixed cost per school was most of the
+    read stage), then each is validated and staged. Each school gets the results it gets
+    read alone.
+
+    A document that cannot be read, or fails a blocking check, is quarantined whole and its
+    school is left untouched this run (status ``quarantined``). An unexpected error in one
+    school leaves that school untouched (status ``error``, the error type only in the log: an
+    exception's text may quote a record) and lets the others go on; the run then ends
+    ``failed`` so that someone looks at it. Should the group's GX run crash, each school
+    runs its own."""
     from etl.validate import run_suites
 
     out: list[dict[str, Any]] = []
@@ -303,7 +296,7 @@ def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
             t0 = time.monotonic()
             try:
                 r = _read_school(settings, academy_code, run_id, uai, docs, dry_run)
-            except Exception as e:  # noqa: BLE001 - as in read_validate_school
+            except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
                 log.error("school %s could not be read: %s", uai, type(e).__name__)
                 r = _school_error(uai, e, docs)
             spent[uai] = time.monotonic() - t0
@@ -324,7 +317,7 @@ def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
             t0 = time.monotonic()
             try:
                 done[r.uai] = _validate_read(settings, academy_code, run_id, r, dry_run, res)
-            except Exception as e:  # noqa: BLE001 - as in read_validate_school
+            except Exception as e:  # noqa: BLE001 - one school's crash must not stop the others
                 log.error("school %s could not be read: %s", r.uai, type(e).__name__)
                 done[r.uai] = _school_error(r.uai, e, r.docs)
             spent[r.uai] += time.monotonic() - t0
@@ -358,19 +351,6 @@ def _school_error(uai: str, e: Exception, docs: list[dict[str, Any]]) -> dict[st
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                       "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                      for x in docs]}
-
-
-def _read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
-                          docs: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
-    """Read, normalize and validate one school's documents; stage the tables.
-
-    A document that cannot be read, or fails a blocking check, is quarantined whole and the
-    school is left untouched this run (status ``quarantined``).
-    """
-    read = _read_school(settings, academy_code, run_id, uai, docs, dry_run)
-    if isinstance(read, dict):
-        return read
-    return _validate_read(settings, academy_code, run_id, read, dry_run)
 
 
 @dataclass
