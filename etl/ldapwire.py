@@ -143,31 +143,59 @@ def parse_result(msg: bytes) -> Result:
                   fields[1].decode("utf-8", "replace"), fields[2].decode("utf-8", "replace"))
 
 
-def read_results(sock: Any, count: int) -> list[Result]:
-    """Read ``count`` response messages from the socket (ldap3's, plain or TLS)."""
-    out: list[Result] = []
-    buf = bytearray()
-    pos = 0
-    while len(out) < count:
-        try:
-            _tag, length, start = _header(buf, pos)
+class ResultReader:
+    """Response messages from one connection's socket (ldap3's, plain or TLS), read as they
+    arrive: what the applier needs to keep many requests in flight on a connection and take
+    each answer as it comes (slapd may answer them out of order)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def pending(self) -> bool:
+        """Bytes received and not yet handed out as a result."""
+        return bool(self.buf)
+
+    def _complete(self) -> list[Result]:
+        out: list[Result] = []
+        pos = 0
+        buf = self.buf
+        while pos < len(buf):
+            try:
+                _tag, length, start = _header(buf, pos)
+            except IndexError:
+                break
             end = start + length
             if end > len(buf):
-                raise IndexError
-        except IndexError:
-            chunk = sock.recv(65536)
+                break
+            res = parse_result(bytes(buf[pos:end]))
+            if res.op == "notice":
+                raise WireError(f"server closed the connection: {res.message}")
+            out.append(res)
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    def read(self) -> list[Result]:
+        """At least one result: every complete one received so far, waiting for the socket
+        only when none is complete."""
+        while True:
+            out = self._complete()
+            if out:
+                return out
+            chunk = self.sock.recv(65536)
             if not chunk:
-                raise WireError("connection closed by the server") from None
-            if pos:
-                del buf[:pos]
-                pos = 0
-            buf += chunk
-            continue
-        res = parse_result(bytes(buf[pos:end]))
-        if res.op == "notice":
-            raise WireError(f"server closed the connection: {res.message}")
-        out.append(res)
-        pos = end
-    if pos != len(buf):
+                raise WireError("connection closed by the server")
+            self.buf += chunk
+
+
+def read_results(sock: Any, count: int) -> list[Result]:
+    """Read ``count`` response messages from the socket (ldap3's, plain or TLS)."""
+    reader = ResultReader(sock)
+    out: list[Result] = []
+    while len(out) < count:
+        out += reader.read()
+    if len(out) > count or reader.pending():
         raise WireError("unexpected data after the batch's responses")
     return out

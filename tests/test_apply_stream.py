@@ -1,18 +1,20 @@
 """DirectoryWriter.apply fed a stream (a plan file read line by line): waves still complete
 before the next one starts, the stream is read a chunk at a time, never whole, and a stream
 out of apply order stops before the offending change is written. No directory needed: the
-writes are recorded by a writer whose ``apply_one`` only notes what it was given."""
+writes are recorded by a writer whose connections' threads (``_stream_worker``) only note
+what they were given (the wire itself: tests/test_apply_txn.py)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from etl.apply import ApplyResult, DirectoryWriter, LdapTarget
+from etl.apply import ApplyResult, DirectoryWriter, LdapTarget, Outcome
 from etl.plan import Change, apply_order, wave_key
 
 
@@ -37,6 +39,16 @@ class RecordingWriter(DirectoryWriter):
             self.done += 1
         return (not ch.dn.startswith("uid=bad")), {"result": 0 if ch.dn[:7] != "uid=bad"
                                                    else 50, "description": "x"}
+
+    def _stream_worker(self, todo: deque[Change], res: ApplyResult,
+                       emit: Callable[[list[Outcome]], None]) -> None:
+        """A connection's share of a wave, one change at a time (no wire here)."""
+        while todo:
+            try:
+                ch = todo.popleft()
+            except IndexError:
+                return
+            emit([(ch, *self.apply_one(ch, res))])
 
     def stream(self, changes: list[Change]) -> Iterator[Change]:
         for ch in changes:

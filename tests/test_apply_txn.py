@@ -201,3 +201,53 @@ def test_results_are_read_across_partial_reads() -> None:
     notice = bytes([0x30, 12, 0x02, 0x01, 0x00, 0x78, 7]) + b"\x0a\x01\x34\x04\x00\x04\x00"
     with pytest.raises(ldapwire.WireError, match="closed the connection"):
         ldapwire.read_results(_Chunks(notice, 100), 1)
+
+
+class _DroppingWriter(DirectoryWriter):
+    """Its connections are cut (the socket shut down under the pipeline) once, after
+    ``after`` requests: what a slapd restart or a network cut does mid-window."""
+
+    def __init__(self, target: LdapTarget, after: int) -> None:
+        super().__init__(target, workers=2, window=8)
+        self.after = after
+        self.sent = 0
+        self.cuts = 0
+
+    def _request(self, ch: Change) -> bytes:  # type: ignore[override]
+        import socket
+
+        self.sent += 1
+        if self.sent == self.after:
+            for c in list(self._conns):
+                c.socket.shutdown(socket.SHUT_RDWR)
+                self.cuts += 1
+        return DirectoryWriter._request(ch)
+
+
+def test_a_connection_cut_mid_window_loses_nothing(server: LdapServer) -> None:
+    """Requests in flight when the connection goes: each is written again (reconciled when
+    the server had done it already), and the rest of the thread's share goes one by one."""
+    changes = _changes(server, 60)
+    writer = _DroppingWriter(_target(server, "off"), after=30)
+    done: list[str] = []
+    res = writer.apply(changes, on_applied=lambda ch: done.append(ch.dn))
+    assert writer.cuts >= 1
+    assert (res.applied, res.failed) == (120, 0)
+    assert sorted(done) == sorted(ch.dn for ch in changes)  # each reported once
+    found = _descriptions(server)
+    assert len(found) == 121 and found[f"ou=t059,ou=people,{server.base}"] == ["parent 59"]
+
+
+def test_many_requests_in_flight_per_connection(server: LdapServer) -> None:
+    """One connection, a window of 32: answers come out of order and each finds its change."""
+    changes = _changes(server, 150)
+    for i, ch in enumerate(changes):
+        if ch.kind == "ou" and i % 2 == 0:
+            ch.attrs = {**ch.attrs, "description": [f"parent {i // 2}", "x" * (1 + i % 7 * 300)]}
+    writer = DirectoryWriter(_target(server, "off"), workers=1, window=32)
+    res = writer.apply(changes)
+    assert (res.applied, res.failed, res.reconciled) == (300, 0, 0)
+    found = _descriptions(server)
+    assert len(found) == 301
+    assert found[f"ou=t149,ou=people,{server.base}"] == sorted(
+        ["parent 149", "x" * (1 + 298 % 7 * 300)])
