@@ -143,7 +143,7 @@ class StagePeak(threading.Thread):
     on Linux 6.x). Sampling leaves it alone; a spike shorter than ``interval`` may be missed.
     """
 
-    def __init__(self, interval: float = 0.01) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         super().__init__(name="entsync-rss", daemon=True)
         self.interval = interval
         self.peak = rss_mib() or 0.0
