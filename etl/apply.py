@@ -316,17 +316,8 @@ class DirectoryWriter:
             # the batch in one write, encoded by etl.ldapwire; the server queues each
             # operation and answers at once (see that module for why not ldap3 here)
             ctl = [ldapwire.control(TXN_CONTROL, True, txn_id)]
-            requests = []
-            for ch in batch:
-                if ch.op == "add":
-                    op = ldapwire.add_request(ch.dn, ch.attrs)
-                elif ch.op == "modify":
-                    op = ldapwire.modify_request(ch.dn, ch.mods)
-                elif ch.op == "delete":
-                    op = ldapwire.delete_request(ch.dn)
-                else:
-                    raise ValueError(ch.op)
-                requests.append(ldapwire.message(self._next_id(), op, ctl))
+            requests = [ldapwire.message(self._next_id(), self._request(ch), ctl)
+                        for ch in batch]
             # one request in flight at a time, one transaction at a time: slapd 2.5.13's
             # transaction code segfaults when the operations of a transaction arrive at once
             # (slapd runs a connection's operations in parallel threads), and now and then
@@ -367,6 +358,7 @@ class DirectoryWriter:
 
     @staticmethod
     def _request(ch: Change) -> bytes:
+        """The change's write request (etl.ldapwire), as a transaction or the pipeline sends it."""
         if ch.op == "add":
             return ldapwire.add_request(ch.dn, ch.attrs)
         if ch.op == "modify":
