@@ -70,9 +70,9 @@ demo-down:
 clean: demo-down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
-# `make bench [SCALE=0.02]`: initial load, no-change rerun and 2 % delta of the generated
+# `make bench [SCALE=0.1]`: initial load, no-change rerun and 2 % delta of the generated
 # region at SCALE (1.0: Grand Est, ~680 schools) against ldapadd/ldapmodify on fresh slapds,
-# plus one academy through Airflow; one table on stdout, bench/results/latest.json.
+# and the same nights through the three academy DAGs; one table on stdout, bench/results/latest.json.
 SCALE ?= 0.1
 BENCH_SEED ?= 7
 bench: install
