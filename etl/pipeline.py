@@ -92,7 +92,10 @@ def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
                 if lock.run_id == run_id:
                     return
                 holder = s.get(Run, lock.run_id)
-                alive = holder is not None and holder.status == "running"
+                # a run awaiting approval holds the lock only while an approved plan of its
+                # is being applied (``_approve``)
+                alive = holder is not None and holder.status in ("running",
+                                                                 "awaiting_approval")
                 if alive and utcnow() - lock.acquired_at < LOCK_STALE_AFTER:
                     raise RunLocked(f"academy {academy_code} is being written by run "
                                     f"{lock.run_id} (since {lock.acquired_at:%Y-%m-%d %H:%M} "
@@ -984,18 +987,26 @@ def _approve(settings: Settings, a: Approval, run: Run, plan_file: Any,
     from etl.plan import read_plan
 
     run_id = run.id
-    with session_factory(settings.state_url)() as s:
-        later = s.scalar(select(func.count()).select_from(SourceFile).join(
-            Run, Run.id == SourceFile.run_id).where(
-            SourceFile.academy == a.academy, SourceFile.uai == a.uai,
-            SourceFile.status == "applied", Run.started_at > run.started_at))
-    if later:
-        raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan held in "
-                              f"{run_id} is out of date; approve the newer run's plan instead")
-    metrics.stage_start()
-    t0 = time.monotonic()
-    header, changes = read_plan(plan_file)
-    res = _apply_changes(settings, a.academy, run_id, header, changes, workers)
+    # one writer per academy: a nightly run writing the academy makes this raise RunLocked
+    # (a retry applies the plan once that run ends, unless it synced the school: see below),
+    # and no run starts writing while the plan is applied
+    acquire_lock(settings, a.academy, run_id)
+    try:
+        with session_factory(settings.state_url)() as s:
+            later = s.scalar(select(func.count()).select_from(SourceFile).join(
+                Run, Run.id == SourceFile.run_id).where(
+                SourceFile.academy == a.academy, SourceFile.uai == a.uai,
+                SourceFile.status == "applied", Run.started_at > run.started_at))
+        if later:
+            raise ApprovalRefused(f"school {a.uai} was synced by a later run: the plan held "
+                                  f"in {run_id} is out of date; approve the newer run's plan "
+                                  "instead")
+        metrics.stage_start()
+        t0 = time.monotonic()
+        header, changes = read_plan(plan_file)
+        res = _apply_changes(settings, a.academy, run_id, header, changes, workers)
+    finally:
+        release_lock(settings, a.academy, run_id)
     metrics.record(settings, run_id, a.academy, "approval", {
         "duration_s": time.monotonic() - t0, "applied": res.get("applied", 0),
         "failed": res.get("failed", 0)}, uai=a.uai)

@@ -14,7 +14,7 @@ import pytest
 
 from etl import pipeline
 from etl.config import Settings
-from etl.errors import EntsyncError
+from etl.errors import EntsyncError, RunLocked
 from etl.generate import uai_check_letter
 from etl.ldapserver import LdapServer
 from etl.operations import UndoRefused, purge_expired, undo_run
@@ -171,6 +171,38 @@ def test_guard_reject_leaves_the_directory_as_it_was(env: Settings,
     pipeline.decide(env, s["run_id"], approve=False, by="test")
     assert dump(server) == before
     assert pipeline.pending_approvals(env) == []
+
+
+def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_ones(
+        env: Settings, server: LdapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    drop(env, roster(30), day=1)
+    sync(env)
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    s = sync(env)
+    assert s["status"] == "awaiting_approval"
+    before = dump(server)
+    night = pipeline.start_run(env, ACADEMY)  # a run of the academy is writing
+    with pytest.raises(RunLocked, match=night):
+        pipeline.decide(env, s["run_id"], approve=True, by="test")
+    assert dump(server) == before  # nothing applied, the school still waits
+    assert [p["uai"] for p in pipeline.pending_approvals(env, s["run_id"])] == [UAI]
+    pipeline.fail_run(env, night, "test")  # that run ends without syncing the school
+
+    refused: list[str] = []
+    apply_changes = pipeline._apply_changes
+
+    def while_applying(*a: Any, **kw: Any) -> dict[str, Any]:
+        # no run of the academy starts while the approved plan is being written
+        with pytest.raises(RunLocked, match=s["run_id"]):
+            pipeline.start_run(env, ACADEMY)
+        refused.append("start_run")
+        return apply_changes(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "_apply_changes", while_applying)
+    res = pipeline.decide(env, s["run_id"], approve=True, by="test")
+    assert res["schools"][UAI]["decision"] == "approved" and refused == ["start_run"]
+    assert len(search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")) == 20
+    pipeline.fail_run(env, pipeline.start_run(env, ACADEMY), "test")  # the lock is free again
 
 
 def test_a_changed_held_plan_is_refused(env: Settings, server: LdapServer) -> None:
