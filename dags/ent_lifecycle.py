@@ -5,7 +5,10 @@ Deletes from the directory the accounts that have been DISABLED (absent from the
 exports) for longer than their profile's retention period (`retention_days` in
 `etl/academies.toml`, 90 days by default). Their login stays registered and is never handed
 out again. One task per academy (`purge__<academy>`); each journals its deletions under a run
-of its own, which `entsync undo RUN_ID` can revert.
+of its own, which `entsync undo RUN_ID` can revert. The same task then deletes from the
+staging area the tables and plans of the academy's runs that ended more than
+`ENTSYNC_STAGING_KEEP_DAYS` days ago (14 by default; a run awaiting approval keeps its held
+plans, report copies stay).
 
 **Retries**: like the sync DAGs, a task retries (up to 3 times, 5, 10 then 20 minutes apart)
 only when the failure is transient (directory or state DB unreachable, busy or locked); an
@@ -48,10 +51,11 @@ def ent_lifecycle() -> None:
             # the same connection handling and retry policy as the sync DAGs
             from ent_sync import _settings, retry_policy
 
-            from etl.operations import purge_expired
+            from etl.operations import purge_expired, purge_staging
 
             with retry_policy():
-                return purge_expired(_settings(), academy)
+                st = _settings()
+                return {**purge_expired(st, academy), "staging": purge_staging(st, academy)}
 
         purge()
 

@@ -166,6 +166,10 @@ class Settings:
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
     #: workers
     read_group: int = 16
+    #: days a finished run's staged files (tables, plans) are kept (``ENTSYNC_STAGING_KEEP_DAYS``;
+    #: the daily ``ent_lifecycle`` run deletes older ones): a night of the region stages its
+    #: tables and plans anew, which would fill the staging area in weeks
+    staging_keep_days: int = 14
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -191,6 +195,9 @@ class Settings:
                               "a niceness, 0 to 19"),
             read_group=_int_setting("ENTSYNC_READ_GROUP", e.get("ENTSYNC_READ_GROUP"), 16, 1,
                                     None, "a number of schools, 1 or more"),
+            staging_keep_days=_int_setting(
+                "ENTSYNC_STAGING_KEEP_DAYS", e.get("ENTSYNC_STAGING_KEEP_DAYS"), 14, 1, None,
+                "a number of days, 1 or more"),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

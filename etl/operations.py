@@ -4,11 +4,15 @@
   profile's retention are deleted from the directory; their login stays registered (never
   handed out again) and their source keys are released, so a person who comes back later is
   a new account.
+- ``purge_staging``: the same daily step. The staged tables and plans of the academy's runs
+  that ended more than ``staging_keep_days`` ago (14 by default) are deleted from the staging
+  area; a run awaiting approval keeps its held plans, and the report copies stay.
 - ``undo_run``: reverts a run's directory changes from the journal (previous attribute values
   and memberships restored, what it disabled re-enabled, what it created removed), refusing
   when a later run touched the same entries.
 
-Both journal what they do under a run of their own, so they can be followed and undone too.
+``purge_expired`` and ``undo_run`` journal what they do under a run of their own, so they can
+be followed and undone too.
 """
 
 from __future__ import annotations
@@ -17,14 +21,23 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 
 from etl.config import Settings, get_academy
 from etl.desired import content_hash
 from etl.errors import EntsyncError
 from etl.plan import Change, diff_attrs
 from etl.state.db import session_factory
-from etl.state.models import Account, Entry, Identity, JournalEntry, Run, SourceFile, utcnow
+from etl.state.models import (
+    Account,
+    Approval,
+    Entry,
+    Identity,
+    JournalEntry,
+    Run,
+    SourceFile,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +129,45 @@ def purge_expired(settings: Settings, academy_code: str, now: dt.datetime | None
     _end_run(settings, run_id, "failed" if res["failed"] else "success", summary)
     log.info("lifecycle %s: %d accounts past retention deleted", academy_code, res["applied"])
     return summary
+
+
+def purge_staging(settings: Settings, academy_code: str, now: dt.datetime | None = None,
+                  dry_run: bool = False) -> dict[str, Any]:
+    """Delete the staged tables and plans of the academy's runs that ended more than
+    ``settings.staging_keep_days`` ago. A run still running, awaiting approval or with a
+    pending approval keeps them (its held plans are what an approval applies), and a decided
+    one keeps them as long after its last decision; the copies of its reports
+    (``<run_id>/reports/``) stay. Each run is purged once (``staging_purged_at``)."""
+    from etl import staging
+
+    get_academy(academy_code)
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(days=settings.staging_keep_days)
+    Session = session_factory(settings.state_url)
+    with Session() as s:
+        # a held plan is kept while it waits, and staging_keep_days after its decision
+        pending = select(Approval.run_id).where(or_(Approval.status == "pending",
+                                                    Approval.decided_at >= cutoff))
+        runs = list(s.scalars(select(Run.id).where(
+            Run.academy == academy_code, Run.staging_purged_at.is_(None),
+            Run.ended_at.is_not(None), Run.ended_at < cutoff,
+            Run.status.not_in(("running", "awaiting_approval")),
+            Run.id.not_in(pending)).order_by(Run.ended_at)))
+    removed = 0
+    if not dry_run:
+        for rid in runs:
+            for name in staging.children(settings, rid):
+                if name != "reports":
+                    removed += staging.remove_tree(settings, f"{rid}/{name}")
+            with Session() as s, s.begin():
+                run = s.get(Run, rid)
+                if run is not None:
+                    run.staging_purged_at = now
+    if runs:
+        log.info("staging %s: staged files of %d runs ended before %s %s", academy_code,
+                 len(runs), f"{cutoff:%Y-%m-%d}", "to purge (dry run)" if dry_run else "purged")
+    return {"runs": len(runs), "removed": removed, "dry_run": dry_run,
+            "keep_days": settings.staging_keep_days}
 
 
 def undo_run(settings: Settings, run_id: str) -> dict[str, Any]:

@@ -74,6 +74,33 @@ def exists(settings: Any, ref: str) -> bool:
     return bool(path(settings, ref).exists())
 
 
+def remove_tree(settings: Any, ref: str) -> bool:
+    """Delete a staged file, or a folder and everything in it; False when there was none."""
+    p = path(settings, ref)
+    if not p.exists():
+        return False
+    if getattr(p, "protocol", "") in LOCAL_PROTOCOLS:
+        import shutil
+        from pathlib import Path
+
+        local = Path(str(p.path if hasattr(p, "path") else p))
+        if local.is_dir() and not local.is_symlink():
+            shutil.rmtree(local)
+        else:
+            local.unlink()
+    else:
+        p.fs.rm(p.path, recursive=True)
+    return True
+
+
+def children(settings: Any, ref: str) -> list[str]:
+    """The names in a staged folder (none when it does not exist)."""
+    p = path(settings, ref)
+    if not p.exists():
+        return []
+    return sorted(c.name for c in p.iterdir())
+
+
 def copy_in(settings: Any, local: Any, ref: str) -> str:
     """Copy a local file (a report) into the staging area."""
     from pathlib import Path

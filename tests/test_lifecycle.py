@@ -18,7 +18,8 @@ from etl.errors import EntsyncError, RunLocked
 from etl.generate import uai_check_letter
 from etl.ldapserver import LdapServer
 from etl.operations import UndoRefused, purge_expired, undo_run
-from etl.state.models import utcnow
+from etl.state.db import session_factory
+from etl.state.models import Run, utcnow
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.test_sync import search
 
@@ -203,6 +204,44 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
     assert res["schools"][UAI]["decision"] == "approved" and refused == ["start_run"]
     assert len(search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")) == 20
     pipeline.fail_run(env, pipeline.start_run(env, ACADEMY), "test")  # the lock is free again
+
+
+def test_old_runs_staged_files_are_purged_but_not_a_held_plan_nor_reports(
+        env: Settings, server: LdapServer) -> None:
+    from etl.operations import purge_staging
+
+    staged = env.workdir / "staging"
+    drop(env, roster(30), day=1)
+    first = sync(env)["run_id"]
+    drop(env, roster(30, skip=set(range(0, 30, 3))), day=2)
+    held = sync(env)
+    assert held["status"] == "awaiting_approval"
+    names = {rid: sorted(p.name for p in (staged / rid).iterdir()) for rid in (first,
+                                                                              held["run_id"])}
+    assert {"plan.json", "reports"} <= set(names[first]) and len(names[first]) > 2  # tables
+    assert "held" in names[held["run_id"]]
+    assert purge_staging(env, ACADEMY)["runs"] == 0  # both ended today: kept 14 days
+    later = utcnow() + dt.timedelta(days=env.staging_keep_days + 1)
+    dry = purge_staging(env, ACADEMY, now=later, dry_run=True)
+    assert dry["runs"] == 1 and sorted(p.name for p in (staged / first).iterdir()) == names[first]
+    res = purge_staging(env, ACADEMY, now=later)
+    assert res["runs"] == 1 and res["removed"] == len(names[first]) - 1
+    assert [p.name for p in (staged / first).iterdir()] == ["reports"]
+    assert any((staged / first / "reports").rglob("*.json"))
+    # the run awaiting approval keeps its held plans, and the approval still applies them
+    assert sorted(p.name for p in (staged / held["run_id"]).iterdir()) == names[held["run_id"]]
+    assert purge_staging(env, ACADEMY, now=later)["runs"] == 0  # each run purged once
+    with session_factory(env.state_url)() as s, s.begin():  # it waited a month for a decision
+        run = s.get(Run, held["run_id"])
+        assert run is not None and run.ended_at is not None
+        run.ended_at -= dt.timedelta(days=30)
+    pipeline.decide(env, held["run_id"], approve=True, by="test")
+    assert len(search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")) == 20
+    tomorrow = utcnow() + dt.timedelta(days=1)
+    assert purge_staging(env, ACADEMY, now=tomorrow)["runs"] == 0  # decided a day ago
+    gone = purge_staging(env, ACADEMY, now=later)
+    assert gone["runs"] == 1
+    assert [p.name for p in (staged / held["run_id"]).iterdir()] == ["reports"]
 
 
 def test_a_changed_held_plan_is_refused(env: Settings, server: LdapServer) -> None:

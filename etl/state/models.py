@@ -60,6 +60,8 @@ class Run(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     trigger: Mapped[str | None] = mapped_column(String(32))  # cli, airflow
     summary: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    #: when its staged files (tables, plans) were deleted (``etl.operations.purge_staging``)
+    staging_purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class SourceFile(Base):
