@@ -95,6 +95,8 @@ class IdentityRegistry:
         self._new_accounts: list[tuple[str, str, str]] = []
         self._new_identities: list[tuple[str, str, str, str]] = []
         self._new_login_of: dict[str, str] = {}
+        #: base login -> the number its next allocation tries first (``allocate_login``)
+        self._next_n: dict[str, int] = {}
 
     def lookup(self, jointures: Iterable[str]) -> dict[str, str]:
         """Known jointure -> uid, queried in chunks."""
@@ -126,13 +128,20 @@ class IdentityRegistry:
         return self._logins
 
     def allocate_login(self, first_name: str | None, last_name: str | None, uid: str) -> str:
+        """``base``, else the lowest ``base<n>`` (n ≥ 2) not taken. The search for a base
+        resumes where its last allocation stopped (logins are never released, so every
+        number below is taken): the n-th "lea.martin" of a first load costs one look, not
+        n, where the region's common names run into the hundreds."""
         taken = self._all_logins()
         base = base_login(first_name, last_name)
-        login, n = base, 1
+        login, n = base, self._next_n.get(base, 1)
+        if n > 1:
+            login = f"{base}{n}"
         while login in taken:
             n += 1
             login = f"{base}{n}"
         taken.add(login)
+        self._next_n[base] = n + 1
         self._new_login_of[uid] = login
         return login
 

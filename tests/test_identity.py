@@ -85,6 +85,31 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         assert reg.lookup(["AC-REIMS$SIECLE$0510001B$2"]) == {"AC-REIMS$SIECLE$0510001B$2": b.uid}
 
 
+def test_login_numbers_fill_gaps_then_go_on_like_a_search_from_the_start(tmp_path) -> None:
+    """Allocation resumes where the base's last one stopped: the same logins as searching
+    from ``base`` each time (gaps left by earlier runs are filled first, lowest number)."""
+    engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with Session(engine) as s:
+        s.add_all([Login(login=x, uid=f"u{i}") for i, x in enumerate(
+            ["lea.martin", "lea.martin3", "lea.martin4", "lea.martin7", "zoe.roux2"])])
+        s.commit()
+        reg = IdentityRegistry(s, "ac-reims")
+        got = [reg.allocate_login("Léa", "MARTIN", f"n{i}") for i in range(6)]
+        assert got == ["lea.martin2", "lea.martin5", "lea.martin6", "lea.martin8",
+                       "lea.martin9", "lea.martin10"]
+        assert [reg.allocate_login("Zoé", "Roux", f"z{i}") for i in range(3)] == [
+            "zoe.roux", "zoe.roux3", "zoe.roux4"]
+        # the same as a search from the start each time, over many homonyms
+        taken = set(reg._all_logins())
+        for i in range(300):
+            expect, n = "jean.petit", 1
+            while expect in taken:
+                n += 1
+                expect = f"jean.petit{n}"
+            taken.add(expect)
+            assert reg.allocate_login("Jean", "Petit", f"j{i}") == expect
+
+
 def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """write_new sends WRITE_BATCH rows per statement (a first load's parameters are never
     built at once): every account, login and source key arrives, across batch edges."""
