@@ -1109,9 +1109,17 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         **{f"schools.{k}": v for k, v in sorted(by_status.items())},
     })
     metrics.count_run(settings, academy_code, status)
-    log.info("run %s %s: %s", run_id, status,
-             {u: {k: v for k, v in x.items() if k in ("status", *CATEGORIES)}
-              for u, x in per_school.items()})
+    # counts, not a line per school (680 schools at the region's size): each school's own
+    # are in the report and `entsync status`; a non-ok school is named apart
+    log.info("run %s %s: %d schools (%s); %s", run_id, status, len(per_school),
+             ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())),
+             ", ".join(f"{k} {sum(int(x.get(k, 0)) for x in per_school.values())}"
+                       for k in CATEGORIES))
+    others = sorted(u for u, x in per_school.items()
+                    if x.get("status") not in ("ok", "unchanged", "already_applied"))
+    if others:
+        log.info("run %s: schools not ok: %s", run_id,
+                 ", ".join(f"{u} ({per_school[u]['status']})" for u in others))
     return summary
 
 
