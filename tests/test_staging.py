@@ -59,6 +59,20 @@ def test_memory_staging_round_trip() -> None:
     assert not Path("/nonexistent").exists()
 
 
+def test_remove_tree_and_children_on_a_remote_url() -> None:
+    """What the staging retention uses, through fsspec (s3:// goes the same way)."""
+    root = f"memory://entsync-{secrets.token_hex(4)}/staging"
+    st = Settings.from_env({"ENTSYNC_WORKDIR": "/nonexistent", "ENTSYNC_STAGING_URL": root})
+    staging.write_bytes(st, "r/plan.json", b"{}")
+    staging.write_bytes(st, "r/reports/summary.json", b"{}")
+    _tables().save(staging.path(st, "r/U"))
+    assert staging.children(st, "r") == ["U", "plan.json", "reports"]
+    assert staging.remove_tree(st, "r/U") and staging.remove_tree(st, "r/plan.json")
+    assert not staging.remove_tree(st, "r/U")  # already gone
+    assert staging.children(st, "r") == ["reports"] and staging.children(st, "nope") == []
+    assert staging.read_bytes(st, "r/reports/summary.json") == b"{}"
+
+
 @pytest.mark.ldap
 def test_a_whole_sync_stages_nothing_on_local_disk(env: Settings) -> None:
     """Staging on memory://: the run succeeds, so every stage found what the previous one
