@@ -224,11 +224,13 @@ def prepare(cfg: DevAirflowConfig) -> dict[str, str]:
 
 def start(cfg: DevAirflowConfig, env: Mapping[str, str],
           output: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """Start `airflow standalone` in a process group of its own (output to the home's log)."""
+    """Start `airflow standalone` in a process group of its own (output to the home's log),
+    in the caller's session: with the embedded slapd (``etl.ldapserver.start_slapd``), so
+    that the tasks' niceness yields the CPU to it."""
     out = output or open(cfg.log_file, "ab")  # lives as long as the process
     return subprocess.Popen([airflow_program(), "standalone"], env=dict(env), cwd=cfg.home,
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            process_group=0)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> None:

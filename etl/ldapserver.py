@@ -761,13 +761,18 @@ def start_slapd(
         with open(_run_dir(dir) / "slapd.stderr", "wb") as err:
             # `-d none` keeps slapd in the foreground printing only errors, so startup and
             # runtime failures land in run/slapd.stderr (a detached slapd has no stderr, and
-            # no syslog runs here). Own session: a Ctrl-C on the caller does not reach it.
+            # no syslog runs here). Own process group: a Ctrl-C on the caller does not reach
+            # it. Not its own session: Linux's autogroup scheduling gives each session a
+            # group, and the CPU of a group competes with the other groups' whatever their
+            # tasks' niceness; slapd in a session of its own waited for the CPU behind the
+            # sync's reading and planning (both cores busy: 10x fewer commits per second,
+            # `python -m bench.sched`), in the caller's it comes first (ENTSYNC_NICE).
             proc = subprocess.Popen(
                 [slapd, "-d", "none", "-f", str(conf), "-h", " ".join(urls)],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
-                start_new_session=True,
+                process_group=0,
             )
         _children[proc.pid] = proc
         info = LdapServer(
