@@ -143,6 +143,17 @@ def _int_setting(name: str, raw: str | None, default: int, low: int, high: int |
     return n
 
 
+def _choice_setting(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
+    """An ``ENTSYNC_*`` variable taking one of ``choices`` (the first when unset or blank);
+    anything else is a ConfigError naming it."""
+    if raw is None or not raw.strip():
+        return choices[0]
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     landing: Path
@@ -162,6 +173,12 @@ class Settings:
     #: yields the CPU to the directory server when they share a machine, so that slapd's
     #: commits (and the ENT's readers) are not queued behind reading and planning
     nice: int = 10
+    #: how reading, validating and planning take the CPU (``ENTSYNC_CPU_POLICY``): ``idle``
+    #: runs them in Linux's ``SCHED_IDLE`` (they get a core only when nothing else wants it:
+    #: slapd's commits and the sync's own writes preempt them at once, where niceness 10 still
+    #: cost slapd 14-33 % of its adds, ``python -m bench.sched``), ``nice`` at ``nice`` only;
+    #: ``auto``: ``idle`` when the directory is on this machine (ldapi://, a loopback address)
+    cpu_policy: str = "auto"
     #: schools read per task (``ENTSYNC_READ_GROUP``): their validation rules run together
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
     #: workers
@@ -193,6 +210,8 @@ class Settings:
             statsd_prefix=e.get("ENTSYNC_STATSD_PREFIX") or "entsync",
             nice=_int_setting("ENTSYNC_NICE", e.get("ENTSYNC_NICE"), 10, 0, 19,
                               "a niceness, 0 to 19"),
+            cpu_policy=_choice_setting("ENTSYNC_CPU_POLICY", e.get("ENTSYNC_CPU_POLICY"),
+                                       ("auto", "idle", "nice")),
             read_group=_int_setting("ENTSYNC_READ_GROUP", e.get("ENTSYNC_READ_GROUP"), 16, 1,
                                     None, "a number of schools, 1 or more"),
             staging_keep_days=_int_setting(

@@ -16,12 +16,14 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
@@ -271,6 +273,15 @@ def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
                           schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
                           group: int | None = None) -> list[dict[str, Any]]:
+    """Read, normalize, validate and stage schools (``_read_validate_schools``), as CPU-bound
+    work (``cpu_bound``)."""
+    return cpu_bound(settings, _read_validate_schools, settings, academy_code, run_id, schools,
+                     dry_run, group)
+
+
+def _read_validate_schools(settings: Settings, academy_code: str, run_id: str,
+                           schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
+                           group: int | None = None) -> list[dict[str, Any]]:
     """Read, normalize and validate schools' documents and stage their tables (the CLI; in
     the DAG, each mapped task's group), ``group`` schools at a time (default
     ``settings.read_group``): each is read, then their GX column rules run once per table
@@ -577,7 +588,8 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     stage's numbers (changes by kind and operation) go to the run's metrics."""
     metrics.stage_start()
     t0 = time.monotonic()
-    out = _reconcile(settings, academy_code, run_id, schools, dry_run, mode, today)
+    out = cpu_bound(settings, _reconcile, settings, academy_code, run_id, schools, dry_run, mode,
+                    today)
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
         "changes": out["changes"],
@@ -1150,6 +1162,55 @@ def yield_cpu(settings: Settings) -> None:
             os.nice(settings.nice - now)
     except OSError:  # not allowed here: run as started
         pass
+
+
+_T = TypeVar("_T")
+
+
+def directory_is_local(url: str | None) -> bool:
+    """Whether the directory server runs on this machine: an ldapi:// socket or a loopback
+    address."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "ldapi":
+        return True
+    host = (parts.hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)``, CPU-bound batch work (reading, validating, planning), run so that it
+    takes a core only when nothing else wants it (``settings.cpu_policy``; ``auto``: when the
+    directory is on this machine): in a thread of its own in ``SCHED_IDLE`` (Linux's policy is
+    per thread), the caller's thread, which writes, left as it was. slapd's commits, which
+    every write waits for, then preempt the planning at once; at niceness 10 alone they
+    waited, with both cores busy, behind it (``python -m bench.sched``). A thread rather than
+    switching back: an unprivileged process may not leave ``SCHED_IDLE`` (RLIMIT_NICE)."""
+    policy = settings.cpu_policy
+    if policy == "auto":
+        policy = "idle" if directory_is_local(settings.ldap.url) else "nice"
+    if policy != "idle" or not hasattr(os, "SCHED_IDLE"):
+        return fn(*args)
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as e:  # not allowed here (a container's seccomp): run as started
+            log.debug("SCHED_IDLE refused (%s): CPU-bound work at the process's niceness", e)
+        try:
+            box["out"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            box["err"] = e
+
+    t = threading.Thread(target=body, name=f"entsync-{getattr(fn, '__name__', 'cpu')}",
+                         daemon=True)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]  # type: ignore[no-any-return]
 
 
 def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,

@@ -38,3 +38,57 @@ def test_the_sync_runs_at_niceness_10_unless_told() -> None:
 def test_a_niceness_out_of_range_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="ENTSYNC_NICE"):
         Settings.from_env({"ENTSYNC_NICE": bad})
+
+
+def test_cpu_policy_defaults_to_auto_and_refuses_anything_else() -> None:
+    assert Settings.from_env({}).cpu_policy == "auto"
+    assert Settings.from_env({"ENTSYNC_CPU_POLICY": " IDLE "}).cpu_policy == "idle"
+    assert Settings.from_env({"ENTSYNC_CPU_POLICY": "nice"}).cpu_policy == "nice"
+    with pytest.raises(ConfigError, match="ENTSYNC_CPU_POLICY"):
+        Settings.from_env({"ENTSYNC_CPU_POLICY": "realtime"})
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    ("ldap://127.0.0.1:3890", True), ("ldap://localhost", True), ("ldaps://[::1]:636", True),
+    ("ldapi://%2Frun%2Fslapd%2Fldapi", True), ("ldap://ldap.ent.example.fr", False),
+    ("ldaps://10.1.2.3:636", False), (None, False)])
+def test_a_directory_on_this_machine_is_told_by_its_url(url: str | None, local: bool) -> None:
+    from etl.pipeline import directory_is_local
+
+    assert directory_is_local(url) is local
+
+
+def _policy_in_cpu_bound(env: dict[str, str]) -> tuple[int, int]:
+    from etl.pipeline import cpu_bound
+
+    settings = Settings.from_env(env)
+    inside = cpu_bound(settings, os.sched_getscheduler, 0)
+    return inside, os.sched_getscheduler(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
+def test_cpu_bound_work_runs_in_sched_idle_when_the_directory_is_local() -> None:
+    """Reading and planning run in SCHED_IDLE, in a thread of their own: the caller's thread
+    (which writes) keeps its policy."""
+    caller = os.sched_getscheduler(0)
+    local = {"ENTSYNC_LDAP_URL": "ldap://127.0.0.1:3890"}
+    assert _policy_in_cpu_bound(local) == (os.SCHED_IDLE, caller)
+    assert _policy_in_cpu_bound({**local, "ENTSYNC_CPU_POLICY": "nice"}) == (caller, caller)
+    remote = {"ENTSYNC_LDAP_URL": "ldaps://ldap.ent.example.fr"}
+    assert _policy_in_cpu_bound(remote) == (caller, caller)
+    assert _policy_in_cpu_bound({**remote, "ENTSYNC_CPU_POLICY": "idle"}) == (os.SCHED_IDLE,
+                                                                               caller)
+
+
+def test_cpu_bound_gives_back_the_result_and_raises_the_error_in_the_caller() -> None:
+    from etl.errors import FileRejected
+    from etl.pipeline import cpu_bound
+
+    settings = Settings.from_env({"ENTSYNC_CPU_POLICY": "idle"})
+    assert cpu_bound(settings, lambda a, b: a + b, 2, 3) == 5
+
+    def fails() -> None:
+        raise FileRejected("f.xml", "bad")
+
+    with pytest.raises(FileRejected):
+        cpu_bound(settings, fails)
