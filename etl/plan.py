@@ -8,10 +8,11 @@ modify that finds none).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from etl.desired import DesiredEntry, content_hash
 
@@ -84,22 +85,25 @@ PLAN_FORMAT = "entsync-plan-lines/1"
 def plan_lines(header: Mapping[str, Any], changes: list[Change],
                size: int = 1 << 20) -> Iterator[bytes]:
     """The plan file's bytes, about ``size`` at a time: the header (with ``format`` and
-    ``change_count``) and the changes, one JSON document a line, in apply order (``changes``
-    must already be: ``apply_order``)."""
+    ``change_count``) and the changes, one JSON document a line (keys sorted, UTF-8), in apply
+    order (``changes`` must already be: ``apply_order``). Encoded by msgspec: the stdlib's
+    ``json.dumps`` was 9 s of a 400k-entry academy's first planning (py-spy), ~10x this."""
     head = {**header, "format": PLAN_FORMAT, "change_count": len(changes)}
-    buf = [json.dumps(head, sort_keys=True, ensure_ascii=False), "\n"]
-    n = 0
+    buf = bytearray(_ENCODER.encode(head))
+    buf += b"\n"
     for ch in changes:
-        text = json.dumps(ch.as_dict(), sort_keys=True, ensure_ascii=False)
-        buf.append(text)
-        buf.append("\n")
-        n += len(text)
-        if n >= size:
-            yield "".join(buf).encode("utf-8")
+        _ENCODER.encode_into(ch.as_dict(), buf, -1)
+        buf += b"\n"
+        if len(buf) >= size:
+            yield bytes(buf)
             buf.clear()
-            n = 0
     if buf:
-        yield "".join(buf).encode("utf-8")
+        yield bytes(buf)
+
+
+#: plan lines: JSON with sorted keys, as ``json.dumps(sort_keys=True)`` but compact and UTF-8
+_ENCODER = msgspec.json.Encoder(order="sorted")
+_DECODER = msgspec.json.Decoder()
 
 
 def read_plan(lines: Iterable[bytes]) -> tuple[dict[str, Any], Iterator[Change]]:
@@ -109,7 +113,7 @@ def read_plan(lines: Iterable[bytes]) -> tuple[dict[str, Any], Iterator[Change]]
     approval across an upgrade) is read too (its ``uids`` map set on the changes)."""
     it = iter(lines)
     first = next(it, b"")
-    header: dict[str, Any] = json.loads(first) if first.strip() else {}
+    header: dict[str, Any] = _DECODER.decode(first) if first.strip() else {}
     if isinstance(header.get("changes"), list):  # the older form, one document
         legacy = header.pop("changes")
         uids: dict[str, str] = header.pop("uids", None) or {}
@@ -130,7 +134,7 @@ def read_plan(lines: Iterable[bytes]) -> tuple[dict[str, Any], Iterator[Change]]
     def new() -> Iterator[Change]:
         for line in it:
             if line.strip():
-                yield Change.from_dict(json.loads(line))
+                yield Change.from_dict(_DECODER.decode(line))
 
     return header, new()
 
