@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.canonical import Tables, missing, records, tuples
+from etl.canonical import Tables, isin, missing, records, tuples
 from etl.config import Academy
 from etl.identity import IdentityRegistry
 from etl.matching import STAFF_PROFILES, Matcher
@@ -188,16 +188,16 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     pupils = active[active["profile"] == "ELV"]
     pupil_keys = set(pupils["person_key"])
     levels = {str(x) for x in academy.guardian_levels}
-    elig = links[links["level"].isin(levels) & links["pupil_key"].isin(pupil_keys)]
+    elig = links[links["level"].isin(levels) & isin(links["pupil_key"], pupil_keys)]
     elig_pairs: list[tuple[str, str]] = list(tuples(elig[["pupil_key", "guardian_key"]]))
     guardian_keys = set(elig["guardian_key"])
     del links, elig
     is_guardian = active["profile"] == "TUT"
     st.skipped["guardian_not_eligible"] = int((is_guardian
-                                               & ~active["person_key"].isin(guardian_keys)).sum())
+                                               & ~isin(active["person_key"], guardian_keys)).sum())
     st.skipped["pupil_left"] = int(len(persons) - len(persons[~persons["has_left"]
                                                              .fillna(False).astype(bool)]))
-    active = active[~is_guardian | active["person_key"].isin(guardian_keys)]
+    active = active[~is_guardian | isin(active["person_key"], guardian_keys)]
 
     # resolve identities (etl/matching.py): source keys and INE first, then the cross-school
     # rules; pupils before staff before guardians (a guardian may match through a pupil)

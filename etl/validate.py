@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from etl import canonical as C
-from etl.canonical import Tables
+from etl.canonical import Tables, isin
 from etl.errors import RecordRejected
 from etl.landing import uai_is_valid
 
@@ -333,11 +333,11 @@ def _reference_findings(frames: dict[str, pd.DataFrame], alive: dict[str, np.nda
     gl_alive = pd.Series(alive["guardian_links"], index=gl.index)
     m_has_code = m["code"].notna()
     is_pupil = (m["role"] == "pupil") & m["kind"].isin(["D", "G"])
-    in_structures = m["code"].isin(codes)
+    in_structures = isin(m["code"], codes)
     out: list[tuple[str, str, str, str, np.ndarray]] = [
         ("memberships", "unknown_person", "person_key", "no such person in the school",
-         _positions(m_alive & m["person_key"].notna() & ~m["person_key"].isin(
-             persons["person_key"].dropna()))),
+         _positions(m_alive & m["person_key"].notna() & ~isin(
+             m["person_key"], persons["person_key"].dropna()))),
         ("memberships", "unknown_division", "code",
          "no division or group {value} in the school's structures",
          _positions(m_alive & is_pupil & m_has_code & ~in_structures) if len(codes)
@@ -346,9 +346,9 @@ def _reference_findings(frames: dict[str, pd.DataFrame], alive: dict[str, np.nda
          "teacher linked to {value}, which is not in the school's structures",
          _positions(m_alive & (m["role"] == "teacher") & m_has_code & ~in_structures)),
         ("guardian_links", "unknown_pupil", "pupil_key", "no such pupil in the school",
-         _positions(gl_alive & gl["pupil_key"].notna() & ~gl["pupil_key"].isin(pupils))),
+         _positions(gl_alive & gl["pupil_key"].notna() & ~isin(gl["pupil_key"], pupils))),
         ("guardian_links", "unknown_guardian", "guardian_key", "no such guardian in the school",
-         _positions(gl_alive & gl["guardian_key"].notna() & ~gl["guardian_key"].isin(guardians))),
+         _positions(gl_alive & gl["guardian_key"].notna() & ~isin(gl["guardian_key"], guardians))),
     ]
     return out
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from etl import canonical as C
 from etl.canonical import Tables, frame, missing, records, tuples, values
@@ -56,3 +59,22 @@ def test_concat_keeps_categories_of_different_files() -> None:
     assert isinstance(out["profile"].dtype, pd.CategoricalDtype)
     assert values(out["profile"]) == ["ELV", "ELV", "TUT"]
     assert values(out["line"]) == [12, None, 3]
+
+
+@pytest.mark.parametrize("values", [
+    ["a", "c"], {"a", "zz"}, ("c", None), [], [float("nan"), "b"],
+    pd.Series(["b", None, "a"], dtype="str"), pd.Series(["c"], dtype="str"),
+    pd.Series([], dtype="str"), pd.Series([1, 2]),
+])
+def test_isin_answers_as_pandas_does(values: Any) -> None:
+    """etl.canonical.isin, pyarrow's is_in on the tables' string columns, gives pandas'
+    Series.isin answers, missing values included."""
+    from etl.canonical import isin
+
+    col = pd.Series(["a", "b", None, "c", "a", None], dtype="str")
+    expected = col.isin(list(values) if not isinstance(values, pd.Series) else values)
+    got = isin(col, values)
+    assert isinstance(got, np.ndarray) and got.dtype == bool
+    assert got.tolist() == expected.tolist()
+    other = pd.Series([1, 2, None], dtype="float64")  # not a string column: pandas itself
+    assert isin(other, [1.0]).tolist() == other.isin([1.0]).tolist()
