@@ -242,6 +242,23 @@ def test_slaptest_accepts_the_rendered_conf(slapd: LdapServer) -> None:
 
 
 @pytest.mark.ldap
+def test_slapd_stays_in_the_callers_session_in_a_process_group_of_its_own(
+        tmp_path: Path) -> None:
+    """In the caller's session: Linux's autogroup scheduling makes a group of each session, and
+    in a session of its own slapd waited for the CPU behind the sync's reading and planning
+    whatever their niceness (``python -m bench.sched``). In its own process group: a Ctrl-C
+    on the caller does not stop it."""
+    folder = tmp_path / "session-slapd"
+    start_slapd(folder)
+    try:
+        pid = int((folder / "run" / "slapd.pid").read_text())
+        assert os.getsid(pid) == os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+    finally:
+        stop_slapd(folder)
+
+
+@pytest.mark.ldap
 def test_start_stop_restart_is_idempotent_and_keeps_data(tmp_path: Path) -> None:
     folder = tmp_path / "own-slapd"
     first = start_slapd(folder)
