@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from etl.config import Academy
@@ -178,17 +178,19 @@ class GuardResult:
 
 
 def school_accounts(s: Session, academy: str, uais: Iterable[str]) -> dict[str, int]:
-    """Active accounts written per main school (the guards' denominator)."""
-    out: dict[str, int] = defaultdict(int)
-    # streamed, a thousand rows at a time: every account's attributes of the academy at once
-    # were a planning peak (an academy's worth of parsed JSON, for one attribute)
-    rows = s.execute(select(Entry.uai, Entry.attrs).where(
-        Entry.academy == academy, Entry.kind == "person", Entry.uai.in_(list(uais)))
-        .execution_options(yield_per=1000))
-    for uai, attrs in rows:
-        if uai and attrs.get("entSyncStatus") != ["DISABLED"]:
-            out[uai] += 1
-    return out
+    """Active accounts written per main school (the guards' denominator), counted by the
+    database: the status is read from the stored attributes there (SQLite's ``json_extract``,
+    PostgreSQL's ``#>>``). Parsing every account's attributes here to read one of them was
+    1.5 s of a 0.1-scale academy's delta planning (py-spy), ten times that at region scale."""
+    first = Entry.attrs[("entSyncStatus", 0)].as_string()
+    second = Entry.attrs[("entSyncStatus", 1)].as_string()
+    # active: anything but exactly ["DISABLED"] (as ``attrs.get("entSyncStatus") !=
+    # ["DISABLED"]`` reads it: no status, another status, or more than one value)
+    active = or_(first.is_(None), first != "DISABLED", second.is_not(None))
+    rows = s.execute(select(Entry.uai, func.count()).where(
+        Entry.academy == academy, Entry.kind == "person", Entry.uai.in_(list(uais)),
+        Entry.uai.is_not(None), Entry.uai != "", active).group_by(Entry.uai))
+    return {uai: int(n) for uai, n in rows}
 
 
 def evaluate_guards(academy: Academy, changes: list[Change], s: Session,

@@ -80,3 +80,35 @@ def test_a_held_plan_is_applied_from_the_very_bytes_that_were_hashed(tmp_path: P
     assert header["uai"] == "X" and list(back) == changes
     # a missing plan hashes as no bytes (never as the plan shown)
     assert pipeline._spool(st, "r/held/Y.json", io.BytesIO()) == hashlib.sha256().hexdigest()
+
+
+def test_school_accounts_counts_what_is_not_exactly_disabled(state_url: str) -> None:
+    """The guards' denominator, counted in SQL from the stored JSON: the same answer as
+    reading ``attrs["entSyncStatus"]`` in Python, on SQLite and on PostgreSQL."""
+    from etl.lifecycle import school_accounts
+
+    statuses: list[list[str] | None] = [["ACTIVE"], ["DISABLED"], None, [], ["DISABLED", "X"],
+                                        ["ACTIVE"], ["DISABLED"], ["OTHER"]]
+    rows = []
+    for i, st in enumerate(statuses * 3):
+        uai = ("0671234X", "0681234Y", "0691234Z")[i % 3]
+        attrs: dict[str, list[str]] = {"uid": [f"u{i}"]}
+        if st is not None:
+            attrs["entSyncStatus"] = st
+        rows.append((f"uid=u{i},ou=people,{BASE}", uai, "person", attrs))
+    rows.append((f"cn=c1,ou=groups,{BASE}", "0671234X", "class", {"cn": ["c1"]}))
+    rows.append((f"uid=other,ou=people,{BASE}", "0671234X", "person", {"uid": ["other"]}))
+    Session = session_factory(state_url)
+    with Session() as s, s.begin():
+        for dn, uai, kind, attrs in rows:
+            s.add(Entry(dn=dn, academy="ac-x" if "other" not in dn else "ac-y", uai=uai,
+                        kind=kind, uid=None, content_hash=content_hash(attrs), attrs=attrs))
+    expected: dict[str, int] = {}
+    for dn, uai, kind, attrs in rows:
+        if kind == "person" and "other" not in dn and attrs.get("entSyncStatus") != ["DISABLED"]:
+            expected[uai] = expected.get(uai, 0) + 1
+    with Session() as s:
+        got = school_accounts(s, "ac-x", ["0671234X", "0681234Y", "0691234Z", "0000000A"])
+        assert got == expected
+        assert sum(got.values()) == 18  # 24 accounts, 6 exactly disabled
+        assert school_accounts(s, "ac-x", ["0671234X"]) == {"0671234X": expected["0671234X"]}
