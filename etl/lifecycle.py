@@ -190,7 +190,7 @@ def school_accounts(s: Session, academy: str, uais: Iterable[str]) -> dict[str, 
     rows = s.execute(select(Entry.uai, func.count()).where(
         Entry.academy == academy, Entry.kind == "person", Entry.uai.in_(list(uais)),
         Entry.uai.is_not(None), Entry.uai != "", active).group_by(Entry.uai))
-    return {uai: int(n) for uai, n in rows}
+    return {str(uai): int(n) for uai, n in rows}
 
 
 def evaluate_guards(academy: Academy, changes: list[Change], s: Session,
