@@ -40,10 +40,14 @@ class DesiredEntry:
     uai: str | None
     attrs: dict[str, list[str]]
     uid: str | None = None
+    #: the content hash, kept by ``preserve_other_schools`` for an entry it found equal to
+    #: what is stored (an entry nothing changes afterwards) so that planning does not hash it
+    #: a second time; None: not known
+    hash_memo: str | None = None
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.attrs)
+        return self.hash_memo if self.hash_memo is not None else content_hash(self.attrs)
 
 
 def content_hash(attrs: dict[str, list[str]]) -> str:

@@ -27,7 +27,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from etl.config import Academy
-from etl.desired import PLACEHOLDER_MEMBER_RDN, DesiredEntry, placeholder_member
+from etl.desired import PLACEHOLDER_MEMBER_RDN, DesiredEntry, content_hash, placeholder_member
 from etl.plan import Change
 from etl.state.models import Account, Entry, Identity, SchoolState
 
@@ -324,7 +324,14 @@ def preserve_other_schools(s: Session, targets: dict[str, DesiredEntry],
         part = {e.dn: e for e in people[i:i + PRESERVE_BATCH]}
         stored = s.execute(select(Entry.dn, Entry.content_hash)
                            .where(Entry.dn.in_(list(part)))).all()
-        stale = [dn for dn, h in stored if h != part[dn].content_hash]
+        stale = []
+        for dn, h in stored:
+            e = part[dn]
+            mine = content_hash(e.attrs)
+            if h == mine:
+                e.hash_memo = mine  # equal to what is stored: nothing below changes it
+            else:
+                stale.append(dn)
         if not stale:
             continue
         for dn, cur in s.execute(select(Entry.dn, Entry.attrs)

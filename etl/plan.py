@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from etl.desired import DesiredEntry, content_hash
+from etl.desired import DesiredEntry
 
 #: attributes holding one value: replaced whole; all others diffed value by value
 SINGLE_VALUED = frozenset({
@@ -209,7 +209,7 @@ def plan_changes_lazy(desired: Mapping[str, DesiredEntry],
             if cur_hash is None:
                 changes.append(Change("add", dn, e.kind, e.uai, "create", attrs=e.attrs,
                                       after=e.attrs, uid=e.uid))
-            elif cur_hash != content_hash(e.attrs):
+            elif cur_hash != e.content_hash:
                 stale.append(dn)
         if not stale:
             continue
