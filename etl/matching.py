@@ -193,26 +193,38 @@ class Matcher:
         self._mem[k][uid] = self._mem[k].get(uid, set()) | strong
 
     def flush(self) -> None:
-        """Persist the keys seen in this run (merged with what was known), in bulk."""
-        from sqlalchemy import insert
+        """Persist the keys seen in this run (merged with what was known), in bulk: rows read
+        and written with Core statements (loading every key of the academy as ORM objects was
+        most of this on a night that re-reads every school)."""
+        from sqlalchemy import and_, bindparam, insert, update
 
         keys = sorted({key for (_kind, key) in self._mem})
-        existing: dict[tuple[str, str, str], MatchKey] = {}
+        existing: dict[tuple[str, str, str], list[str]] = {}
         for i in range(0, len(keys), 500):
-            for found in self.s.scalars(select(MatchKey).where(
-                    MatchKey.academy == self.academy, MatchKey.key.in_(keys[i:i + 500]))):
-                existing[(found.kind, found.key, found.uid)] = found
+            for kind, key, uid, strong in self.s.execute(
+                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong).where(
+                        MatchKey.academy == self.academy, MatchKey.key.in_(keys[i:i + 500]))):
+                existing[(kind, key, uid)] = list(strong or [])
         new: list[dict[str, Any]] = []
+        grown: list[dict[str, Any]] = []
         for (kind, key), uids in self._mem.items():
             for uid, strong in uids.items():
-                row = existing.get((kind, key, uid))
-                if row is None:
+                had = existing.get((kind, key, uid))
+                if had is None:
                     new.append({"academy": self.academy, "kind": kind, "key": key, "uid": uid,
                                 "strong": sorted(strong), "run_id": self.run_id})
-                elif not strong <= set(row.strong or []):
-                    row.strong = sorted(set(row.strong or []) | strong)
+                elif not strong <= set(had):
+                    grown.append({"k_kind": kind, "k_key": key, "k_uid": uid,
+                                  "strong": sorted(set(had) | strong)})
+        t = table(MatchKey)
         if new:
-            self.s.execute(insert(table(MatchKey)), new)  # Core: no ORM bulk path
+            self.s.execute(insert(t), new)  # Core: no ORM bulk path
+        if grown:
+            self.s.execute(update(t).where(and_(
+                t.c.academy == self.academy, t.c.kind == bindparam("k_kind"),
+                t.c.key == bindparam("k_key"), t.c.uid == bindparam("k_uid")))
+                .values(strong=bindparam("strong")).execution_options(synchronize_session=False),
+                grown)
         if self._known is not None:  # what was just written is known from now on
             for (kind, key), uids in self._mem.items():
                 for uid, strong in uids.items():

@@ -127,3 +127,43 @@ def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None
     # undo of the merge puts the directory back as it was
     undo_run(env, res["run_id"])
     assert dump(server) == before
+
+
+def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
+    """The match keys a run saw are stored: new ones added, a known one's strong evidence
+    (hashed e-mail, mobile, pupils) grown with tonight's, never shrunk; other rows untouched."""
+    from sqlalchemy import select
+
+    from etl.matching import Matcher, match_key
+    from etl.state.db import session_factory
+    from etl.state.models import MatchKey
+
+    def guardian(email: str | None, mobile: str | None = None) -> dict:
+        return {"profile": "TUT", "person_key": "k1", "last_name": "Martin",
+                "first_name": "Anne", "email": email, "mobile": mobile}
+
+    staff = {"profile": "ENS", "person_key": "s1", "last_name": "Durand",
+             "first_name": "Paul", "birth_date": "1970-01-02"}
+    Session = session_factory(state_url)
+    with Session() as s, s.begin():
+        m = Matcher(s, ACADEMY, "run-1")
+        m.remember(guardian("a@x.fr"), "u1", ["p1"])
+        m.remember(staff, "u2")
+        m.flush()
+    with Session() as s, s.begin():
+        m = Matcher(s, ACADEMY, "run-2")
+        m.remember(guardian("b@x.fr", "0612345678"), "u1")
+        m.remember(guardian(None), "u3")  # same name, another account: a new row
+        m.remember(staff, "u2")  # nothing new: unchanged
+        m.flush()
+    with Session() as s:
+        rows = {(r.kind, r.uid): (r.key, sorted(r.strong), r.run_id)
+                for r in s.scalars(select(MatchKey))}
+    gkey = match_key(guardian(None))
+    assert gkey is not None
+    assert set(rows) == {("guardian", "u1"), ("guardian", "u3"), ("staff", "u2")}
+    key, strong, run = rows[("guardian", "u1")]
+    assert key == gkey[1] and run == "run-1" and "pupil:p1" in strong and len(strong) == 4
+    assert {t.split(":")[0] for t in strong} == {"email", "mobile", "pupil"}
+    assert rows[("guardian", "u3")][1:] == ([], "run-2")
+    assert rows[("staff", "u2")][1:] == ([], "run-1")
