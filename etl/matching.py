@@ -201,10 +201,10 @@ class Matcher:
         keys = sorted({key for (_kind, key) in self._mem})
         existing: dict[tuple[str, str, str], list[str]] = {}
         for i in range(0, len(keys), 500):
-            for kind, key, uid, strong in self.s.execute(
+            for row in self.s.execute(
                     select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong).where(
                         MatchKey.academy == self.academy, MatchKey.key.in_(keys[i:i + 500]))):
-                existing[(kind, key, uid)] = list(strong or [])
+                existing[(row.kind, row.key, row.uid)] = list(row.strong or [])
         new: list[dict[str, Any]] = []
         grown: list[dict[str, Any]] = []
         for (kind, key), uids in self._mem.items():
