@@ -92,3 +92,34 @@ def test_cpu_bound_gives_back_the_result_and_raises_the_error_in_the_caller() ->
 
     with pytest.raises(FileRejected):
         cpu_bound(settings, fails)
+
+
+def test_cpu_bound_defers_full_collections_and_collects_once_at_the_end() -> None:
+    """Inside a CPU-bound stage the cyclic GC makes no automatic full collection; the
+    thresholds come back after, and a cycle that became garbage inside is collected by the
+    stage's end, not left for later."""
+    import gc
+    import weakref
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    before = gc.get_threshold()
+    seen: dict[str, object] = {}
+
+    def stage() -> None:
+        seen["threshold"] = gc.get_threshold()
+        n = Node()
+        gc.collect()  # into the oldest generation: only a full collection frees it now
+        seen["ref"] = weakref.ref(n)
+        del n
+
+    gc.collect()
+    from etl.pipeline import cpu_bound
+
+    cpu_bound(Settings.from_env({"ENTSYNC_CPU_POLICY": "nice"}), stage)
+    assert seen["threshold"][:2] == before[:2]  # type: ignore[index]
+    assert seen["threshold"][2] >= 1_000_000  # type: ignore[index]
+    assert gc.get_threshold() == before
+    assert seen["ref"]() is None  # type: ignore[operator]
