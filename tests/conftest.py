@@ -41,9 +41,10 @@ PG_ADMIN_URL = os.environ.get("ENTSYNC_TEST_PG_URL",
 
 
 @contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards); its URL. Skips the test on a
-    machine without PostgreSQL, except in CI (CI set), where that fails the test."""
+def fresh_pg_database(encoding: str | None = None) -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards; in ``encoding`` when given);
+    its URL. Skips the test on a machine without PostgreSQL, except in CI (CI set), where
+    that fails the test."""
     from sqlalchemy import create_engine, text
 
     from etl.state.db import dispose_all
@@ -58,7 +59,9 @@ def fresh_pg_database() -> Iterator[str]:
         pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL}: {e}")
     name = f"entsync_test_{secrets.token_hex(4)}"
     with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
+        extra = (f" ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+                 if encoding else "")
+        c.execute(text(f'CREATE DATABASE "{name}"{extra}'))
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:

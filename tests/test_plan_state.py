@@ -112,3 +112,39 @@ def test_school_accounts_counts_what_is_not_exactly_disabled(state_url: str) -> 
         assert got == expected
         assert sum(got.values()) == 18  # 24 accounts, 6 exactly disabled
         assert school_accounts(s, "ac-x", ["0671234X"]) == {"0671234X": expected["0671234X"]}
+
+
+def test_json_columns_round_trip_any_script_and_older_text(state_url: str) -> None:
+    """The JSON columns are written by msgspec (UTF-8) on a UTF-8 database and read back as
+    written, whatever the script; text an older ``json.dumps`` wrote (``\\u`` escapes, NaN)
+    still reads."""
+    import json
+
+    from sqlalchemy import text
+
+    from etl.state.db import json_dumps_ascii, json_dumps_utf8, json_loads
+
+    attrs = {"cn": ["Łukasz Nguyễn Thị", "Zoë O'Brien"], "sn": ["日本", "\\\"x\""],
+             "empty": [], "n": [1, 2.5, None, True]}
+    assert json_loads(json_dumps_utf8(attrs)) == attrs == json_loads(json_dumps_ascii(attrs))
+    assert json_dumps_ascii(attrs).isascii() and not json_dumps_utf8(attrs).isascii()
+    assert json.loads(json_dumps_utf8(attrs)) == attrs
+    import numpy as np
+
+    assert json_loads(json_dumps_utf8({"share": np.float64(0.25), "n": np.int64(3)})) == {
+        "share": 0.25, "n": 3}
+    nan = json_loads(json.dumps({"x": float("nan")}))["x"]
+    assert nan != nan
+    Session = session_factory(state_url)
+    with Session() as s, s.begin():
+        s.add(Entry(dn="uid=a", academy="ac-x", uai=None, kind="person", uid="a",
+                    content_hash="h", attrs=attrs))
+    with Session() as s:
+        assert s.get(Entry, "uid=a").attrs == attrs  # type: ignore[union-attr]
+        raw = s.execute(text("SELECT attrs FROM entries WHERE dn = 'uid=a'")).scalar()
+        assert "Łukasz" in str(raw)  # UTF-8 as such (SQLite, PostgreSQL in UTF8)
+        s.execute(text("UPDATE entries SET attrs = :t WHERE dn = 'uid=a'"),
+                  {"t": json.dumps(attrs)})  # as an older version wrote it
+        s.commit()
+    with Session() as s:
+        assert s.get(Entry, "uid=a").attrs == attrs  # type: ignore[union-attr]
