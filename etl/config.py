@@ -143,6 +143,14 @@ def _int_setting(name: str, raw: str | None, default: int, low: int, high: int |
     return n
 
 
+def _slots_setting(raw: str | None) -> int:
+    from etl.cpuslots import default_slots
+
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return default_slots()
+    return _int_setting("ENTSYNC_CPU_SLOTS", raw, 0, 0, 1024, "auto or a number, 0: no limit")
+
+
 def _choice_setting(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
     """An ``ENTSYNC_*`` variable taking one of ``choices`` (the first when unset or blank);
     anything else is a ConfigError naming it."""
@@ -179,6 +187,10 @@ class Settings:
     #: cost slapd 14-33 % of its adds, ``python -m bench.sched``), ``nice`` at ``nice`` only;
     #: ``auto``: ``idle`` when the directory is on this machine (ldapi://, a loopback address)
     cpu_policy: str = "auto"
+    #: CPU-bound stages (reading, validating, planning) running at once on this machine,
+    #: whichever processes run them (``ENTSYNC_CPU_SLOTS``; ``auto``: one per core; 0: no
+    #: limit): ``etl.cpuslots``
+    cpu_slots: int = 0
     #: schools read per task (``ENTSYNC_READ_GROUP``): their validation rules run together
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
     #: workers
@@ -212,6 +224,7 @@ class Settings:
                               "a niceness, 0 to 19"),
             cpu_policy=_choice_setting("ENTSYNC_CPU_POLICY", e.get("ENTSYNC_CPU_POLICY"),
                                        ("auto", "idle", "nice")),
+            cpu_slots=_slots_setting(e.get("ENTSYNC_CPU_SLOTS")),
             read_group=_int_setting("ENTSYNC_READ_GROUP", e.get("ENTSYNC_READ_GROUP"), 16, 1,
                                     None, "a number of schools, 1 or more"),
             staging_keep_days=_int_setting(

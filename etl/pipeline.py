@@ -1196,20 +1196,25 @@ def full_collections_deferred() -> Iterator[None]:
     2.3 s of collections in a 0.1-scale academy's 18 s delta night, 3.4 s of its initial
     load), and a full collection's cost grows with the heap. Young collections still run
     (short-lived cycles go at once); cycles that grew old wait for the collection made here
-    when the stage ends."""
+    when the stage ends (if the default thresholds would have made one by then: a small
+    stage, a test's, makes none)."""
     t0, t1, t2 = gc.get_threshold()
     gc.set_threshold(t0, t1, max(t2, _FULL_GC_DEFERRED))
     try:
         yield
     finally:
         gc.set_threshold(t0, t1, t2)
-        gc.collect()
+        if gc.get_count()[2] >= t2:  # a full collection was due: the stage's one, now
+            gc.collect()
 
 
 def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)``, a CPU-bound stage: at low CPU priority (``_cpu_bound``) and without the
-    cyclic GC's automatic full collections (``full_collections_deferred``)."""
-    with full_collections_deferred():
+    """``fn(*args)``, a CPU-bound stage: in one of the machine's CPU slots
+    (``etl.cpuslots``), at low CPU priority (``_cpu_bound``) and without the cyclic GC's
+    automatic full collections (``full_collections_deferred``)."""
+    from etl.cpuslots import cpu_slot
+
+    with cpu_slot(settings.cpu_slots), full_collections_deferred():
         return _cpu_bound(settings, fn, *args)
 
 
@@ -1255,9 +1260,14 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
         disc = discover_files(settings, academy_code, run_id, schools)
-        results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
-                                        dry_run)
-        rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
+        from etl.cpuslots import cpu_slot
+
+        # one CPU slot from reading to the plan: an academy that has read is not kept from
+        # planning (and from its first write) by one that has not
+        with cpu_slot(settings.cpu_slots):
+            results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
+                                            dry_run)
+            rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
         app = apply_plan(settings, academy_code, run_id, rec["plan"], results, dry_run, workers)
         return finish_run(settings, academy_code, run_id, disc, results, rec, app, dry_run)
     except BaseException as e:

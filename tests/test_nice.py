@@ -114,6 +114,9 @@ def test_cpu_bound_defers_full_collections_and_collects_once_at_the_end() -> Non
         gc.collect()  # into the oldest generation: only a full collection frees it now
         seen["ref"] = weakref.ref(n)
         del n
+        keep = [(i,) for i in range(1_000_000)]  # a stage's worth of objects made
+        seen["full_due"] = gc.get_count()[2] >= before[2]
+        del keep
 
     gc.collect()
     from etl.pipeline import cpu_bound
@@ -122,4 +125,4 @@ def test_cpu_bound_defers_full_collections_and_collects_once_at_the_end() -> Non
     assert seen["threshold"][:2] == before[:2]  # type: ignore[index]
     assert seen["threshold"][2] >= 1_000_000  # type: ignore[index]
     assert gc.get_threshold() == before
-    assert seen["ref"]() is None  # type: ignore[operator]
+    assert seen["full_due"] and seen["ref"]() is None  # type: ignore[operator]

@@ -1,0 +1,93 @@
+"""CPU slots: at most N CPU-bound stages (reading, validating, planning) at once on a machine,
+whichever processes run them (the academies' syncs, the DAGs' tasks).
+
+Three academies starting at once on two cores each got two thirds of a core: all three reached
+their first write late, and the directory server sat idle until the first did. With a slot per
+core, two academies read and plan at full speed and the third waits its turn (while the first
+ones write), so the directory's writes start sooner; the planning memory peaks of at most N
+academies add up on the machine, not of all of them.
+
+A slot is an advisory lock (``flock``) on one of N files in a directory of this machine: the
+kernel releases it when its holder exits however it exits, so a killed task never leaves a
+slot taken.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+#: how often a waiting process tries the slots again
+POLL_S = 0.05
+
+_held = threading.local()
+
+
+def _depth() -> int:
+    """Slots this thread holds, nested (0 or 1 taken, more re-entered)."""
+    return int(getattr(_held, "depth", 0))
+
+
+def default_slots() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"entsync-cpu-slots-{os.getuid()}"
+
+
+def _try_one(folder: Path, n: int) -> IO[bytes] | None:
+    start = os.getpid() % n  # processes start their search at different slots
+    for i in range(n):
+        f = (folder / f"slot-{(start + i) % n}").open("ab")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            continue
+        return f
+    return None
+
+
+@contextmanager
+def cpu_slot(slots: int, folder: Path | None = None) -> Iterator[float]:
+    """Hold one of ``slots`` machine-wide CPU slots while the block runs; yields the seconds
+    waited for it. ``slots`` 0: no limit. Re-entrant in a thread (a stage inside a stage
+    holding one takes no second slot)."""
+    if slots <= 0 or _depth():
+        _held.depth = _depth() + 1
+        try:
+            yield 0.0
+        finally:
+            _held.depth -= 1
+        return
+    d = folder or default_dir()
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    f = _try_one(d, slots)
+    while f is None:
+        time.sleep(POLL_S)
+        f = _try_one(d, slots)
+    waited = time.monotonic() - t0
+    if waited > 1:
+        log.info("waited %.1f s for a CPU slot (%d on this machine)", waited, slots)
+    _held.depth = 1
+    try:
+        yield waited
+    finally:
+        _held.depth = 0
+        f.close()  # closing the file releases the lock

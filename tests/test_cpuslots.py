@@ -1,0 +1,76 @@
+"""CPU slots (``etl.cpuslots``): at most N CPU-bound stages at once on the machine, across
+processes; a slot freed however its holder ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from etl.config import Settings
+from etl.cpuslots import cpu_slot, default_slots
+from etl.errors import ConfigError
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from etl.cpuslots import cpu_slot
+folder, slots, hold = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+with cpu_slot(slots, folder):
+    start = time.time()
+    print("holding", flush=True)
+    time.sleep(hold)
+    print(f"{start} {time.time()}", flush=True)
+"""
+
+
+def _holder(folder: Path, slots: int, hold: float) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), str(slots), str(hold)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_at_most_n_processes_hold_a_slot_at_once(tmp_path: Path) -> None:
+    procs = [_holder(tmp_path, 2, 0.6) for _ in range(5)]
+    spans = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        start, end = map(float, out.splitlines()[-1].split())
+        spans.append((start, end))
+    # at every holder's start, how many held a slot (itself included)
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2
+    assert max(e for _, e in spans) - min(s for s, _ in spans) >= 3 * 0.6 * 0.9  # 5 in 3 turns
+
+
+def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
+    p = _holder(tmp_path, 1, 60)
+    assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+    t0 = time.monotonic()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    with cpu_slot(1, tmp_path) as waited:
+        assert waited < 5
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_thread_holding_a_slot_takes_no_second_one(tmp_path: Path) -> None:
+    with cpu_slot(1, tmp_path) as w1:
+        with cpu_slot(1, tmp_path) as w2:  # one slot on the machine: would wait for ever
+            assert w1 < 1 and w2 == 0.0
+    with cpu_slot(0, tmp_path) as w:  # no limit
+        assert w == 0.0
+
+
+def test_slots_setting() -> None:
+    assert Settings.from_env({}).cpu_slots == default_slots() >= 1
+    assert Settings.from_env({"ENTSYNC_CPU_SLOTS": "auto"}).cpu_slots == default_slots()
+    assert Settings.from_env({"ENTSYNC_CPU_SLOTS": "0"}).cpu_slots == 0
+    assert Settings.from_env({"ENTSYNC_CPU_SLOTS": "3"}).cpu_slots == 3
+    with pytest.raises(ConfigError, match="ENTSYNC_CPU_SLOTS"):
+        Settings.from_env({"ENTSYNC_CPU_SLOTS": "many"})
