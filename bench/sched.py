@@ -34,6 +34,7 @@ from etl.ldapserver import LdapServer, start_slapd, stop_slapd
 
 BUSY = {
     "nice 10": "import os; os.nice(10)\nwhile True: pass",
+    "nice 19": "import os; os.nice(19)\nwhile True: pass",
     "SCHED_IDLE": ("import os; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
                    "while True: pass"),
 }

@@ -1,11 +1,12 @@
-"""CPU slots: at most N CPU-bound stages (reading, validating, planning) at once on a machine,
-whichever processes run them (the academies' syncs, the DAGs' tasks).
+"""CPU slots: N CPU-bound stages (reading, validating, planning) at a time on a machine go
+first, whichever processes run them (the academies' syncs, the DAGs' tasks).
 
 Three academies starting at once on two cores each got two thirds of a core: all three reached
 their first write late, and the directory server sat idle until the first did. With a slot per
-core, two academies read and plan at full speed and the third waits its turn (while the first
-ones write), so the directory's writes start sooner; the planning memory peaks of at most N
-academies add up on the machine, not of all of them.
+core, two academies read and plan at full speed; a stage that finds no slot free runs on what
+they leave (``etl.pipeline.cpu_bound``: at the lowest priority), so the directory's writes
+start sooner and yet no core idles while work is left (a stage waiting for a slot would idle
+one when the last academies are the largest).
 
 A slot is an advisory lock (``flock``) on one of N files in a directory of this machine: the
 kernel releases it when its holder exits however it exits, so a killed task never leaves a
@@ -64,14 +65,18 @@ def _try_one(folder: Path, n: int) -> IO[bytes] | None:
 
 
 @contextmanager
-def cpu_slot(slots: int, folder: Path | None = None) -> Iterator[float]:
-    """Hold one of ``slots`` machine-wide CPU slots while the block runs; yields the seconds
-    waited for it. ``slots`` 0: no limit. Re-entrant in a thread (a stage inside a stage
-    holding one takes no second slot)."""
-    if slots <= 0 or _depth():
-        _held.depth = _depth() + 1
+def cpu_slot(slots: int, folder: Path | None = None,
+             wait: bool = True) -> Iterator[bool | None]:
+    """Hold one of ``slots`` machine-wide CPU slots while the block runs; yields True when
+    held, False when ``wait`` is off and every slot was taken, None when there is no limit
+    (``slots`` 0). Re-entrant in a thread: a stage inside a stage holding a slot holds it."""
+    if slots <= 0:
+        yield None
+        return
+    if _depth():
+        _held.depth += 1
         try:
-            yield 0.0
+            yield True
         finally:
             _held.depth -= 1
         return
@@ -79,15 +84,18 @@ def cpu_slot(slots: int, folder: Path | None = None) -> Iterator[float]:
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     t0 = time.monotonic()
     f = _try_one(d, slots)
-    while f is None:
+    while f is None and wait:
         time.sleep(POLL_S)
         f = _try_one(d, slots)
+    if f is None:
+        yield False
+        return
     waited = time.monotonic() - t0
     if waited > 1:
         log.info("waited %.1f s for a CPU slot (%d on this machine)", waited, slots)
     _held.depth = 1
     try:
-        yield waited
+        yield True
     finally:
         _held.depth = 0
         f.close()  # closing the file releases the lock

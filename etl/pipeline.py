@@ -1209,35 +1209,53 @@ def full_collections_deferred() -> Iterator[None]:
 
 
 def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)``, a CPU-bound stage: in one of the machine's CPU slots
-    (``etl.cpuslots``), at low CPU priority (``_cpu_bound``) and without the cyclic GC's
-    automatic full collections (``full_collections_deferred``)."""
+    """``fn(*args)``, a CPU-bound stage: first or last in line for the CPU depending on
+    whether it holds one of the machine's CPU slots (``etl.cpuslots``), and without the
+    cyclic GC's automatic full collections (``full_collections_deferred``)."""
     from etl.cpuslots import cpu_slot
 
-    with cpu_slot(settings.cpu_slots), full_collections_deferred():
-        return _cpu_bound(settings, fn, *args)
+    with cpu_slot(settings.cpu_slots, wait=False) as held, full_collections_deferred():
+        return _cpu_bound(settings, fn, held, *args)
 
 
-def _cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)``, CPU-bound batch work (reading, validating, planning), run so that it
-    takes a core only when nothing else wants it (``settings.cpu_policy``; ``auto``: when the
-    directory is on this machine): in a thread of its own in ``SCHED_IDLE`` (Linux's policy is
-    per thread), the caller's thread, which writes, left as it was. slapd's commits, which
-    every write waits for, then preempt the planning at once; at niceness 10 alone they
-    waited, with both cores busy, behind it (``python -m bench.sched``). A thread rather than
-    switching back: an unprivileged process may not leave ``SCHED_IDLE`` (RLIMIT_NICE)."""
+#: niceness of a CPU-bound stage's thread: the lowest of the normal policy (weight 15 against
+#: slapd's 1024 and the writers' 110 at niceness 10)
+STAGE_NICE = 19
+
+
+def _cpu_bound(settings: Settings, fn: Callable[..., _T], held: bool | None,
+               *args: Any) -> _T:
+    """``fn(*args)`` in a thread of its own at the stage's priority, the caller's thread (which
+    writes) left as it was (Linux's niceness and policy are per thread):
+
+    - the directory on this machine (``settings.cpu_policy`` ``idle``; ``auto``: ldapi://, a
+      loopback address): a stage holding a CPU slot runs at niceness 19, one without in
+      ``SCHED_IDLE`` (a core only when nothing else wants it). slapd's commits, which every
+      write waits for, and the sync's writes preempt both: at niceness 10 alone they waited,
+      with both cores busy, behind the planning (``python -m bench.sched``, where slapd's own
+      session puts niceness 10, 19 and ``SCHED_IDLE`` alike at 1.00-1.03);
+    - elsewhere (``nice``): a stage holding a slot at the process's niceness
+      (``ENTSYNC_NICE``), one without at niceness 19;
+    - no slots (``ENTSYNC_CPU_SLOTS=0``): ``SCHED_IDLE``, or the process's niceness.
+
+    A thread rather than switching back: an unprivileged process may not leave ``SCHED_IDLE``
+    nor lower its niceness (RLIMIT_NICE)."""
     policy = settings.cpu_policy
     if policy == "auto":
         policy = "idle" if directory_is_local(settings.ldap.url) else "nice"
-    if policy != "idle" or not hasattr(os, "SCHED_IDLE"):
+    idle = policy == "idle" and not held and hasattr(os, "SCHED_IDLE")
+    if not idle and (held is None or (held and policy == "nice")):
         return fn(*args)
     box: dict[str, Any] = {}
 
     def body() -> None:
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            if idle:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGE_NICE)
         except OSError as e:  # not allowed here (a container's seccomp): run as started
-            log.debug("SCHED_IDLE refused (%s): CPU-bound work at the process's niceness", e)
+            log.debug("stage priority refused (%s): CPU-bound work at the process's", e)
         try:
             box["out"] = fn(*args)
         except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
@@ -1262,9 +1280,9 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
         disc = discover_files(settings, academy_code, run_id, schools)
         from etl.cpuslots import cpu_slot
 
-        # one CPU slot from reading to the plan: an academy that has read is not kept from
-        # planning (and from its first write) by one that has not
-        with cpu_slot(settings.cpu_slots):
+        # a CPU slot found free is kept from reading to the plan: an academy that has read
+        # is not put behind one that has not for its planning (and its first write)
+        with cpu_slot(settings.cpu_slots, wait=False):
             results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
                                             dry_run)
             rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)

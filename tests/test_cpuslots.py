@@ -51,20 +51,26 @@ def test_at_most_n_processes_hold_a_slot_at_once(tmp_path: Path) -> None:
 def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     p = _holder(tmp_path, 1, 60)
     assert p.stdout is not None and p.stdout.readline().strip() == "holding"
+    with cpu_slot(1, tmp_path, wait=False) as held:
+        assert held is False  # taken by another process: no wait asked, none waited
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=10)
-    with cpu_slot(1, tmp_path) as waited:
-        assert waited < 5
+    with cpu_slot(1, tmp_path) as held:
+        assert held is True
     assert time.monotonic() - t0 < 10
 
 
 def test_a_thread_holding_a_slot_takes_no_second_one(tmp_path: Path) -> None:
-    with cpu_slot(1, tmp_path) as w1:
-        with cpu_slot(1, tmp_path) as w2:  # one slot on the machine: would wait for ever
-            assert w1 < 1 and w2 == 0.0
-    with cpu_slot(0, tmp_path) as w:  # no limit
-        assert w == 0.0
+    with cpu_slot(1, tmp_path) as h1:
+        with cpu_slot(1, tmp_path) as h2:  # one slot on the machine: would wait for ever
+            assert h1 is True and h2 is True
+        with cpu_slot(1, tmp_path, wait=False) as h3:
+            assert h3 is True
+    with cpu_slot(1, tmp_path, wait=False) as h4:  # given back: free again
+        assert h4 is True
+    with cpu_slot(0, tmp_path) as h5:  # no limit
+        assert h5 is None
 
 
 def test_slots_setting() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,26 +59,62 @@ def test_a_directory_on_this_machine_is_told_by_its_url(url: str | None, local: 
     assert directory_is_local(url) is local
 
 
-def _policy_in_cpu_bound(env: dict[str, str]) -> tuple[int, int]:
+def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
+    """(policy, niceness) of a CPU-bound stage run by this thread, which holds the machine's
+    one CPU slot (``slot`` "held"), finds it taken by another thread ("taken"), or runs with
+    no slots ("none")."""
+    import threading
+
+    from etl.cpuslots import cpu_slot
     from etl.pipeline import cpu_bound
 
-    settings = Settings.from_env(env)
-    inside = cpu_bound(settings, os.sched_getscheduler, 0)
-    return inside, os.sched_getscheduler(0)
+    def probe() -> tuple[int, int]:
+        return (os.sched_getscheduler(0),
+                os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    settings = Settings.from_env({**env, "ENTSYNC_CPU_SLOTS": "0" if slot == "none" else "1"})
+    if slot != "taken":
+        with cpu_slot(1, folder):
+            return cpu_bound(settings, probe)
+    taken, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with cpu_slot(1, folder):
+            taken.set()
+            done.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert taken.wait(30)
+        return cpu_bound(settings, probe)
+    finally:
+        done.set()
+        t.join()
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
-def test_cpu_bound_work_runs_in_sched_idle_when_the_directory_is_local() -> None:
-    """Reading and planning run in SCHED_IDLE, in a thread of their own: the caller's thread
-    (which writes) keeps its policy."""
-    caller = os.sched_getscheduler(0)
+def test_cpu_bound_work_runs_first_with_a_slot_last_without(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading and planning run in a thread of their own (the caller's thread, which writes,
+    keeps its policy and niceness): with a CPU slot at niceness 19, without one in
+    SCHED_IDLE when the directory is local; at the process's niceness or 19 when it is not."""
+    from etl import cpuslots
+
+    monkeypatch.setattr(cpuslots, "default_dir", lambda: tmp_path)
+    me = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
+    other, idle = os.SCHED_OTHER, os.SCHED_IDLE
     local = {"ENTSYNC_LDAP_URL": "ldap://127.0.0.1:3890"}
-    assert _policy_in_cpu_bound(local) == (os.SCHED_IDLE, caller)
-    assert _policy_in_cpu_bound({**local, "ENTSYNC_CPU_POLICY": "nice"}) == (caller, caller)
     remote = {"ENTSYNC_LDAP_URL": "ldaps://ldap.ent.example.fr"}
-    assert _policy_in_cpu_bound(remote) == (caller, caller)
-    assert _policy_in_cpu_bound({**remote, "ENTSYNC_CPU_POLICY": "idle"}) == (os.SCHED_IDLE,
-                                                                               caller)
+    assert _inside(local, "held", tmp_path) == (other, 19)
+    assert _inside(local, "taken", tmp_path)[0] == idle
+    assert _inside(local, "none", tmp_path)[0] == idle
+    assert _inside(remote, "held", tmp_path) == me
+    assert _inside(remote, "taken", tmp_path) == (other, 19)
+    assert _inside(remote, "none", tmp_path) == me
+    assert _inside({**local, "ENTSYNC_CPU_POLICY": "nice"}, "held", tmp_path) == me
+    assert _inside({**remote, "ENTSYNC_CPU_POLICY": "idle"}, "taken", tmp_path)[0] == idle
+    assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)) == me
 
 
 def test_cpu_bound_gives_back_the_result_and_raises_the_error_in_the_caller() -> None:
