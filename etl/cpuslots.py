@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -51,6 +52,21 @@ def default_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"entsync-cpu-slots-{os.getuid()}"
 
 
+def _own_dir(d: Path) -> bool:
+    """Make the slots' directory; False (logged) when it is not a real directory of this
+    user's, out of reach of others (a shared /tmp: somebody's symlink or folder there)."""
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(d)
+    except OSError as e:
+        log.warning("CPU slots off: %s (%s)", d, e)
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        log.warning("CPU slots off: %s is not a directory of this user's alone", d)
+        return False
+    return True
+
+
 def _try_one(folder: Path, n: int) -> IO[bytes] | None:
     start = os.getpid() % n  # processes start their search at different slots
     for i in range(n):
@@ -81,7 +97,9 @@ def cpu_slot(slots: int, folder: Path | None = None,
             _held.depth -= 1
         return
     d = folder or default_dir()
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _own_dir(d):
+        yield None  # no slots rather than files somebody else controls
+        return
     t0 = time.monotonic()
     f = _try_one(d, slots)
     while f is None and wait:

@@ -80,3 +80,24 @@ def test_slots_setting() -> None:
     assert Settings.from_env({"ENTSYNC_CPU_SLOTS": "3"}).cpu_slots == 3
     with pytest.raises(ConfigError, match="ENTSYNC_CPU_SLOTS"):
         Settings.from_env({"ENTSYNC_CPU_SLOTS": "many"})
+
+
+def test_no_slots_in_a_directory_somebody_else_could_control(tmp_path: Path) -> None:
+    """A symlink or a folder others may write in where the slots would go: no slots (and no
+    file opened there), rather than locks somebody else controls."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "slots"
+    link.symlink_to(target)
+    with cpu_slot(1, link) as held:
+        assert held is None
+    assert list(target.iterdir()) == []
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with cpu_slot(1, shared) as held:
+        assert held is None
+    mine = tmp_path / "mine"
+    with cpu_slot(1, mine) as held:
+        assert held is True
+    assert (mine.stat().st_mode & 0o777) == 0o700
