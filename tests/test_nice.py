@@ -75,7 +75,7 @@ def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
     settings = Settings.from_env({**env, "ENTSYNC_CPU_SLOTS": "0" if slot == "none" else "1"})
     if slot != "taken":
         with cpu_slot(1, folder):
-            return cpu_bound(settings, probe)
+            return cpu_bound(settings, probe, slot=True)
     taken, done = threading.Event(), threading.Event()
 
     def holder() -> None:
@@ -87,7 +87,7 @@ def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
     t.start()
     try:
         assert taken.wait(30)
-        return cpu_bound(settings, probe)
+        return cpu_bound(settings, probe, slot=True)
     finally:
         done.set()
         t.join()
@@ -163,3 +163,35 @@ def test_cpu_bound_defers_full_collections_and_collects_once_at_the_end() -> Non
     assert seen["threshold"][2] >= 1_000_000  # type: ignore[index]
     assert gc.get_threshold() == before
     assert seen["full_due"] and seen["ref"]() is None  # type: ignore[operator]
+
+
+def test_only_a_first_load_asks_for_a_cpu_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              state_url: str) -> None:
+    """An academy none of whose schools was applied goes first if it finds a slot; once one
+    was, its stages share the cores (SCHED_IDLE with a local directory, slot or none)."""
+    import threading
+
+    from etl import cpuslots
+    from etl.cpuslots import cpu_slot
+    from etl.pipeline import cpu_bound, first_load
+    from etl.state.db import session_factory
+    from etl.state.models import SchoolState
+
+    monkeypatch.setattr(cpuslots, "default_dir", lambda: tmp_path)
+    settings = Settings.from_env({"ENTSYNC_LDAP_URL": "ldap://127.0.0.1:3890",
+                                  "ENTSYNC_STATE_URL": state_url, "ENTSYNC_CPU_SLOTS": "1"})
+
+    def probe() -> tuple[int, int]:
+        return (os.sched_getscheduler(0),
+                os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    def stage() -> tuple[int, int]:
+        return cpu_bound(settings, probe, slot=first_load(settings, "ac-x"))
+
+    assert first_load(settings, "ac-x")
+    assert stage() == (os.SCHED_OTHER, 19)
+    with session_factory(state_url)() as s, s.begin():
+        s.add(SchoolState(academy="ac-x", uai="0671234X", pupils=1, guardians=0, staff=0))
+    assert not first_load(settings, "ac-x") and first_load(settings, "ac-y")
+    with cpu_slot(1, tmp_path):
+        assert stage()[0] == os.SCHED_IDLE  # this thread's slot not re-entered: none asked for
