@@ -278,7 +278,7 @@ def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
     """Read, normalize, validate and stage schools (``_read_validate_schools``), as CPU-bound
     work (``cpu_bound``)."""
     return cpu_bound(settings, _read_validate_schools, settings, academy_code, run_id, schools,
-                     dry_run, group, slot=first_load(settings, academy_code))
+                     dry_run, group, slot=_goes_first(settings, academy_code, dry_run))
 
 
 def _read_validate_schools(settings: Settings, academy_code: str, run_id: str,
@@ -591,7 +591,7 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
     metrics.stage_start()
     t0 = time.monotonic()
     out = cpu_bound(settings, _reconcile, settings, academy_code, run_id, schools, dry_run, mode,
-                    today, slot=first_load(settings, academy_code))
+                    today, slot=_goes_first(settings, academy_code, dry_run))
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
         "changes": out["changes"],
@@ -1216,6 +1216,12 @@ def first_load(settings: Settings, academy_code: str) -> bool:
                         .limit(1)) is None
 
 
+def _goes_first(settings: Settings, academy_code: str, dry_run: bool) -> bool:
+    """Whether the academy's reading and planning ask for a CPU slot: a first load that
+    writes (a check or a dry run writes nothing that would start sooner)."""
+    return not dry_run and first_load(settings, academy_code)
+
+
 def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool = False) -> _T:
     """``fn(*args)``, a CPU-bound stage, without the cyclic GC's automatic full collections
     (``full_collections_deferred``), in a thread at the stage's priority (``_cpu_bound``).
@@ -1297,8 +1303,8 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
         # is not put behind one that has not for its planning (and its first write)
-        with cpu_slot(settings.cpu_slots if first_load(settings, academy_code) else 0,
-                      wait=False):
+        with cpu_slot(settings.cpu_slots if _goes_first(settings, academy_code, dry_run)
+                      else 0, wait=False):
             results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
                                             dry_run)
             rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
