@@ -148,7 +148,7 @@ def _slots_setting(raw: str | None) -> int:
 
     if raw is None or raw.strip().lower() in ("", "auto"):
         return default_slots()
-    return _int_setting("ENTSYNC_CPU_SLOTS", raw, 0, 0, 1024, "auto or a number, 0: no limit")
+    return _int_setting("ENTSYNC_CPU_SLOTS", raw, 0, 0, 1024, "auto or a number, 0: no slots")
 
 
 def _choice_setting(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
@@ -187,9 +187,9 @@ class Settings:
     #: cost slapd 14-33 % of its adds, ``python -m bench.sched``), ``nice`` at ``nice`` only;
     #: ``auto``: ``idle`` when the directory is on this machine (ldapi://, a loopback address)
     cpu_policy: str = "auto"
-    #: CPU-bound stages (reading, validating, planning) running at once on this machine,
-    #: whichever processes run them (``ENTSYNC_CPU_SLOTS``; ``auto``: one per core; 0: no
-    #: limit): ``etl.cpuslots``
+    #: CPU-bound stages (reading, validating, planning) of academies' first loads that go
+    #: first on this machine, whichever processes run them (``ENTSYNC_CPU_SLOTS``; ``auto``:
+    #: one per core; 0: no slots): ``etl.cpuslots``
     cpu_slots: int = 0
     #: schools read per task (``ENTSYNC_READ_GROUP``): their validation rules run together
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more

@@ -21,16 +21,12 @@ import os
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 log = logging.getLogger(__name__)
-
-#: how often a waiting process tries the slots again
-POLL_S = 0.05
 
 _held = threading.local()
 
@@ -81,11 +77,11 @@ def _try_one(folder: Path, n: int) -> IO[bytes] | None:
 
 
 @contextmanager
-def cpu_slot(slots: int, folder: Path | None = None,
-             wait: bool = True) -> Iterator[bool | None]:
-    """Hold one of ``slots`` machine-wide CPU slots while the block runs; yields True when
-    held, False when ``wait`` is off and every slot was taken, None when there is no limit
-    (``slots`` 0). Re-entrant in a thread: a stage inside a stage holding a slot holds it."""
+def cpu_slot(slots: int, folder: Path | None = None) -> Iterator[bool | None]:
+    """Hold one of ``slots`` machine-wide CPU slots while the block runs if one is free (a
+    stage never waits for one: it runs last in line instead); yields True when held, False
+    when every slot was taken, None when there are no slots (``slots`` 0, or no safe folder
+    for them). Re-entrant in a thread: a stage inside a stage holding a slot holds it."""
     if slots <= 0:
         yield None
         return
@@ -100,17 +96,10 @@ def cpu_slot(slots: int, folder: Path | None = None,
     if not _own_dir(d):
         yield None  # no slots rather than files somebody else controls
         return
-    t0 = time.monotonic()
     f = _try_one(d, slots)
-    while f is None and wait:
-        time.sleep(POLL_S)
-        f = _try_one(d, slots)
     if f is None:
         yield False
         return
-    waited = time.monotonic() - t0
-    if waited > 1:
-        log.info("waited %.1f s for a CPU slot (%d on this machine)", waited, slots)
     _held.depth = 1
     try:
         yield True

@@ -1234,7 +1234,7 @@ def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool 
     (at scale 1.0, slots put the largest academy's delta last: 232 s against ~200 s)."""
     from etl.cpuslots import cpu_slot
 
-    with cpu_slot(settings.cpu_slots if slot else 0, wait=False) as held, \
+    with cpu_slot(settings.cpu_slots if slot else 0) as held, \
             full_collections_deferred():
         return _cpu_bound(settings, fn, held, *args)
 
@@ -1304,7 +1304,7 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
         # a CPU slot found free is kept from reading to the plan: an academy that has read
         # is not put behind one that has not for its planning (and its first write)
         with cpu_slot(settings.cpu_slots if _goes_first(settings, academy_code, dry_run)
-                      else 0, wait=False):
+                      else 0):
             results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
                                             dry_run)
             rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)

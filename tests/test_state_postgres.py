@@ -60,15 +60,12 @@ def test_a_latin1_database_keeps_names_in_any_script() -> None:
     """A state DB created in LATIN1 (an old cluster's default) cannot hold "Ł" or "ễ" as
     such: the JSON columns are then written with every non-ASCII character escaped."""
     from etl.state.db import session_factory
-    from etl.state.models import Entry
+    from tests.test_plan_state import store_and_read_back
 
     attrs = {"cn": ["Łukasz Nguyễn Thị", "Zoë"]}
     with fresh_pg_database(encoding="LATIN1") as url:
         Session = session_factory(url)
-        with Session() as s, s.begin():
-            s.add(Entry(dn="uid=a", academy="ac-x", uai=None, kind="person", uid="a",
-                        content_hash="h", attrs=attrs))
+        assert store_and_read_back(Session, attrs) == attrs
         with Session() as s:
-            assert s.get(Entry, "uid=a").attrs == attrs  # type: ignore[union-attr]
             raw = str(s.execute(text("SELECT attrs::text FROM entries")).scalar())
             assert raw.isascii() and "\\u0141ukasz" in raw

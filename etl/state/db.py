@@ -52,12 +52,6 @@ def json_dumps_utf8(value: Any) -> str:
     return _JSON_ENCODER.encode(value).decode("utf-8")
 
 
-def json_dumps_ascii(value: Any) -> str:
-    """The JSON columns' text for a PostgreSQL database whose encoding is not UTF-8: every
-    non-ASCII character escaped (a name in any script fits any server encoding)."""
-    return json.dumps(value)
-
-
 def json_loads(text: str | bytes) -> Any:
     """msgspec's parser (about twice ``json.loads``), ``json.loads`` for what only it reads
     (``NaN``, written by an older ``json.dumps``)."""
@@ -84,9 +78,11 @@ def get_engine(url: str, migrate: bool = True) -> Engine:
     engine = create_engine(url, future=True, pool_pre_ping=True,
                            json_serializer=json_dumps_utf8, json_deserializer=json_loads)
     if not _server_is_utf8(engine):
+        # every non-ASCII character escaped (json.dumps): a name in any script fits any
+        # server encoding
         engine.dispose()
         engine = create_engine(url, future=True, pool_pre_ping=True,
-                               json_serializer=json_dumps_ascii, json_deserializer=json_loads)
+                               json_serializer=json.dumps, json_deserializer=json_loads)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
