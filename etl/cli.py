@@ -10,12 +10,15 @@
     entsync merge KEEP_UID OTHER_UID
     entsync lifecycle [--academy A] [--dry-run]
     entsync status [--academy A] [--json]
+    entsync unlock --academy A [--force] [--by NAME]
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
     entsync airflow [--port P]
 
 Settings come from ENTSYNC_* environment variables; flags override them.
-Exit codes: 0 done (even with quarantined files), 1 failure, 2 usage or configuration error,
-3 a school's changes are held by a guard, awaiting approval.
+Exit codes: 0 done (even with quarantined files), 1 failure (also: the academy's lock is
+held by a live run, the state DB unreachable or locked), 2 usage or configuration error (also:
+a state DB URL SQLAlchemy cannot use), 3 a school's changes are held by a guard, awaiting
+approval. Errors are one line on stderr, never a traceback (``-v`` logs it).
 """
 
 from __future__ import annotations
@@ -258,6 +261,19 @@ def cmd_status(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(a: argparse.Namespace) -> int:
+    """Release an academy's lock whose holder is dead (refused while it is alive: exit 1)."""
+    from etl.locks import unlock
+
+    res = unlock(_settings(a), a.academy, by=a.by, force=a.force)
+    r = res["released"]
+    _print(res, a.json, lambda o: (
+        f"{o['academy']}: lock of run {r['run_id']} released ({r['reason']})" if r
+        else f"{o['academy']}: not locked") + (
+        f"; runs closed as abandoned: {', '.join(o['abandoned'])}" if o["abandoned"] else ""))
+    return 0
+
+
 def cmd_changes(a: argparse.Namespace) -> int:
     """The journal's changes since a run or a time: DN, operation, attribute names."""
     from etl.feed import changes_since
@@ -387,6 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stt)
     stt.set_defaults(fn=cmd_status)
 
+    ul = sub.add_parser("unlock", help="release an academy's run lock whose holder is dead "
+                        "(refused while it is alive)")
+    ul.add_argument("--academy", required=True, choices=academies)
+    ul.add_argument("--force", action="store_true",
+                    help="also when the holder only seems alive by its heartbeat (another "
+                    "host, an Airflow DAG run); never a live process on this host")
+    ul.add_argument("--by", help="who releases it (kept in the state DB; default: the user)")
+    ul.add_argument("--json", action="store_true")
+    _common(ul)
+    ul.set_defaults(fn=cmd_unlock)
+
     chg = sub.add_parser("changes", help="what the syncs changed since a run or a time")
     chg.add_argument("--since", required=True, metavar="RUN_ID|TIMESTAMP",
                      help="a run id (later runs only) or an ISO timestamp (UTC if no zone)")
@@ -422,6 +449,32 @@ def main(argv: list[str] | None = None) -> int:
     except EntsyncError as e:
         print(f"entsync: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("entsync: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        return _unexpected(e, a.verbose)
+
+
+def _unexpected(e: Exception, verbose: bool) -> int:
+    """An error no code path turned into an ``EntsyncError``: the state DB's (exit 1, or 2
+    for a URL it cannot use), or a bug (exit 1). The traceback only with ``-v``."""
+    import sqlalchemy.exc as sx
+
+    from etl.state.db import state_db_error
+
+    if verbose:
+        logging.getLogger("entsync").exception("traceback")
+    if isinstance(e, sx.SQLAlchemyError):
+        err = state_db_error(None, e)
+        if isinstance(err, ConfigError):
+            print(f"entsync: configuration error: {err}", file=sys.stderr)
+            return 2
+        print(f"entsync: {err}", file=sys.stderr)
+        return 1
+    print(f"entsync: unexpected error: {type(e).__name__} (entsync -v shows where)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

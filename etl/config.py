@@ -199,6 +199,17 @@ class Settings:
     #: the daily ``ent_lifecycle`` run deletes older ones): a night of the region stages its
     #: tables and plans anew, which would fill the staging area in weeks
     staging_keep_days: int = 14
+    #: seconds without a heartbeat after which a run's process on another host is dead
+    #: (``ENTSYNC_LOCK_STALE_AFTER``; on the same host its pid tells at once): ``etl.locks``
+    lock_stale_after: int = 300
+    #: the same for an Airflow DAG run, which lives between its tasks (queues, retry delays)
+    #: with no process to look at (``ENTSYNC_LOCK_DAG_STALE_AFTER``)
+    lock_dag_stale_after: int = 1800
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between a holder's heartbeats: at most 30, four per stale period."""
+        return min(30.0, self.lock_stale_after / 4)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -230,6 +241,12 @@ class Settings:
             staging_keep_days=_int_setting(
                 "ENTSYNC_STAGING_KEEP_DAYS", e.get("ENTSYNC_STAGING_KEEP_DAYS"), 14, 1, None,
                 "a number of days, 1 or more"),
+            lock_stale_after=_int_setting(
+                "ENTSYNC_LOCK_STALE_AFTER", e.get("ENTSYNC_LOCK_STALE_AFTER"), 300, 60, None,
+                "a number of seconds, 60 or more"),
+            lock_dag_stale_after=_int_setting(
+                "ENTSYNC_LOCK_DAG_STALE_AFTER", e.get("ENTSYNC_LOCK_DAG_STALE_AFTER"), 1800, 60,
+                None, "a number of seconds, 60 or more"),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

@@ -70,6 +70,16 @@ class RunLocked(EntsyncError):
     """Another run holds the academy's lock."""
 
 
+class StateDBError(EntsyncError):
+    """The state DB cannot be opened, migrated or used (``etl.state.db``): unreachable,
+    locked, unwritable, or a schema this version does not know. ``transient``: whether a
+    later attempt may succeed (a server down or busy, a lock)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
 # --------------------------------------------------------------------------------------------
 # Retry policy: which failures a later attempt can fix
 # --------------------------------------------------------------------------------------------
@@ -127,14 +137,15 @@ def is_transient(exc: BaseException) -> bool:
     ends). Everything else is not: a rejected file, a configuration error, bad directory
     credentials or an untrusted certificate (``DirectoryError``), a refused approval, a bug.
     An error raised ``from`` a transient one is transient, unless it is an ``EntsyncError``,
-    whose class decides.
+    whose class decides (a ``StateDBError`` is when its ``transient`` says so).
     """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, EntsyncError):
-            return isinstance(cur, RunLocked)
+            return isinstance(cur, RunLocked) or (isinstance(cur, StateDBError)
+                                                  and cur.transient)
         for check in (_ldap_transient, _sql_transient):
             verdict = check(cur)
             if verdict is not None:

@@ -87,10 +87,14 @@ def _new_run(settings: Settings, academy: str, trigger: str) -> str:
 
 
 def _end_run(settings: Settings, run_id: str, status: str, summary: dict[str, Any]) -> None:
+    from etl.pipeline import release_lock
+
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
         if run is not None:
             run.status, run.ended_at, run.summary = status, utcnow(), summary
+    if run is not None:
+        release_lock(settings, run.academy, run_id)  # and its heartbeat stops
 
 
 def purge_expired(settings: Settings, academy_code: str, now: dt.datetime | None = None,

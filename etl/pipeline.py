@@ -61,71 +61,44 @@ def new_run_id(academy: str) -> str:
 
 def start_run(settings: Settings, academy_code: str, dry_run: bool = False,
               trigger: str = "cli", run_id: str | None = None) -> str:
-    """Open a run in the state DB and return its id."""
+    """Open a run in the state DB (this process its holder, heartbeating: ``etl.locks``) and
+    return its id. A run the academy's lock refuses is closed ``refused``."""
+    from etl import locks
+
     get_academy(academy_code)
     rid = run_id or new_run_id(academy_code)
-    with session_factory(settings.state_url)() as s, s.begin():
-        if s.get(Run, rid) is None:
-            s.add(Run(id=rid, academy=academy_code, dry_run=dry_run, trigger=trigger,
-                      status="running"))
+    locks.register_run(settings, academy_code, rid, dry_run, trigger)
     if not dry_run:
-        acquire_lock(settings, academy_code, rid)
+        try:
+            locks.acquire(settings, academy_code, rid,
+                          locks.DAG if trigger == "airflow" else locks.PROCESS)
+        except RunLocked as e:
+            locks.refuse_run(settings, rid, str(e))
+            raise
     log.info("run %s started for %s (dry_run=%s)", rid, academy_code, dry_run)
     return rid
 
 
-#: a lock not refreshed for this long belongs to a run that died (SIGKILL, lost worker): every
-#: stage and every applied batch refreshes it
-LOCK_STALE_AFTER = dt.timedelta(minutes=30)
-
-
 def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
     """One writing run per academy at a time (the lock lives in the state DB, so it holds
-    across Airflow workers). A lock whose run ended, or not refreshed for 30 minutes (its
-    worker died), is taken over."""
-    from sqlalchemy.exc import IntegrityError
+    across Airflow workers), held by this process (``etl.locks.acquire``: a lock whose run
+    ended or whose holder is dead is taken over at once)."""
+    from etl import locks
 
-    Session = session_factory(settings.state_url)
-    for _ in range(2):
-        try:
-            with Session() as s, s.begin():
-                lock = s.get(AcademyLock, academy_code, with_for_update=True)
-                if lock is None:
-                    s.add(AcademyLock(academy=academy_code, run_id=run_id))
-                    return
-                if lock.run_id == run_id:
-                    return
-                holder = s.get(Run, lock.run_id)
-                # a run awaiting approval holds the lock only while an approved plan of its
-                # is being applied (``_approve``)
-                alive = holder is not None and holder.status in ("running",
-                                                                 "awaiting_approval")
-                if alive and utcnow() - lock.acquired_at < LOCK_STALE_AFTER:
-                    raise RunLocked(f"academy {academy_code} is being written by run "
-                                    f"{lock.run_id} (since {lock.acquired_at:%Y-%m-%d %H:%M} "
-                                    "UTC); try again when it ends")
-                log.warning("taking over the lock of %s from run %s (%s)", academy_code,
-                            lock.run_id, "stale" if alive else "ended")
-                lock.run_id, lock.acquired_at = run_id, utcnow()
-                return
-        except IntegrityError:
-            continue  # another run inserted the lock between our read and write: look again
-    raise RunLocked(f"academy {academy_code}: could not take the run lock")
+    locks.acquire(settings, academy_code, run_id)
 
 
 def heartbeat(settings: Settings, academy_code: str, run_id: str) -> None:
-    """Refresh the run's lock (a live run is never taken over)."""
-    with session_factory(settings.state_url)() as s, s.begin():
-        lock = s.get(AcademyLock, academy_code)
-        if lock is not None and lock.run_id == run_id:
-            lock.acquired_at = utcnow()
+    """Refresh the run's lock and keep beating from this process (``etl.locks.heartbeat``)."""
+    from etl import locks
+
+    locks.heartbeat(settings, academy_code, run_id)
 
 
 def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
-    with session_factory(settings.state_url)() as s, s.begin():
-        lock = s.get(AcademyLock, academy_code)
-        if lock is not None and lock.run_id == run_id:
-            s.delete(lock)
+    from etl import locks
+
+    locks.release(settings, academy_code, run_id)
 
 
 def discover_files(settings: Settings, academy_code: str, run_id: str,
@@ -801,7 +774,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
             _record_applied(s, academy_code, run_id, pending, seq)
             lock = s.get(AcademyLock, academy_code)
             if lock is not None and lock.run_id == run_id:
-                lock.acquired_at = utcnow()
+                lock.heartbeat_at = utcnow()
         pending.clear()
         last_flush[0] = time.monotonic()
 
@@ -909,6 +882,7 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
     t0 = time.monotonic()
     header, changes = read_plan_file(settings, plan_path)
     planned = int(header.get("change_count", 0))
+    heartbeat(settings, academy_code, run_id)  # this process beats while it writes
     if dry_run:
         out: dict[str, Any] = {"applied": 0, "failed": 0, "dry_run": True,
                                "planned": planned}

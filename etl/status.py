@@ -26,8 +26,15 @@ def _iso(t: dt.datetime | None) -> str | None:
     return t.isoformat(timespec="seconds") if t is not None else None
 
 
-def _run_view(s: Any, run: Run) -> dict[str, Any]:
+def _run_view(s: Any, run: Run, settings: Settings | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = dict(run.summary or {})
+    status = run.status
+    if status == "running" and settings is not None:
+        from etl.locks import run_alive
+
+        alive, why = run_alive(settings, run)
+        if not alive:  # its process ended: closed as such by the next run or `entsync unlock`
+            status, summary["error"] = "abandoned", f"abandoned: {why}"
     durations: dict[str, float] = defaultdict(float)
     records: dict[str, float] = {}
     for stage, name, value in s.execute(
@@ -40,7 +47,7 @@ def _run_view(s: Any, run: Run) -> dict[str, Any]:
     total = ((run.ended_at - run.started_at).total_seconds()
              if run.ended_at is not None else None)
     return {
-        "run_id": run.id, "status": run.status, "trigger": run.trigger,
+        "run_id": run.id, "status": status, "trigger": run.trigger,
         "dry_run": bool(run.dry_run), "mode": summary.get("mode"),
         "started_at": _iso(run.started_at), "ended_at": _iso(run.ended_at),
         "duration_s": round(total, 3) if total is not None else None,
@@ -62,7 +69,9 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
     """The academy's last run and, per school, its last status in a run that wrote (dry runs
     and checks do not count), last applied export date and that run's change counts."""
     with session_factory(settings.state_url)() as s:
-        last = s.scalars(select(Run).where(Run.academy == academy)
+        # an `entsync unlock` is journaled as a run of its own: not the academy's last run
+        last = s.scalars(select(Run).where(Run.academy == academy,
+                                           Run.trigger.is_distinct_from("unlock"))
                          .order_by(Run.started_at.desc(), Run.id.desc()).limit(1)).first()
         schools: dict[str, dict[str, Any]] = {}
         runs = s.scalars(select(Run).where(Run.academy == academy, Run.dry_run.is_(False))
@@ -108,7 +117,10 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
             state = states.get(uai)
             x["last_applied_run"] = state.run_id if state is not None else None
             x["last_applied_at"] = _iso(state.updated_at) if state is not None else None
-        return {"academy": academy, "last_run": _run_view(s, last) if last else None,
+        from etl.locks import lock_view
+
+        return {"academy": academy, "last_run": _run_view(s, last, settings) if last else None,
+                "lock": lock_view(settings, s, academy),
                 "schools": [schools[u] for u in sorted(schools)]}
 
 
@@ -135,6 +147,12 @@ def status_table(out: dict[str, Any]) -> str:
                          f"rejected {c['records_rejected']}, changes {c['changes']} "
                          f"(held {c['held_changes']}), applied {c['applied']}, "
                          f"failed {c['failed']}, quarantined files {c['quarantined_files']}")
+            if r["status"] == "abandoned" and r.get("error"):
+                lines.append(f"  {r['error']}")
+        lk = a.get("lock")
+        if lk:
+            lines.append(f"  lock: run {lk['run_id']} since {lk['acquired_at']} "
+                         f"({'alive' if lk['alive'] else 'holder dead'}: {lk['why']})")
         if a["schools"]:
             lines.append(f"  {'school':9} {'last status':18} {'last applied export':20} "
                          f"{'created':>7} {'updated':>7} {'disabled':>8} {'rejected':>8}  run")

@@ -62,6 +62,10 @@ class Run(Base):
     summary: Mapped[dict[str, object] | None] = mapped_column(JSON)
     #: when its staged files (tables, plans) were deleted (``etl.operations.purge_staging``)
     staging_purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    #: who works on it (kind, host, pid, ...) and its last heartbeat: a ``running`` run whose
+    #: holder is dead is ``abandoned`` (``etl.locks``)
+    holder: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class SourceFile(Base):
@@ -163,10 +167,15 @@ class Rejection(Base):
 
 
 class AcademyLock(Base):
+    """One writing run per academy (``etl.locks``): the run, its holder (kind ``process`` or
+    ``dag``, host, pid, process start time, boot id, pid namespace) and its heartbeat."""
+
     __tablename__ = "academy_locks"
     academy: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64))
     acquired_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    holder: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class Approval(Base):
