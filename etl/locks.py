@@ -304,10 +304,17 @@ def acquire(settings: Settings, academy: str, run_id: str, kind: str = PROCESS) 
                                         "when it ends")
                     if holder.status == "running":
                         abandon(s, holder, why, by=f"lock taken over by run {run_id}", now=now)
-                log.warning("taking over the lock of %s from run %s (%s)", academy,
+                # compare and swap: of two runs taking over one dead lock, one wins (SQLite
+                # reads outside a transaction: FOR UPDATE holds nothing there)
+                took: Any = s.execute(
+                    update(AcademyLock).where(AcademyLock.academy == academy,
+                                              AcademyLock.run_id == lock.run_id)
+                    .values(run_id=run_id, acquired_at=now, holder=me, heartbeat_at=now)
+                    .execution_options(synchronize_session=False))
+                if took.rowcount != 1:
+                    raise IntegrityError("lock changed hands", None, Exception("cas"))
+                log.warning("took over the lock of %s from run %s (%s)", academy,
                             lock.run_id, why)
-                lock.run_id, lock.acquired_at, lock.holder, lock.heartbeat_at = (
-                    run_id, now, me, now)
                 break
         except (IntegrityError, OperationalError) as e:
             # another run inserted or took the lock between our read and write (SQLite: a

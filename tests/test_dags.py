@@ -282,7 +282,7 @@ def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> 
 
 
 # discover's own callable, with the academy locked by a live run: RunLocked goes to Airflow's
-# retries as is, and the run this try opened is closed, not left "running".
+# retries as is, and the run this try opened is closed ("refused"), not left "running".
 LOCKED = r"""
 import json, runpy, sys
 from sqlalchemy import select
@@ -317,7 +317,8 @@ def test_a_discover_try_that_finds_the_academy_locked_closes_its_run(tmp_path: P
     holder = got["holder"]
     assert got["lock"] == holder  # still the holder's
     assert got["runs"].pop(holder) == ["running", None]
-    assert list(got["runs"].values()) == [["failed", "discover failed: RunLocked"]]
+    [(status, error)] = got["runs"].values()
+    assert status == "refused" and f"is being written by run {holder}" in error
 
 
 # --------------------------------------------------------------------------------------------

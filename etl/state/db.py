@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +31,9 @@ MIGRATION_LOCK_KEY = 0x656E7473796E63
 SQLITE_BUSY_TIMEOUT_MS = 30000
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -157,6 +157,7 @@ def _migrate(engine: Engine, url: str) -> None:
     """Bring the schema to head, once: a schema already at head takes no lock; otherwise the
     upgrade runs under a PostgreSQL advisory lock (in its transaction) or a file lock beside
     the SQLite file, and each process that waited finds the schema at head."""
+    from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
@@ -192,7 +193,10 @@ def describe(e: BaseException) -> str:
     import sqlalchemy.exc as sx
 
     orig = getattr(e, "orig", None) if isinstance(e, sx.DBAPIError) else None
-    if isinstance(e, (sx.OperationalError, sx.InterfaceError)) and orig is not None:
+    # a plain DatabaseError ("file is not a database") says what is wrong with the file; its
+    # subclasses (integrity, data) may quote a row
+    plain = type(e) is sx.DatabaseError
+    if (plain or isinstance(e, (sx.OperationalError, sx.InterfaceError))) and orig is not None:
         text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     elif orig is not None:
         text = type(orig).__name__
