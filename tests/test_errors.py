@@ -17,6 +17,7 @@ from etl.errors import (
     FileRejected,
     RecordRejected,
     RunLocked,
+    StateDBError,
     is_transient,
 )
 from etl.pipeline import ApprovalRefused
@@ -49,6 +50,7 @@ TRANSIENT = [
     TimeoutError("timed out"),
     OSError(errno.EHOSTUNREACH, "No route to host"),
     RunLocked("academy ac-reims is being written by run ac-reims-1"),
+    StateDBError("state DB postgresql://h/db: connection refused", transient=True),
     _chained(RuntimeError("apply gave up"), lx.LDAPSocketOpenError("refused")),
 ]
 
@@ -61,6 +63,7 @@ PERMANENT = [
     DirectoryError("LDAPS to ldaps://dir failed: the server certificate is not trusted"),
     ApprovalRefused("held plan of 0670001A differs from the one shown"),
     EntsyncError("run r1: 3 changes failed"),
+    StateDBError("state DB: its schema cannot be migrated"),
     lx.LDAPInvalidCredentialsResult("invalid credentials"),
     lx.LDAPInsufficientAccessRightsResult("insufficient access"),
     lx.LDAPInvalidDnError("bad dn"),

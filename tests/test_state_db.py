@@ -146,3 +146,15 @@ def test_a_locked_state_db_is_one_line(tmp_path: Path, monkeypatch: pytest.Monke
     assert err.strip() == "entsync: state DB: database is locked" or \
         err.strip().endswith("database is locked"), err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unreachable_state_db_is_left_to_airflow_s_retries() -> None:
+    """The DAG's retry policy sees a server that is down as transient, a bad URL as not."""
+    from etl.errors import ConfigError, StateDBError, is_transient
+
+    with pytest.raises(StateDBError) as down:
+        db.get_engine("postgresql+psycopg2://entsync@127.0.0.1:1/entsync")
+    assert is_transient(down.value)
+    with pytest.raises(ConfigError) as bad:
+        db.get_engine("postgres://entsync@127.0.0.1/entsync")
+    assert not is_transient(bad.value)
