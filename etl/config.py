@@ -208,8 +208,9 @@ class Settings:
 
     @property
     def heartbeat_every(self) -> float:
-        """Seconds between a holder's heartbeats: at most 30, four per stale period."""
-        return min(30.0, self.lock_stale_after / 4)
+        """Seconds between a holder's heartbeats: 15 (well within the 30 s promised, a late
+        beat behind a busy SQLite writer included), or four per stale period."""
+        return min(15.0, self.lock_stale_after / 4)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
