@@ -225,12 +225,18 @@ def register_run(settings: Settings, academy: str, run_id: str, dry_run: bool,
 
 def refuse_run(settings: Settings, run_id: str, reason: str) -> None:
     """Close a run the academy's lock refused (``refused``, ended now): it wrote nothing."""
+    from etl import metrics
+
+    academy = None
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
         if run is not None and run.status == "running":
             run.status, run.ended_at = "refused", utcnow()
             run.summary = {**(run.summary or {}), "status": "refused", "error": reason[:2000]}
+            academy = run.academy
     stop_beating(settings.state_url, run_id)
+    if academy:
+        metrics.count_run(settings, academy, "refused")
 
 
 def _journaled(s: Any, run_id: str) -> dict[str, int]:
