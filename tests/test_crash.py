@@ -8,7 +8,6 @@ once the journal holds some but not all of the ~2,000 changes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ import pytest
 
 from etl.generate import generate_academy
 from etl.ldapserver import LdapServer, start_slapd, stop_slapd
-from tests.ldap_fixture import admin_connection
+from tests.ldap_fixture import Refuser, admin_connection
 
 pytestmark = pytest.mark.ldap
 ACADEMY = "ac-reims"
@@ -223,52 +222,6 @@ def test_worker_killed_mid_apply_then_rerun_converges(tmp_path: Path, landing: P
         stop_slapd(tmp_path / "slapd")
 
 
-class _Refuser:
-    """Listens where slapd did once it is dead and closes every connection at once, counting
-    them: each is one reconnect attempt of the sync (a dead directory, a port still open)."""
-
-    def __init__(self, port: int) -> None:
-        import socket
-        import threading
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for _ in range(1000):  # slapd's threads may still be closing its socket
-            try:
-                self.sock.bind(("127.0.0.1", port))
-                break
-            except OSError:
-                time.sleep(0.01)
-        else:
-            raise AssertionError(f"port {port} still taken after slapd was killed")
-        self.sock.listen(64)
-        self.attempts = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop:
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                return
-            if self._stop:
-                conn.close()
-                return
-            self.attempts += 1
-            conn.close()
-
-    def close(self) -> None:
-        import socket
-
-        self._stop = True
-        with contextlib.suppress(OSError):
-            socket.create_connection(self.sock.getsockname(), timeout=1).close()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-
 def test_directory_down_mid_apply_fails_the_run_at_once_then_rerun_converges(
         tmp_path: Path, landing: Path, clean: dict[str, Any]) -> None:
     """slapd dies mid-apply and stays dead: after ENTSYNC_LDAP_MAX_CONNECT_FAILURES (3 here)
@@ -277,7 +230,7 @@ def test_directory_down_mid_apply_fails_the_run_at_once_then_rerun_converges(
     slapd is back a rerun writes the rest and the directory is a clean run's."""
     ws = _workspace(tmp_path, landing)
     slapd_dir = tmp_path / "slapd"
-    refuser: _Refuser | None = None
+    refuser: Refuser | None = None
     proc: subprocess.Popen[str] | None = None
     try:
         env = {**ws.env(), "ENTSYNC_LDAP_MAX_CONNECT_FAILURES": "3"}
@@ -286,7 +239,7 @@ def test_directory_down_mid_apply_fails_the_run_at_once_then_rerun_converges(
                                 stderr=subprocess.PIPE, text=True)
         pid = int((slapd_dir / "run" / "slapd.pid").read_text())
         n = _kill_when_half_journaled(ws, proc, lambda: pid)
-        refuser = _Refuser(ws.server.port)
+        refuser = Refuser(ws.server.port)
         # the bound is on attempts, not time: the old writer retried each change 5 times on
         # 4 threads (hours for a night's plan); the timeout only keeps a hang from blocking CI
         out, err = proc.communicate(timeout=300)
