@@ -469,8 +469,9 @@ def make_dag(academy: Academy) -> Any:
                 s = pipeline.finish_run(
                     _settings(), code, disc["run_id"], disc, _results(results), rec, app, dry
                 )
-                if s["status"] == "failed":
-                    raise EntsyncError(f"run {s['run_id']}: {s['failed']} changes failed")
+                if s["status"] == "failed":  # the directory down: its one line
+                    raise EntsyncError(s.get("error")
+                                       or f"run {s['run_id']}: {s['failed']} changes failed")
                 return {
                     "run_id": s["run_id"],
                     "status": s["status"],

@@ -8,6 +8,12 @@
 - parents before children: the plan is applied kind by kind (ous, schools, people, groups);
 - transient errors (server busy or unavailable, a dropped connection) are retried with a
   reconnect and backoff; anything else fails that change and is reported;
+- a directory that is down stops the apply: after ``max_connect_failures`` consecutive
+  connection failures (a connection lost, a reconnect or bind that gets no answer; one thread
+  probes with backoff while the others wait, any answer of the server resets the count) every
+  thread stops, the changes not written are counted ``left`` (``on_left``: the rest of the
+  plan is read, not written) and ``ApplyResult.stopped`` says why. A change the server
+  answered with an error (a constraint violation...) is ``failed``, never a reason to stop;
 - where the directory disagrees with the state DB (an add that finds the entry, a modify that
   finds none, a value already there or already gone) the entry is read back and the change is
   recomputed against what is really there, so a rerun after a crash converges;
@@ -42,6 +48,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.core.results import RESULT_CODES
 
 from etl import ldapwire
+from etl.errors import DirectoryUnavailable
 from etl.plan import Change, apply_order, diff_attrs, wave_key
 
 log = logging.getLogger(__name__)
@@ -106,6 +113,9 @@ class LdapTarget:
     transactions: str = field(default_factory=_env_transactions)
     #: operations per transaction
     txn_size: int = field(default_factory=_env_txn_size)
+    #: consecutive connection failures after which the directory is taken for down and the
+    #: apply stops (``Settings.ldap.max_connect_failures``, ENTSYNC_LDAP_MAX_CONNECT_FAILURES)
+    max_connect_failures: int = 5
 
 
 @dataclass
@@ -117,6 +127,12 @@ class ApplyResult:
     transactions: int = 0  # committed RFC 5805 transactions
     txn_fallbacks: int = 0  # batches replayed change by change after a failed commit
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: changes not written because the directory went down (neither applied nor failed)
+    left: int = 0
+    #: why the apply stopped before the end (the directory is down), None when it did not
+    stopped: str | None = None
+    #: connection failures counted towards ``max_connect_failures`` (consecutive runs of them)
+    connection_failures: int = 0
 
 
 def connect(target: LdapTarget) -> ldap3.Connection:
@@ -201,6 +217,13 @@ class DirectoryWriter:
         self._txn_lock = threading.Lock()
         self._txn: bool | None = None if target.transactions == "auto" else (
             target.transactions in ("on", "yes", "true", "1"))
+        #: the circuit breaker (``_lost``): consecutive connection failures before giving up
+        self.max_connect_failures = max(1, target.max_connect_failures)
+        self._probe_lock = threading.Lock()  # one thread probes a lost directory at a time
+        self._failures = 0  # consecutive connection failures, no answer in between
+        self._recovered = 0  # reconnects that followed a failure
+        self._down: str | None = None  # set once the directory is taken for down
+        self.connection_failures = 0
 
     def supports_transactions(self) -> bool:
         """Whether batches go in RFC 5805 transactions: forced by the target's setting, or
@@ -250,18 +273,78 @@ class DirectoryWriter:
                     pass
             self._conns.clear()
 
+    # -- the directory lost: the circuit breaker ---------------------------------------------
+    @property
+    def down(self) -> str | None:
+        """Why the directory was taken for down (the apply stops), None while it answers."""
+        return self._down
+
+    def _left(self) -> dict[str, Any]:
+        """The outcome of a change not written because the directory is down."""
+        return {"result": -1, "description": "directory unavailable", "message": self._down,
+                "left": True}
+
+    @staticmethod
+    def _backoff(failures: int) -> float:
+        """Seconds before the next reconnect after ``failures`` consecutive failures: 0.5, 1,
+        2, 4... (8 at most), ~7.5 s in all for the default 5: a restarted slapd is waited
+        for, a dead one is not."""
+        return float(min(0.5 * 2 ** (failures - 1), 8.0))
+
+    def _lost(self, err: BaseException, seen: int) -> bool:
+        """After this thread's connection failed (and was reset): reconnect, one thread at a
+        time with backoff, the others waiting here. True once this thread has a connection
+        again; False when the directory is taken for down (``max_connect_failures``
+        consecutive failures) or already was. ``seen``: ``_recovered`` when the failure
+        happened (another thread's reconnect since then: try again at once, uncounted)."""
+        with self._probe_lock:
+            while True:
+                if self._down is not None:
+                    return False
+                if self._recovered == seen:
+                    self._failures += 1
+                    self.connection_failures += 1
+                    if self._failures >= self.max_connect_failures:
+                        self._down = (f"directory {self.target.url} unreachable: "
+                                      f"{self._failures} consecutive connection failures "
+                                      f"(last: {type(err).__name__}: {err})")
+                        log.error("%s: stopping the apply", self._down)
+                        return False
+                    time.sleep(self._backoff(self._failures))
+                seen = self._recovered
+                try:
+                    self._conn()
+                except (LDAPException, OSError) as e:
+                    self._reset()
+                    err = e
+                    continue
+                self._failures = 0
+                self._recovered += 1
+                return True
+
     # -- one operation, retried when transient ---------------------------------------------
     def _call(self, fn: Callable[[ldap3.Connection], Any], res: ApplyResult) -> dict[str, Any]:
+        """``fn`` on the thread's connection: a transient result retried with backoff, a lost
+        connection reconnected (``_lost``); the outcome ``_left()`` once the directory is
+        down."""
         delay = 0.2
         for attempt in range(self.max_retries + 1):
+            if self._down is not None:
+                return self._left()
             try:
                 _status, result, _resp, _req = fn(self._conn())
-                if result["result"] not in TRANSIENT_RESULTS or attempt == self.max_retries:
-                    return dict(result)
             except (LDAPException, OSError) as e:
+                seen = self._recovered
+                self._reset()
                 if attempt == self.max_retries:
                     return {"result": -1, "description": "connection", "message": str(e)}
-                self._reset()
+                res.retries += 1
+                if not self._lost(e, seen):
+                    return self._left()
+                continue  # on the new connection (``_lost`` waited)
+            self._failures = 0  # the server answered
+            if result["result"] not in TRANSIENT_RESULTS or attempt == self.max_retries:
+                return dict(result)
             res.retries += 1
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -282,6 +365,8 @@ class DirectoryWriter:
             return st, result, resp, req
 
         r = self._call(search, res)
+        if r.get("left"):
+            raise DirectoryUnavailable(r.get("message") or "directory unavailable")
         if r["result"] == RESULT_NO_SUCH_OBJECT:
             return None
         if r["result"] != 0:
@@ -375,44 +460,56 @@ class DirectoryWriter:
         Only a success is final here: a change the server refused or answered with a
         transient code, and every change in flight when the connection failed, is written
         again once the window is empty by ``apply_one`` (retries with backoff, the entry read
-        back and the change recomputed when the directory disagrees, the error reported);
-        after a failed connection this thread's share of the rest goes that way too."""
+        back and the change recomputed when the directory disagrees, the error reported). A
+        lost connection is reconnected (``_lost``) and the rest goes on pipelined; once the
+        directory is taken for down, what this thread holds is handed back ``left``."""
         again: list[Change] = []
-        inflight: dict[int, Change] = {}
         done: list[Outcome] = []
-        try:
-            c = self._conn()
-            reader = ldapwire.ResultReader(c.socket)
-            while True:
-                out: list[bytes] = []
-                while len(inflight) + len(out) < self.window:
-                    try:
-                        ch = todo.popleft()
-                    except IndexError:
+        inflight: dict[int, Change] = {}
+        while self._down is None:
+            inflight = {}
+            try:
+                c = self._conn()
+                reader = ldapwire.ResultReader(c.socket)
+                while True:
+                    out: list[bytes] = []
+                    while len(inflight) + len(out) < self.window:
+                        try:
+                            ch = todo.popleft()
+                        except IndexError:
+                            break
+                        mid = self._next_id()
+                        inflight[mid] = ch
+                        out.append(ldapwire.message(mid, self._request(ch)))
+                    if out:
+                        c.socket.sendall(b"".join(out))
+                    if not inflight:
                         break
-                    mid = self._next_id()
-                    inflight[mid] = ch
-                    out.append(ldapwire.message(mid, self._request(ch)))
-                if out:
-                    c.socket.sendall(b"".join(out))
-                if not inflight:
+                    for r in reader.read():
+                        ch = inflight.pop(r.message_id)
+                        if r.code == 0:
+                            done.append((ch, True, {"result": 0}))
+                        else:
+                            again.append(ch)
+                    self._failures = 0  # the server answered
+                    if len(done) >= EMIT_EVERY:
+                        emit(done)
+                        done = []
+                break  # nothing left to take
+            except KeyError:  # an answer to no request of ours: the rest one by one
+                self._reset()
+                again.extend(inflight.values())
+                break
+            except (LDAPException, OSError) as e:
+                seen = self._recovered
+                self._reset()
+                again.extend(inflight.values())
+                if not self._lost(e, seen):
                     break
-                for r in reader.read():
-                    ch = inflight.pop(r.message_id)
-                    if r.code == 0:
-                        done.append((ch, True, {"result": 0}))
-                    else:
-                        again.append(ch)
-                if len(done) >= EMIT_EVERY:
-                    emit(done)
-                    done = []
-        except (LDAPException, OSError, KeyError):  # KeyError: an answer to no request of ours
-            self._reset()
-            again.extend(inflight.values())
         emit(done)
         for ch in again:
             emit([(ch, *self.apply_one(ch, res))])
-        while True:  # the connection failed: what is left goes one by one (apply_one reconnects)
+        while True:  # after a stray answer: one by one; the directory down: each one left
             try:
                 ch = todo.popleft()
             except IndexError:
@@ -441,7 +538,12 @@ class DirectoryWriter:
         """The directory is not what the state DB says: diff against what is really there."""
         res.reconciled += 1
         target = ch.after or ch.attrs
-        actual = self.read_entry(ch.dn, res)
+        try:
+            actual = self.read_entry(ch.dn, res)
+        except DirectoryUnavailable:
+            return False, self._left()
+        except LDAPException as e:
+            return False, {"result": -1, "description": "read back failed", "message": str(e)}
         if actual is None:
             r = self._call(self._write(ldapwire.add_request(ch.dn, target)), res)
             return r["result"] == 0, r
@@ -453,9 +555,12 @@ class DirectoryWriter:
 
     def apply(self, changes: Iterable[Change],
               on_applied: Callable[[Change], None] | None = None,
-              on_failed: Callable[[Change, dict[str, Any]], None] | None = None) -> ApplyResult:
+              on_failed: Callable[[Change, dict[str, Any]], None] | None = None,
+              on_left: Callable[[Change], None] | None = None) -> ApplyResult:
         """Apply wave by wave (``etl.plan.wave_key``: parents first for writes, children first
         for deletes); within a wave, ``workers`` in flight, ``chunk_size`` changes at a time.
+        Each change ends in exactly one of ``on_applied``, ``on_failed`` (the directory
+        refused it) and ``on_left`` (not written: the directory went down, ``stopped``).
 
         A list is put in apply order first; any other iterable (a plan file read line by
         line) must come in apply order already (``etl.plan.apply_order``, how the plan file
@@ -469,6 +574,11 @@ class DirectoryWriter:
         if first is None:
             self.close()
             return res
+
+        def left(ch: Change) -> None:
+            res.left += 1
+            if on_left:
+                on_left(ch)
         txn = self.supports_transactions()
         size = max(1, self.target.txn_size)
 
@@ -484,6 +594,9 @@ class DirectoryWriter:
                 res.applied += 1
                 if on_applied:
                     on_applied(ch)
+                return
+            if r.get("left"):
+                left(ch)
                 return
             res.failed += 1
             if len(res.errors) < MAX_ERRORS_KEPT:
@@ -534,6 +647,7 @@ class DirectoryWriter:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
             chunk: list[Change] = [first]
             key = wave_key(first)
+            stopped = False
             for ch in stream:
                 k = wave_key(ch)
                 if k < key:
@@ -544,7 +658,17 @@ class DirectoryWriter:
                 if k != key or len(chunk) >= self.chunk_size:
                     run(pool, chunk)  # the chunk completes before the next one starts
                     chunk, key = [], k
+                    if self._down is not None:
+                        stopped = True
+                        left(ch)
+                        break
                 chunk.append(ch)
-            run(pool, chunk)
+            if not stopped:
+                run(pool, chunk)
+        if self._down is not None:
+            for ch in stream:  # the rest of the plan: read, counted, not written
+                left(ch)
+            res.stopped = self._down
+        res.connection_failures = self.connection_failures
         self.close()
         return res

@@ -118,6 +118,8 @@ def cmd_sync(a: argparse.Namespace) -> int:
     summary = pipeline.run_sync(st, a.academy, dry_run=a.dry_run, schools=a.school or None,
                                 workers=a.workers, mode=a.mode)
     _print(summary, a.json, _sync_table)
+    if summary.get("error"):  # the directory went down mid-apply: one line, exit 1
+        print(f"entsync: {summary['error']}", file=sys.stderr)
     if summary["status"] == "awaiting_approval":
         return 3
     return 0 if summary["status"] in ("success", "dry_run") else 1
@@ -178,15 +180,33 @@ def cmd_lifecycle(a: argparse.Namespace) -> int:
     return 1 if any(v.get("failed") for v in out.values()) else 0
 
 
+#: the sync table's count columns: per category what was written (a dry run: planned)
+_SYNC_COLUMNS = ("created", "updated", "disabled", "restored", "deleted", "unchanged",
+                 "failed", "pending", "rejected")
+
+
 def _sync_table(s: dict[str, Any]) -> str:
-    lines = [f"run {s['run_id']}: {s['status']}", f"{'school':10} {'status':16} "
-             f"{'created':>8} {'updated':>8} {'unchanged':>9} {'rejected':>9}"]
+    """Per school what was written by category (a dry run: what would be), what failed and
+    what is pending (held for approval, or left by a directory that went down)."""
+    what = "planned, nothing written (dry run)" if s.get("dry_run") else "written"
+    lines = [f"run {s['run_id']}: {s['status']}",
+             f"{'school':10} {'status':17} " + " ".join(f"{c:>9}" for c in _SYNC_COLUMNS)]
     for uai, r in sorted(s["schools"].items()):
-        lines.append(f"{uai:10} {r['status']:16} {r['created']:>8} {r['updated']:>8} "
-                     f"{r['unchanged']:>9} {r['rejected']:>9}")
+        lines.append(f"{uai:10} {r['status']:17} "
+                     + " ".join(f"{r.get(c, 0):>9}" for c in _SYNC_COLUMNS))
     for q in s["quarantined"]:
         lines.append(f"quarantined: {q['file']}: {q['reason']}")
-    lines.append(f"changes planned {s['changes']}, applied {s['applied']}, failed {s['failed']}")
+    by_cat = s.get("planned" if s.get("dry_run") else "written") or {}
+    lines.append(f"{what}: " + ", ".join(f"{k} {v}" for k, v in by_cat.items())
+                 + f" ({s['applied']} changes)")
+    failed_by = {k: v for k, v in (s.get("failed_by") or {}).items() if v}
+    lines.append(f"failed: {s['failed']}" + (" (" + ", ".join(
+        f"{k} {v}" for k, v in failed_by.items()) + ")" if failed_by else ""))
+    pending_by = {k: v for k, v in (s.get("pending_by") or {}).items() if v}
+    lines.append(f"pending: {s.get('pending', 0)}" + (" (" + ", ".join(
+        f"{k} {v}" for k, v in pending_by.items()) + ")" if pending_by else "")
+        + (f", {s['left']} left by the directory" if s.get("left") else ""))
+    lines.append(f"changes planned {s['changes']}, held {s.get('held_changes', 0)}")
     lines.append(f"report: {s.get('report_dir')}")
     return "\n".join(lines)
 

@@ -117,6 +117,9 @@ class LdapSettings:
     password: str | None = field(default=None, repr=False)
     base: str = DEFAULT_BASE
     ca_file: str | None = None
+    #: consecutive connection failures (``ENTSYNC_LDAP_MAX_CONNECT_FAILURES``) after which the
+    #: directory is taken for down: the apply stops and the run fails with what is left
+    max_connect_failures: int = 5
 
 
 def _port(raw: str | None) -> int:
@@ -227,6 +230,10 @@ class Settings:
                 password=e.get("ENTSYNC_LDAP_PASSWORD") or None,
                 base=e.get("ENTSYNC_LDAP_BASE") or DEFAULT_BASE,
                 ca_file=e.get("ENTSYNC_LDAP_CA_FILE") or None,
+                max_connect_failures=_int_setting(
+                    "ENTSYNC_LDAP_MAX_CONNECT_FAILURES",
+                    e.get("ENTSYNC_LDAP_MAX_CONNECT_FAILURES"), 5, 1, 1000,
+                    "a number of consecutive failures, 1 to 1000"),
             ),
             staging_url=e.get("ENTSYNC_STAGING_URL", ""),
             statsd_host=e.get("ENTSYNC_STATSD_HOST") or None,

@@ -66,6 +66,11 @@ class DirectoryError(EntsyncError):
     """The LDAP directory refused an operation that is not transient."""
 
 
+class DirectoryUnavailable(DirectoryError):
+    """The directory stopped answering (several consecutive connection failures): the apply
+    stopped, what was not written is left for a rerun. Transient: a later attempt converges."""
+
+
 class RunLocked(EntsyncError):
     """Another run holds the academy's lock."""
 
@@ -134,7 +139,8 @@ def is_transient(exc: BaseException) -> bool:
     errors and busy/unavailable/time-limit results, the plain ``LDAPException`` etl.apply
     raises for a server it cannot reach; SQLAlchemy ``OperationalError``; network
     ``OSError``s such as a refused or reset connection), and ``RunLocked`` (the other run
-    ends). Everything else is not: a rejected file, a configuration error, bad directory
+    ends), ``DirectoryUnavailable`` (the apply stopped on a directory that went down).
+    Everything else is not: a rejected file, a configuration error, bad directory
     credentials or an untrusted certificate (``DirectoryError``), a refused approval, a bug.
     An error raised ``from`` a transient one is transient, unless it is an ``EntsyncError``,
     whose class decides (a ``StateDBError`` is when its ``transient`` says so).
@@ -144,8 +150,8 @@ def is_transient(exc: BaseException) -> bool:
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, EntsyncError):
-            return isinstance(cur, RunLocked) or (isinstance(cur, StateDBError)
-                                                  and cur.transient)
+            return isinstance(cur, (RunLocked, DirectoryUnavailable)) or (
+                isinstance(cur, StateDBError) and cur.transient)
         for check in (_ldap_transient, _sql_transient):
             verdict = check(cur)
             if verdict is not None:

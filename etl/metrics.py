@@ -227,6 +227,30 @@ def record(settings: Any, run_id: str, academy: str, stage: str,
         client.send(statsd_lines(client, academy, stage, clean, uai))
 
 
+def record_schools(settings: Any, run_id: str, academy: str, stage: str,
+                   per_school: Mapping[str, Mapping[str, float]]) -> None:
+    """A stage's numbers for each school (``<stage>.<UAI>.<name>``), in one transaction and
+    one StatsD send: the writes of a run, per school (what was written, failed, pending)."""
+    from etl.state.db import session_factory
+    from etl.state.models import RunMetric
+
+    rows = [(uai, k, float(v)) for uai, values in sorted(per_school.items())
+            for k, v in values.items() if v is not None]
+    if not rows:
+        return
+    with session_factory(settings.state_url)() as s, s.begin():
+        s.add_all(RunMetric(run_id=run_id, academy=academy, stage=stage, uai=uai, name=k,
+                            value=v) for uai, k, v in rows)
+    client = statsd_client(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)
+    if client is not None:
+        lines: list[str] = []
+        for uai, values in sorted(per_school.items()):
+            lines += statsd_lines(client, academy, stage,
+                                  {k: float(v) for k, v in values.items() if v is not None},
+                                  uai)
+        client.send(lines)
+
+
 def count_run(settings: Any, academy: str, status: str) -> None:
     """A run ended: ``<prefix>.<academy>.runs.<status>`` counter."""
     client = statsd_client(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)

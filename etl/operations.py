@@ -76,8 +76,10 @@ def _apply(settings: Settings, run_id: str, academy: str, changes: list[Change],
                         disabled = after.get("entSyncStatus") == ["DISABLED"]
                         acc.status = "DISABLED" if disabled else "ACTIVE"
                         acc.disabled_at = acc.disabled_at if disabled else None
-    return {"applied": res.applied, "failed": res.failed, "errors": res.errors[:50],
-            "done": applied}
+    # a change left unwritten (the directory went down) is a failure of the operation
+    return {"applied": res.applied, "failed": res.failed + res.left,
+            "errors": res.errors[:50], "done": applied,
+            **({"error": res.stopped} if res.stopped else {})}
 
 
 def _new_run(settings: Settings, academy: str, trigger: str) -> str:

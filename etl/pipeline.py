@@ -746,7 +746,7 @@ def ldap_target_from_settings(settings: Settings) -> Any:
                           "ENTSYNC_LDAP_BIND_DN and ENTSYNC_LDAP_PASSWORD (or an Airflow "
                           "connection)")
     return LdapTarget(url=l.url, bind_dn=l.bind_dn, password=l.password, base=l.base,
-                      ca_file=l.ca_file)
+                      ca_file=l.ca_file, max_connect_failures=l.max_connect_failures)
 
 
 def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dict[str, Any],
@@ -754,13 +754,15 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     """Write a plan's changes, journal them, remember what was written, and for each school
     written without failure mark its files applied and keep its counts for the guards.
     ``plan``: the plan file's header; ``changes``: its changes in apply order, consumed as a
-    stream (``read_plan_file``)."""
+    stream (``read_plan_file``). What was written, failed and left (the directory went down:
+    ``stopped``) is counted per school and category (``written_counts``)."""
     from etl.apply import DirectoryWriter
     from etl.plan import Change
 
     target = ldap_target_from_settings(settings)
     Session = session_factory(settings.state_url)
     failed_schools: set[str] = set()
+    tally = WriteTally()
     with Session() as s:
         start = s.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.run_id == run_id))
     seq = [int(start or 0)]
@@ -781,23 +783,31 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     def on_applied(ch: Change) -> None:
         # small batches, at least every second: a worker killed mid-apply leaves few applied
         # changes unjournaled (the rerun finds them in the directory and journals them)
+        tally.add("written", ch)
         pending.append(ch)
         if len(pending) >= 100 or time.monotonic() - last_flush[0] > 1.0:
             flush()
 
     def on_failed(ch: Change, _r: dict[str, Any]) -> None:
+        tally.add("failed", ch)
         if ch.uai:
             failed_schools.add(ch.uai)
 
+    def on_left(ch: Change) -> None:
+        tally.add("left", ch)
+        if ch.uai:
+            failed_schools.add(ch.uai)  # its files are read again by the rerun
+
     writer = DirectoryWriter(target, workers=workers)
     try:
-        res = writer.apply(changes, on_applied=on_applied, on_failed=on_failed)
+        res = writer.apply(changes, on_applied=on_applied, on_failed=on_failed,
+                           on_left=on_left)
     finally:
         flush()
     with Session() as s, s.begin():
         for uai, docs in plan.get("docs", {}).items():
-            if uai in failed_schools:
-                continue
+            if uai in failed_schools or res.stopped:
+                continue  # read again by the next run (a stopped apply: every school)
             for d in docs:
                 s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai,
                                  kind=d["kind"], sha256=d["sha256"], path=d["path"],
@@ -816,9 +826,41 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
                                 run_id=run_id, updated_at=utcnow()))
     log.info("apply %s: %d applied, %d failed, %d reconciled against the directory", run_id,
              res.applied, res.failed, res.reconciled)
-    return {"applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
-            "retries": res.retries, "errors": res.errors[:50],
-            "failed_schools": sorted(failed_schools)}
+    out: dict[str, Any] = {
+        "applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
+        "retries": res.retries, "errors": res.errors[:50],
+        "failed_schools": sorted(failed_schools), **tally.as_dict()}
+    if res.stopped:
+        out.update(left=res.left, stopped=res.stopped,
+                   connection_failures=res.connection_failures)
+        log.error("apply %s stopped, the directory is down: %d changes written, %d failed, "
+                  "%d left for a rerun", run_id, res.applied, res.failed, res.left)
+    return out
+
+
+class WriteTally:
+    """What an apply wrote, what the directory refused and what it left (the directory went
+    down), per school and per category (``CATEGORIES``): the run's summary counts these, not
+    the plan."""
+
+    def __init__(self) -> None:
+        self.schools: dict[str, dict[str, dict[str, int]]] = {}
+        self.totals: dict[str, dict[str, int]] = {
+            k: dict.fromkeys(CATEGORIES, 0) for k in ("written", "failed", "left")}
+
+    def add(self, outcome: str, ch: Any) -> None:
+        cat = _CAT_KEY.get(ch.category, "updated")
+        self.totals[outcome][cat] += 1
+        if not ch.uai:
+            return
+        school = self.schools.get(ch.uai)
+        if school is None:
+            school = self.schools[ch.uai] = {
+                k: dict.fromkeys(CATEGORIES, 0) for k in ("written", "failed", "left")}
+        school[outcome][cat] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"written_counts": {"schools": self.schools, "total": self.totals}}
 
 
 def _record_applied(s: Any, academy: str, run_id: str, done: list[Any],
@@ -994,6 +1036,12 @@ def _approve(settings: Settings, a: Approval, run: Run, plan_file: Any,
         t0 = time.monotonic()
         header, changes = read_plan(plan_file)
         res = _apply_changes(settings, a.academy, run_id, header, changes, workers)
+        if res.get("stopped"):  # the approval stays pending: approving again converges
+            from etl.errors import DirectoryUnavailable
+
+            raise DirectoryUnavailable(
+                f"{res['stopped']}; school {a.uai} of {run_id}: {res['applied']} changes "
+                f"written, {res.get('left', 0)} left: approve again once the directory answers")
     finally:
         release_lock(settings, a.academy, run_id)
     metrics.record(settings, run_id, a.academy, "approval", {
@@ -1046,8 +1094,9 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
                                        "detail": why}]}
     for uai in discovered.get("already_applied", []):
         per_school[uai] = {"status": "already_applied", **zero, "rejected": 0}
+    written = _count_writes(per_school, plan_counts, held, applied, dry_run)
     quarantined = [q for r in schools if r for q in r.get("quarantined", [])]
-    failed = bool(applied and applied.get("failed")) or any(
+    failed = bool(applied and (applied.get("failed") or applied.get("stopped"))) or any(
         r and r.get("status") == "error" for r in schools)
     if failed:
         status = "failed"
@@ -1066,6 +1115,7 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
                             for v in held.values()),
         "applied": (applied or {}).get("applied", 0),
         "failed": (applied or {}).get("failed", 0),
+        **written,
         "errors": (applied or {}).get("errors", []),
         "matches": rec.get("matches", {}),
         "duplicates": rec.get("duplicates", []),
@@ -1092,24 +1142,86 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         "duration_s": time.monotonic() - t0, "run_duration_s": run_seconds,
         "changes": summary["changes"], "changes_held": summary["held_changes"],
         "applied": summary["applied"], "failed": summary["failed"],
+        "pending": summary["pending"],
+        **{f"written.{k}": v for k, v in summary["written"].items()},
+        **{f"failed.{k}": v for k, v in summary["failed_by"].items()},
         "files_quarantined": len(quarantined),
         "records_read": sum(int(r.get("records_read", 0)) for r in schools if r),
         "records_rejected": sum(int(r.get("rejected", 0)) for r in schools if r),
         **{f"schools.{k}": v for k, v in sorted(by_status.items())},
     })
+    metrics.record_schools(settings, run_id, academy_code, "report", {
+        u: {"written": x["written"], "failed": x["failed"], "pending": x["pending"],
+            **{f"written.{k}": x.get(k, 0) for k in CATEGORIES}}
+        for u, x in per_school.items() if x.get("written") or x.get("failed")
+        or x.get("pending")})
     metrics.count_run(settings, academy_code, status)
     # counts, not a line per school (680 schools at the region's size): each school's own
     # are in the report and `entsync status`; a non-ok school is named apart
-    log.info("run %s %s: %d schools (%s); %s", run_id, status, len(per_school),
-             ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())),
+    log.info("run %s %s: %d schools (%s); %s: %s; failed %d, pending %d", run_id, status,
+             len(per_school), ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())),
+             "planned (dry run)" if dry_run else "written",
              ", ".join(f"{k} {sum(int(x.get(k, 0)) for x in per_school.values())}"
-                       for k in CATEGORIES))
+                       for k in CATEGORIES), summary["failed"], summary["pending"])
+    if summary.get("error"):
+        log.error("run %s: %s", run_id, summary["error"])
     others = sorted(u for u, x in per_school.items()
                     if x.get("status") not in ("ok", "unchanged", "already_applied"))
     if others:
         log.info("run %s: schools not ok: %s", run_id,
                  ", ".join(f"{u} ({per_school[u]['status']})" for u in others))
     return summary
+
+
+#: per-school statuses the apply's outcome may turn into ``partial`` or ``failed``
+_WRITING_STATUSES = ("ok", "collateral", "unchanged")
+
+
+def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, Any],
+                  held: dict[str, Any], applied: dict[str, Any] | None,
+                  dry_run: bool) -> dict[str, Any]:
+    """Turn the plan's per-school counts into what was written (``finish_run``).
+
+    Per school: ``planned`` (the plan's counts by category), the category counts themselves
+    (``created``...) as written (a dry run: as planned, nothing is written), ``written``,
+    ``failed`` (the directory refused) and ``pending`` (held for approval, or left when the
+    directory went down) with their categories in ``failed_by`` and ``pending_by``. A school
+    with failed or left writes is ``partial`` (some of its changes written) or ``failed``
+    (none). The run's totals are returned."""
+    tally = (applied or {}).get("written_counts") or {}
+    by_school = tally.get("schools") or {}
+    zero = dict.fromkeys(CATEGORIES, 0)
+    totals = {k: dict(zero) for k in ("planned", "written", "failed_by", "pending_by")}
+    for uai, s in per_school.items():
+        pc = plan_counts.get(uai, {})
+        planned = {k: int(pc.get(k, 0)) for k in CATEGORIES}
+        w = by_school.get(uai) or {}
+        done = dict(zero) if dry_run else {k: int(w.get("written", {}).get(k, 0))
+                                           for k in CATEGORIES}
+        bad = {k: int(w.get("failed", {}).get(k, 0)) for k in CATEGORIES}
+        if uai in held:
+            waiting = dict(planned)
+        else:
+            waiting = {k: int(w.get("left", {}).get(k, 0)) for k in CATEGORIES}
+        s.update({k: planned[k] if dry_run else done[k] for k in CATEGORIES})
+        s.update(planned=planned, written=sum(done.values()), failed=sum(bad.values()),
+                 pending=sum(waiting.values()), failed_by=bad, pending_by=waiting)
+        if uai not in held and s.get("status") in _WRITING_STATUSES and (
+                s["failed"] or s["pending"]):
+            s["status"] = "partial" if s["written"] else "failed"
+        for k in CATEGORIES:
+            totals["planned"][k] += planned[k]
+            totals["written"][k] += done[k]
+            totals["failed_by"][k] += bad[k]
+            totals["pending_by"][k] += waiting[k]
+    out: dict[str, Any] = {**totals, "pending": sum(totals["pending_by"].values())}
+    if applied and applied.get("stopped"):
+        out["left"] = int(applied.get("left", 0))
+        out["connection_failures"] = int(applied.get("connection_failures", 0))
+        out["error"] = (f"{applied['stopped']}; {applied.get('applied', 0)} changes written, "
+                        f"{applied.get('failed', 0)} failed, {out['left']} left: run the sync "
+                        "again once the directory answers")
+    return out
 
 
 def fail_run(settings: Settings, run_id: str, reason: str) -> None:

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-COLUMNS = ("created", "updated", "disabled", "restored", "deleted", "unchanged", "rejected")
+#: per school: what was written by category (a dry run: what would be), then what the
+#: directory refused, what is pending (held for approval, or left by a directory that went
+#: down) and the records rejected
+COLUMNS = ("created", "updated", "disabled", "restored", "deleted", "unchanged", "failed",
+           "pending", "rejected")
+CATEGORIES = ("created", "updated", "disabled", "restored", "deleted")
 
 
 def _e(v: Any) -> str:
@@ -46,19 +51,32 @@ def render_run_report(summary: dict[str, Any]) -> str:
     matches = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in summary.get("matches", {}).items()
                         if v) or "none"
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    by_cat = "".join(
+        f"<tr><td>{label}</td>" + "".join(
+            f"<td class=n>{_e((summary.get(key) or {}).get(c, 0))}</td>" for c in CATEGORIES)
+        + "</tr>" for key, label in (("planned", "planned"), ("written", "written"),
+                                     ("failed_by", "failed"), ("pending_by", "pending")))
+    cat_head = "".join(f"<th>{c}</th>" for c in CATEGORIES)
+    stopped = (f"<p class=error><b>{_e(summary['error'])}</b></p>" if summary.get("error")
+               else "")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>entsync run {_e(summary.get('run_id'))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}
-.awaiting_approval,.held,.quarantined,.error{{background:#fde2c8}}.ok{{background:#e3f5e1}}
+.awaiting_approval,.held,.quarantined,.error,.partial,.failed{{background:#fde2c8}}.ok{{background:#e3f5e1}}
 </style></head><body>
 <h1>Run {_e(summary.get('run_id'))}</h1>
 <p>Academy <b>{_e(summary.get('academy'))}</b> — status <b>{_e(summary.get('status'))}</b>
 {'(dry run: nothing written)' if summary.get('dry_run') else ''} — mode
 {_e(summary.get('mode') or 'normal')} — {_e(summary.get('changes', 0))} changes planned,
 {_e(summary.get('applied', 0))} applied, {_e(summary.get('failed', 0))} failed,
-{_e(summary.get('held_changes', 0))} held for approval.</p>
-<h2>Schools</h2><table><tr><th>UAI</th><th>status</th>{head}<th>guards tripped</th><th></th>
+{_e(summary.get('held_changes', 0))} held for approval, {_e(summary.get('pending', 0))}
+pending.</p>{stopped}
+<h2>Changes by category</h2><table><tr><th></th>{cat_head}</tr>{by_cat}</table>
+<h2>Schools</h2><p>Counts are what was written{
+' (a dry run: what would be)' if summary.get('dry_run') else ''}; a school with failed or
+pending writes is <i>partial</i> (some written) or <i>failed</i> (none).</p>
+<table><tr><th>UAI</th><th>status</th>{head}<th>guards tripped</th><th></th>
 </tr>{''.join(rows)}</table>
 <h2>Guards evaluated</h2><table><tr><th>UAI</th><th>guard</th><th>value</th><th>limit</th>
 <th></th><th>detail</th></tr>{''.join(guard_rows)}</table>

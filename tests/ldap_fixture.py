@@ -8,6 +8,10 @@ silently green.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import ldap3
@@ -61,3 +65,44 @@ def ldap_conn(slapd: LdapServer) -> Iterator[ldap3.Connection]:
         yield conn
     finally:
         conn.unbind()
+
+
+class Refuser:
+    """Listens where slapd did once it is dead and closes every connection at once, counting
+    them: each is one reconnect attempt of the sync (a dead directory, a port still open)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for _ in range(1000):  # slapd's threads may still be closing its socket
+            try:
+                self.sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                time.sleep(0.01)
+        else:
+            raise AssertionError(f"port {port} still taken after slapd was killed")
+        self.sock.listen(64)
+        self.attempts = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            if self._stop:
+                conn.close()
+                return
+            self.attempts += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop = True
+        with contextlib.suppress(OSError):
+            socket.create_connection(self.sock.getsockname(), timeout=1).close()
+        self._thread.join(timeout=5)
+        self.sock.close()

@@ -27,7 +27,7 @@ import pytest
 
 from etl.generate import generate_academy
 from etl.ldapserver import LdapServer, start_slapd, stop_slapd
-from tests.ldap_fixture import admin_connection
+from tests.ldap_fixture import Refuser, admin_connection
 
 pytestmark = pytest.mark.ldap
 ACADEMY = "ac-reims"
@@ -216,3 +216,71 @@ def test_worker_killed_mid_apply_then_rerun_converges(tmp_path: Path, landing: P
               f"rerun applied={second.get('applied')}")
     finally:
         stop_slapd(tmp_path / "slapd")
+
+
+def test_directory_down_mid_apply_fails_the_run_at_once_then_rerun_converges(
+        tmp_path: Path, landing: Path, clean: dict[str, Any]) -> None:
+    """slapd dies mid-apply and stays dead: after ENTSYNC_LDAP_MAX_CONNECT_FAILURES (3 here)
+    consecutive connection failures the apply stops, every thread with it; the run ends
+    failed with what was written and what is left, one line on stderr, exit code 1; once
+    slapd is back a rerun writes the rest and the directory is a clean run's."""
+    ws = _workspace(tmp_path, landing)
+    slapd_dir = tmp_path / "slapd"
+    refuser: Refuser | None = None
+    proc: subprocess.Popen[str] | None = None
+    try:
+        env = {**ws.env(), "ENTSYNC_LDAP_MAX_CONNECT_FAILURES": "3"}
+        proc = subprocess.Popen([sys.executable, "-m", "etl.cli", "sync", "--academy", ACADEMY,
+                                 "--json"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        pid = int((slapd_dir / "run" / "slapd.pid").read_text())
+        n = _kill_when_half_journaled(ws, proc, lambda: pid)
+        refuser = Refuser(ws.server.port)
+        # the bound is on attempts, not time: the old writer retried each change 5 times on
+        # 4 threads (hours for a night's plan); the timeout only keeps a hang from blocking CI
+        out, err = proc.communicate(timeout=300)
+        refuser.close()
+        assert proc.returncode == 1, err[-3000:]
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("entsync: directory ") and "unreachable" in last, last
+        assert "3 consecutive connection failures" in last and "left" in last, last
+        # one thread probed, the others waited: at most the 3 failures, a reconnect each
+        assert refuser.attempts <= 3, refuser.attempts
+        first = json.loads(out)
+        # (a reconnect may still have reached slapd while it died: a failure before it)
+        assert first["status"] == "failed" and 3 <= first["connection_failures"] <= 6
+        assert first["left"] > 0 and first["applied"] > 0
+        assert first["applied"] + first["failed"] + first["left"] == first["changes"]
+        assert first["error"] == last.removeprefix("entsync: ")
+        # the journal holds exactly what was written; the run row is closed, failed
+        assert ws.journal() == first["applied"]
+        with sqlite3.connect(ws.state_db) as c:
+            status, ended, summary = c.execute(
+                "select status, ended_at, summary from runs where id = ?",
+                (first["run_id"],)).fetchone()
+        assert status == "failed" and ended is not None
+        assert json.loads(summary)["left"] == first["left"]
+        # per school: what was written and what is left; none of them "ok"
+        for uai, school in first["schools"].items():
+            assert school["status"] in ("partial", "failed"), (uai, school["status"])
+            assert school["written"] == sum(school[k] for k in
+                                            ("created", "updated", "disabled", "restored",
+                                             "deleted"))
+        assert sum(s["pending"] for s in first["schools"].values()) <= first["left"]
+        assert sum(s["written"] for s in first["schools"].values()) <= first["applied"]
+
+        restarted = start_slapd(slapd_dir)
+        assert restarted.port == ws.server.port
+        second = ws.sync_to_end()
+        assert second["status"] == "success", second
+        assert second["applied"] <= first["left"] + first["failed"] + 8 * 4  # in flight
+        _assert_converged(ws, clean, n)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if refuser is not None:
+            refuser.close()
+        stop_slapd(slapd_dir)
+

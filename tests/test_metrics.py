@@ -52,9 +52,15 @@ def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
     assert summary["status"] == "success"
     m = _by(run_metrics(env, summary["run_id"]))
     assert set(m) == {("discover", None), ("read_validate", UAI_A), ("reconcile", None),
-                      ("apply", None), ("report", None)}
+                      ("apply", None), ("report", None), ("report", UAI_A)}
+    # what each school had written, by category (the school's own numbers)
+    written = m[("report", UAI_A)]
+    assert written["written"] == summary["schools"][UAI_A]["written"] > 0
+    assert written["written.created"] == summary["schools"][UAI_A]["created"] > 0
+    assert written["failed"] == 0 and written["pending"] == 0
     for key, values in m.items():
-        assert values["duration_s"] >= 0, key
+        if key != ("report", UAI_A):  # counts only
+            assert values["duration_s"] >= 0, key
     assert m[("discover", None)]["schools"] == 1
     school = m[("read_validate", UAI_A)]
     assert school["records_read"] > school["persons"] > 0
