@@ -199,6 +199,12 @@ class Settings:
     #: the daily ``ent_lifecycle`` run deletes older ones): a night of the region stages its
     #: tables and plans anew, which would fill the staging area in weeks
     staging_keep_days: int = 14
+    #: days a run's quarantined files are kept (``ENTSYNC_QUARANTINE_KEEP_DAYS``; the daily
+    #: ``ent_lifecycle`` run deletes older run folders)
+    quarantine_keep_days: int = 90
+    #: how far past now an export's date may be (clocks differ) before the export is refused
+    #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
+    export_future_tolerance_minutes: int = 60
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -230,6 +236,13 @@ class Settings:
             staging_keep_days=_int_setting(
                 "ENTSYNC_STAGING_KEEP_DAYS", e.get("ENTSYNC_STAGING_KEEP_DAYS"), 14, 1, None,
                 "a number of days, 1 or more"),
+            quarantine_keep_days=_int_setting(
+                "ENTSYNC_QUARANTINE_KEEP_DAYS", e.get("ENTSYNC_QUARANTINE_KEEP_DAYS"), 90, 1,
+                None, "a number of days, 1 or more"),
+            export_future_tolerance_minutes=_int_setting(
+                "ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES",
+                e.get("ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES"), 60, 0, None,
+                "a number of minutes, 0 or more"),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {
