@@ -1090,7 +1090,7 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
             row.status = "approved" if approve else "rejected"
             row.decided_at, row.decided_by = utcnow(), by
             if not approve:
-                _drop_rejected_exports(s, a)
+                _drop_rejected_exports(s, a, by)
         log.info("school %s of run %s %s by %s", a.uai, run_id,
                  "approved" if approve else "rejected", by)
     with Session() as s, s.begin():
@@ -1103,7 +1103,7 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
     return {"run_id": run_id, "schools": results}
 
 
-def _drop_rejected_exports(s: Any, a: Approval) -> None:
+def _drop_rejected_exports(s: Any, a: Approval, by: str) -> None:
     """A rejected plan held because an export is older than the applied one: that export
     (its sha256, for that school and kind) is not proposed again (``_discover_files``); a
     newer export of the school is read as usual."""
@@ -1116,7 +1116,7 @@ def _drop_rejected_exports(s: Any, a: Approval) -> None:
                          sha256=f.sha256, content_sha256=f.content_sha256, path=f.path,
                          member=f.member, school_year=f.school_year,
                          export_date=f.export_date, status=OPERATOR_REJECTED,
-                         reason=f"held plan rejected by {a.decided_by or 'an operator'}"))
+                         reason=f"held plan rejected by {by}"))
 
 
 def _spool(settings: Settings, ref: str, out: Any) -> str:
