@@ -128,12 +128,14 @@ def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
 
 
 def discover_files(settings: Settings, academy_code: str, run_id: str,
-                   schools: list[str] | None = None) -> dict[str, Any]:
+                   schools: list[str] | None = None,
+                   today: dt.date | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind (see
-    ``_discover_files``); the stage's numbers go to the run's metrics."""
+    ``_discover_files``; ``today``: the run's day when not today, the end of which is "now"
+    for export dates); the stage's numbers go to the run's metrics."""
     metrics.stage_start()
     t0 = time.monotonic()
-    out = _discover_files(settings, academy_code, run_id, schools)
+    out = _discover_files(settings, academy_code, run_id, schools, today)
     metrics.record(settings, run_id, academy_code, "discover", {
         "duration_s": time.monotonic() - t0,
         "schools": len(out["schools"]),
@@ -149,12 +151,16 @@ def discover_files(settings: Settings, academy_code: str, run_id: str,
 OPERATOR_REJECTED = "operator_rejected"
 
 
-def _future_limit(settings: Settings, academy_tz: str) -> dt.datetime:
+def _future_limit(settings: Settings, academy_tz: str,
+                  today: dt.date | None = None) -> dt.datetime:
     """The latest credible export date: now where the academy is (exports carry local
-    times), plus the clock tolerance."""
+    times; the end of ``today`` when the run is given a later day), plus the clock
+    tolerance."""
     from zoneinfo import ZoneInfo
 
     now = dt.datetime.now(ZoneInfo(academy_tz)).replace(tzinfo=None)
+    if today is not None:
+        now = max(now, dt.datetime.combine(today, dt.time(23, 59, 59)))
     return now + dt.timedelta(minutes=settings.export_future_tolerance_minutes)
 
 
@@ -168,7 +174,8 @@ def _in_future(export_date: str | None, limit: dt.datetime) -> bool:
 
 
 def _discover_files(settings: Settings, academy_code: str, run_id: str,
-                    schools: list[str] | None = None) -> dict[str, Any]:
+                    schools: list[str] | None = None,
+                    today_: dt.date | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind.
 
     A school is kept when at least one chosen document was not applied before. An export
@@ -183,7 +190,7 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
     heartbeat(settings, academy_code, run_id)
     today = dt.date.today().isoformat()
     found = discover(settings.landing, academy)
-    limit = _future_limit(settings, academy.timezone)
+    limit = _future_limit(settings, academy.timezone, today_)
     with session_factory(settings.state_url)() as s:
         run = s.get(Run, run_id)
         dry_run = bool(run is not None and run.dry_run)
@@ -1439,7 +1446,7 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
     yield_cpu(settings)
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
-        disc = discover_files(settings, academy_code, run_id, schools)
+        disc = discover_files(settings, academy_code, run_id, schools, today)
         from etl.cpuslots import cpu_slot
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
