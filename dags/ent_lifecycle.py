@@ -8,7 +8,8 @@ out again. One task per academy (`purge__<academy>`); each journals its deletion
 of its own, which `entsync undo RUN_ID` can revert. The same task then deletes from the
 staging area the tables and plans of the academy's runs that ended more than
 `ENTSYNC_STAGING_KEEP_DAYS` days ago (14 by default; a run awaiting approval keeps its held
-plans, report copies stay).
+plans, report copies stay), and the quarantine folders of runs that ended more than
+`ENTSYNC_QUARANTINE_KEEP_DAYS` days ago (90 by default) on the worker it runs on.
 
 **Retries**: like the sync DAGs, a task retries (up to 3 times, 5, 10 then 20 minutes apart)
 only when the failure is transient (directory or state DB unreachable, busy or locked); an
@@ -52,10 +53,12 @@ def ent_lifecycle() -> None:
             from ent_sync import _settings, retry_policy
 
             from etl.operations import purge_expired, purge_staging
+            from etl.quarantine import purge_quarantine
 
             with retry_policy():
                 st = _settings()
-                return {**purge_expired(st, academy), "staging": purge_staging(st, academy)}
+                return {**purge_expired(st, academy), "staging": purge_staging(st, academy),
+                        "quarantine": purge_quarantine(st, academy)}
 
         purge()
 

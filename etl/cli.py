@@ -168,15 +168,20 @@ def cmd_merge(a: argparse.Namespace) -> int:
 
 def cmd_lifecycle(a: argparse.Namespace) -> int:
     from etl.operations import purge_expired, purge_staging
+    from etl.quarantine import purge_quarantine
 
     st = _settings(a)
     out = {code: {**purge_expired(st, code, dry_run=a.dry_run),
-                  "staging": purge_staging(st, code, dry_run=a.dry_run)}
+                  "staging": purge_staging(st, code, dry_run=a.dry_run),
+                  "quarantine": purge_quarantine(st, code, dry_run=a.dry_run)}
            for code in (a.academy or list(load_academies()))}
     _print(out, a.json, lambda o: "\n".join(
         f"{k}: {v['expired']} past retention, {v['deleted']} deleted; staged files of "
         f"{v['staging']['runs']} runs older than {v['staging']['keep_days']} days "
-        + ("to purge" if a.dry_run else "purged") for k, v in o.items()))
+        + ("to purge" if a.dry_run else "purged")
+        + f"; quarantined files of {v['quarantine']['runs']} runs older than "
+        f"{v['quarantine']['keep_days']} days " + ("to purge" if a.dry_run else "purged")
+        for k, v in o.items()))
     return 1 if any(v.get("failed") for v in out.values()) else 0
 
 
@@ -394,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg.set_defaults(fn=cmd_merge)
 
     lc = sub.add_parser("lifecycle", help="delete accounts disabled past their retention, "
-                        "and the staged files of old runs")
+                        "and the staged and quarantined files of old runs")
     lc.add_argument("--academy", action="append", choices=academies)
     lc.add_argument("--dry-run", action="store_true")
     lc.add_argument("--json", action="store_true")

@@ -214,6 +214,12 @@ class Settings:
         """Seconds between a holder's heartbeats: 15 (well within the 30 s promised, a late
         beat behind a busy SQLite writer included), or four per stale period."""
         return min(15.0, self.lock_stale_after / 4)
+    #: days a run's quarantined files are kept (``ENTSYNC_QUARANTINE_KEEP_DAYS``; the daily
+    #: ``ent_lifecycle`` run deletes older run folders)
+    quarantine_keep_days: int = 90
+    #: how far past now an export's date may be (clocks differ) before the export is refused
+    #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
+    export_future_tolerance_minutes: int = 60
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -255,6 +261,13 @@ class Settings:
             lock_dag_stale_after=_int_setting(
                 "ENTSYNC_LOCK_DAG_STALE_AFTER", e.get("ENTSYNC_LOCK_DAG_STALE_AFTER"), 1800, 60,
                 None, "a number of seconds, 60 or more"),
+            quarantine_keep_days=_int_setting(
+                "ENTSYNC_QUARANTINE_KEEP_DAYS", e.get("ENTSYNC_QUARANTINE_KEEP_DAYS"), 90, 1,
+                None, "a number of days, 1 or more"),
+            export_future_tolerance_minutes=_int_setting(
+                "ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES",
+                e.get("ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES"), 60, 0, None,
+                "a number of minutes, 0 or more"),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

@@ -33,6 +33,17 @@ class FileRejected(EntsyncError):
         super().__init__(f"{where}: {reason}")
 
 
+class FileChanged(EntsyncError):
+    """A file is not what discovery recorded (another sha256 or size, gone, or no longer a
+    regular file): its school is left untouched this run, the file is not quarantined (the
+    next run discovers it again)."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: {reason}")
+
+
 class RecordRejected(EntsyncError):
     """One bad record: reported, skipped, counted against the error budget."""
 

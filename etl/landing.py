@@ -108,6 +108,12 @@ class Discovered:
         return XmlSource(Path(self.path), self.member)
 
     @property
+    def checked_source(self) -> XmlSource:
+        """The source checked, as it is read, against what discovery recorded (sha256, size,
+        a regular file): ``etl.xmlsafe.open_source`` raises FileChanged otherwise."""
+        return XmlSource(Path(self.path), self.member, self.sha256, self.size or None)
+
+    @property
     def name(self) -> str:
         return self.source.name
 
@@ -247,7 +253,7 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
         if not members and not others:
             res.append(_rejected(p, None, "empty zip"))
     elif low.endswith(".xml"):
-        res = []
+        res, members = [], []
         sources = [XmlSource(p)]
     else:
         return [_rejected(p, None, "not an XML file or a zip of XML files")]
@@ -268,4 +274,13 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
                 f"(departments {', '.join(academy.departments)})"
             )
         res.append(d)
+    if members:
+        # every XML document of the zip and its school: a quarantine keeps the zip under its
+        # school (or as several schools'), and removes it from the landing zone only once
+        # each of them was quarantined (etl.quarantine)
+        uais = {d.member: d.uai for d in res if d.member in members}
+        for d in res:
+            if d.member in members:
+                d.extra["members"] = list(members)
+                d.extra["member_uais"] = uais
     return res

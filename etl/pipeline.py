@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -33,7 +32,7 @@ from sqlalchemy import func, select
 from etl import metrics, staging
 from etl.canonical import Tables
 from etl.config import Settings, get_academy
-from etl.errors import ConfigError, EntsyncError, FileRejected, RunLocked
+from etl.errors import ConfigError, EntsyncError, FileChanged, FileRejected, RunLocked
 from etl.landing import Discovered, discover
 from etl.state.db import session_factory
 from etl.state.models import (
@@ -102,12 +101,14 @@ def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
 
 
 def discover_files(settings: Settings, academy_code: str, run_id: str,
-                   schools: list[str] | None = None) -> dict[str, Any]:
+                   schools: list[str] | None = None,
+                   today: dt.date | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind (see
-    ``_discover_files``); the stage's numbers go to the run's metrics."""
+    ``_discover_files``; ``today``: the run's day when not today, the end of which is "now"
+    for export dates); the stage's numbers go to the run's metrics."""
     metrics.stage_start()
     t0 = time.monotonic()
-    out = _discover_files(settings, academy_code, run_id, schools)
+    out = _discover_files(settings, academy_code, run_id, schools, today)
     metrics.record(settings, run_id, academy_code, "discover", {
         "duration_s": time.monotonic() - t0,
         "schools": len(out["schools"]),
@@ -119,28 +120,81 @@ def discover_files(settings: Settings, academy_code: str, run_id: str,
     return out
 
 
+#: a file whose held plan an operator rejected (``decide``): never proposed again
+OPERATOR_REJECTED = "operator_rejected"
+
+
+def _future_limit(settings: Settings, academy_tz: str,
+                  today: dt.date | None = None) -> dt.datetime:
+    """The latest credible export date: now where the academy is (exports carry local
+    times; the end of ``today`` when the run is given a later day), plus the clock
+    tolerance."""
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.now(ZoneInfo(academy_tz)).replace(tzinfo=None)
+    if today is not None:
+        now = max(now, dt.datetime.combine(today, dt.time(23, 59, 59)))
+    return now + dt.timedelta(minutes=settings.export_future_tolerance_minutes)
+
+
+def _in_future(export_date: str | None, limit: dt.datetime) -> bool:
+    if not export_date:
+        return False
+    try:
+        return dt.datetime.fromisoformat(export_date) > limit
+    except ValueError:
+        return False
+
+
 def _discover_files(settings: Settings, academy_code: str, run_id: str,
-                    schools: list[str] | None = None) -> dict[str, Any]:
+                    schools: list[str] | None = None,
+                    today_: dt.date | None = None) -> dict[str, Any]:
     """Find tonight's documents, register them, choose one per school and kind.
 
-    A school is kept when at least one chosen document was not applied before; an export
-    older than the one already applied for that school and kind holds the school back.
+    A school is kept when at least one chosen document was not applied before. An export
+    older than the last one applied for that school and kind holds the school: it is read
+    and planned, and its plan waits for approval (``_reconcile``, guard ``older_export``).
+    An export dated later than now (past ``export_future_tolerance_minutes``) is refused:
+    its school is read only to quarantine it, nothing of that school is applied; such a date
+    already applied (by an older version) is no reference. A file whose held plan an operator
+    rejected is not proposed again.
     """
     academy = get_academy(academy_code)
     heartbeat(settings, academy_code, run_id)
     today = dt.date.today().isoformat()
     found = discover(settings.landing, academy)
+    limit = _future_limit(settings, academy.timezone, today_)
     with session_factory(settings.state_url)() as s:
         run = s.get(Run, run_id)
         dry_run = bool(run is not None and run.dry_run)
     wanted = {u.upper() for u in schools} if schools else None
     by_school: dict[str, dict[str, list[Discovered]]] = defaultdict(lambda: defaultdict(list))
+    future: dict[str, list[Discovered]] = defaultdict(list)
     rejected: list[dict[str, Any]] = []
     Session = session_factory(settings.state_url)
     with Session() as s, s.begin():
+        refused = {(u, k, sha): rid for u, k, sha, rid in s.execute(
+            select(SourceFile.uai, SourceFile.kind, SourceFile.sha256, SourceFile.run_id)
+            .where(SourceFile.academy == academy_code,
+                   SourceFile.status == OPERATOR_REJECTED))}
         for d in found:
             if wanted is not None and d.uai not in wanted:
                 continue
+            if (d.status != "rejected" and d.uai is not None and d.kind is not None
+                    and _in_future(d.export_date, limit)):
+                d.status, d.extra["rule"] = "rejected", "future_export"
+                d.reason = (f"export dated {d.export_date}, in the future (now plus "
+                            f"{settings.export_future_tolerance_minutes} minutes of clock "
+                            f"tolerance: {limit.isoformat(timespec='minutes')} "
+                            f"{academy.timezone}): refused, nothing of this school is "
+                            "applied this run")
+                future[d.uai].append(d)
+                log.warning("refused %s: %s", d.name, d.reason)
+                continue
+            if (d.uai, d.kind, d.sha256) in refused:
+                d.status = "rejected"
+                d.reason = ("held as older than the applied export and rejected by an operator "
+                            f"(run {refused[(d.uai, d.kind, d.sha256)]}): not proposed again")
             if d.status == "rejected" or d.uai is None or d.kind is None:
                 rejected.append({"file": d.name, "uai": d.uai, "reason": d.reason})
                 s.add(SourceFile(run_id=run_id, academy=academy_code, uai=d.uai, kind=d.kind,
@@ -153,7 +207,7 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             by_school[d.uai][d.kind].append(d)
         out: dict[str, list[dict[str, Any]]] = {}
         held: dict[str, str] = {}
-        for uai in sorted(by_school):
+        for uai in sorted(set(by_school) | set(future)):
             chosen: list[Discovered] = []
             for kind in KIND_ORDER:
                 docs = sorted(by_school[uai].get(kind, []),
@@ -179,9 +233,11 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             # nothing to read; an older content coming back is (the directory moved on)
             last = {k: (sha, c) for k, sha, c, _e in rows}
             applied = {(k, x) for k, pair in last.items() for x in pair if x}
+            # the reference date per kind: that of the last export applied (an older one
+            # approved by an operator included); a date in the future is none
             newest_applied: dict[str, str] = {}
             for k, _sha, _c, exp in rows:
-                if k and exp and exp > newest_applied.get(k, ""):
+                if k and exp and not _in_future(exp, limit):
                     newest_applied[k] = exp
             st = s.get(SchoolState, (academy_code, uai))
             if st is not None and st.reread_on and st.reread_on <= today:
@@ -190,8 +246,10 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             else:
                 fresh = [d for d in chosen if (d.kind, d.sha256) not in applied
                          and (d.kind, d.content_sha256) not in applied]
-            stale = [d for d in chosen if d.export_date
-                     and d.export_date < newest_applied.get(d.kind or "", "")]
+            stale = [] if future[uai] else [
+                d for d in chosen if d.export_date
+                and d.export_date < newest_applied.get(d.kind or "", "")]
+            stale_ids = {id(d) for d in stale}
             status = "discovered"
             if stale:
                 reason = "; ".join(
@@ -200,7 +258,7 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
                 held[uai] = reason
                 status = "held"
                 log.warning("school %s held: %s", uai, reason)
-            elif not fresh:
+            elif not fresh and not future[uai]:
                 status = "skipped_applied"
             for d in chosen:
                 # a new export of the content the directory holds is applied as it stands:
@@ -211,31 +269,54 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
                                  sha256=d.sha256, content_sha256=d.content_sha256,
                                  path=d.path, member=d.member,
                                  school_year=d.school_year, export_date=d.export_date,
-                                 status="applied" if same else status,
+                                 status="applied" if same else "held" if id(d) in stale_ids
+                                 else "discovered" if status == "held" else status,
                                  reason="same content as the last applied export" if same
-                                 else held.get(uai)))
-            if status == "discovered":
-                out[uai] = [d.as_dict() for d in chosen]
+                                 else held[uai] if id(d) in stale_ids else None))
+            for d in future[uai]:
+                s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai, kind=d.kind,
+                                 sha256=d.sha256, content_sha256=d.content_sha256,
+                                 path=d.path, member=d.member,
+                                 school_year=d.school_year, export_date=d.export_date,
+                                 status="rejected", reason=d.reason))
+            if status in ("discovered", "held"):
+                # a held school is read and planned: its plan waits for approval
+                out[uai] = [d.as_dict() for d in [*chosen, *future[uai]]]
     unchanged = sorted(set(by_school) - set(out) - set(held))
     return {"run_id": run_id, "schools": out, "rejected": rejected, "held": held,
             "already_applied": unchanged}
 
 
 def _quarantine(settings: Settings, academy: str, run_id: str, doc: dict[str, Any],
-                reason: str, dry_run: bool) -> str:
-    """Move a bad file aside whole, with its reason next to it. Returns where it went."""
-    src = Path(doc["path"])
-    dest_dir = settings.quarantine_dir / academy / run_id
-    dest = dest_dir / src.name
-    if dry_run:
-        return str(src)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    if src.exists():
-        shutil.move(str(src), dest)
-    (dest_dir / (src.name + ".reason.txt")).write_text(
-        f"file: {src}\nmember: {doc.get('member') or '-'}\nschool: {doc.get('uai')}\n"
-        f"reason: {reason}\nrun: {run_id}\n", "utf-8")
-    return str(dest)
+                reason: str, dry_run: bool, rule: str = "file_rejected",
+                line: int | None = None) -> dict[str, Any]:
+    """Keep a bad file whole in the quarantine, its reason beside it, under its school
+    (``etl.quarantine.keep``); the summary's entry (``moved_to``: where it is kept)."""
+    from etl.quarantine import keep
+
+    return keep(settings, academy, run_id, doc, reason, rule=rule, line=line, dry_run=dry_run)
+
+
+def _file_changed(settings: Settings, academy_code: str, run_id: str, uai: str,
+                  docs: list[dict[str, Any]], e: FileChanged) -> dict[str, Any]:
+    """A school one of whose files changed since discovery: left untouched this run, the
+    file not quarantined (the next run discovers it again)."""
+    log.warning("school %s left untouched this run: %s", uai, e)
+    with session_factory(settings.state_url)() as s, s.begin():
+        for x in docs:
+            if Discovered(**x).name == e.file:
+                s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai, kind=x["kind"],
+                                 sha256=x["sha256"], content_sha256=x.get("content_sha256"),
+                                 path=x["path"], member=x["member"],
+                                 school_year=x.get("school_year"),
+                                 export_date=x.get("export_date"), status="changed",
+                                 reason=e.reason))
+    return {"uai": uai, "status": "file_changed", "reason": str(e), "staged": None,
+            "school_year": None, "counts": Tables().counts(), "rejected": 0,
+            "quarantined": [], "report": None, "report_json": None,
+            "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
+                      "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
+                     for x in docs]}
 
 
 def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -363,6 +444,7 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     """Read and normalize a school's documents (unreadable ones quarantined); its result
     when its content is the same as last applied (status ``unchanged``: not validated)."""
     from etl.normalize import normalize_tables
+    from etl.quarantine import kept_earlier
     from etl.readers import read_document
 
     academy = get_academy(academy_code)
@@ -374,11 +456,24 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     year: int | None = None
     for raw in docs:
         d = Discovered(**raw)
+        if d.status == "rejected":  # refused by discovery (an export dated in the future)
+            q = _quarantine(settings, academy_code, run_id, raw, d.reason or "refused",
+                            dry_run, rule=str(d.extra.get("rule") or "refused"))
+            quarantined.append({**q, "file": d.name})
+            log.error("quarantined %s (school %s): %s", d.name, uai, d.reason)
+            continue
         try:
-            res = read_document(d)
+            res = read_document(d, check=True)
+        except FileChanged as e:
+            earlier = None if dry_run else kept_earlier(settings, academy_code, run_id, raw)
+            if earlier is None:
+                return _file_changed(settings, academy_code, run_id, uai, docs, e)
+            quarantined.append({**earlier, "file": d.name})  # an earlier attempt's
+            continue
         except FileRejected as e:
-            where = _quarantine(settings, academy_code, run_id, raw, e.reason, dry_run)
-            quarantined.append({"file": d.name, "reason": str(e), "moved_to": where})
+            q = _quarantine(settings, academy_code, run_id, raw, e.reason, dry_run,
+                            line=e.line)
+            quarantined.append({**q, "file": d.name, "reason": str(e)})
             log.error("quarantined %s (school %s): %s", d.name, uai, e.reason)
             continue
         parts.append(res.tables)
@@ -438,8 +533,9 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
     for fname, reason in outcome.quarantine.items():
         match = [x for x in docs if Discovered(**x).source.short_name == fname]
         for raw in match[:1]:
-            where = _quarantine(settings, academy_code, run_id, raw, reason, dry_run)
-            quarantined.append({"file": fname, "reason": reason, "moved_to": where})
+            q = _quarantine(settings, academy_code, run_id, raw, reason, dry_run,
+                            rule="validation")
+            quarantined.append({**q, "file": fname})
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
     feedback_path = write_school_feedback(json_path, reports / uai, None)
@@ -644,6 +740,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         if run_mode == "create_only":
             changes = [c for c in changes if c.op == "add"]
         guards = evaluate_guards(academy, changes, s, counts, years, run_mode)
+        _hold_older_exports(s, run_id, guards, [r["uai"] for r in schools if r and r.get(
+            "status") in ("ok", "unchanged")])
         if dry_run:
             s.rollback()  # a dry run assigns no uid and no login for good
         else:
@@ -651,7 +749,11 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     free = [c for c in changes if c.uai not in held_uais]
     docs = {r["uai"]: r["docs"] for r in ok}
-    unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"}
+    # an older export of the content applied is held too (its date would become the reference)
+    held_same = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"
+                 and r["uai"] in held_uais}
+    unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"
+                 and r["uai"] not in held_uais}
     prints = {r["uai"]: r.get("fingerprint") for r in ok}
     rereads = {r["uai"]: r.get("reread_on") for r in ok}
     plan_path = f"{run_id}/plan.json"  # a reference in the staging area
@@ -673,7 +775,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             path = f"{run_id}/held/{uai}.json"
             digest = _write_plan(settings, path, {
                 "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
-                "docs": {uai: docs.get(uai, [])},
+                "docs": {uai: docs.get(uai) or held_same.get(uai, [])},
+                "unchanged": [uai] if uai in held_same else [],
                 "fingerprints": {uai: prints.get(uai)},
                 "reread_on": {uai: rereads.get(uai)},
                 "school_counts": {uai: counts.get(uai, {})},
@@ -701,6 +804,28 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": desired.created_identities, "skipped": desired.skipped,
             "matches": desired.matches, "duplicates": desired.duplicates}
+
+
+def _hold_older_exports(s: Any, run_id: str, guards: dict[str, Any],
+                        uais: list[str]) -> None:
+    """Trip the ``older_export`` guard of the schools discovery held because an export is
+    older than the one applied (``SourceFile`` rows ``held`` of this run): their plan waits
+    for approval like any held plan (``entsync pending``, ``approve``, ``reject``)."""
+    from etl.lifecycle import GuardResult
+
+    why: dict[str, list[str]] = defaultdict(list)
+    for uai, reason in s.execute(
+            select(SourceFile.uai, SourceFile.reason)
+            .where(SourceFile.run_id == run_id, SourceFile.status == "held",
+                   SourceFile.uai.in_(uais or [""])).order_by(SourceFile.id)):
+        if reason and reason not in why[uai]:
+            why[uai].append(reason)
+    for uai, reasons in why.items():
+        g = guards.setdefault(uai, GuardResult(uai))
+        row = {"guard": "older_export", "value": None, "limit": None, "tripped": True,
+               "detail": "; ".join(reasons)}
+        g.evaluated.append(row)
+        g.tripped.append(row)
 
 
 CATEGORIES = ("created", "updated", "disabled", "restored", "deleted")
@@ -987,6 +1112,8 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
             assert row is not None
             row.status = "approved" if approve else "rejected"
             row.decided_at, row.decided_by = utcnow(), by
+            if not approve:
+                _drop_rejected_exports(s, a, by)
         log.info("school %s of run %s %s by %s", a.uai, run_id,
                  "approved" if approve else "rejected", by)
     with Session() as s, s.begin():
@@ -997,6 +1124,22 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
             failed = any(v.get("failed") for v in results.values())
             r.status = "failed" if failed else "success"
     return {"run_id": run_id, "schools": results}
+
+
+def _drop_rejected_exports(s: Any, a: Approval, by: str) -> None:
+    """A rejected plan held because an export is older than the applied one: that export
+    (its sha256, for that school and kind) is not proposed again (``_discover_files``); a
+    newer export of the school is read as usual."""
+    if not any(g.get("guard") == "older_export" for g in a.guards or []):
+        return
+    for f in list(s.scalars(select(SourceFile).where(
+            SourceFile.run_id == a.run_id, SourceFile.uai == a.uai,
+            SourceFile.status == "held"))):
+        s.add(SourceFile(run_id=a.run_id, academy=f.academy, uai=f.uai, kind=f.kind,
+                         sha256=f.sha256, content_sha256=f.content_sha256, path=f.path,
+                         member=f.member, school_year=f.school_year,
+                         export_date=f.export_date, status=OPERATOR_REJECTED,
+                         reason=f"held plan rejected by {by}"))
 
 
 def _spool(settings: Settings, ref: str, out: Any) -> str:
@@ -1082,6 +1225,8 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         }
         if r.get("error"):
             per_school[r["uai"]]["error"] = r["error"]
+        if r.get("reason"):  # a file changed since discovery
+            per_school[r["uai"]]["reason"] = r["reason"]
         if r["uai"] in held:
             per_school[r["uai"]]["held"] = held[r["uai"]]["guards"]
     for uai, pc in plan_counts.items():
@@ -1089,6 +1234,9 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
             per_school[uai] = {"status": "collateral", **{k: pc.get(k, 0) for k in zero},
                                "rejected": 0, "guards": guards.get(uai, [])}
     for uai, why in discovered.get("held", {}).items():
+        if uai in held or per_school.get(uai, {}).get("status") not in (None, "ok",
+                                                                        "unchanged"):
+            continue  # its plan awaits approval (older_export), or it was not read
         per_school[uai] = {"status": "held", "reason": why, **zero, "rejected": 0,
                            "guards": [{"guard": "older_export", "tripped": True,
                                        "detail": why}]}
@@ -1384,7 +1532,7 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
     yield_cpu(settings)
     run_id = start_run(settings, academy_code, dry_run, trigger)
     try:
-        disc = discover_files(settings, academy_code, run_id, schools)
+        disc = discover_files(settings, academy_code, run_id, schools, today)
         from etl.cpuslots import cpu_slot
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read

@@ -38,8 +38,11 @@ def render_run_report(summary: dict[str, Any]) -> str:
                 f"<tr><td>{_e(uai)}</td><td>{_e(g.get('guard'))}</td><td>{_e(g.get('value'))}"
                 f"</td><td>{_e(g.get('limit'))}</td><td>{'TRIPPED' if g.get('tripped') else 'ok'}"
                 f"</td><td>{_e(g.get('detail'))}</td></tr>")
-    quarantined = "".join(f"<li>{_e(q['file'])}: {_e(q['reason'])}</li>"
-                          for q in summary.get("quarantined", []))
+    quarantined = "".join(
+        f"<li>{_e(q['file'])} (school {_e(q.get('uai') or '-')}): {_e(q['reason'])}"
+        + (f" — kept at <code>{_e(q['moved_to'])}</code>" if q.get("moved_to") else "")
+        + (f", why in <code>{_e(q['reason_file'])}</code>" if q.get("reason_file") else "")
+        + "</li>" for q in summary.get("quarantined", []))
     rejected = "".join(f"<li>{_e(f['file'])}: {_e(f['reason'])}</li>"
                        for f in summary.get("rejected_files", []))
     errors = "".join(f"<li>{_e(e.get('op'))} {_e(e.get('dn'))}: {_e(e.get('description'))}</li>"

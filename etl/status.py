@@ -61,6 +61,11 @@ def _run_view(s: Any, run: Run, settings: Settings | None = None) -> dict[str, A
             "records_read": int(records.get("records_read", 0)),
             "records_rejected": int(records.get("records_rejected", 0)),
         },
+        # where each quarantined file is kept (its reason file beside it)
+        "quarantined": [{"file": q.get("file"), "school": q.get("uai"),
+                         "reason": q.get("reason"), "path": q.get("moved_to"),
+                         "reason_file": q.get("reason_file")}
+                        for q in summary.get("quarantined") or [] if isinstance(q, dict)],
         **({"error": str(summary["error"])[:300]} if summary.get("error") else {}),
     }
 
@@ -94,12 +99,16 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
             if x["status"] == "awaiting_approval":
                 fate = decided.get((x["run_id"], uai), "pending")
                 x["status"] = {"pending": "awaiting_approval"}.get(fate, fate)
+        # the export date of the LAST document applied per kind (an older export approved
+        # by an operator is the reference from then on)
         applied: dict[str, dict[str, str]] = defaultdict(dict)
+        last_ids = (select(func.max(SourceFile.id))
+                    .where(SourceFile.academy == academy, SourceFile.status == "applied",
+                           SourceFile.uai.is_not(None), SourceFile.export_date.is_not(None))
+                    .group_by(SourceFile.uai, SourceFile.kind))
         for uai, kind, date in s.execute(
-                select(SourceFile.uai, SourceFile.kind, func.max(SourceFile.export_date))
-                .where(SourceFile.academy == academy, SourceFile.status == "applied",
-                       SourceFile.uai.is_not(None), SourceFile.export_date.is_not(None))
-                .group_by(SourceFile.uai, SourceFile.kind)):
+                select(SourceFile.uai, SourceFile.kind, SourceFile.export_date)
+                .where(SourceFile.id.in_(last_ids))):
             if uai and date:
                 applied[uai][kind or "?"] = date
         states = {row.uai: row for row in s.scalars(
@@ -149,6 +158,9 @@ def status_table(out: dict[str, Any]) -> str:
                          f"failed {c['failed']}, quarantined files {c['quarantined_files']}")
             if r["status"] == "abandoned" and r.get("error"):
                 lines.append(f"  {r['error']}")
+            for q in r.get("quarantined", []):
+                lines.append(f"  quarantined {q['file']} (school {q['school'] or '-'}): "
+                             f"{q['reason']} -> {q['path'] or 'not kept'}")
         lk = a.get("lock")
         if lk:
             lines.append(f"  lock: run {lk['run_id']} since {lk['acquired_at']} "

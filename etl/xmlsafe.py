@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from lxml import etree
 
-from etl.errors import FileRejected
+from etl.errors import FileChanged, FileRejected
 
 MAX_MEMBERS = 64
 MAX_MEMBER_BYTES = 4 * 1024**3
@@ -35,10 +37,16 @@ PROLOG_SCAN = 64 * 1024
 
 @dataclass(frozen=True)
 class XmlSource:
-    """One XML document: a bare file, or a member of a zip."""
+    """One XML document: a bare file, or a member of a zip.
+
+    ``expect_sha256`` / ``expect_size``: what discovery recorded (the document's sha256, the
+    file's size); when set, ``open_source`` refuses a file that is not that one any more
+    (``FileChanged``): the reading stage may run minutes after discovery, on another worker."""
 
     path: Path
     member: str | None = None
+    expect_sha256: str | None = field(default=None, compare=False)
+    expect_size: int | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -124,16 +132,104 @@ def list_zip_xml(zip_path: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return xml, other
 
 
+class _HashingReader(io.RawIOBase):
+    """Hands the bytes read through, hashing them: the check that a document is still the
+    one discovery recorded costs no second read."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw, self.sha = raw, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._raw.read(-1 if size is None else size)
+        self.sha.update(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drained_digest(self) -> str | None:
+        """The sha256 of every byte of the stream (the unread rest read now); None when the
+        rest cannot be read (then it is not what discovery read in full)."""
+        try:
+            for chunk in iter(lambda: self._raw.read(1024 * 1024), b""):
+                self.sha.update(chunk)
+        except (FileRejected, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+            return None
+        return self.sha.hexdigest()
+
+
+def _open_checked(src: XmlSource) -> IO[bytes]:
+    """The file as discovery saw it, or FileChanged: opened without following a symbolic
+    link, without blocking on a FIFO, a regular file of the size recorded."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(src.path, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileChanged(src.name, "the file is gone since discovery") from None
+    except OSError as e:
+        if os.path.islink(src.path):
+            raise FileChanged(src.name, "replaced by a symbolic link since discovery") from e
+        raise FileChanged(src.name, f"cannot be opened again: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileChanged(src.name, "no longer a regular file since discovery")
+        if src.expect_size is not None and st.st_size != src.expect_size:
+            raise FileChanged(src.name, f"size changed since discovery ({src.expect_size} "
+                                        f"bytes, now {st.st_size})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @contextmanager
-def open_source(src: XmlSource) -> Iterator[IO[bytes]]:
-    """A binary stream of the XML bytes, size-limited, never extracted to disk."""
+def _checked_source(src: XmlSource) -> Iterator[IO[bytes]]:
+    """``open_source`` of a document whose sha256 discovery recorded: hashed as it is read;
+    FileChanged when its bytes are not those (a reading error on bytes that changed is the
+    change, not a bad file)."""
+    f = _open_checked(src)
+    with f:
+        inner = open_source(XmlSource(src.path, src.member), _file=f)
+        with inner as raw:
+            h = _HashingReader(raw)
+            try:
+                yield io.BufferedReader(h, 1024 * 1024)
+            except FileRejected as e:
+                if h.drained_digest() != src.expect_sha256:
+                    raise FileChanged(src.name, "its content changed since discovery "
+                                                "(another sha256)") from e
+                raise
+            if h.drained_digest() != src.expect_sha256:
+                raise FileChanged(src.name, "its content changed since discovery "
+                                            "(another sha256)")
+
+
+@contextmanager
+def open_source(src: XmlSource, _file: IO[bytes] | None = None) -> Iterator[IO[bytes]]:
+    """A binary stream of the XML bytes, size-limited, never extracted to disk (checked
+    against discovery's record when ``src`` carries one: ``_checked_source``)."""
+    if src.expect_sha256 is not None and _file is None:
+        with _checked_source(src) as checked:
+            yield checked
+        return
+    if _file is not None and src.member is None:
+        yield _file
+        return
     if src.member is None:
         with open(src.path, "rb") as f:
             yield f
         return
     check_member_name(src.path, src.member)
     try:
-        zf = zipfile.ZipFile(src.path)
+        zf = zipfile.ZipFile(_file if _file is not None else src.path)
     except (zipfile.BadZipFile, OSError) as e:
         raise FileRejected(str(src.path), f"not a readable zip: {e}") from e
     with zf:

@@ -259,7 +259,7 @@ def test_quarantined_school_is_untouched_while_others_sync(env: Settings,
     assert len(q) == 1 and "ElevesSansAdresses" in q[0]["file"]
     assert "truncated" in q[0]["reason"] or "malformed" in q[0]["reason"]
     moved = Path(q[0]["moved_to"])
-    assert moved.exists() and Path(str(moved) + ".reason.txt").exists()
+    assert moved.exists() and Path(str(moved) + ".reason.json").exists()
     assert not (env.landing / ACADEMY / UAI_A / "ExportXML_ElevesSansAdresses.zip").exists()
     # school A: same members, no name changed (its guardian file was fine but the school waits)
     assert search(server, "(cn=3A)", sdn_a)[0]["member"] == members_before

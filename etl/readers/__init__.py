@@ -17,10 +17,12 @@ from etl.readers.sts import read_sts
 __all__ = ["ReadResult", "read_document"]
 
 
-def read_document(d: Discovered, today: dt.date | None = None) -> ReadResult:
-    """Read one discovered document with the reader of its kind."""
+def read_document(d: Discovered, today: dt.date | None = None,
+                  check: bool = False) -> ReadResult:
+    """Read one discovered document with the reader of its kind. ``check``: refuse it
+    (``FileChanged``) unless it is still what discovery recorded (sha256, size, type)."""
     assert d.uai is not None and d.kind is not None
-    src = d.source
+    src = d.checked_source if check and d.sha256 else d.source
     if d.kind == "ELEVES":
         return read_siecle_eleves(src, d.uai, today)
     if d.kind == "RESPONSABLES":
