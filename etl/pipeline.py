@@ -382,6 +382,9 @@ class _SchoolRead:
     protected: set[str]
     year: int | None
     fingerprint: str | None
+    #: what the readers rejected and noticed, for the school's report (``validate_school``)
+    read_rejected: list[Any] | None = None
+    warnings: list[Any] | None = None
 
 
 def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -399,24 +402,32 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     file_records: dict[str, int] = {}
     protected: set[str] = set()  # people whose record was rejected: skipped, not absent
     year: int | None = None
+    read_rejected: list[Any] = []
+    warnings: list[Any] = []
     for raw in docs:
         d = Discovered(**raw)
         try:
             res = read_document(d)
         except FileRejected as e:
             where = _quarantine(settings, academy_code, run_id, raw, e.reason, dry_run)
-            quarantined.append({"file": d.name, "reason": str(e), "moved_to": where})
+            quarantined.append({"file": d.name, "reason": str(e), "moved_to": where,
+                                "kind": d.kind, "short_name": d.source.short_name,
+                                "report_reason": (f"line {e.line}: " if e.line else "")
+                                + e.reason})
             log.error("quarantined %s (school %s): %s", d.name, uai, e.reason)
             continue
         parts.append(res.tables)
+        read_rejected.extend(res.rejected)
+        warnings.extend(res.warnings)
         rejected.extend(r.as_dict() for r in res.rejected)
         protected.update(f"{academy.jointure_prefix}${r.source_key}" for r in res.rejected
                          if r.source_key)
         file_records[d.source.short_name] = res.records
         year = year or d.school_year
-    tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix)
+    tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix, warnings)
     kinds = sorted({str(x["kind"]) for x in docs})
     fingerprint = tables_fingerprint(tables, kinds) if not quarantined else None
+    tables["schools"] = _school_row(academy_code, uai, year, docs)  # not in the fingerprint
     if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
                                                                         academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
@@ -428,7 +439,23 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
     return _SchoolRead(uai, docs, tables, rejected, quarantined, file_records, protected, year,
-                       fingerprint)
+                       fingerprint, read_rejected, warnings)
+
+
+def _school_row(academy_code: str, uai: str, year: int | None,
+                docs: list[dict[str, Any]]) -> Any:
+    """The school's row of the ``schools`` table: one per school read (what ``counts``
+    reports; the exports carry no name)."""
+    import pandas as pd
+
+    from etl.canonical import SCHOOLS, string_dtype
+
+    sources = sorted({"STS" if x.get("kind") == "STS" else "SIECLE" for x in docs})
+    files = sorted(Discovered(**x).source.short_name for x in docs)
+    row = {"uai": uai, "academy": academy_code, "name": None,
+           "school_year": None if year is None else str(year),
+           "source": "|".join(sources) or None, "file": "|".join(files) or None}
+    return pd.DataFrame({c: pd.Series([row[c]], dtype=string_dtype()) for c in SCHOOLS})
 
 
 def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _SchoolRead,
@@ -444,18 +471,15 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
     uai, docs, tables, rejected = read.uai, read.docs, read.tables, read.rejected
     quarantined, file_records, protected = read.quarantined, read.file_records, read.protected
     year, fingerprint = read.year, read.fingerprint
+    # what the readers rejected goes into the school's report and counts against the budget
+    # (``validate_school``); an export that could not be read excuses what points into it
     outcome = validate_school(tables, uai, budget=academy.record_error_budget,
                               budget_min=academy.record_error_budget_min,
-                              file_records=file_records, suite_results=suite_results)
-    # records the readers rejected count against the budget too
-    reader_rej: dict[str, int] = defaultdict(int)
-    for r in rejected:
-        reader_rej[str(r["file"])] += 1
-    for fname, n in reader_rej.items():
-        total = file_records.get(fname, 0)
-        if n > max(academy.record_error_budget_min, academy.record_error_budget * total):
-            outcome.quarantine[fname] = f"error budget exceeded: {n} of {total} records rejected"
-    rejected.extend(r.as_dict() for r in outcome.rejected)
+                              file_records=file_records, suite_results=suite_results,
+                              read_rejected=read.read_rejected or [], rejected_keys=protected,
+                              unread={str(q.get("kind")) for q in quarantined},
+                              warnings=read.warnings or [])
+    rejected = [r.as_dict() for r in outcome.rejected]
     kept = set(outcome.tables["persons"]["person_key"])
     dropped = set(tables["persons"]["person_key"]) - kept
     protected |= dropped
@@ -467,6 +491,10 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
         for raw in match[:1]:
             where = _quarantine(settings, academy_code, run_id, raw, reason, dry_run)
             quarantined.append({"file": fname, "reason": reason, "moved_to": where})
+    for q in quarantined:  # the files that could not be read are the school's problem too
+        if "short_name" in q:
+            outcome.quarantine.setdefault(q.pop("short_name"), q.pop("report_reason"))
+            q.pop("kind", None)
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
     feedback_path = write_school_feedback(json_path, reports / uai, None)
