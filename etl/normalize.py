@@ -71,7 +71,7 @@ def prefix_keys(s: pd.Series, prefix: str) -> pd.Series:
     return (prefix + "$" + keys).where(keys.notna())
 
 
-def _invisible_warnings(p: pd.Series, marks: dict[str, pd.Series], jointure_prefix: str,
+def _invisible_warnings(p: pd.DataFrame, marks: dict[str, pd.Series], jointure_prefix: str,
                         ) -> list[RecordWarning]:
     """One warning per person whose names held invisible characters: keys and columns
     only, never the name."""

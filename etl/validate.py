@@ -655,7 +655,7 @@ def render_html(outcome: ValidationOutcome) -> str:
         _table(("table", "input", "kept", "removed"),
                ((t, s["input"], s["kept"], s["removed"]) for t, s in summary.items())),
         f"<p>{len(outcome.rejected)} record problems, {len(outcome.quarantine)} files "
-        "quarantined.</p>",
+        f"quarantined, {len(outcome.warnings)} warnings.</p>",
         "<h2>Quarantined files</h2>",
         _table(("file", "reason"), sorted(outcome.quarantine.items()))
         if outcome.quarantine else "<p>None.</p>",
@@ -672,6 +672,13 @@ def render_html(outcome: ValidationOutcome) -> str:
                  if shown else "<p>None.</p>")
     if len(outcome.rejected) > len(shown):
         parts.append(f"<p>{len(outcome.rejected) - len(shown)} more in the JSON report.</p>")
+    parts.append("<h2>Warnings (read anyway)</h2>")
+    warned = outcome.warnings[:HTML_MAX_REJECTED]
+    parts.append(_table(("file", "line", "element", "rule", "message"),
+                        ((w.file, w.line, w.element, w.rule, w.message) for w in warned))
+                 if warned else "<p>None.</p>")
+    if len(outcome.warnings) > len(warned):
+        parts.append(f"<p>{len(outcome.warnings) - len(warned)} more in the JSON report.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
