@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -385,6 +386,9 @@ class _SchoolRead:
     #: what the readers rejected and noticed, for the school's report (``validate_school``)
     read_rejected: list[Any] | None = None
     warnings: list[Any] | None = None
+    #: the school's files refused at discovery: {"file", "reason", "kind"} (kind when it is
+    #: one the school sent nothing else of tonight)
+    refused: list[dict[str, Any]] | None = None
 
 
 def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -426,7 +430,9 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
         year = year or d.school_year
     tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix, warnings)
     kinds = sorted({str(x["kind"]) for x in docs})
-    fingerprint = tables_fingerprint(tables, kinds) if not quarantined else None
+    refused = _refused_files(settings, run_id, uai, set(kinds))
+    missing = quarantined or any(r["kind"] for r in refused)
+    fingerprint = tables_fingerprint(tables, kinds) if not missing else None
     tables["schools"] = _school_row(academy_code, uai, year, docs)  # not in the fingerprint
     if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
                                                                         academy_code, uai):
@@ -439,7 +445,39 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
     return _SchoolRead(uai, docs, tables, rejected, quarantined, file_records, protected, year,
-                       fingerprint, read_rejected, warnings)
+                       fingerprint, read_rejected, warnings, refused)
+
+
+#: a document's root element, found by a plain byte search (``_refused_files``)
+_ROOT_SNIFF = re.compile(rb"<(BEE_ELEVES|BEE_RESPONSABLES|BEE_NOMENCLATURES|BEE_STRUCTURES|"
+                         rb"STS_EDT)[\s>/]")
+
+
+def _refused_files(settings: Settings, run_id: str, uai: str,
+                   kinds: set[str]) -> list[dict[str, Any]]:
+    """The school's files refused at discovery tonight (a DOCTYPE, a wrong encoding...),
+    for its report. Their kind is sniffed from the head's bytes, never parsed: a refused
+    pupils export, with no other tonight, is that school's one problem (``unread``)."""
+    from etl.landing import KINDS
+    from etl.xmlsafe import PROLOG_SCAN, XmlSource, open_source
+
+    with session_factory(settings.state_url)() as s:
+        rows = s.execute(select(SourceFile.path, SourceFile.member, SourceFile.reason)
+                         .where(SourceFile.run_id == run_id, SourceFile.uai == uai,
+                                SourceFile.status == "rejected")).all()
+    out = []
+    for path, member, reason in rows:
+        src = XmlSource(Path(path), member)
+        kind = None
+        try:
+            with open_source(src) as f:
+                m = _ROOT_SNIFF.search(f.read(PROLOG_SCAN))
+            kind = KINDS.get(m.group(1).decode()) if m else None
+        except (FileRejected, OSError, ValueError, EOFError):
+            pass
+        out.append({"file": src.short_name, "reason": str(reason or "refused"),
+                    "kind": kind if kind and kind not in kinds else None})
+    return out
 
 
 def _school_row(academy_code: str, uai: str, year: int | None,
@@ -477,7 +515,8 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
                               budget_min=academy.record_error_budget_min,
                               file_records=file_records, suite_results=suite_results,
                               read_rejected=read.read_rejected or [], rejected_keys=protected,
-                              unread={str(q.get("kind")) for q in quarantined},
+                              unread={str(q.get("kind")) for q in quarantined}
+                              | {str(r["kind"]) for r in read.refused or [] if r["kind"]},
                               warnings=read.warnings or [])
     rejected = [r.as_dict() for r in outcome.rejected]
     kept = set(outcome.tables["persons"]["person_key"])
@@ -495,10 +534,15 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
         if "short_name" in q:
             outcome.quarantine.setdefault(q.pop("short_name"), q.pop("report_reason"))
             q.pop("kind", None)
+    for r in read.refused or []:
+        outcome.quarantine.setdefault(r["file"], f"refused on arrival: {r['reason']}")
+    # a kind of export refused with no other tonight leaves the school as it is, as one that
+    # could not be read does
+    unread_refused = any(r["kind"] for r in read.refused or [])
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
     feedback_path = write_school_feedback(json_path, reports / uai, None)
-    status = "quarantined" if quarantined else "ok"
+    status = "quarantined" if quarantined or unread_refused else "ok"
     staged = f"{run_id}/{uai}"  # a reference in the staging area, for reconcile
     if status == "ok":
         outcome.tables.save(staging.path(settings, staged))
