@@ -38,7 +38,7 @@ class RecordRejected(EntsyncError):
 
     def __init__(
         self, file: str, uai: str | None, line: int | None, element: str, rule: str, message: str,
-        source_key: str | None = None, cascade: bool = False,
+        source_key: str | None = None, cascade: bool = False, field: str | None = None,
     ) -> None:
         self.file, self.uai, self.line = file, uai, line
         self.element, self.rule, self.message = element, rule, message
@@ -47,6 +47,8 @@ class RecordRejected(EntsyncError):
         self.source_key = source_key
         #: removed only because what it points at was rejected (not a problem of its own)
         self.cascade = cascade
+        #: the canonical column at fault when the message does not say (e.g. birth_date)
+        self.field = field
         super().__init__(f"{file}:{line} (school {uai}) {element}: {rule}: {message}")
 
     def as_dict(self) -> dict[str, object]:
@@ -60,6 +62,8 @@ class RecordRejected(EntsyncError):
         }
         if self.cascade:
             out["cascade"] = True
+        if self.field:
+            out["field"] = self.field
         return out
 
 

@@ -103,6 +103,16 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
         "ses inscriptions et ses liens avec ses responsables, tant qu'elle n'est pas corrigée.",
         _BEE_IDENTITE + " : date de naissance ; " + _BEE_SCOLARITE
         + " : dates d'entrée et de sortie"),
+    ("date_format", "entry_date"): Advice(
+        "Date d'entrée invalide",
+        "La date d'entrée de l'élève dans l'établissement n'est pas au format jj/mm/aaaa : "
+        "l'élève n'a pas de compte ENT tant qu'elle n'est pas corrigée.",
+        _BEE_SCOLARITE + " : date d'entrée"),
+    ("date_format", "leave_date"): Advice(
+        "Date de sortie invalide",
+        "La date de sortie de l'élève n'est pas au format jj/mm/aaaa : l'élève n'a pas de "
+        "compte ENT tant qu'elle n'est pas corrigée.",
+        _BEE_SCOLARITE + " : date de sortie"),
     ("one_division", ""): Advice(
         "Élève dans deux divisions",
         "L'élève est inscrit dans plusieurs divisions : seule la première est prise, il "
@@ -224,9 +234,11 @@ def _column_of(message: str) -> str:
     return ""
 
 
-def advice_for(rule: str, message: str = "") -> Advice:
-    """The advice for a rule, narrowed by the field its message names."""
-    return ADVICE.get((rule, _column_of(message))) or ADVICE.get((rule, "")) or _FALLBACK
+def advice_for(rule: str, message: str = "", field: str = "") -> Advice:
+    """The advice for a rule, narrowed by the field the record names (``field``) or its
+    message does."""
+    return (ADVICE.get((rule, field or _column_of(message))) or ADVICE.get((rule, ""))
+            or _FALLBACK)
 
 
 def record_reference(message: str) -> str:
@@ -246,7 +258,8 @@ def is_cascade(r: dict[str, Any]) -> bool:
 def _group(rejected: list[dict[str, Any]]) -> dict[Advice, list[dict[str, Any]]]:
     out: dict[Advice, list[dict[str, Any]]] = defaultdict(list)
     for r in rejected:
-        out[advice_for(str(r.get("rule", "")), str(r.get("message", "")))].append(r)
+        out[advice_for(str(r.get("rule", "")), str(r.get("message", "")),
+                       str(r.get("field") or ""))].append(r)
     return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0].title)))
 
 

@@ -155,7 +155,7 @@ def test_every_rejection_a_reader_makes_has_its_own_advice(tmp_path: Path) -> No
         assert {r.rule for r in res.rejected} == rules, (name, res.rejected)
         for r in res.rejected:
             d = r.as_dict()
-            adv = advice_for(r.rule, r.message)
+            adv = advice_for(r.rule, r.message, r.field or "")
             assert adv != _FALLBACK, (name, r.rule, r.message)
             assert not is_cascade(d)
             if re.search(r"\b(ELEVE_ID|PERSONNE_ID|ID)=\"[0-9]+\"", text) and r.rule != "required":

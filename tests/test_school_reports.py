@@ -121,11 +121,11 @@ def test_eleves_date_naissance_iso(env: Settings, server: LdapServer) -> None:
     [r] = p.rejected("date_format")
     assert (r["file"], r["line"], r["element"]) == (name, line_of(name, 'ELEVE_ID="1002"'),
                                                     "ELEVE")
-    assert "ELEVE_ID 1002" in r["message"]
+    assert "ELEVE_ID 1002" in r["message"] and r["field"] == "birth_date"
     assert p.report["rules"]["date_format"] == 1
     assert name in p.html and "date_format" in p.html
     # the French page: the problem, its screen, its file, line and SIECLE number
-    sec = p.section("Date invalide")
+    sec = p.section("Date de naissance invalide")
     assert "onglet Identité" in sec and name in sec
     assert f"<td>{r['line']}</td>" in sec and "ELEVE_ID 1002" in sec
     # its class membership and its guardian link follow it, shown as its consequences only

@@ -110,11 +110,11 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     leave = fr_date(f.get("DATE_SORTIE"))
                     entry = fr_date(f.get("DATE_ENTREE"))
                 except ValueError:
-                    bad_dates.append((eid, reject(
-                        src, uai, el, "ELEVE", "date_format",
-                        f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
-                        source_key=pupil_key(uai, eid),
-                    )))
+                    r = reject(src, uai, el, "ELEVE", "date_format",
+                               f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
+                               source_key=pupil_key(uai, eid))
+                    r.field = _bad_date(f)
+                    bad_dates.append((eid, r))
                 else:
                     person_hash.append(hash(eid))
                     persons.append(
@@ -168,6 +168,22 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
     return res
+
+
+#: a pupil's dates, as the canonical column each fills
+_DATES = (("DATE_NAISS", "birth_date"), ("DATE_ENTREE", "entry_date"),
+          ("DATE_SORTIE", "leave_date"))
+
+
+def _bad_date(f: dict[str, str]) -> str | None:
+    """Which of a rejected pupil's dates is not dd/mm/yyyy (None when several are)."""
+    bad = []
+    for tag, col in _DATES:
+        try:
+            fr_date(f.get(tag))
+        except ValueError:
+            bad.append(col)
+    return bad[0] if len(bad) == 1 else None
 
 
 def _candidates(hashes: array[int]) -> np.ndarray:

@@ -93,6 +93,7 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                             source_key=teacher_key(uai, sid),
                         )
                     )
+                    res.rejected[-1].field = "birth_date"
                 else:
                     seen.add(sid)
                     function = (f.get("FONCTION") or "").strip().upper() or None
