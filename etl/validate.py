@@ -573,25 +573,18 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
     for fi, reason in quarantine.items():
         log.warning("school %s: quarantined %s: %s", uai, fi, reason)
 
-    # 4. what survives; rows hanging on removed rows go too (not counted against budgets):
-    # reported when what they point at is a record reported above, silently when it is
-    # only in a quarantined file (the file is the one problem the school has to fix)
+    # 4. what survives; rows hanging on removed rows go too (not counted against budgets,
+    # reported as consequences); those pointing into an unread export went in step 2
     alive: dict[str, np.ndarray] = {}
     for t in C.TABLES:
         mask = ~dropped[t] & ~silent[t]
         if quarantine and "file" in frames[t].columns:
             mask &= ~frames[t]["file"].isin(list(quarantine)).to_numpy(dtype=bool)
         alive[t] = mask
-    records_only = {**alive, "persons": ~dropped["persons"],
-                    "structures": ~dropped["structures"]}
-    for t, rule, col, msg, pos in _reference_findings(frames, records_only):
+    for t, rule, col, msg, pos in _reference_findings(frames, alive):
         if len(pos):
             f = _Finding(t, pos, rule, col, msg, counted=False)
             findings.append(f)
-            ref_checks[(t, rule)]["cascaded_count"] += len(pos)
-            alive[t][pos] = False
-    if quarantine:
-        for t, rule, _c, _m, pos in _reference_findings(frames, alive):
             ref_checks[(t, rule)]["cascaded_count"] += len(pos)
             alive[t][pos] = False
 
