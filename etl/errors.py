@@ -49,17 +49,21 @@ class RecordRejected(EntsyncError):
 
     def __init__(
         self, file: str, uai: str | None, line: int | None, element: str, rule: str, message: str,
-        source_key: str | None = None,
+        source_key: str | None = None, cascade: bool = False, field: str | None = None,
     ) -> None:
         self.file, self.uai, self.line = file, uai, line
         self.element, self.rule, self.message = element, rule, message
         #: the person's source key when the record named one: a rejected record is skipped,
         #: never taken for an absence
         self.source_key = source_key
+        #: removed only because what it points at was rejected (not a problem of its own)
+        self.cascade = cascade
+        #: the canonical column at fault when the message does not say (e.g. birth_date)
+        self.field = field
         super().__init__(f"{file}:{line} (school {uai}) {element}: {rule}: {message}")
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "file": self.file,
             "uai": self.uai,
             "line": self.line,
@@ -67,6 +71,29 @@ class RecordRejected(EntsyncError):
             "rule": self.rule,
             "message": self.message,
         }
+        if self.cascade:
+            out["cascade"] = True
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class RecordWarning:
+    """Something a reader or the normalizer noticed and worked around (an unknown element
+    skipped, invisible characters removed): reported to the school, never rejected nor
+    counted against a budget. Names the record by file, line, element and keys only."""
+
+    def __init__(self, file: str, uai: str | None, line: int | None, element: str, rule: str,
+                 message: str) -> None:
+        self.file, self.uai, self.line = file, uai, line
+        self.element, self.rule, self.message = element, rule, message
+
+    def __repr__(self) -> str:
+        return f"RecordWarning({self.file}:{self.line} {self.element}: {self.rule})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "uai": self.uai, "line": self.line,
+                "element": self.element, "rule": self.rule, "message": self.message}
 
 
 class ErrorBudgetExceeded(EntsyncError):

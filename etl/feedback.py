@@ -92,8 +92,42 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
         _BEE_IDENTITE + " : date de naissance"),
     ("date_format", "birth_date"): Advice(
         "Date de naissance invalide",
-        "La date de naissance de l'élève n'est pas une date valide.",
-        _BEE_IDENTITE + " : date de naissance"),
+        "La date de naissance n'est pas une date valide : la personne n'a pas de compte ENT "
+        "tant qu'elle n'est pas corrigée.",
+        "élève : " + _BEE_IDENTITE + " : date de naissance ; personnel : " + _STS_INDIVIDU
+        + " : date de naissance"),
+    ("date_format", ""): Advice(
+        "Date invalide",
+        "Une date de l'élève (naissance, entrée ou sortie) n'est pas au format jj/mm/aaaa "
+        "(par exemple 2012-05-03 au lieu de 03/05/2012) : l'élève n'a pas de compte ENT, ni "
+        "ses inscriptions et ses liens avec ses responsables, tant qu'elle n'est pas corrigée.",
+        _BEE_IDENTITE + " : date de naissance ; " + _BEE_SCOLARITE
+        + " : dates d'entrée et de sortie"),
+    ("date_format", "entry_date"): Advice(
+        "Date d'entrée invalide",
+        "La date d'entrée de l'élève dans l'établissement n'est pas au format jj/mm/aaaa : "
+        "l'élève n'a pas de compte ENT tant qu'elle n'est pas corrigée.",
+        _BEE_SCOLARITE + " : date d'entrée"),
+    ("date_format", "leave_date"): Advice(
+        "Date de sortie invalide",
+        "La date de sortie de l'élève n'est pas au format jj/mm/aaaa : l'élève n'a pas de "
+        "compte ENT tant qu'elle n'est pas corrigée.",
+        _BEE_SCOLARITE + " : date de sortie"),
+    ("one_division", ""): Advice(
+        "Élève dans deux divisions",
+        "L'élève est inscrit dans plusieurs divisions : seule la première est prise, il "
+        "n'apparaît pas dans les autres classes de l'ENT.",
+        _BEE_SCOLARITE + " : une seule division par élève (les autres en groupes)"),
+    ("required", "source_id"): Advice(
+        "Identifiant manquant",
+        "L'enregistrement n'a pas son identifiant SIECLE (ELEVE_ID, PERSONNE_ID) ou STS-web "
+        "(ID) : il ne peut être rattaché à personne et n'est pas pris en compte.",
+        _EXPORT),
+    ("unique", "source_id"): Advice(
+        "Identifiant en double",
+        "Le même identifiant apparaît deux fois dans le fichier : seul le premier "
+        "enregistrement est pris, le second est ignoré.",
+        _EXPORT + " ; pour le personnel : " + _STS_INDIVIDU),
     ("required", "last_name"): Advice(
         "Nom manquant", "La personne n'a pas de nom : elle n'a pas de compte ENT.",
         "élève : " + _BEE_IDENTITE + " ; responsable : " + _BEE_FICHE_RESP
@@ -133,11 +167,46 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
         "Le fichier contient des données d'un autre établissement (autre UAI).",
         "vérifier que l'export a été fait depuis l'établissement concerné ; " + _EXPORT),
 }
+#: warnings: what was read anyway, worked around, and should still be fixed
+WARNING_ADVICE: Final[dict[str, Advice]] = {
+    "unknown_element": Advice(
+        "Élément XML inconnu ignoré",
+        "Le fichier contient, là où l'export SIECLE ou STS-web met des éléments connus, un "
+        "élément d'un autre nom (par exemple <RESPONSABLE> au lieu de <RESPONSABLE_ELEVE>, "
+        "<MEF> au lieu de <MEF_APPARTENANCE>) : son contenu n'a pas été lu (liens avec les "
+        "responsables, MEF de la classe...). Le fichier a sans doute été produit ou modifié "
+        "par un autre outil.",
+        "déposer l'export tel que SIECLE ou STS-web le produit, sans le retoucher ; "
+        + _EXPORT),
+    "invisible_characters": Advice(
+        "Caractères invisibles retirés d'un nom",
+        "Le nom ou le prénom contenait des caractères invisibles (espace de largeur nulle, "
+        "caractères de contrôle du sens d'écriture...) qui peuvent faire afficher un nom "
+        "pour un autre : ils ont été retirés, le compte ENT porte le nom sans eux.",
+        "ressaisir le nom : élève : " + _BEE_IDENTITE + " ; responsable : "
+        + _BEE_FICHE_RESP + " ; personnel : " + _STS_INDIVIDU),
+}
+_WARNING_FALLBACK: Final = Advice(
+    "Avertissement", "L'enregistrement a été lu, mais une partie n'a pas pu l'être.", _EXPORT)
 _FALLBACK: Final = Advice(
     "Enregistrement non conforme",
     "L'enregistrement ne respecte pas le format attendu de l'export.", _EXPORT)
+_CASCADE: Final = Advice(
+    "Conséquences des problèmes ci-dessus",
+    "Ces inscriptions dans une classe ou ces liens avec un responsable visent un "
+    "enregistrement écarté plus haut : ils sont repris d'eux-mêmes quand il est corrigé. "
+    "Rien d'autre à corriger.",
+    "voir le problème de l'enregistrement visé, plus haut")
 _COLUMNS: Final = ("birth_date", "last_name", "first_name", "level", "code", "person_key",
-                   "pupil_key", "guardian_key", "email", "sex", "uai", "kind", "role")
+                   "pupil_key", "guardian_key", "email", "sex", "uai", "kind", "role",
+                   "source_id")
+#: the XML names the readers' messages use, as the column they fill
+_XML_NAMES: Final = {"DATE_NAISS": "birth_date", "DATE_NAISSANCE": "birth_date",
+                     "CODE_STRUCTURE": "code", "CODE": "code", "ELEVE_ID": "source_id",
+                     "PERSONNE_ID": "source_id", "ID": "source_id"}
+#: what the readers' and the validation's messages add to a record removed only because of
+#: another one (reports written before ``cascade`` was recorded)
+_CASCADE_SUFFIX: Final = "(what it points at was rejected or quarantined)"
 _ELEMENT_LABEL: Final = {"ELEVE": "élève", "PERSONNE": "responsable", "INDIVIDU": "personnel",
                          "RESPONSABLE_ELEVE": "lien élève-responsable",
                          "STRUCTURE": "inscription de l'élève", "ENSEIGNANT": "service",
@@ -148,21 +217,28 @@ _KEY_REF: Final = (
     (re.compile(r"SIECLE\$[0-9A-Z]{8}\$([0-9A-Za-z_-]{1,32})\b"), "ELEVE_ID"),
     (re.compile(r"STS\$[0-9A-Z]{8}\$([0-9A-Za-z_-]{1,32})\b"), "INDIVIDU"),
     (re.compile(r"\b(ELEVE_ID|PERSONNE_ID|INDIVIDU ID) ([0-9A-Za-z_-]{1,32})\b"), ""),
+    (re.compile(r"\bINDIVIDU (?!ID\b)([0-9A-Za-z_-]{1,32})\b"), "INDIVIDU"),
 )
 
 
 def _column_of(message: str) -> str:
-    """The field a message is about (the validation messages name it after the record)."""
+    """The field a message is about (the validation messages name it after the record, the
+    readers' by its XML name)."""
     text = message.split(": ", 1)[-1]
     for col in _COLUMNS:
         if re.search(rf"\b{col}\b", text):
             return col
+    for name, col in _XML_NAMES.items():
+        if re.search(rf"\b{name}\b", text):
+            return col
     return ""
 
 
-def advice_for(rule: str, message: str = "") -> Advice:
-    """The advice for a rule, narrowed by the field its message names."""
-    return ADVICE.get((rule, _column_of(message))) or ADVICE.get((rule, "")) or _FALLBACK
+def advice_for(rule: str, message: str = "", field: str = "") -> Advice:
+    """The advice for a rule, narrowed by the field the record names (``field``) or its
+    message does."""
+    return (ADVICE.get((rule, field or _column_of(message))) or ADVICE.get((rule, ""))
+            or _FALLBACK)
 
 
 def record_reference(message: str) -> str:
@@ -174,11 +250,40 @@ def record_reference(message: str) -> str:
     return " → ".join(found[k] for k in sorted(found))
 
 
+def is_cascade(r: dict[str, Any]) -> bool:
+    """Whether a rejected record was removed only because what it points at was."""
+    return bool(r.get("cascade")) or _CASCADE_SUFFIX in str(r.get("message", ""))
+
+
 def _group(rejected: list[dict[str, Any]]) -> dict[Advice, list[dict[str, Any]]]:
     out: dict[Advice, list[dict[str, Any]]] = defaultdict(list)
     for r in rejected:
-        out[advice_for(str(r.get("rule", "")), str(r.get("message", "")))].append(r)
+        out[advice_for(str(r.get("rule", "")), str(r.get("message", "")),
+                       str(r.get("field") or ""))].append(r)
     return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0].title)))
+
+
+def warning_advice(rule: str) -> Advice:
+    return WARNING_ADVICE.get(rule, _WARNING_FALLBACK)
+
+
+def _rows_table(rows: list[dict[str, Any]], count: bool = False) -> list[str]:
+    """The records of one section: file, line, element, SIECLE/STS number (never a name)."""
+    e = html.escape
+    out = ["<table><tr><th>Fichier</th><th>Ligne</th><th>Enregistrement</th>"
+           "<th>Référence</th>" + ("<th>Occurrences</th>" if count else "") + "</tr>"]
+    for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
+        el = str(r.get("element", ""))
+        n = ""
+        if count:
+            m = re.search(r"\b([0-9]+) time\(s\)", str(r.get("message", "")))
+            n = f"<td>{e(m.group(1) if m else '1')}</td>"
+        out.append(f"<tr><td>{e(str(r.get('file', '')))}</td>"
+                   f"<td>{e(str(r.get('line') or ''))}</td>"
+                   f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
+                   f"<td>{e(record_reference(str(r.get('message', ''))))}</td>{n}</tr>")
+    out.append("</table>")
+    return out
 
 
 def render_school_feedback(report: dict[str, Any], school_name: str | None = None) -> str:
@@ -186,7 +291,10 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     e = html.escape
     uai = str(report.get("uai", ""))
     who = f"{school_name} ({uai})" if school_name else uai
-    rejected = list(report.get("rejected") or [])
+    everything = list(report.get("rejected") or [])
+    rejected = [r for r in everything if not is_cascade(r)]
+    cascades = [r for r in everything if is_cascade(r)]
+    warnings = list(report.get("warnings") or [])
     quarantine = dict(report.get("quarantine") or {})
     p = ['<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8">',
          f"<title>Synchronisation ENT : retours pour {e(who)}</title>",
@@ -194,13 +302,16 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
          "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .5em;"
          "text-align:left}.where{background:#eef5ff;padding:.4em}</style></head><body>",
          f"<h1>Synchronisation ENT : retours pour l'établissement {e(who)}</h1>"]
-    if not rejected and not quarantine:
+    if not everything and not quarantine and not warnings:
         p.append("<p>Aucun enregistrement écarté : rien à corriger.</p></body></html>")
         return "\n".join(p)
     p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
-             "l'annuaire de l'ENT. Pour chaque problème : ce qu'il signifie et l'écran où "
-             "l'établissement le corrige. La correction sera prise en compte au prochain "
-             "export.</p>")
+             "l'annuaire de l'ENT"
+             + (f" (et {len(cascades)} inscription(s) ou lien(s) qui en dépendent)"
+                if cascades else "")
+             + (f" ; {len(warnings)} avertissement(s)" if warnings else "")
+             + ". Pour chaque problème : ce qu'il signifie et l'écran où l'établissement le "
+             "corrige. La correction sera prise en compte au prochain export.</p>")
     if quarantine:
         p.append("<h2>Fichiers non traités</h2><p>Ces fichiers n'ont pas été utilisés du "
                  "tout : les comptes qu'ils concernent restent inchangés tant qu'un export "
@@ -211,15 +322,19 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     for adv, rows in _group(rejected).items():
         p.append(f"<h2>{e(adv.title)} ({len(rows)})</h2><p>{e(adv.meaning)}</p>"
                  f'<p class="where">Où corriger : {e(adv.where)}</p>')
-        p.append("<table><tr><th>Fichier</th><th>Ligne</th><th>Enregistrement</th>"
-                 "<th>Référence</th></tr>")
-        for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
-            el = str(r.get("element", ""))
-            p.append(f"<tr><td>{e(str(r.get('file', '')))}</td>"
-                     f"<td>{e(str(r.get('line') or ''))}</td>"
-                     f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
-                     f"<td>{e(record_reference(str(r.get('message', ''))))}</td></tr>")
-        p.append("</table>")
+        p += _rows_table(rows)
+    by_rule: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for w in warnings:
+        by_rule[str(w.get("rule", ""))].append(w)
+    for rule, rows in sorted(by_rule.items()):
+        adv = warning_advice(rule)
+        p.append(f"<h2>Avertissement : {e(adv.title)} ({len(rows)})</h2>"
+                 f"<p>{e(adv.meaning)}</p>"
+                 f'<p class="where">Où corriger : {e(adv.where)}</p>')
+        p += _rows_table(rows, count=rule == "unknown_element")
+    if cascades:
+        p.append(f"<h2>{e(_CASCADE.title)} ({len(cascades)})</h2><p>{e(_CASCADE.meaning)}</p>")
+        p += _rows_table(cascades)
     p.append("</body></html>")
     return "\n".join(p)
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -436,6 +437,12 @@ class _SchoolRead:
     protected: set[str]
     year: int | None
     fingerprint: str | None
+    #: what the readers rejected and noticed, for the school's report (``validate_school``)
+    read_rejected: list[Any] | None = None
+    warnings: list[Any] | None = None
+    #: the school's files refused at discovery: {"file", "reason", "kind"} (kind when it is
+    #: one the school sent nothing else of tonight)
+    refused: list[dict[str, Any]] | None = None
 
 
 def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -454,12 +461,15 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     file_records: dict[str, int] = {}
     protected: set[str] = set()  # people whose record was rejected: skipped, not absent
     year: int | None = None
+    read_rejected: list[Any] = []
+    warnings: list[Any] = []
     for raw in docs:
         d = Discovered(**raw)
         if d.status == "rejected":  # refused by discovery (an export dated in the future)
             q = _quarantine(settings, academy_code, run_id, raw, d.reason or "refused",
                             dry_run, rule=str(d.extra.get("rule") or "refused"))
-            quarantined.append({**q, "file": d.name})
+            quarantined.append({**q, "file": d.name, "short_name": d.source.short_name,
+                                "report_reason": d.reason or "refused"})
             log.error("quarantined %s (school %s): %s", d.name, uai, d.reason)
             continue
         try:
@@ -473,18 +483,26 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
         except FileRejected as e:
             q = _quarantine(settings, academy_code, run_id, raw, e.reason, dry_run,
                             line=e.line)
-            quarantined.append({**q, "file": d.name, "reason": str(e)})
+            quarantined.append({**q, "file": d.name, "reason": str(e),
+                                "short_name": d.source.short_name,
+                                "report_reason": (f"line {e.line}: " if e.line else "")
+                                + e.reason})
             log.error("quarantined %s (school %s): %s", d.name, uai, e.reason)
             continue
         parts.append(res.tables)
+        read_rejected.extend(res.rejected)
+        warnings.extend(res.warnings)
         rejected.extend(r.as_dict() for r in res.rejected)
         protected.update(f"{academy.jointure_prefix}${r.source_key}" for r in res.rejected
                          if r.source_key)
         file_records[d.source.short_name] = res.records
         year = year or d.school_year
-    tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix)
+    tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix, warnings)
     kinds = sorted({str(x["kind"]) for x in docs})
-    fingerprint = tables_fingerprint(tables, kinds) if not quarantined else None
+    refused = _refused_files(settings, run_id, uai, set(kinds))
+    missing = quarantined or any(r["kind"] for r in refused)
+    fingerprint = tables_fingerprint(tables, kinds) if not missing else None
+    tables["schools"] = _school_row(academy_code, uai, year, docs)  # not in the fingerprint
     if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
                                                                         academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
@@ -496,7 +514,55 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
     return _SchoolRead(uai, docs, tables, rejected, quarantined, file_records, protected, year,
-                       fingerprint)
+                       fingerprint, read_rejected, warnings, refused)
+
+
+#: a document's root element, found by a plain byte search (``_refused_files``)
+_ROOT_SNIFF = re.compile(rb"<(BEE_ELEVES|BEE_RESPONSABLES|BEE_NOMENCLATURES|BEE_STRUCTURES|"
+                         rb"STS_EDT)[\s>/]")
+
+
+def _refused_files(settings: Settings, run_id: str, uai: str,
+                   kinds: set[str]) -> list[dict[str, Any]]:
+    """The school's files refused at discovery tonight (a DOCTYPE, a wrong encoding...),
+    for its report. Their kind is sniffed from the head's bytes, never parsed: a refused
+    pupils export, with no other tonight, is that school's one problem (``unread``)."""
+    from etl.landing import KINDS
+    from etl.xmlsafe import PROLOG_SCAN, XmlSource, open_source
+
+    with session_factory(settings.state_url)() as s:
+        rows = s.execute(select(SourceFile.path, SourceFile.member, SourceFile.reason)
+                         .where(SourceFile.run_id == run_id, SourceFile.uai == uai,
+                                SourceFile.status == "rejected")).all()
+    out = []
+    for path, member, reason in rows:
+        src = XmlSource(Path(path), member)
+        kind = None
+        try:
+            with open_source(src) as f:
+                m = _ROOT_SNIFF.search(f.read(PROLOG_SCAN))
+            kind = KINDS.get(m.group(1).decode()) if m else None
+        except (FileRejected, OSError, ValueError, EOFError):
+            pass
+        out.append({"file": src.short_name, "reason": str(reason or "refused"),
+                    "kind": kind if kind and kind not in kinds else None})
+    return out
+
+
+def _school_row(academy_code: str, uai: str, year: int | None,
+                docs: list[dict[str, Any]]) -> Any:
+    """The school's row of the ``schools`` table: one per school read (what ``counts``
+    reports; the exports carry no name)."""
+    import pandas as pd
+
+    from etl.canonical import SCHOOLS, string_dtype
+
+    sources = sorted({"STS" if x.get("kind") == "STS" else "SIECLE" for x in docs})
+    files = sorted(Discovered(**x).source.short_name for x in docs)
+    row = {"uai": uai, "academy": academy_code, "name": None,
+           "school_year": None if year is None else str(year),
+           "source": "|".join(sources) or None, "file": "|".join(files) or None}
+    return pd.DataFrame({c: pd.Series([row[c]], dtype=string_dtype()) for c in SCHOOLS})
 
 
 def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _SchoolRead,
@@ -512,18 +578,16 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
     uai, docs, tables, rejected = read.uai, read.docs, read.tables, read.rejected
     quarantined, file_records, protected = read.quarantined, read.file_records, read.protected
     year, fingerprint = read.year, read.fingerprint
+    # what the readers rejected goes into the school's report and counts against the budget
+    # (``validate_school``); an export that could not be read excuses what points into it
     outcome = validate_school(tables, uai, budget=academy.record_error_budget,
                               budget_min=academy.record_error_budget_min,
-                              file_records=file_records, suite_results=suite_results)
-    # records the readers rejected count against the budget too
-    reader_rej: dict[str, int] = defaultdict(int)
-    for r in rejected:
-        reader_rej[str(r["file"])] += 1
-    for fname, n in reader_rej.items():
-        total = file_records.get(fname, 0)
-        if n > max(academy.record_error_budget_min, academy.record_error_budget * total):
-            outcome.quarantine[fname] = f"error budget exceeded: {n} of {total} records rejected"
-    rejected.extend(r.as_dict() for r in outcome.rejected)
+                              file_records=file_records, suite_results=suite_results,
+                              read_rejected=read.read_rejected or [], rejected_keys=protected,
+                              unread={str(q.get("kind")) for q in quarantined}
+                              | {str(r["kind"]) for r in read.refused or [] if r["kind"]},
+                              warnings=read.warnings or [])
+    rejected = [r.as_dict() for r in outcome.rejected]
     kept = set(outcome.tables["persons"]["person_key"])
     dropped = set(tables["persons"]["person_key"]) - kept
     protected |= dropped
@@ -536,10 +600,18 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
             q = _quarantine(settings, academy_code, run_id, raw, reason, dry_run,
                             rule="validation")
             quarantined.append({**q, "file": fname})
+    for q in quarantined:  # the files that could not be read are the school's problem too
+        if "short_name" in q:
+            outcome.quarantine.setdefault(q.pop("short_name"), q.pop("report_reason"))
+    for r in read.refused or []:
+        outcome.quarantine.setdefault(r["file"], f"refused on arrival: {r['reason']}")
+    # a kind of export refused with no other tonight leaves the school as it is, as one that
+    # could not be read does
+    unread_refused = any(r["kind"] for r in read.refused or [])
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
     feedback_path = write_school_feedback(json_path, reports / uai, None)
-    status = "quarantined" if quarantined else "ok"
+    status = "quarantined" if quarantined or unread_refused else "ok"
     staged = f"{run_id}/{uai}"  # a reference in the staging area, for reconcile
     if status == "ok":
         outcome.tables.save(staging.path(settings, staged))

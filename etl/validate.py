@@ -29,7 +29,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -39,7 +39,7 @@ import pandas as pd
 
 from etl import canonical as C
 from etl.canonical import Tables, isin
-from etl.errors import RecordRejected
+from etl.errors import RecordRejected, RecordWarning
 from etl.landing import uai_is_valid
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,9 @@ class ValidationOutcome:
     quarantine: dict[str, str]
     checks: list[dict[str, object]]
     input_counts: dict[str, int] = field(default_factory=dict)
+    #: what was worked around and reported, not rejected (unknown elements, invisible
+    #: characters removed from a name)
+    warnings: list[RecordWarning] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         kept = self.tables.counts()
@@ -85,6 +88,8 @@ class ValidationOutcome:
             "quarantine": dict(self.quarantine),
             "checks": [dict(c) for c in self.checks],
             "rejected": [r.as_dict() for r in self.rejected],
+            "warning_count": len(self.warnings),
+            "warnings": [w.as_dict() for w in self.warnings],
         }
 
 
@@ -293,7 +298,8 @@ def _records(f: _Finding, df: pd.DataFrame, uai: str, suffix: str = "") -> list[
         values = ["?"] * len(rows)
     return [
         RecordRejected(str(fi) if fi is not None else "?", uai, _line(li), el, f.rule,
-                       f"{ident}: {f.message.replace('{value}', v)}{suffix}")
+                       f"{ident}: {f.message.replace('{value}', v)}{suffix}",
+                       cascade=not f.counted)
         for fi, li, el, ident, v in zip(files, lines, elements, idents, values, strict=True)
     ]
 
@@ -419,12 +425,59 @@ def _passed_checks(table: str, df: pd.DataFrame) -> set[str]:
     return {_checked(r) for r in res.results if r.success}
 
 
+#: reference rule -> (column, kinds of export whose absence explains it): a row pointing
+#: into a document that could not be read is that document's problem, not its own
+_TARGETS: Final[dict[tuple[str, str], tuple[str, frozenset[str]]]] = {
+    ("memberships", "unknown_division"): ("code", frozenset({"STRUCTURES", "STS"})),
+    ("memberships", "unknown_structure"): ("code", frozenset({"STRUCTURES", "STS"})),
+    ("guardian_links", "unknown_pupil"): ("pupil_key", frozenset({"ELEVES"})),
+    ("guardian_links", "unknown_guardian"): ("guardian_key", frozenset({"RESPONSABLES"})),
+}
+
+
+def _excused(frames: dict[str, pd.DataFrame], t: str, rule: str, pos: np.ndarray,
+             rejected_keys: set[str], unread: set[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                 np.ndarray]:
+    """Split a reference check's failing rows: (their own problem, pointing at a record a
+    reader rejected, pointing into an export that could not be read)."""
+    if not len(pos):
+        return pos, pos, pos
+    df = frames[t]
+    if (t, rule) == ("memberships", "unknown_person"):
+        roles = np.asarray(_col(df, "role", pos), dtype=object)
+        quiet = (("ELEVES" in unread) & (roles == "pupil")) | (("STS" in unread)
+                                                               & (roles == "teacher"))
+        col = "person_key"
+    elif (t, rule) in _TARGETS:
+        col, kinds = _TARGETS[(t, rule)]
+        quiet = np.full(len(pos), bool(kinds & unread))
+    else:
+        return pos, pos[:0], pos[:0]
+    named = np.zeros(len(pos), dtype=bool)
+    if rejected_keys and col != "code":
+        named = np.array([k in rejected_keys for k in _col(df, col, pos)], dtype=bool)
+    named &= ~quiet
+    return pos[~named & ~quiet], pos[named], pos[quiet]
+
+
 def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_min: int = 5,
                     file_records: dict[str, int] | None = None,
-                    suite_results: SuiteResults | None = None) -> ValidationOutcome:
+                    suite_results: SuiteResults | None = None,
+                    read_rejected: Sequence[RecordRejected] = (),
+                    rejected_keys: Iterable[str] = (), unread: Iterable[str] = (),
+                    warnings: Sequence[RecordWarning] = ()) -> ValidationOutcome:
     """Check one school's tables; drop bad rows, quarantine files past the error budget.
     ``suite_results``: the school's GX results when already computed with other schools'
-    (``run_suites``)."""
+    (``run_suites``).
+
+    What the readers found comes too, so that the school's report holds every problem once:
+    ``read_rejected`` (reported first, and against their file's budget), ``rejected_keys``
+    (the person keys of those records: rows pointing at them are removed as their
+    consequence, uncounted), ``unread`` (kinds of export that could not be read: rows
+    pointing into one are removed silently, that file is the one problem) and ``warnings``.
+    """
+    rejected_keys = set(rejected_keys)
+    unread = set(unread)
     frames = _prepare(tables)
     n = {t: len(frames[t]) for t in C.TABLES}
     checks: list[dict[str, object]] = []
@@ -461,17 +514,24 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
         if len(f.rows):
             findings.append(f)
 
-    # 2. references, against everything that was read
+    # 2. references, against everything that was read; a row pointing at what a reader
+    # rejected is left for step 4 (a consequence), one pointing into an unread export goes
     everything = {t: np.ones(n[t], dtype=bool) for t in C.TABLES}
-    ref_checks: dict[tuple[str, str], dict[str, object]] = {}
+    silent = {t: np.zeros(n[t], dtype=bool) for t in C.TABLES}
+    ref_checks: dict[tuple[str, str], dict[str, Any]] = {}
     for t, rule, col, msg, pos in _reference_findings(frames, everything):
-        chk: dict[str, object] = {"table": t, "rule": rule, "column": col, "check": "reference",
-                                  "success": len(pos) == 0, "unexpected_count": len(pos),
-                                  "cascaded_count": 0}
+        pos, _named, quiet = _excused(frames, t, rule, pos, rejected_keys, unread)
+        silent[t][quiet] = True
+        chk: dict[str, Any] = {"table": t, "rule": rule, "column": col, "check": "reference",
+                               "success": len(pos) == 0, "unexpected_count": len(pos),
+                               "cascaded_count": len(quiet)}
         ref_checks[(t, rule)] = chk
         checks.append(chk)
         if len(pos):
             findings.append(_Finding(t, pos, rule, col, msg))
+    for rule, k in sorted(Counter(r.rule for r in read_rejected).items()):
+        checks.append({"table": "reader", "rule": rule, "column": None, "check": "reader",
+                       "success": False, "unexpected_count": k})
 
     # 3. error budget and blocking rules, per file
     dropped = {t: np.zeros(n[t], dtype=bool) for t in C.TABLES}
@@ -492,6 +552,7 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
                 blocking.setdefault(str(fi), []).append(f"{f.column} {f.rule}")
     records = dict(file_records) if file_records else _rows_per_file(frames)
     quarantine: dict[str, str] = {}
+    by_reader = Counter(r.file for r in read_rejected)
     for fi, rows_set in sorted(rejected_rows.items()):
         bad = len(rows_set)
         total = records.get(fi, bad)
@@ -504,13 +565,19 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
         elif bad > limit:
             quarantine[fi] = (f"error budget exceeded: {bad} of {total} records rejected "
                               f"(first rules: {first_rules})")
+    # records the readers rejected count against their file's budget too (on their own)
+    for fi, bad in sorted(by_reader.items()):
+        total = records.get(fi, 0)
+        if fi not in quarantine and bad > max(budget_min, budget * total):
+            quarantine[fi] = f"error budget exceeded: {bad} of {total} records rejected"
     for fi, reason in quarantine.items():
         log.warning("school %s: quarantined %s: %s", uai, fi, reason)
 
-    # 4. what survives; rows hanging on removed rows go too (not counted against budgets)
+    # 4. what survives; rows hanging on removed rows go too (not counted against budgets,
+    # reported as consequences); those pointing into an unread export went in step 2
     alive: dict[str, np.ndarray] = {}
     for t in C.TABLES:
-        mask = ~dropped[t]
+        mask = ~dropped[t] & ~silent[t]
         if quarantine and "file" in frames[t].columns:
             mask &= ~frames[t]["file"].isin(list(quarantine)).to_numpy(dtype=bool)
         alive[t] = mask
@@ -518,11 +585,11 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
         if len(pos):
             f = _Finding(t, pos, rule, col, msg, counted=False)
             findings.append(f)
-            ref_checks[(t, rule)]["cascaded_count"] = len(pos)
+            ref_checks[(t, rule)]["cascaded_count"] += len(pos)
             alive[t][pos] = False
 
     # 5. reports and output tables
-    rejected: list[RecordRejected] = []
+    rejected: list[RecordRejected] = list(read_rejected)
     for f in findings:
         suffix = ""
         if not f.counted:
@@ -539,7 +606,8 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
                     df.loc[f.rows, f.column] = None
         out[t] = df if alive[t].all() else df[alive[t]].reset_index(drop=True)
     return ValidationOutcome(uai=uai, tables=out, rejected=rejected, quarantine=quarantine,
-                             checks=checks, input_counts={t: n[t] for t in VALIDATED})
+                             checks=checks, input_counts={t: n[t] for t in VALIDATED},
+                             warnings=list(warnings))
 
 
 def _rows_per_file(frames: dict[str, pd.DataFrame]) -> dict[str, int]:
@@ -580,7 +648,7 @@ def render_html(outcome: ValidationOutcome) -> str:
         _table(("table", "input", "kept", "removed"),
                ((t, s["input"], s["kept"], s["removed"]) for t, s in summary.items())),
         f"<p>{len(outcome.rejected)} record problems, {len(outcome.quarantine)} files "
-        "quarantined.</p>",
+        f"quarantined, {len(outcome.warnings)} warnings.</p>",
         "<h2>Quarantined files</h2>",
         _table(("file", "reason"), sorted(outcome.quarantine.items()))
         if outcome.quarantine else "<p>None.</p>",
@@ -597,6 +665,13 @@ def render_html(outcome: ValidationOutcome) -> str:
                  if shown else "<p>None.</p>")
     if len(outcome.rejected) > len(shown):
         parts.append(f"<p>{len(outcome.rejected) - len(shown)} more in the JSON report.</p>")
+    parts.append("<h2>Warnings (read anyway)</h2>")
+    warned = outcome.warnings[:HTML_MAX_REJECTED]
+    parts.append(_table(("file", "line", "element", "rule", "message"),
+                        ((w.file, w.line, w.element, w.rule, w.message) for w in warned))
+                 if warned else "<p>None.</p>")
+    if len(outcome.warnings) > len(warned):
+        parts.append(f"<p>{len(outcome.warnings) - len(warned)} more in the JSON report.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -2,7 +2,10 @@
 
 Every XML byte the pipeline reads goes through here:
 - no DTD: a document with a DOCTYPE is refused before lxml sees it (no entity expansion,
-  no external entity, no network DTD), and lxml is told not to resolve or fetch anyway;
+  no external entity, no network DTD), and lxml is told not to resolve or fetch anyway; the
+  one exception is the AAF's ``<!DOCTYPE ficAlimMENESR SYSTEM "ficAlimMENESR.dtd">`` exactly
+  (no internal subset, root ``ficAlimMENESR``), which real AAF files always carry and which
+  declares nothing when nothing resolves it;
 - zips are read member by member as streams, never extracted to disk; member names with
   ``..`` or absolute paths, too many members, a compression ratio or total size past the
   limits (zip bombs) are refused, and the uncompressed size is enforced while reading since
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import stat
 import zipfile
 import zlib
@@ -268,17 +272,48 @@ def digests(src: XmlSource, head: int = 1 << 20) -> tuple[str, str]:
     return whole.hexdigest(), content.hexdigest()
 
 
-def check_prolog(head: bytes, name: str) -> None:
-    """Refuse DTDs and entity declarations: exports never carry one."""
-    probe = head.lstrip(b"\xef\xbb\xbf")
+#: the one DOCTYPE accepted: the AAF's, exactly as real AAF files carry it (root name,
+#: SYSTEM id of the AAF DTD, no internal subset). It is never resolved: lxml runs with
+#: ``load_dtd``, ``resolve_entities`` and the network off, so it declares nothing
+_AAF_DOCTYPE = re.compile(
+    rb"<!DOCTYPE[ \t\r\n]+ficAlimMENESR[ \t\r\n]+SYSTEM[ \t\r\n]+"
+    rb"(?:\"ficAlimMENESR\.dtd\"|'ficAlimMENESR\.dtd')[ \t\r\n]*>")
+#: what may come between that DOCTYPE and the root element: blanks, comments, PIs
+_MISC = re.compile(rb"(?:[ \t\r\n]+|<!--(?:(?!-->).)*-->|<\?(?:(?!\?>).)*\?>)*", re.DOTALL)
+_DTD_REFUSED = "document has a DOCTYPE/ENTITY declaration (refused by design)"
+
+
+def allowed_doctype(probe: bytes) -> tuple[int, int] | None:
+    """Where the head holds the AAF DOCTYPE (``_AAF_DOCTYPE``), followed by the root element
+    ``ficAlimMENESR``; None when it holds no such declaration. Any other DOCTYPE, an
+    internal subset, a PUBLIC id, another DTD or another root is not this form."""
+    m = _AAF_DOCTYPE.search(probe)
+    if m is None or _MISC.fullmatch(probe, 0, m.start()) is None:
+        return None  # none, or not in the prolog
+    after = _MISC.match(probe, m.end())
+    rest = probe[after.end() if after else m.end():]
+    if re.match(rb"<ficAlimMENESR[ \t\r\n/>]", rest) is None:
+        return None
+    return m.start(), m.end()
+
+
+def check_prolog(head: bytes, name: str) -> tuple[int, int] | None:
+    """Refuse DTDs and entity declarations: exports never carry one, except the AAF's
+    standard ``<!DOCTYPE ficAlimMENESR SYSTEM "ficAlimMENESR.dtd">`` (``allowed_doctype``),
+    whose span in ``head`` is returned (None when there is none)."""
+    bom = len(head) - len(head.lstrip(b"\xef\xbb\xbf"))
+    probe = head[bom:]
     # UTF-16 exports do not exist; a NUL byte in the head is a sign of binary or UTF-16
     if b"\x00" in probe[:4096]:
         raise FileRejected(name, "not an XML text file (binary or UTF-16 content)")
-    upper = probe.upper()
+    span = allowed_doctype(probe)
+    rest = probe if span is None else probe[:span[0]] + probe[span[1]:]
+    upper = rest.upper()
     if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise FileRejected(name, "document has a DOCTYPE/ENTITY declaration (refused by design)")
+        raise FileRejected(name, _DTD_REFUSED)
     if not probe.strip():
         raise FileRejected(name, "empty file")
+    return None if span is None else (span[0] + bom, span[1] + bom)
 
 
 #: markers of a DTD; the head is checked case-insensitively, the rest of the stream for the
@@ -306,9 +341,7 @@ class _PrologCheckingReader(io.RawIOBase):
     def _scan(self, data: bytes) -> None:
         window = self._tail + data
         if any(m in window for m in _DTD_MARKERS):
-            raise FileRejected(
-                self._name, "document has a DOCTYPE/ENTITY declaration (refused by design)"
-            )
+            raise FileRejected(self._name, _DTD_REFUSED)
         self._tail = window[-_OVERLAP:]
 
     def read(self, size: int | None = -1) -> bytes:
@@ -316,10 +349,12 @@ class _PrologCheckingReader(io.RawIOBase):
             size = -1
         if not self._checked:
             head = self._raw.read(PROLOG_SCAN)
-            check_prolog(head, self._name)
+            span = check_prolog(head, self._name)
             self._checked = True
             self._buf = head
-            self._tail = head[-_OVERLAP:]
+            # the accepted DOCTYPE is no marker for what follows: blanked in the tail only
+            seen = head if span is None else head[:span[0]] + b" " + head[span[1]:]
+            self._tail = seen[-_OVERLAP:]
         if self._buf:
             if size < 0 or size >= len(self._buf):
                 out, self._buf = self._buf, b""

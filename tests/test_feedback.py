@@ -104,3 +104,59 @@ def test_advice_and_references() -> None:
     assert record_reference("person SIECLE-RESP$0510003X$502: z") == "PERSONNE_ID 502"
     assert record_reference("ELEVE_ID 77 appears twice") == "ELEVE_ID 77"
     assert record_reference("person INE$070876696HA: sex is not M or F") == ""
+
+
+def test_every_rejection_a_reader_makes_has_its_own_advice(tmp_path: Path) -> None:
+    """Each rule a reader can reject a record with is explained to the school (not the
+    generic "Enregistrement non conforme"), and names the record when it has a number."""
+    from etl.feedback import _FALLBACK, is_cascade
+    from etl.readers.siecle import (
+        read_siecle_eleves,
+        read_siecle_responsables,
+        read_siecle_structures,
+    )
+    from etl.readers.sts import read_sts
+    from etl.xmlsafe import XmlSource
+    from tests.builders import header
+
+    head = header(UAI, 2026, "01/10/2026")
+    docs = {
+        "eleves.xml": (read_siecle_eleves, (
+            f"<BEE_ELEVES>{head}<DONNEES><ELEVES>"
+            "<ELEVE><NOM_DE_FAMILLE>X</NOM_DE_FAMILLE></ELEVE>"
+            '<ELEVE ELEVE_ID="7"><DATE_NAISS>2012-05-03</DATE_NAISS></ELEVE>'
+            '<ELEVE ELEVE_ID="8"><DATE_NAISS>03/05/2012</DATE_NAISS></ELEVE>'
+            '<ELEVE ELEVE_ID="8"><DATE_NAISS>03/05/2012</DATE_NAISS></ELEVE>'
+            "</ELEVES><STRUCTURES>"
+            '<STRUCTURES_ELEVE ELEVE_ID="8"><STRUCTURE><CODE_STRUCTURE>3A</CODE_STRUCTURE>'
+            "<TYPE_STRUCTURE>D</TYPE_STRUCTURE></STRUCTURE><STRUCTURE><CODE_STRUCTURE>3B"
+            "</CODE_STRUCTURE><TYPE_STRUCTURE>D</TYPE_STRUCTURE></STRUCTURE>"
+            "</STRUCTURES_ELEVE></STRUCTURES></DONNEES></BEE_ELEVES>"),
+            {"required", "date_format", "unique", "one_division"}),
+        "responsables.xml": (read_siecle_responsables, (
+            f"<BEE_RESPONSABLES>{head}<DONNEES><PERSONNES><PERSONNE/>"
+            '<PERSONNE PERSONNE_ID="5"/><PERSONNE PERSONNE_ID="5"/></PERSONNES>'
+            "<RESPONSABLES><RESPONSABLE_ELEVE><ELEVE_ID>8</ELEVE_ID></RESPONSABLE_ELEVE>"
+            "</RESPONSABLES></DONNEES></BEE_RESPONSABLES>"), {"required", "unique"}),
+        "structures.xml": (read_siecle_structures, (
+            f"<BEE_STRUCTURES>{head}<DONNEES><DIVISIONS><DIVISION/></DIVISIONS><GROUPES>"
+            "<GROUPE/></GROUPES></DONNEES></BEE_STRUCTURES>"), {"required"}),
+        "sts.xml": (read_sts, (
+            f'<STS_EDT><PARAMETRES><UAJ CODE="{UAI}"/></PARAMETRES><DONNEES><INDIVIDUS>'
+            '<INDIVIDU/><INDIVIDU ID="9"><DATE_NAISSANCE>06/05/1980</DATE_NAISSANCE>'
+            '</INDIVIDU><INDIVIDU ID="4"/><INDIVIDU ID="4"/></INDIVIDUS><STRUCTURE>'
+            "<DIVISIONS><DIVISION/></DIVISIONS></STRUCTURE></DONNEES></STS_EDT>"),
+            {"required", "date_format", "unique"}),
+    }
+    for name, (reader, text, rules) in docs.items():
+        path = tmp_path / name
+        path.write_text(text, "utf-8")
+        res = reader(XmlSource(path), UAI)
+        assert {r.rule for r in res.rejected} == rules, (name, res.rejected)
+        for r in res.rejected:
+            d = r.as_dict()
+            adv = advice_for(r.rule, r.message, r.field or "")
+            assert adv != _FALLBACK, (name, r.rule, r.message)
+            assert not is_cascade(d)
+            if re.search(r"\b(ELEVE_ID|PERSONNE_ID|ID)=\"[0-9]+\"", text) and r.rule != "required":
+                assert record_reference(r.message), (name, r.message)

@@ -11,6 +11,7 @@ is one the pipeline must accept; school B's newcomer is in the directory.
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import zipfile
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from etl import pipeline, xmlsafe
 from etl.config import Settings
+from etl.errors import FileRejected
 from etl.ldapserver import LdapServer, start_slapd, stop_slapd
 from etl.state.db import get_engine
 from etl.state.models import Rejection
@@ -522,3 +524,65 @@ def test_very_long_name_is_a_rejected_record(night: Any) -> None:
     assert not people_named(n.server, "sn", "X" * 10_000)
     n.assert_a_untouched()
     n.assert_b_synced()
+
+
+# ------------------------------------------------------------------------------------------
+# AAF: its standard DOCTYPE is recognised (issue 18); any other DTD is still refused
+# ------------------------------------------------------------------------------------------
+
+AAF_DOCTYPE = b'<!DOCTYPE ficAlimMENESR SYSTEM "ficAlimMENESR.dtd">'
+AAF_BODY = b"<ficAlimMENESR><addRequest><identifier><id>1</id></identifier></addRequest>" \
+           b"</ficAlimMENESR>"
+
+
+def test_aaf_standard_doctype_is_recognised_not_refused(night: Any) -> None:
+    """A real AAF file always carries ``<!DOCTYPE ficAlimMENESR SYSTEM "ficAlimMENESR.dtd">``:
+    it is told apart as an AAF feed (not supported yet), not refused as a DTD attack, and
+    the DTD is never read."""
+    n = night(fixture_file("aaf_doctype_standard.xml"))
+    p = n.problem("aaf_doctype_standard.xml")
+    assert "AAF" in p["reason"] and "not supported yet" in p["reason"]
+    assert "DOCTYPE" not in p["reason"]
+    n.assert_a_untouched()
+    n.assert_b_synced()
+
+
+@pytest.mark.parametrize("data, refused", [
+    # the standard form, with a BOM, a comment before the root, single quotes
+    (b"\xef\xbb\xbf" + AAF_DOCTYPE + b"\n<!-- versionAF -->\n" + AAF_BODY, False),
+    (b"<!DOCTYPE ficAlimMENESR SYSTEM 'ficAlimMENESR.dtd'>" + AAF_BODY, False),
+    # an internal subset: billion laughs under the AAF's name
+    (b'<!DOCTYPE ficAlimMENESR SYSTEM "ficAlimMENESR.dtd" [<!ENTITY a "aaaaaaaaaa">'
+     b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+     + AAF_BODY.replace(b"<id>1</id>", b"<id>&c;</id>"), True),
+    # a DTD of another name, place or kind
+    (b'<!DOCTYPE ficAlimMENESR SYSTEM "http://attaquant.example/ficAlimMENESR.dtd">'
+     + AAF_BODY, True),
+    (b'<!DOCTYPE ficAlimMENESR SYSTEM "../../etc/ficAlimMENESR.dtd">' + AAF_BODY, True),
+    (b'<!DOCTYPE ficAlimMENESR PUBLIC "-//MENESR//AAF" "ficAlimMENESR.dtd">' + AAF_BODY, True),
+    (b'<!DOCTYPE ficAlimMENESR SYSTEM "autre.dtd">' + AAF_BODY, True),
+    # the AAF's DOCTYPE on another root, twice, or with an entity declared after it
+    (AAF_DOCTYPE + b"<BEE_ELEVES><PARAMETRES><UAJ>0510001Z</UAJ></PARAMETRES></BEE_ELEVES>",
+     True),
+    (AAF_DOCTYPE + AAF_DOCTYPE + AAF_BODY, True),
+    (AAF_DOCTYPE + b'<!ENTITY x SYSTEM "file:///etc/passwd">' + AAF_BODY, True),
+    (AAF_BODY[:-16] + AAF_DOCTYPE + b"</ficAlimMENESR>", True),
+], ids=["bom_comment", "single_quotes", "internal_subset", "url", "path", "public",
+        "other_dtd", "other_root", "twice", "entity_after", "inside_the_document"])
+def test_aaf_doctype_only_in_its_standard_form(tmp_path: Path, data: bytes,
+                                               refused: bool) -> None:
+    from etl.config import get_academy
+    from etl.landing import discover
+
+    folder = tmp_path / ACADEMY / UAI_A
+    folder.mkdir(parents=True)
+    (folder / "ENT_Complet_Eleve_0000.xml").write_bytes(data)
+    [d] = discover(tmp_path, get_academy(ACADEMY))
+    assert d.status == "rejected"
+    if refused:
+        assert "DOCTYPE/ENTITY declaration (refused by design)" in str(d.reason), d.reason
+    else:
+        assert "AAF" in str(d.reason) and "DOCTYPE" not in str(d.reason), d.reason
+    if refused:  # and reading it anyway refuses it too, before expanding anything
+        with pytest.raises(FileRejected, match="DOCTYPE"):
+            list(xmlsafe.iterparse(io.BytesIO(data), "aaf.xml"))

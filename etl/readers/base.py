@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -14,17 +16,94 @@ from lxml import etree
 
 from etl import canonical as C
 from etl.canonical import Tables
-from etl.errors import FileRejected, RecordRejected
+from etl.errors import FileRejected, RecordRejected, RecordWarning
 from etl.xmlsafe import XmlSource, iterparse, open_source, xml_error
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ReadResult:
-    """What one document yields: canonical tables plus the records it had to skip."""
+    """What one document yields: canonical tables plus the records it had to skip and what
+    it skipped without rejecting anything (unknown elements)."""
 
     tables: Tables
     rejected: list[RecordRejected] = field(default_factory=list)
     records: int = 0
+    warnings: list[RecordWarning] = field(default_factory=list)
+
+
+#: a tag shown in a report as it is; any other (odd characters, very long) as ``?``
+_PLAIN_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+class UnknownElements:
+    """Children of the containers a reader knows whose tag it does not know.
+
+    Why: a wrong element name (``RESPONSABLES/RESPONSABLE`` for ``RESPONSABLE_ELEVE``,
+    ``MEFS_APPARTENANCE/MEF``) made the reader skip every guardian link or class MEF without
+    a word. ``expected`` maps a container tag to the child tags the reader reads (or frees)
+    in it; record fields are not checked (real exports carry many the ENT does not use).
+    Each (container, tag) is reported once, with how many and the first line.
+    """
+
+    def __init__(self, src: XmlSource, uai: str | None,
+                 expected: dict[str, frozenset[str]]) -> None:
+        self.src, self.uai, self.expected = src, uai, expected
+        self.found: dict[tuple[str, str], list[Any]] = {}  # -> [first line, count]
+
+    def _note(self, container: str, tag: Any, line: int | None) -> None:
+        if not isinstance(tag, str):
+            return  # a comment or processing instruction
+        key = (container, tag)
+        seen = self.found.get(key)
+        if seen is None:
+            self.found[key] = [line, 1]
+        else:
+            seen[1] += 1
+
+    def check(self, container: Any) -> None:
+        """The children of ``container`` still in the tree (those read were freed)."""
+        known = self.expected.get(container.tag)
+        if known is not None:
+            for c in container:
+                if c.tag not in known:
+                    self._note(container.tag, c.tag, c.sourceline)
+
+    def within(self, el: Any) -> None:
+        """The known containers inside a record (its whole subtree is in memory)."""
+        for c in el:
+            if c.tag in self.expected:
+                known = self.expected[c.tag]
+                for cc in c:
+                    if cc.tag in known:
+                        self.within(cc)
+                    else:
+                        self._note(c.tag, cc.tag, cc.sourceline)
+
+    def released(self, el: Any) -> Any:
+        """``el``, once the siblings ``release(el)`` is about to free are looked at (one
+        read before is known; an unknown one was never read)."""
+        parent = el.getparent()
+        known = self.expected.get(parent.tag) if parent is not None else None
+        if known is not None:
+            for sib in el.itersiblings(preceding=True):
+                if sib.tag not in known:
+                    self._note(parent.tag, sib.tag, sib.sourceline)
+        return el
+
+    def warnings(self) -> list[RecordWarning]:
+        out = []
+        for (container, tag), (line, n) in self.found.items():
+            shown = tag if _PLAIN_TAG.fullmatch(tag) else "?"
+            known = ", ".join(f"<{k}>" for k in sorted(self.expected[container]))
+            out.append(RecordWarning(
+                self.src.short_name, self.uai, line, f"{container}/{shown}", "unknown_element",
+                f"<{shown}> inside <{container}> is not an element the reader knows "
+                f"(expected {known}): skipped, {n} time(s), first at line {line}"))
+            log.warning("%s (school %s): %d unknown <%s> inside <%s> skipped, first at line "
+                        "%s", self.src.short_name, self.uai, n, shown, container, line)
+        return sorted(out, key=lambda w: w.line or 0)
 
 
 #: rows kept as Python objects before they are packed (8k rows: a few MB of Python objects;

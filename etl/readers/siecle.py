@@ -23,6 +23,7 @@ from etl.errors import RecordRejected
 from etl.readers.base import (
     Columns,
     ReadResult,
+    UnknownElements,
     blank_to_none,
     children,
     fr_date,
@@ -39,6 +40,23 @@ PSEUDO_DIVISION = re.compile(
 SEXE = {"1": "M", "2": "F"}
 #: blocks we do not use but must free while streaming (addresses, options, grants)
 DROP = ("OPTION", "ADRESSE", "BOURSE")
+#: container -> the elements the readers read in it (anything else there is reported,
+#: ``UnknownElements``); names as SIECLE/BEE writes them (BEE spec, public exports)
+EXPECTED_ELEVES = {"ELEVES": frozenset({"ELEVE"}),
+                   "STRUCTURES": frozenset({"STRUCTURES_ELEVE"}),
+                   "STRUCTURES_ELEVE": frozenset({"STRUCTURE"})}
+EXPECTED_RESPONSABLES = {"PERSONNES": frozenset({"PERSONNE"}),
+                         "RESPONSABLES": frozenset({"RESPONSABLE_ELEVE"})}
+EXPECTED_NOMENCLATURES = {"MEFS": frozenset({"MEF"}), "MATIERES": frozenset({"MATIERE"})}
+EXPECTED_STRUCTURES = {"DIVISIONS": frozenset({"DIVISION"}), "GROUPES": frozenset({"GROUPE"}),
+                       "MEFS_APPARTENANCE": frozenset({"MEF_APPARTENANCE"}),
+                       "DIVISIONS_APPARTENANCE": frozenset({"DIVISION_APPARTENANCE"})}
+
+
+def _container(el: Any, expected: dict[str, frozenset[str]]) -> bool:
+    """Whether ``el`` is one of the document's lists (a child of DONNEES) the reader knows."""
+    parent = el.getparent()
+    return el.tag in expected and parent is not None and parent.tag == "DONNEES"
 
 
 def pupil_key(uai: str, eleve_id: str) -> str:
@@ -68,9 +86,15 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     # one 8-byte hash per row, what duplicates are looked for in (then checked exactly)
     person_hash, member_hash = array("q"), array("q")
 
-    for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", *DROP), uai):
+    unknown = UnknownElements(src, uai, EXPECTED_ELEVES)
+    for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", "ELEVES", "STRUCTURES", *DROP), uai):
         if el.tag in DROP:
             pass
+        elif el.tag in ("ELEVES", "STRUCTURES"):
+            if _container(el, EXPECTED_ELEVES):
+                unknown.check(el)
+            else:
+                continue  # the same name elsewhere: freed with what holds it
         elif el.tag == "ELEVE":
             res.records += 1
             eid = (el.get("ELEVE_ID") or "").strip()
@@ -86,11 +110,11 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     leave = fr_date(f.get("DATE_SORTIE"))
                     entry = fr_date(f.get("DATE_ENTREE"))
                 except ValueError:
-                    bad_dates.append((eid, reject(
-                        src, uai, el, "ELEVE", "date_format",
-                        f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
-                        source_key=pupil_key(uai, eid),
-                    )))
+                    r = reject(src, uai, el, "ELEVE", "date_format",
+                               f"ELEVE_ID {eid}: a date is not dd/mm/yyyy",
+                               source_key=pupil_key(uai, eid))
+                    r.field = _bad_date(f)
+                    bad_dates.append((eid, r))
                 else:
                     person_hash.append(hash(eid))
                     persons.append(
@@ -115,6 +139,7 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     )
         else:  # STRUCTURES_ELEVE
             eid = (el.get("ELEVE_ID") or "").strip()
+            unknown.check(el)
             for st in el.iterchildren("STRUCTURE"):
                 s = children(st)
                 code = (s.get("CODE_STRUCTURE") or "").strip()
@@ -133,7 +158,8 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                     file=name,
                     line=st.sourceline,
                 )
-        release(el)
+        release(unknown.released(el))
+    res.warnings = unknown.warnings()
     late = _first_eleve_only(src, uai, persons, person_hash, bad_dates)
     extra = _one_division(src, uai, members, member_hash, len(pupil_key(uai, "")))
     del person_hash, member_hash
@@ -142,6 +168,22 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
     return res
+
+
+#: a pupil's dates, as the canonical column each fills
+_DATES = (("DATE_NAISS", "birth_date"), ("DATE_ENTREE", "entry_date"),
+          ("DATE_SORTIE", "leave_date"))
+
+
+def _bad_date(f: dict[str, str]) -> str | None:
+    """Which of a rejected pupil's dates is not dd/mm/yyyy (None when several are)."""
+    bad = []
+    for tag, col in _DATES:
+        try:
+            fr_date(f.get(tag))
+        except ValueError:
+            bad.append(col)
+    return bad[0] if len(bad) == 1 else None
 
 
 def _candidates(hashes: array[int]) -> np.ndarray:
@@ -245,9 +287,16 @@ def read_siecle_responsables(src: XmlSource, uai: str) -> ReadResult:
     seen: set[str] = set()
     seen_links: set[tuple[str, str]] = set()
     name = src.short_name
-    for el in stream(src, ("PERSONNE", "RESPONSABLE_ELEVE", *DROP), uai):
+    unknown = UnknownElements(src, uai, EXPECTED_RESPONSABLES)
+    for el in stream(src, ("PERSONNE", "RESPONSABLE_ELEVE", *EXPECTED_RESPONSABLES, *DROP),
+                     uai):
         if el.tag in DROP:
             release(el)
+            continue
+        if el.tag in EXPECTED_RESPONSABLES:
+            if _container(el, EXPECTED_RESPONSABLES):
+                unknown.check(el)
+                release(el)
             continue
         res.records += 1
         f = children(el)
@@ -313,7 +362,8 @@ def read_siecle_responsables(src: XmlSource, uai: str) -> ReadResult:
                     file=name,
                     line=el.sourceline,
                 )
-        release(el)
+        release(unknown.released(el))
+    res.warnings = unknown.warnings()
     res.tables["persons"] = persons.frame()
     res.tables["guardian_links"] = links.frame()
     return res
@@ -324,7 +374,13 @@ def read_siecle_nomenclatures(src: XmlSource, uai: str) -> ReadResult:
     mefs = Columns("mefs", C.MEFS)
     subjects = Columns("subjects", C.SUBJECTS)
     res = ReadResult(Tables())
-    for el in stream(src, ("MEF", "MATIERE"), uai):
+    unknown = UnknownElements(src, uai, EXPECTED_NOMENCLATURES)
+    for el in stream(src, ("MEF", "MATIERE", *EXPECTED_NOMENCLATURES), uai):
+        if el.tag in EXPECTED_NOMENCLATURES:
+            if _container(el, EXPECTED_NOMENCLATURES):
+                unknown.check(el)
+                release(el)
+            continue
         res.records += 1
         f = children(el)
         if el.tag == "MEF":
@@ -348,7 +404,8 @@ def read_siecle_nomenclatures(src: XmlSource, uai: str) -> ReadResult:
                     long_label=blank_to_none(f.get("LIBELLE_LONG")),
                     source="SIECLE",
                 )
-        release(el)
+        release(unknown.released(el))
+    res.warnings = unknown.warnings()
     res.tables["mefs"] = mefs.frame()
     res.tables["subjects"] = subjects.frame()
     return res
@@ -365,11 +422,18 @@ def read_siecle_structures(src: XmlSource, uai: str) -> ReadResult:
     structures = Columns("structures", C.STRUCTURES)
     res = ReadResult(Tables())
     name = src.short_name
-    for el in stream(src, ("DIVISION", "GROUPE"), uai):
+    unknown = UnknownElements(src, uai, EXPECTED_STRUCTURES)
+    for el in stream(src, ("DIVISION", "GROUPE", "DIVISIONS", "GROUPES"), uai):
+        if el.tag in ("DIVISIONS", "GROUPES"):
+            if _container(el, EXPECTED_STRUCTURES):
+                unknown.check(el)
+                release(el)
+            continue
         code = (el.get("CODE_STRUCTURE") or "").strip()
         if el.getparent() is not None and el.getparent().tag not in ("DIVISIONS", "GROUPES"):
             continue  # a nested reference, not a structure definition
         res.records += 1
+        unknown.within(el)
         if not code:
             res.rejected.append(reject(src, uai, el, el.tag, "required", "CODE_STRUCTURE missing"))
         elif not PSEUDO_DIVISION.match(code):
@@ -388,6 +452,7 @@ def read_siecle_structures(src: XmlSource, uai: str) -> ReadResult:
                 file=name,
                 line=el.sourceline,
             )
-        release(el)
+        release(unknown.released(el))
+    res.warnings = unknown.warnings()
     res.tables["structures"] = structures.frame()
     return res

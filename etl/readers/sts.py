@@ -11,6 +11,7 @@ from etl.canonical import Tables
 from etl.readers.base import (
     Columns,
     ReadResult,
+    UnknownElements,
     blank_to_none,
     children,
     iso_date,
@@ -21,6 +22,24 @@ from etl.readers.base import (
 from etl.xmlsafe import XmlSource
 
 SEXE = {"1": "M", "2": "F"}
+#: container -> the elements the reader reads in it (anything else there is reported,
+#: ``UnknownElements``); names as STS-web writes them
+EXPECTED = {
+    "INDIVIDUS": frozenset({"INDIVIDU"}),
+    "STRUCTURE": frozenset({"DIVISIONS", "GROUPES"}),
+    "DIVISIONS": frozenset({"DIVISION"}),
+    "GROUPES": frozenset({"GROUPE"}),
+    "MATIERES": frozenset({"MATIERE"}),
+    "MEFS": frozenset({"MEF"}),
+    "PROFS_PRINC": frozenset({"PROF_PRINC"}),
+    "MEFS_APPARTENANCE": frozenset({"MEF_APPARTENANCE"}),
+    "DIVISIONS_APPARTENANCE": frozenset({"DIVISION_APPARTENANCE"}),
+    "SERVICES": frozenset({"SERVICE"}),
+    "ENSEIGNANTS": frozenset({"ENSEIGNANT"}),
+}
+#: the lists, by the element that holds them
+_LISTS = {"INDIVIDUS": "DONNEES", "STRUCTURE": "DONNEES", "DIVISIONS": "STRUCTURE",
+          "GROUPES": "STRUCTURE", "MATIERES": "NOMENCLATURES", "MEFS": "NOMENCLATURES"}
 
 
 def teacher_key(uai: str, sts_id: str) -> str:
@@ -39,12 +58,18 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
     seen: set[str] = set()
     head: dict[str, set[str]] = {}
     links: dict[tuple[str, str, str], tuple[set[str], int | None]] = {}
-    tags = ("INDIVIDU", "DIVISION", "GROUPE", "MATIERE", "MEF")
+    tags = ("INDIVIDU", "DIVISION", "GROUPE", "MATIERE", "MEF", *_LISTS)
+    unknown = UnknownElements(src, uai, EXPECTED)
     for el in stream(src, tags, uai):
         parent = el.getparent()
         ptag = parent.tag if parent is not None else ""
-        if el.tag == "INDIVIDU" and ptag == "INDIVIDUS":
+        if el.tag in _LISTS:
+            if ptag != _LISTS[el.tag]:
+                continue  # the same name elsewhere: freed with what holds it
+            unknown.check(el)
+        elif el.tag == "INDIVIDU" and ptag == "INDIVIDUS":
             res.records += 1
+            unknown.within(el)
             sid = (el.get("ID") or "").strip()
             f = children(el)
             if not sid:
@@ -68,6 +93,7 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                             source_key=teacher_key(uai, sid),
                         )
                     )
+                    res.rejected[-1].field = "birth_date"
                 else:
                     seen.add(sid)
                     function = (f.get("FONCTION") or "").strip().upper() or None
@@ -93,6 +119,7 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                             head.setdefault(sid, set()).add(code)
         elif el.tag in ("DIVISION", "GROUPE") and ptag in ("DIVISIONS", "GROUPES"):
             res.records += 1
+            unknown.within(el)
             code = (el.get("CODE") or "").strip()
             if not code:
                 res.rejected.append(reject(src, uai, el, el.tag, "required", "CODE missing"))
@@ -157,7 +184,8 @@ def read_sts(src: XmlSource, uai: str) -> ReadResult:
                 )
         else:
             continue  # nested reference: its enclosing element is released as a whole
-        release(el)
+        release(unknown.released(el))
+    res.warnings = unknown.warnings()
     for (tid, code, kind), (subj, line) in sorted(links.items()):
         members.append(
             uai=uai,
