@@ -55,6 +55,18 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
         "L'élève est inscrit dans une division ou un groupe qui ne figure pas dans l'export "
         "des structures : il n'apparaît pas dans cette classe de l'ENT.",
         _STRUCTURES + " ; puis " + _BEE_SCOLARITE + " (division, groupes)"),
+    ("unknown_group", ""): Advice(
+        "Groupe absent de la liste des groupes",
+        "L'élève est inscrit dans un groupe que la liste des groupes de l'établissement "
+        "(export des structures, STS-web) ne contient pas. L'élève est bien mis dans ce "
+        "groupe dans l'ENT ; vérifier que le groupe existe et qu'il est exporté.",
+        _STRUCTURES + " ; puis " + _BEE_SCOLARITE + " (groupes)"),
+    ("group_code_is_division", ""): Advice(
+        "Groupe portant le code d'une division",
+        "Un groupe a le même code qu'une division. Les deux sont bien dans l'ENT, distincts : "
+        "la classe sous son code, le groupe sous « <code> (groupe) ». Donner au groupe un "
+        "code à lui évite toute confusion pour les utilisateurs.",
+        _STRUCTURES),
     ("unknown_structure", ""): Advice(
         "Enseignant rattaché à une classe inconnue",
         "Un service d'enseignement vise une division ou un groupe absent des structures de "
@@ -188,6 +200,7 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     who = f"{school_name} ({uai})" if school_name else uai
     rejected = list(report.get("rejected") or [])
     quarantine = dict(report.get("quarantine") or {})
+    warned = _warnings_part(list(report.get("warnings") or []))
     p = ['<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8">',
          f"<title>Synchronisation ENT : retours pour {e(who)}</title>",
          "<style>body{font-family:sans-serif;max-width:60em;margin:1em auto}"
@@ -195,7 +208,8 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
          "text-align:left}.where{background:#eef5ff;padding:.4em}</style></head><body>",
          f"<h1>Synchronisation ENT : retours pour l'établissement {e(who)}</h1>"]
     if not rejected and not quarantine:
-        p.append("<p>Aucun enregistrement écarté : rien à corriger.</p></body></html>")
+        p.append("<p>Aucun enregistrement écarté : rien à corriger.</p>")
+        p += [*warned, "</body></html>"]
         return "\n".join(p)
     p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
              "l'annuaire de l'ENT. Pour chaque problème : ce qu'il signifie et l'écran où "
@@ -220,8 +234,31 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
                      f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
                      f"<td>{e(record_reference(str(r.get('message', ''))))}</td></tr>")
         p.append("</table>")
-    p.append("</body></html>")
+    p += [*warned, "</body></html>"]
     return "\n".join(p)
+
+
+def _warnings_part(warnings: list[dict[str, Any]]) -> list[str]:
+    """The page's part for what was kept but should be looked at (validation warnings)."""
+    if not warnings:
+        return []
+    e = html.escape
+    p = [f"<h2>Avertissements ({len(warnings)})</h2><p>Ces enregistrements ont bien été "
+         "pris en compte dans l'ENT ; ils méritent une vérification.</p>"]
+    for adv, rows in _group(warnings).items():
+        p.append(f"<h3>{e(adv.title)} ({len(rows)})</h3><p>{e(adv.meaning)}</p>"
+                 f'<p class="where">Où vérifier : {e(adv.where)}</p><table><tr>'
+                 "<th>Fichier</th><th>Ligne</th><th>Enregistrement</th><th>Code</th></tr>")
+        for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
+            el = str(r.get("element", ""))
+            code = re.search(r"\bgroup (\S+)", str(r.get("message", "")))
+            p.append(f"<tr><td>{e(str(r.get('file', '')))}</td>"
+                     f"<td>{e(str(r.get('line') or ''))}</td>"
+                     f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
+                     f"<td>{e(code.group(1) if code else '')} "
+                     f"{e(record_reference(str(r.get('message', ''))))}</td></tr>")
+        p.append("</table>")
+    return p
 
 
 def write_school_feedback(validation_json: Path, out_dir: Path,

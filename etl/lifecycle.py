@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from etl.config import Academy
 from etl.desired import PLACEHOLDER_MEMBER_RDN, DesiredEntry, content_hash, placeholder_member
-from etl.plan import Change
+from etl.plan import RETYPE, Change
 from etl.state.models import Account, Entry, Identity, SchoolState
 
 PLACEHOLDER_PREFIX = PLACEHOLDER_MEMBER_RDN + ","
@@ -152,7 +152,7 @@ def categorize(ch: Change) -> str:
     if ch.op == "add":
         return "create"
     if ch.op == "delete":
-        return "delete"
+        return RETYPE if ch.category == RETYPE else "delete"
     after = (ch.after or {}).get("entSyncStatus")
     before = (ch.before or {}).get("entSyncStatus")
     if ch.kind == "person" and after != before:
@@ -437,3 +437,31 @@ def keep_protected_members(s: Session, targets: dict[str, DesiredEntry],
             members = [m for m in e.attrs.get("member", [])
                        if not m.startswith(PLACEHOLDER_PREFIX)]
             e.attrs["member"] = sorted(set(members) | keep)
+
+
+def retype_changes(s: Session, targets: Mapping[str, DesiredEntry],
+                   changes: list[Change]) -> list[Change]:
+    """A class or group entry whose DN the directory holds with the other kind (a group at
+    ``cn=<CODE>`` when a division gets that code, or such an entry written before classes and
+    groups were told apart) cannot be modified into it: LDAP refuses to change a structural
+    class. Its planned modify becomes a delete (category ``retype``, written first) and an add
+    of the desired entry."""
+    wanted = {c.dn: c for c in changes if c.op == "modify" and c.kind in ("class", "group")}
+    if not wanted:
+        return changes
+    stored: dict[str, tuple[str, dict[str, list[str]]]] = {}
+    dns = sorted(wanted)
+    for i in range(0, len(dns), 500):
+        for dn, kind, attrs in s.execute(select(Entry.dn, Entry.kind, Entry.attrs)
+                                         .where(Entry.dn.in_(dns[i:i + 500]))):
+            stored[dn] = (kind, attrs)
+    out: list[Change] = []
+    for c in changes:
+        have = stored.get(c.dn) if c.dn in wanted else None
+        if have is None or have[0] == c.kind or have[0] not in ("class", "group"):
+            out.append(c)
+            continue
+        e = targets[c.dn]
+        out.append(Change("delete", c.dn, have[0], c.uai, RETYPE, before=have[1]))
+        out.append(Change("add", c.dn, e.kind, e.uai, "create", attrs=e.attrs, after=e.attrs))
+    return out
