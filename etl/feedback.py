@@ -251,7 +251,7 @@ def _warnings_part(warnings: list[dict[str, Any]]) -> list[str]:
                  "<th>Fichier</th><th>Ligne</th><th>Enregistrement</th><th>Code</th></tr>")
         for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
             el = str(r.get("element", ""))
-            code = re.search(r"\bgroup (\S+)", str(r.get("message", "")))
+            code = re.search(r"\bgroup ([^\s:;,]+)", str(r.get("message", "")))
             p.append(f"<tr><td>{e(str(r.get('file', '')))}</td>"
                      f"<td>{e(str(r.get('line') or ''))}</td>"
                      f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
