@@ -106,6 +106,19 @@ def group_apart_dn(uai: str, code: str, base: str) -> str:
     return structure_dn(uai, code + GROUP_SUFFIX, base)
 
 
+def apart_of(class_dn: str, code: str) -> str:
+    """``group_apart_dn`` of the group of ``code`` from the DN of the class of that code."""
+    return f"cn={escape_dn_value(code + GROUP_SUFFIX)}{class_dn[class_dn.index(',ou=groups,'):]}"
+
+
+def plain_dn_of(dn: str) -> str | None:
+    """``cn=<CODE>,...`` for a group's DN apart (``group_apart_dn``); None for any other."""
+    tail = GROUP_SUFFIX + ",ou=groups,"
+    if dn.startswith("cn=") and tail in dn:
+        return dn.replace(tail, ",ou=groups,", 1)
+    return None
+
+
 def groups_kept_apart(session: Any, candidates: dict[str, str]) -> set[str]:
     """Of the groups given (their plain DN -> their DN apart), the plain DNs of those that
     stay apart for what the directory holds: a group once written apart stays apart, even on a

@@ -22,7 +22,7 @@ from etl.config import Settings
 from etl.ldapserver import LdapServer
 from etl.state.db import get_engine
 from etl.state.models import SchoolState
-from tests.builders import Pupil, eleves_xml
+from tests.builders import Pupil, Teacher, eleves_xml, sts_xml
 from tests.test_sync import search
 
 pytestmark = pytest.mark.ldap
@@ -196,6 +196,35 @@ def test_a_division_created_later_moves_the_group_once(env: Settings,
         Pupil("1003", "Fontaine", "Chloe", "4A", groups=["4B"])], date="03/10/2026") + " ", "utf-8")
     again = sync(env)
     assert again["changes"] == 0
+
+
+@pytest.mark.parametrize("sts", ["listing_the_group", "divisions_only"])
+def test_a_division_only_sts_web_has_yet_moves_the_group_with_its_pupils(
+        env: Settings, server: LdapServer, sts: str) -> None:
+    """Night 1: the pupils export has 4B as a group. Night 2: only STS-web comes, and it has
+    a division 4B: the class takes cn=4B with its teacher, the group goes apart keeping its
+    pupils (no pupils export came to say otherwise); none of them lands in the class."""
+    d = env.landing / ACADEMY / UAI
+    drop(env)
+    (d / "eleves.xml").write_text(eleves_xml(UAI, [
+        Pupil("1001", "Lambert", "Alice", "4A"),
+        Pupil("1002", "Moreau", "Bruno", "4A", groups=["4B"])], date="30/09/2026"), "utf-8")
+    sync(env)
+    drop(env)
+    if sts == "listing_the_group":
+        drop(env, "sts/sts_emp_division_et_groupe_meme_code.xml")
+    else:
+        (d / "sts.xml").write_text(sts_xml(UAI, [Teacher("101", "Dupuis", "Denise",
+                                                         ["4A", "4B"])]), "utf-8")
+    sync(env)
+    st = structures(server)
+    assert set(st) == {"4A", "4B", "4B (groupe)"}
+    assert kind(st["4B"]) == "class" and kind(st["4B (groupe)"]) == "group"
+    assert members(st["4B"], server) == {"101"}
+    expected = {"1002", "102"} if sts == "listing_the_group" else {"1002"}
+    assert members(st["4B (groupe)"], server) == expected
+    b = pupil(server, "1002")
+    assert b is not None and b["ENTEleveGroupes"] == [f"{sdn(server)}$4B"]
 
 
 # ------------------------------------------------------- groups from the pupils export only
