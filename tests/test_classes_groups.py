@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from etl import pipeline
 from etl.config import Settings
 from etl.ldapserver import LdapServer
+from etl.operations import undo_run
 from etl.state.db import get_engine
 from etl.state.models import SchoolState
 from tests.builders import Pupil, Teacher, eleves_xml, sts_xml
@@ -196,6 +197,22 @@ def test_a_division_created_later_moves_the_group_once(env: Settings,
         Pupil("1003", "Fontaine", "Chloe", "4A", groups=["4B"])], date="03/10/2026") + " ", "utf-8")
     again = sync(env)
     assert again["changes"] == 0
+
+
+def test_undo_of_the_move_puts_the_group_back(env: Settings, server: LdapServer) -> None:
+    d = env.landing / ACADEMY / UAI
+    drop(env)
+    (d / "eleves.xml").write_text(eleves_xml(UAI, [
+        Pupil("1002", "Moreau", "Bruno", "4A", groups=["4B"])], date="30/09/2026"), "utf-8")
+    sync(env)
+    drop(env, "siecle/eleves_division_et_groupe_meme_code.xml")
+    moved = sync(env)
+    assert kind(structures(server)["4B"]) == "class"
+    out = undo_run(env, moved["run_id"])
+    assert out["status"] == "success", out
+    st = structures(server)
+    assert set(st) == {"4A", "4B"} and kind(st["4B"]) == "group"
+    assert members(st["4B"], server) == {"1002"}
 
 
 @pytest.mark.parametrize("sts", ["listing_the_group", "divisions_only"])
