@@ -22,7 +22,7 @@ from etl.config import Settings
 from etl.ldapserver import LdapServer
 from etl.operations import undo_run
 from etl.state.db import get_engine
-from etl.state.models import SchoolState
+from etl.state.models import Entry, SchoolState
 from tests.builders import Pupil, Teacher, eleves_xml, sts_xml
 from tests.test_sync import search
 
@@ -213,6 +213,23 @@ def test_undo_of_the_move_puts_the_group_back(env: Settings, server: LdapServer)
     st = structures(server)
     assert set(st) == {"4A", "4B"} and kind(st["4B"]) == "group"
     assert members(st["4B"], server) == {"1002"}
+
+
+def test_a_group_the_state_db_does_not_know_is_replaced_by_the_class(
+        env: Settings, server: LdapServer) -> None:
+    """The directory holds the group at cn=4B but the state DB lost it (restored from an
+    older backup): the class's add finds a group there and replaces it."""
+    d = env.landing / ACADEMY / UAI
+    drop(env)
+    (d / "eleves.xml").write_text(eleves_xml(UAI, [
+        Pupil("1002", "Moreau", "Bruno", "4A", groups=["4B"])], date="30/09/2026"), "utf-8")
+    sync(env)
+    with Session(get_engine(env.state_url)) as ses, ses.begin():
+        ses.query(Entry).filter(Entry.dn == f"cn=4B,ou=groups,{sdn(server)}").delete()
+    drop(env, "siecle/eleves_division_et_groupe_meme_code.xml")
+    summary = sync(env)
+    assert summary["failed"] == 0
+    assert_class_and_group_apart(server)
 
 
 @pytest.mark.parametrize("sts", ["listing_the_group", "divisions_only"])
