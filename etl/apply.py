@@ -75,6 +75,12 @@ TXN_END = "1.3.6.1.1.21.3"
 TXN_CONTROL = "1.3.6.1.1.21.2"
 
 
+def _structural(attrs: dict[str, list[str]]) -> str | None:
+    """Which of a class or a group an entry is (None: neither)."""
+    oc = {v.lower() for v in attrs.get("objectClass", [])}
+    return "class" if "entclasse" in oc else "group" if "entgroupe" in oc else None
+
+
 def _ber_length(n: int) -> bytes:
     if n < 0x80:
         return bytes([n])
@@ -545,6 +551,14 @@ class DirectoryWriter:
         except LDAPException as e:
             return False, {"result": -1, "description": "read back failed", "message": str(e)}
         if actual is None:
+            r = self._call(self._write(ldapwire.add_request(ch.dn, target)), res)
+            return r["result"] == 0, r
+        if _structural(actual) != _structural(target):
+            # a group where a class is wanted (or the reverse): LDAP cannot change an entry's
+            # structural class in place, it is replaced (``etl.lifecycle.retype_changes``)
+            r = self._call(self._write(ldapwire.delete_request(ch.dn)), res)
+            if r["result"] not in (0, RESULT_NO_SUCH_OBJECT):
+                return False, r
             r = self._call(self._write(ldapwire.add_request(ch.dn, target)), res)
             return r["result"] == 0, r
         mods = diff_attrs(actual, target)

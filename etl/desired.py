@@ -90,7 +90,55 @@ def groups_dn(uai: str, base: str) -> str:
 
 
 def structure_dn(uai: str, code: str, base: str) -> str:
+    """A class's DN, and a group's whose code is no division's of its school."""
     return f"cn={escape_dn_value(code)},{groups_dn(uai, base)}"
+
+
+#: what a group's RDN value gets after its code when a division of its school has that code
+#: (``docs/directory.md``): longer than any SIECLE/STS code (8 characters), so it can never be
+#: another structure's code
+GROUP_SUFFIX = " (groupe)"
+
+
+def group_apart_dn(uai: str, code: str, base: str) -> str:
+    """The DN of a group whose code is also a division's: ``cn=<CODE> (groupe),ou=groups,...``
+    (the class keeps ``cn=<CODE>``)."""
+    return structure_dn(uai, code + GROUP_SUFFIX, base)
+
+
+def apart_of(class_dn: str, code: str) -> str:
+    """``group_apart_dn`` of the group of ``code`` from the DN of the class of that code."""
+    return f"cn={escape_dn_value(code + GROUP_SUFFIX)}{class_dn[class_dn.index(',ou=groups,'):]}"
+
+
+def plain_dn_of(dn: str) -> str | None:
+    """``cn=<CODE>,...`` for a group's DN apart (``group_apart_dn``); None for any other."""
+    tail = GROUP_SUFFIX + ",ou=groups,"
+    if dn.startswith("cn=") and tail in dn:
+        return dn.replace(tail, ",ou=groups,", 1)
+    return None
+
+
+def groups_kept_apart(session: Any, candidates: dict[str, str]) -> set[str]:
+    """Of the groups given (their plain DN -> their DN apart), the plain DNs of those that
+    stay apart for what the directory holds: a group once written apart stays apart, even on a
+    night its code is no division's, and a group never takes the DN a class has held (a DN
+    never flip-flops between a class and a group)."""
+    from sqlalchemy import select
+
+    from etl.state.models import Entry
+
+    wanted = {plain: ("class", plain) for plain in candidates}
+    wanted |= {apart: ("group", plain) for plain, apart in candidates.items()}
+    dns = sorted(wanted)
+    out: set[str] = set()
+    for i in range(0, len(dns), 500):
+        for dn, kind in session.execute(select(Entry.dn, Entry.kind)
+                                        .where(Entry.dn.in_(dns[i:i + 500]))):
+            want, plain = wanted[dn]
+            if kind == want:
+                out.add(plain)
+    return out
 
 
 def placeholder_member(base: str) -> str:
@@ -133,6 +181,8 @@ class DesiredState:
     skipped: dict[str, int] = field(default_factory=dict)
     matches: dict[str, int] = field(default_factory=dict)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
+    #: groups written apart from the division sharing their code (uai, code, dn)
+    groups_apart: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, e: DesiredEntry) -> None:
         self.entries[e.dn] = e
@@ -282,23 +332,25 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             found = refs[(uai, code)] = intern(f"{sdn_of(uai)}${code}")
         return found
 
-    # structures (classes and groups) of each school; codes seen in memberships count too
-    struct_kind: dict[tuple[str, str], str] = {}
-    struct_label: dict[tuple[str, str], str] = {}
+    # structures (classes and groups) of each school; codes seen in memberships count too.
+    # A class and a group are told apart by kind, never merged on a shared code: a group
+    # whose code is also a division's gets its own DN (``group_apart_dn``)
+    struct_label: dict[tuple[str, str, str], str] = {}
     for uai, code, kind, label in tuples(structures[["uai", "code", "kind", "label"]]):
-        if uai in schools:
-            struct_kind.setdefault((uai, code), kind)
-            if label and (uai, code) not in struct_label:
-                struct_label[(uai, code)] = label
-    group_members: dict[tuple[str, str], set[str]] = defaultdict(set)
+        if uai in schools and kind in ("D", "G"):
+            if (uai, code, kind) not in struct_label or (label and not
+                                                         struct_label[(uai, code, kind)]):
+                struct_label[(uai, code, kind)] = label or ""
+    group_members: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     person_structs: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for uai, key, code, kind, _role, subject, head in tuples(members[
             ["uai", "person_key", "code", "kind", "role", "subject", "head_teacher"]]):
         pdn = dn_of(key)
         if pdn is None or uai not in schools:
             continue
-        kind = struct_kind.setdefault((uai, code), kind)
-        group_members[(uai, code)].add(pdn)
+        kind = "D" if kind == "D" else "G"
+        struct_label.setdefault((uai, code, kind), "")
+        group_members[(uai, code, kind)].add(pdn)
         sref = ref_of(uai, code)
         ps = person_structs[key]
         ps["classes" if kind == "D" else "groups"].add(sref)
@@ -309,17 +361,24 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                 ps["subjects"].add(ref_of(uai, subj))
     del members, structures
 
-    for (uai, code), kind in sorted(struct_kind.items()):
+    divisions = {(uai, code) for uai, code, kind in struct_label if kind == "D"}
+    apart = groups_kept_apart(registry.s, {
+        structure_dn(uai, code, base): group_apart_dn(uai, code, base)
+        for uai, code, kind in struct_label if kind == "G" and (uai, code) not in divisions})
+    for (uai, code, kind), label in sorted(struct_label.items()):
         dn = structure_dn(uai, code, base)
-        mem = sorted(group_members.get((uai, code), set())) or [placeholder_member(base)]
+        plain = True
+        if kind == "G" and ((uai, code) in divisions or dn in apart):
+            dn, plain = group_apart_dn(uai, code, base), False
+            st.groups_apart.append({"uai": uai, "code": code, "dn": dn})
+        mem = sorted(group_members.get((uai, code, kind), set())) or [placeholder_member(base)]
         attrs = {
             "objectClass": shared.share(["top", "ENTClasse" if kind == "D" else "ENTGroupe",
                                         "entSyncObject"]),
-            "cn": [code],
+            "cn": [code] if plain else [code, code + GROUP_SUFFIX],
             "ENTStructureUAI": shared.share([uai]),
             "member": mem,
         }
-        label = struct_label.get((uai, code))
         if label:
             attrs["description"] = [label]
         year = years.get(uai)

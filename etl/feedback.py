@@ -169,6 +169,18 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
 }
 #: warnings: what was read anyway, worked around, and should still be fixed
 WARNING_ADVICE: Final[dict[str, Advice]] = {
+    "unknown_group": Advice(
+        "Groupe absent de la liste des groupes",
+        "L'élève est inscrit dans un groupe que la liste des groupes de l'établissement "
+        "(export des structures, STS-web) ne contient pas. L'élève est bien mis dans ce "
+        "groupe dans l'ENT ; vérifier que le groupe existe et qu'il est exporté.",
+        _STRUCTURES + " ; puis " + _BEE_SCOLARITE + " (groupes)"),
+    "group_code_is_division": Advice(
+        "Groupe portant le code d'une division",
+        "Un groupe a le même code qu'une division. Les deux sont bien dans l'ENT, distincts : "
+        "la classe sous son code, le groupe sous « <code> (groupe) ». Donner au groupe un "
+        "code à lui évite toute confusion pour les utilisateurs.",
+        _STRUCTURES),
     "unknown_element": Advice(
         "Élément XML inconnu ignoré",
         "Le fichier contient, là où l'export SIECLE ou STS-web met des éléments connus, un "

@@ -27,8 +27,16 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from etl.config import Academy
-from etl.desired import PLACEHOLDER_MEMBER_RDN, DesiredEntry, content_hash, placeholder_member
-from etl.plan import Change
+from etl.desired import (
+    GROUP_SUFFIX,
+    PLACEHOLDER_MEMBER_RDN,
+    DesiredEntry,
+    apart_of,
+    content_hash,
+    placeholder_member,
+    plain_dn_of,
+)
+from etl.plan import RETYPE, Change
 from etl.state.models import Account, Entry, Identity, SchoolState
 
 PLACEHOLDER_PREFIX = PLACEHOLDER_MEMBER_RDN + ","
@@ -152,7 +160,7 @@ def categorize(ch: Change) -> str:
     if ch.op == "add":
         return "create"
     if ch.op == "delete":
-        return "delete"
+        return RETYPE if ch.category == RETYPE else "delete"
     after = (ch.after or {}).get("entSyncStatus")
     before = (ch.before or {}).get("entSyncStatus")
     if ch.kind == "person" and after != before:
@@ -255,6 +263,33 @@ def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
         e = s.get(Entry, dn)
         return e.attrs if e is not None else None
 
+    carried: list[DesiredEntry] = []
+
+    def structure_of(e: DesiredEntry) -> dict[str, list[str]] | None:
+        """What the directory holds for a class or group: its entry, when of the same kind;
+        for a group going apart tonight (``etl.desired.group_apart_dn``), the group it was
+        at ``cn=<CODE>``; never the entry of the other kind at its DN."""
+        row = s.get(Entry, e.dn)
+        if row is not None:
+            if row.kind == e.kind:
+                return row.attrs
+            if e.kind == "class" and row.kind == "group" and (e.uai, "SIECLE") not in covered:
+                # a division took this group's code: the group goes apart, as it was
+                # (its pupils export did not come to say what it is now)
+                code = (e.attrs.get("cn") or [""])[0]
+                dn = apart_of(e.dn, code)
+                if dn not in targets:
+                    attrs = {k: list(v) for k, v in row.attrs.items()}
+                    attrs["cn"] = [code, code + GROUP_SUFFIX]
+                    carried.append(DesiredEntry(dn, "group", e.uai, attrs))
+            return None
+        plain = plain_dn_of(e.dn) if e.kind == "group" else None
+        if plain is not None:
+            old = s.get(Entry, plain)
+            if old is not None and old.kind == "group":
+                return old.attrs
+        return None
+
     profile_cache: dict[str, str | None] = {}
 
     def source_of(dn: str) -> str | None:
@@ -278,7 +313,7 @@ def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
                     e.attrs.pop("ENTElevePersRelEleve", None)
         elif e.kind in ("class", "group"):
             missing = {src for src in ("SIECLE", "STS") if (e.uai, src) not in covered}
-            cur = current(e.dn) if missing else None
+            cur = structure_of(e) if missing else None
             if not cur:
                 continue
             have = set(e.attrs.get("member", []))
@@ -288,6 +323,8 @@ def preserve_uncovered(s: Session, targets: dict[str, DesiredEntry],
                 members = [m for m in e.attrs.get("member", [])
                            if not m.startswith(PLACEHOLDER_PREFIX)] + keep
                 e.attrs["member"] = sorted(set(members))
+    for g in carried:
+        targets.setdefault(g.dn, g)
 
 
 
@@ -430,10 +467,38 @@ def keep_protected_members(s: Session, targets: dict[str, DesiredEntry],
         if e.kind not in ("class", "group"):
             continue
         row = s.get(Entry, e.dn)
-        if row is None:
+        if row is None or row.kind != e.kind:
             continue
         keep = protected_dns & set(row.attrs.get("member", []))
         if keep:
             members = [m for m in e.attrs.get("member", [])
                        if not m.startswith(PLACEHOLDER_PREFIX)]
             e.attrs["member"] = sorted(set(members) | keep)
+
+
+def retype_changes(s: Session, targets: Mapping[str, DesiredEntry],
+                   changes: list[Change]) -> list[Change]:
+    """A class or group entry whose DN the directory holds with the other kind (a group at
+    ``cn=<CODE>`` when a division gets that code, or such an entry written before classes and
+    groups were told apart) cannot be modified into it: LDAP refuses to change a structural
+    class. Its planned modify becomes a delete (category ``retype``, written first) and an add
+    of the desired entry."""
+    wanted = {c.dn: c for c in changes if c.op == "modify" and c.kind in ("class", "group")}
+    if not wanted:
+        return changes
+    stored: dict[str, tuple[str, dict[str, list[str]]]] = {}
+    dns = sorted(wanted)
+    for i in range(0, len(dns), 500):
+        for dn, kind, attrs in s.execute(select(Entry.dn, Entry.kind, Entry.attrs)
+                                         .where(Entry.dn.in_(dns[i:i + 500]))):
+            stored[dn] = (kind, attrs)
+    out: list[Change] = []
+    for c in changes:
+        have = stored.get(c.dn) if c.dn in wanted else None
+        if have is None or have[0] == c.kind or have[0] not in ("class", "group"):
+            out.append(c)
+            continue
+        e = targets[c.dn]
+        out.append(Change("delete", c.dn, have[0], c.uai, RETYPE, before=have[1]))
+        out.append(Change("add", c.dn, e.kind, e.uai, "create", attrs=e.attrs, after=e.attrs))
+    return out

@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, or_, select
 from etl.config import Settings, get_academy
 from etl.desired import content_hash
 from etl.errors import EntsyncError
-from etl.plan import Change, diff_attrs
+from etl.plan import RETYPE, Change, diff_attrs
 from etl.state.db import session_factory
 from etl.state.models import (
     Account,
@@ -214,6 +214,13 @@ def undo_run(settings: Settings, run_id: str) -> dict[str, Any]:
         if first[dn].op == "add" and after is not None:
             changes.append(Change("delete", dn, kind, uai, "delete", before=after))
         elif after is None and before is not None:  # deleted by the run: recreate
+            changes.append(Change("add", dn, kind, uai, "create", attrs=before, after=before))
+        elif (before is not None and after is not None
+              and {_kind_of(dn, before), _kind_of(dn, after)} == {"class", "group"}):
+            # the run replaced a group by a class at this DN (``etl.lifecycle.retype_changes``):
+            # replaced back, as LDAP cannot change an entry's structural class in place
+            changes.append(Change("delete", dn, _kind_of(dn, after), uai, RETYPE,
+                                  before=after))
             changes.append(Change("add", dn, kind, uai, "create", attrs=before, after=before))
         elif before is not None and after is not None:
             mods = diff_attrs(after, before)

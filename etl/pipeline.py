@@ -767,6 +767,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         keep_protected_members,
         preserve_other_schools,
         preserve_uncovered,
+        retype_changes,
         structure_changes,
     )
     from etl.plan import apply_order
@@ -806,7 +807,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                       academy_code, settings.ldap.base):
                 targets[e.dn] = e
         removals = structure_changes(s, academy, targets, covered, years, settings.ldap.base)
-        changes = apply_order(_plan_against_state(s, targets) + removals)
+        changes = apply_order(retype_changes(s, targets, _plan_against_state(s, targets))
+                              + removals)
         for c in changes:
             c.category = categorize(c)
         if run_mode == "create_only":

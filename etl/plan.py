@@ -25,6 +25,10 @@ SINGLE_VALUED = frozenset({
 })
 #: apply order: parents before children, people before the groups naming them
 KIND_ORDER = {"school": 0, "ou": 1, "person": 2, "class": 3, "group": 3}
+#: the category of the delete of an entry added back at once at the same DN with another
+#: structural class (a group's DN that becomes a class's: ``etl.lifecycle.retype_changes``);
+#: LDAP cannot change an entry's structural class in place
+RETYPE = "retype"
 
 
 @dataclass(slots=True)
@@ -67,6 +71,8 @@ def wave_key(ch: Change) -> tuple[int, int, int]:
     """The apply wave of a change: writes parents first (kind, then depth), then deletes
     children first. Changes of one wave are independent; a wave ends before the next starts."""
     order, depth = KIND_ORDER.get(ch.kind, 9), ch.dn.count(",")
+    if ch.op == "delete" and ch.category == RETYPE:
+        return (0, -1, 0)  # before anything is written: the same DN is added back, retyped
     return (1, -order, -depth) if ch.op == "delete" else (0, order, depth)
 
 

@@ -335,19 +335,23 @@ def _reference_findings(frames: dict[str, pd.DataFrame], alive: dict[str, np.nda
     pupils = persons.loc[persons["profile"] == C.PROFILE_PUPIL, "person_key"]
     guardians = persons.loc[persons["profile"] == C.PROFILE_GUARDIAN, "person_key"]
     codes = structures["code"].dropna()
+    # a pupil's division is checked against the lists of divisions (BEE_STRUCTURES, STS-web);
+    # a group is never refused for not being listed (SIECLE says the pupil is in it, and
+    # which files came tonight must not decide it): ``group_warnings``
+    divisions = structures.loc[structures["kind"] == "D", "code"].dropna()
     m_alive = pd.Series(alive["memberships"], index=m.index)
     gl_alive = pd.Series(alive["guardian_links"], index=gl.index)
     m_has_code = m["code"].notna()
-    is_pupil = (m["role"] == "pupil") & m["kind"].isin(["D", "G"])
+    is_pupil = (m["role"] == "pupil") & (m["kind"] == "D")
     in_structures = isin(m["code"], codes)
     out: list[tuple[str, str, str, str, np.ndarray]] = [
         ("memberships", "unknown_person", "person_key", "no such person in the school",
          _positions(m_alive & m["person_key"].notna() & ~isin(
              m["person_key"], persons["person_key"].dropna()))),
         ("memberships", "unknown_division", "code",
-         "no division or group {value} in the school's structures",
-         _positions(m_alive & is_pupil & m_has_code & ~in_structures) if len(codes)
-         else np.array([], dtype=np.int64)),
+         "no division {value} in the school's structures",
+         _positions(m_alive & is_pupil & m_has_code & ~isin(m["code"], divisions))
+         if len(divisions) else np.array([], dtype=np.int64)),
         ("memberships", "unknown_structure", "code",
          "teacher linked to {value}, which is not in the school's structures",
          _positions(m_alive & (m["role"] == "teacher") & m_has_code & ~in_structures)),
@@ -356,6 +360,54 @@ def _reference_findings(frames: dict[str, pd.DataFrame], alive: dict[str, np.nda
         ("guardian_links", "unknown_guardian", "guardian_key", "no such guardian in the school",
          _positions(gl_alive & gl["guardian_key"].notna() & ~isin(gl["guardian_key"], guardians))),
     ]
+    return out
+
+
+def _as_warnings(rows: list[RecordRejected]) -> list[RecordWarning]:
+    return [RecordWarning(r.file, r.uai, r.line, r.element, r.rule, r.message) for r in rows]
+
+
+def group_warnings(frames: dict[str, pd.DataFrame], uai: str) -> list[RecordWarning]:
+    """What is kept but told to the school about its groups (warnings, never rejections):
+
+    - ``unknown_group``: a pupil's group that no list of the school's groups read tonight
+      has (BEE_STRUCTURES, STS-web), when one came; without one there is nothing to check
+      against, and the group is written as the pupils export has it either way;
+    - ``group_code_is_division``: a group with the code of a division of the school: both are
+      written, the group apart (``cn=<CODE> (groupe)``, docs/directory.md), once per code.
+    """
+    st, m = frames["structures"], frames["memberships"]
+    out: list[RecordWarning] = []
+    groups = st.loc[st["kind"] == "G", "code"].dropna()
+    if len(groups) and len(m):
+        bad = _positions((m["role"] == "pupil") & (m["kind"] == "G") & m["code"].notna()
+                         & ~isin(m["code"], groups))
+        out += _as_warnings(_records(_Finding(
+            "memberships", bad, "unknown_group", "code",
+            "group {value} is in none of the school's lists of groups read tonight "
+            "(BEE_STRUCTURES, STS-web); kept, as the pupils export has it", action="none"),
+            m, uai))
+    both: dict[tuple[str, str], tuple[Any, Any, str]] = {}  # (code, kind) -> first row
+    for df, element in ((st, None), (m, "STRUCTURE")):
+        if not len(df):
+            continue
+        for code, kind, fi, li, role in zip(C.values(df["code"]), C.values(df["kind"]),
+                                            C.values(df["file"]), C.values(df["line"]),
+                                            C.values(df["role"]) if "role" in df else
+                                            [None] * len(df), strict=True):
+            if code is None or kind not in ("D", "G"):
+                continue
+            el = element or ("GROUPE" if kind == "G" else "DIVISION")
+            if role == "teacher":
+                el = "ENSEIGNANT"
+            both.setdefault((str(code), str(kind)), (fi, li, el))
+    for (code, kind), (fi, li, el) in sorted(both.items()):
+        if kind == "G" and (code, "D") in both:
+            out.append(RecordWarning(
+                str(fi) if fi is not None else "?", uai, _line(li), el,
+                "group_code_is_division",
+                f"group {code}: a division has the same code; both are kept, the group "
+                f"apart (cn={code} (groupe))"))
     return out
 
 
@@ -605,9 +657,11 @@ def validate_school(tables: Tables, uai: str, *, budget: float = 0.02, budget_mi
                 if f.table == t and f.action == "blank" and f.column is not None:
                     df.loc[f.rows, f.column] = None
         out[t] = df if alive[t].all() else df[alive[t]].reset_index(drop=True)
+    kept = {t: out[t].reset_index(drop=True) for t in ("structures", "memberships")}
+    grouped = group_warnings(kept, uai)
     return ValidationOutcome(uai=uai, tables=out, rejected=rejected, quarantine=quarantine,
                              checks=checks, input_counts={t: n[t] for t in VALIDATED},
-                             warnings=list(warnings))
+                             warnings=[*warnings, *grouped])
 
 
 def _rows_per_file(frames: dict[str, pd.DataFrame]) -> dict[str, int]:

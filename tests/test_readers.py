@@ -161,6 +161,10 @@ def test_pseudo_division_inactifs_is_ignored() -> None:
     m = res.tables["memberships"]
     assert "INACTIFS" not in set(m["code"])
     assert dict(zip(m["person_key"], m["code"], strict=True)) == {pkey("1002"): "4C"}
+    # only in Inactifs: she has left (issue 18); in Inactifs and 4C: he is in 4C
+    p = res.tables["persons"]
+    assert dict(zip(p["person_key"], p["has_left"], strict=True)) == {pkey("1001"): True,
+                                                                       pkey("1002"): False}
 
 
 def test_structures_before_eleves() -> None:

@@ -146,7 +146,7 @@ DROPPING = [
     ("memberships", 1, "kind", "X", "kind_code"),
     ("memberships", 1, "role", "admin", "role_code"),
     ("memberships", 1, "person_key", pk("E404"), "unknown_person"),
-    ("memberships", 1, "code", "9Z", "unknown_division"),
+    ("memberships", 2, "code", "9Z", "unknown_division"),
     ("memberships", 3, "code", "9Z", "unknown_structure"),
     ("guardian_links", 2, "pupil_key", None, "required"),
     ("guardian_links", 2, "guardian_key", None, "required"),
@@ -176,6 +176,24 @@ def test_each_rule_catches_its_case_and_drops_the_row(table, row, col, value, ru
     assert out.quarantine == {}
     failed = [c for c in out.checks if not c["success"]]
     assert {c["rule"] for c in failed} == {rule}
+
+
+def test_a_group_no_list_of_groups_has_is_kept_with_a_warning():
+    """Issue 18: a pupil's group missing from the lists of structures is not refused (SIECLE
+    says the pupil is in it); a list of groups having come, the school is warned."""
+    tables = clean_school()
+    _set("memberships", 1, "code", "9Z")(tables)
+    out = validate_school(tables, UAI)
+    assert out.rejected == []
+    assert len(out.tables["memberships"]) == len(tables["memberships"])
+    assert [(w.rule, w.file, w.line) for w in out.warnings] == [("unknown_group", ELEVES, 41)]
+    assert out.as_dict()["warnings"][0]["rule"] == "unknown_group"
+    # with no list of groups at all there is nothing to check it against: no warning
+    tables = clean_school()
+    _set("memberships", 1, "code", "9Z")(tables)
+    tables["structures"] = tables["structures"][tables["structures"]["kind"] == "D"]
+    out = validate_school(tables, UAI)
+    assert out.rejected == [] and out.warnings == []
 
 
 @pytest.mark.parametrize(("col", "value", "rule"), [

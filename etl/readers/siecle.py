@@ -37,6 +37,10 @@ from etl.xmlsafe import XmlSource
 PSEUDO_DIVISION = re.compile(
     r"^(INACTIFS?|SORTIS?|ARCHIVES?|PARTIS?|ZZ.*|_?NON[ _]?AFFECTES?)$", re.IGNORECASE
 )
+#: of those, the ones SIECLE parks pupils in once they no longer attend: a pupil whose only
+#: division is one of them has left (as with a past DATE_SORTIE); the others (``NON
+#: AFFECTES``, ``ZZ...``) park a pupil still enrolled, who keeps an account with no class
+LEFT_DIVISION = re.compile(r"^(INACTIFS?|SORTIS?|ARCHIVES?|PARTIS?)$", re.IGNORECASE)
 SEXE = {"1": "M", "2": "F"}
 #: blocks we do not use but must free while streaming (addresses, options, grants)
 DROP = ("OPTION", "ADRESSE", "BOURSE")
@@ -85,6 +89,7 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     bad_dates: list[tuple[str, RecordRejected]] = []  # (ELEVE_ID, rejection), in order
     # one 8-byte hash per row, what duplicates are looked for in (then checked exactly)
     person_hash, member_hash = array("q"), array("q")
+    parked: set[str] = set()  # ELEVE_IDs placed in a LEFT_DIVISION (few)
 
     unknown = UnknownElements(src, uai, EXPECTED_ELEVES)
     for el in stream(src, ("ELEVE", "STRUCTURES_ELEVE", "ELEVES", "STRUCTURES", *DROP), uai):
@@ -145,6 +150,8 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
                 code = (s.get("CODE_STRUCTURE") or "").strip()
                 kind = (s.get("TYPE_STRUCTURE") or "").strip().upper()
                 if not code or kind not in ("D", "G") or PSEUDO_DIVISION.match(code):
+                    if kind == "D" and LEFT_DIVISION.match(code):
+                        parked.add(eid)
                     continue
                 # one division per pupil, each group once
                 member_hash.append(hash((eid, "D") if kind == "D" else (eid, "G", code)))
@@ -167,6 +174,8 @@ def read_siecle_eleves(src: XmlSource, uai: str, today: dt.date | None = None) -
     res.rejected = sorted([*res.rejected, *late, *extra], key=lambda r: r.line or 0)
     res.tables["persons"] = persons.frame()
     res.tables["memberships"] = members.frame()
+    if parked:
+        _left_through_division(res.tables, parked, pupil_key(uai, ""))
     return res
 
 
@@ -184,6 +193,16 @@ def _bad_date(f: dict[str, str]) -> str | None:
         except ValueError:
             bad.append(col)
     return bad[0] if len(bad) == 1 else None
+def _left_through_division(tables: Tables, parked: set[str], prefix: str) -> None:
+    """Pupils SIECLE placed in "Inactifs" (``LEFT_DIVISION``) and in no real division have
+    left: marked so, as a past DATE_SORTIE would (absent, then disabled, then deleted)."""
+    m = tables["memberships"]
+    placed = set(m.loc[m["kind"] == "D", "person_key"].astype(str)) if len(m) else set()
+    p = tables["persons"]
+    left = {prefix + eid for eid in parked} - placed
+    mask = p["person_key"].astype(str).isin(left)
+    if mask.any():
+        p.loc[mask, "has_left"] = True
 
 
 def _candidates(hashes: array[int]) -> np.ndarray:
