@@ -193,6 +193,8 @@ def _bad_date(f: dict[str, str]) -> str | None:
         except ValueError:
             bad.append(col)
     return bad[0] if len(bad) == 1 else None
+
+
 def _left_through_division(tables: Tables, parked: set[str], prefix: str) -> None:
     """Pupils SIECLE placed in "Inactifs" (``LEFT_DIVISION``) and in no real division have
     left: marked so, as a past DATE_SORTIE would (absent, then disabled, then deleted)."""
