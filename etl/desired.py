@@ -225,7 +225,8 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         key=lambda r: order.get(r["profile"], 1))
     # pupils' INEs held by several of tonight's records (do those agree? see below), and where
     # each pupil record with an INE comes from (a conflict names its file and line)
-    with_ine = active[(active["profile"] == "ELV") & active["ine"].notna()]
+    with_ine = active.loc[(active["profile"] == "ELV") & active["ine"].notna(),
+                          ["person_key", "ine", "file", "line"]]
     shared_ines = set(values(with_ine["ine"][with_ine["ine"].duplicated(keep=False)]))
     pupil_where = with_ine[["person_key", "file", "line"]]
     del persons, active, pupils, is_guardian, with_ine  # the rows say it all from here
