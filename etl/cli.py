@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,12 @@ def _sync_table(s: dict[str, Any]) -> str:
     for q in s["quarantined"]:
         lines.append(f"quarantined: {q['file']}: {q['reason']}")
     lines.append(f"changes planned {s['changes']}, applied {s['applied']}, failed {s['failed']}")
+    dups: dict[str, int] = defaultdict(int)
+    for d in s.get("duplicates") or []:
+        dups[str(d.get("rule"))] += 1
+    if dups:  # never merged automatically: someone looks at them in the report
+        lines.append("suspected duplicates: " + ", ".join(f"{k} {n}"
+                                                         for k, n in sorted(dups.items())))
     lines.append(f"report: {s.get('report_dir')}")
     return "\n".join(lines)
 

@@ -240,6 +240,8 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     conflicts = _ine_conflicts(rows, jointures_of, known, shared_ines, registry)
     for i in conflicts:
         jointures_of[i] = jointures_of[i][1:]  # found by its SIECLE key only
+    split = _merged_by_ine(rows, known, conflicts, registry)
+    moves: dict[str, str] = {}
     guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
     for pk, gk in elig_pairs:
         guardian_pupil_keys[gk].add(pk)
@@ -261,7 +263,11 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             uid, rule = matcher.match_staff(r)
         elif uid is None and r["profile"] == "TUT":
             uid, rule = matcher.match_guardian(r, pupil_uids)
-        if uid is None:
+        if r["person_key"] in split:  # its own account, its SIECLE key moved to it
+            res = registry.create(r["profile"], r["first_name"], r["last_name"], [], run_id)
+            uid = moves[r["person_key"]] = known[r["person_key"]] = res.uid
+            st.created_identities += 1
+        elif uid is None:
             res = registry.create(r["profile"], r["first_name"], r["last_name"], keys, run_id,
                                   rule="ine" if len(keys) > 1 else "source_key")
             uid = res.uid
@@ -279,12 +285,13 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         matcher.note_result(r["person_key"], uid)
         matcher.remember(r, uid, pupil_uids)
     registry.write_new()
+    registry.move(moves, run_id, "ine_conflict")
     matcher.flush()
     ine_prefix = f"{academy.jointure_prefix}$INE$"
     # an INE is written (ENTEleveINE, its jointure) only on the account it identifies
     no_ine = {c.person_key for i, c in conflicts.items()
               if known.get(ine_prefix + str(rows[i]["ine"])) != key_uid.get(c.person_key)}
-    st.ine_findings = report_ine_conflicts(matcher, conflicts.values(), key_uid)
+    st.ine_findings = report_ine_conflicts(matcher, conflicts.values(), key_uid, split)
     if st.ine_findings:
         where = {pk: (f, ln) for pk, f, ln in tuples(pupil_where[pupil_where["person_key"].isin(
             [x["person_key"] for x in st.ine_findings])])}
@@ -381,6 +388,32 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
                              guardian_pupils, shared, sdn_of, uid_dns.get(uid), no_ine))
     return st
+
+
+def _merged_by_ine(rows: list[dict[str, Any]], known: dict[str, str],
+                   conflicts: dict[int, IneConflict], registry: IdentityRegistry) -> set[str]:
+    """Source keys to split off: records of tonight's INE conflicts that an earlier version
+    merged into one account through their shared INE. The record the account's directory entry
+    describes (else the first by school and key: its main record) keeps it; the others get
+    their own. An operator's merge (``entsync merge``, rule ``merge``) is kept."""
+    by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, c in conflicts.items():
+        if c.stored_uid is None and c.person_key in known:
+            by_uid[known[c.person_key]].append(rows[i])
+    merged = {u: sorted(rs, key=lambda r: (r["uai"], r["person_key"]))
+              for u, rs in by_uid.items() if len(rs) > 1}
+    if not merged:
+        return set()
+    rules = registry.rules_of(r["person_key"] for rs in merged.values() for r in rs)
+    stored = stored_facts(registry.s, merged)
+    out: set[str] = set()
+    for u, rs in merged.items():
+        facts = stored.get(u)
+        keep = next((r for r in rs if facts and disagreement(row_facts(r), facts[0]) is None),
+                    rs[0])
+        out |= {r["person_key"] for r in rs
+                if r is not keep and rules.get(r["person_key"]) != "merge"}
+    return out
 
 
 def _ine_conflicts(rows: list[dict[str, Any]], jointures_of: list[list[str]],

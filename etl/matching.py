@@ -395,11 +395,12 @@ _EVIDENCE = {"birth_date": "same INE, different birth dates",
 
 
 def report_ine_conflicts(matcher: Matcher, conflicts: Iterable[IneConflict],
-                         key_uid: dict[str, str]) -> list[dict[str, Any]]:
+                         key_uid: dict[str, str],
+                         split: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """The conflicts in the duplicates report (one entry per INE shared tonight, one per
     record whose INE points at another child's account) and as findings for each record's
     school (file and line added by the caller): source keys and uids, never a name, a birth
-    date or the INE."""
+    date or the INE. ``split``: records taken out of an account an earlier version merged."""
     findings: list[dict[str, Any]] = []
     groups: dict[frozenset[str], IneConflict] = {}
     for c in conflicts:
@@ -424,11 +425,13 @@ def report_ine_conflicts(matcher: Matcher, conflicts: Iterable[IneConflict],
             groups.setdefault(frozenset([c.person_key, *c.others]), c)
     for keys, c in groups.items():
         uids = sorted({key_uid[k] for k in keys if k in key_uid})
+        action = ("one account holds these records (an operator's merge): kept"
+                  if len(uids) < 2 else "not merged: each record keeps its own account")
+        if keys & split:
+            action = ("split: the account an earlier version had merged these records into "
+                      "keeps one of them, each other record has its own")
         matcher._report({"rule": "ine_conflict", "score": 0.5, "uids": uids,
                          "source": None, "records": sorted(keys),
                          "evidence": _EVIDENCE[c.reason] + " (records of tonight)",
-                         "action": "not merged: each record keeps its own account"
-                                   if len(uids) > 1 else
-                                   "one account already holds these records (merged "
-                                   "before): not split automatically"})
+                         "action": action})
     return findings

@@ -240,3 +240,68 @@ def test_twins_with_one_ine_same_birth_date_different_first_names_are_two_accoun
     assert "different names" in c["evidence"]
     _data, _html, page = school_pages(s, UAI_1)
     assert "même date de naissance, nom différent" in page
+
+
+def test_account_holding_the_ine_keeps_it_when_another_child_shows_up_with_it(
+        env: Settings, server: LdapServer) -> None:
+    drop(env, "eleves_ine_partage_ecole_1.xml", UAI_1)
+    sync(env)
+    lea = pupil(server, UAI_1, "600001")
+    # night 2: both schools read (school 1's export changed in a field no entry holds)
+    text = (FIXTURES / "siecle" / "eleves_ine_partage_ecole_1.xml").read_text("utf-8")
+    (env.landing / ACADEMY / UAI_1 / "ElevesSansAdresses.xml").write_text(
+        text.replace("01/10/2026", "02/10/2026").replace("<DATE_ENTREE>01/09/2026",
+                                                          "<DATE_ENTREE>02/09/2026"), "utf-8")
+    drop(env, "eleves_ine_partage_ecole_2.xml", UAI_2)
+    s = sync(env)
+    assert s["schools"][UAI_1]["status"] == "ok" and s["schools"][UAI_1]["updated"] == 0
+    assert pupil(server, UAI_1, "600001") == lea  # still the INE's account, untouched
+    tom = pupil(server, UAI_2, "700002")
+    assert tom["dn"] != lea["dn"] and "ENTEleveINE" not in tom
+    (c,) = conflicts(s)
+    assert set(c["uids"]) == {lea["uid"][0], tom["uid"][0]}
+    for uai in (UAI_1, UAI_2):
+        assert len(school_pages(s, uai)[0]["identity"]) == 1
+
+
+def test_an_account_an_earlier_version_merged_through_the_ine_is_split(
+        env: Settings, server: LdapServer) -> None:
+    from sqlalchemy import update
+
+    from etl.operations import merge_accounts
+    from etl.state.db import session_factory
+    from etl.state.models import Identity
+
+    drop(env, "eleves_ine_partage_deux_enfants.xml", UAI_1)
+    sync(env)
+    lea, tom = pupil(server, UAI_1, "600001"), pupil(server, UAI_1, "600002")
+    merge_accounts(env, lea["uid"][0], tom["uid"][0])  # an operator's decision: kept
+    text = (FIXTURES / "siecle" / "eleves_ine_partage_deux_enfants.xml").read_text("utf-8")
+
+    def night(day: int) -> dict[str, Any]:
+        (env.landing / ACADEMY / UAI_1 / "ElevesSansAdresses.xml").write_text(
+            text.replace("01/10/2026", f"{day:02d}/10/2026").replace(
+                "<DATE_ENTREE>01/09/2026", f"<DATE_ENTREE>{day:02d}/09/2026"), "utf-8")
+        return sync(env)
+
+    s = night(2)
+    assert pupil(server, UAI_1, "600002")["dn"] == lea["dn"] and len(pupils(server)) == 1
+    assert conflicts(s)[0]["action"].endswith("kept")
+    # what the old code left: Tom's key attached to Léa's account as a plain source key
+    with session_factory(env.state_url)() as db, db.begin():
+        db.execute(update(Identity).where(Identity.jointure.like("%$600002"))
+                   .values(rule="source_key"))
+    s = night(3)
+    lea2, tom2 = pupil(server, UAI_1, "600001"), pupil(server, UAI_1, "600002")
+    assert lea2["dn"] == lea["dn"] and tom2["dn"] != lea["dn"]
+    assert members(server, UAI_1, "5A") == {lea["dn"]}
+    assert members(server, UAI_1, "4B") == {tom2["dn"]}
+    assert lea2["ENTPersonJointure"] == [f"{PREFIX}$SIECLE${UAI_1}$600001"]
+    assert tom2["ENTPersonDateNaissance"] == ["14/09/2011"]
+    (c,) = conflicts(s)
+    assert c["action"].startswith("split") and set(c["uids"]) == {lea["uid"][0],
+                                                                  tom2["uid"][0]}
+    # and from then on, stable
+    s = night(4)
+    assert pupil(server, UAI_1, "600002")["dn"] == tom2["dn"] and len(pupils(server)) == 2
+    assert conflicts(s)[0]["action"].startswith("not merged")
