@@ -8,8 +8,8 @@ Applied in order to a source record whose keys are not known yet; each match rec
    name are allowed for (``disagreement``). Records of one night holding one INE that cannot
    be the same child, or a record whose INE points at a stored account of another child, are
    an **INE conflict** (``ine_conflict``): none of them is matched through the INE, each keeps
-   or gets its own account by its SIECLE key, and the case is reported (duplicates report and
-   the school's pages);
+   or gets its own account by its SIECLE key, the INE stays only on the account that already
+   held it, and the case is reported (duplicates report and the school's pages);
 3. ``staff_name_birth``: teachers and staff by normalized (family name, first name, birth
    date) across the schools of an academy (STS ids are per school and not stable);
 4. ``guardian_name_email`` / ``guardian_name_mobile`` / ``guardian_shared_pupil``: guardians by
