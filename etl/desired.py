@@ -237,11 +237,13 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             keys.insert(0, f"{academy.jointure_prefix}$INE${r['ine']}")
         jointures_of.append(keys)
     known = registry.lookup(j for keys in jointures_of for j in keys)
-    conflicts = _ine_conflicts(rows, jointures_of, known, shared_ines, registry)
-    for i in conflicts:
-        jointures_of[i] = jointures_of[i][1:]  # found by its SIECLE key only
+    conflicts, released = _ine_conflicts(rows, jointures_of, known, shared_ines, registry)
+    # found by its SIECLE key only; a released INE then moves to the record's account
+    released_ine = {rows[i]["person_key"]: jointures_of[i][0] for i in released}
+    for i in (*conflicts, *released):
+        jointures_of[i] = jointures_of[i][1:]
     split = _merged_by_ine(rows, known, conflicts, registry)
-    moves: dict[str, str] = {}
+    moves: dict[str, str] = {}  # known jointure -> the account it moves to
     guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
     for pk, gk in elig_pairs:
         guardian_pupil_keys[gk].add(pk)
@@ -282,6 +284,8 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                 for k in missing:
                     known[k] = uid
         key_uid[r["person_key"]] = uid
+        if (freed := released_ine.get(r["person_key"])) and freed not in moves:
+            moves[freed] = known[freed] = uid
         matcher.note_result(r["person_key"], uid)
         matcher.remember(r, uid, pupil_uids)
     registry.write_new()
@@ -418,11 +422,15 @@ def _merged_by_ine(rows: list[dict[str, Any]], known: dict[str, str],
 
 def _ine_conflicts(rows: list[dict[str, Any]], jointures_of: list[list[str]],
                    known: dict[str, str], shared_ines: set[str],
-                   registry: IdentityRegistry) -> dict[int, IneConflict]:
+                   registry: IdentityRegistry) -> tuple[dict[int, IneConflict], dict[int, str]]:
     """Row index -> INE conflict (``etl.matching``): tonight's records of one INE that do not
     agree, and records whose INE would bring them into a stored account of another child (its
     birth date or names, as last written, differ). Only records the INE would move into
-    another account are compared with it: on a normal night, none."""
+    another account are compared with it: on a normal night, none.
+
+    Also row index -> the account that let the row's INE go: its records of tonight hold
+    another INE (the school corrected the other child's), or its entry no longer carries it.
+    The INE then moves to this row's own account (no conflict, no merge)."""
     conflicts = shared_ine_conflicts(rows, shared_ines)
     # INEs whose account has a record of its own tonight: compared with it above
     owned = {str(rows[i]["ine"]) for i, keys in enumerate(jointures_of)
@@ -434,17 +442,30 @@ def _ine_conflicts(rows: list[dict[str, Any]], jointures_of: list[list[str]],
             u_ine = known.get(keys[0])
             if u_ine is not None and u_ine != known.get(keys[-1]):
                 suspects[i] = u_ine
+    released: dict[int, str] = {}
     if suspects:
         stored = stored_facts(registry.s, suspects.values())
+        # the INEs those accounts hold tonight through records of their own
+        held: dict[str, set[str | None]] = defaultdict(set)
+        wanted = set(suspects.values())
+        for j, keys in enumerate(jointures_of):
+            if (u := known.get(keys[-1])) in wanted and u is not None:
+                held[u].add(rows[j].get("ine"))
         for i, u in suspects.items():
             if u not in stored:
                 continue  # never written: nothing to compare with, the INE decides
             facts, their_keys = stored[u]
             why = disagreement(row_facts(rows[i]), facts)
-            if why:
-                conflicts[i] = IneConflict(rows[i]["person_key"], rows[i]["uai"], why,
-                                           their_keys, stored_uid=u)
-    return conflicts
+            if not why:
+                continue
+            if (u in held and rows[i]["ine"] not in held[u]) or \
+                    jointures_of[i][0] not in their_keys:
+                released[i] = u
+                continue
+            conflicts[i] = IneConflict(rows[i]["person_key"], rows[i]["uai"], why,
+                                       [k for k in their_keys if "$SIECLE$" in k],
+                                       stored_uid=u)
+    return conflicts, released
 
 
 def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,

@@ -377,16 +377,15 @@ def shared_ine_conflicts(rows: list[dict[str, Any]], shared: set[str]) -> dict[i
 
 
 def stored_facts(s: Session, uids: Iterable[str]) -> dict[str, tuple[PupilFacts, list[str]]]:
-    """uid -> (facts, source keys) of accounts as last written (``entries``); an account never
+    """uid -> (facts, jointures) of accounts as last written (``entries``); an account never
     written has none (nothing to compare with: its INE decides, as before)."""
     ids = sorted(set(uids))
     out: dict[str, tuple[PupilFacts, list[str]]] = {}
     for i in range(0, len(ids), 500):
         for uid, attrs in s.execute(select(Entry.uid, Entry.attrs).where(
                 Entry.uid.in_(ids[i:i + 500]), Entry.kind == "person")):
-            keys = [j for j in attrs.get("ENTPersonJointure", []) if "$SIECLE$" in j]
             if uid is not None:
-                out[uid] = (entry_facts(attrs), sorted(keys))
+                out[uid] = (entry_facts(attrs), sorted(attrs.get("ENTPersonJointure", [])))
     return out
 
 

@@ -305,3 +305,39 @@ def test_an_account_an_earlier_version_merged_through_the_ine_is_split(
     s = night(4)
     assert pupil(server, UAI_1, "600002")["dn"] == tom2["dn"] and len(pupils(server)) == 2
     assert conflicts(s)[0]["action"].startswith("not merged")
+
+
+def test_when_the_school_corrects_the_other_childs_ine_the_ine_goes_to_its_owner(
+        env: Settings, server: LdapServer) -> None:
+    drop(env, "eleves_ine_partage_ecole_1.xml", UAI_1)
+    sync(env)
+    drop(env, "eleves_ine_partage_ecole_2.xml", UAI_2)
+    sync(env)
+    lea, tom = pupil(server, UAI_1, "600001"), pupil(server, UAI_2, "700002")
+    assert lea["ENTEleveINE"] == [INE] and "ENTEleveINE" not in tom
+    # night 3: school 1 finds Léa's INE was the wrong one and corrects it; school 2 is quiet
+    text = (FIXTURES / "siecle" / "eleves_ine_partage_ecole_1.xml").read_text("utf-8")
+    (env.landing / ACADEMY / UAI_1 / "ElevesSansAdresses.xml").write_text(
+        text.replace("01/10/2026", "03/10/2026").replace(INE, "060099999ZZ"), "utf-8")
+    sync(env)
+    lea = pupil(server, UAI_1, "600001")
+    assert lea["ENTEleveINE"] == ["060099999ZZ"]
+    assert f"{PREFIX}$INE$060099999ZZ" in lea["ENTPersonJointure"]
+    assert all(INE not in j for j in lea["ENTPersonJointure"])
+    # night 4: school 2's next export: Tom's INE is his now, in his own account
+    text2 = (FIXTURES / "siecle" / "eleves_ine_partage_ecole_2.xml").read_text("utf-8")
+    (env.landing / ACADEMY / UAI_2 / "ElevesSansAdresses.xml").write_text(
+        text2.replace("01/10/2026", "04/10/2026").replace("<DATE_ENTREE>01/09/2026",
+                                                           "<DATE_ENTREE>02/09/2026"), "utf-8")
+    s = sync(env)
+    tom2 = pupil(server, UAI_2, "700002")
+    assert tom2["dn"] == tom["dn"] and tom2["ENTEleveINE"] == [INE]
+    assert f"{PREFIX}$INE${INE}" in tom2["ENTPersonJointure"]
+    assert pupil(server, UAI_1, "600001") == lea
+    assert not conflicts(s)
+    # and it stays so
+    (env.landing / ACADEMY / UAI_2 / "ElevesSansAdresses.xml").write_text(
+        text2.replace("01/10/2026", "05/10/2026").replace("<DATE_ENTREE>01/09/2026",
+                                                           "<DATE_ENTREE>03/09/2026"), "utf-8")
+    s = sync(env)
+    assert s["changes"] == 0 and not conflicts(s)
