@@ -341,3 +341,21 @@ def test_when_the_school_corrects_the_other_childs_ine_the_ine_goes_to_its_owner
                                                            "<DATE_ENTREE>03/09/2026"), "utf-8")
     s = sync(env)
     assert s["changes"] == 0 and not conflicts(s)
+
+
+def test_cli_sync_tells_of_the_conflict_and_names_no_one(env: Settings,
+                                                         server: LdapServer) -> None:
+    import os
+    import subprocess
+    import sys
+
+    drop(env, "eleves_ine_partage_deux_enfants.xml", UAI_1)
+    cli_env = {**os.environ, "ENTSYNC_LANDING": str(env.landing),
+               "ENTSYNC_WORKDIR": str(env.workdir), "ENTSYNC_STATE_URL": env.state_url,
+               **server.env()}
+    r = subprocess.run([sys.executable, "-m", "etl.cli", "sync", "--academy", ACADEMY],
+                       env=cli_env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "suspected duplicates: ine_conflict 1" in r.stdout
+    assert len(pupils(server)) == 2
+    no_personal_data(r.stdout, r.stderr)
