@@ -209,7 +209,8 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     if not rejected and not quarantine and not identity:
         p.append("<p>Aucun enregistrement écarté : rien à corriger.</p></body></html>")
         return "\n".join(p)
-    p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
+    p.append("" if not (rejected or quarantine) else  # identity findings only
+             f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
              "l'annuaire de l'ENT. Pour chaque problème : ce qu'il signifie et l'écran où "
              "l'établissement le corrige. La correction sera prise en compte au prochain "
              "export.</p>")
@@ -288,7 +289,7 @@ def _conflict_reference(finding: dict[str, Any]) -> str:
     if not finding.get("person_key") or not (others or finding.get("stored")):
         return ""
     mine = str(finding["person_key"]).split("$")[-1]
-    what = ("même INE qu'un compte existant" + (f" ({', '.join(others)})" if others else "")
+    what = ("même INE qu'un compte existant" + (f", {', '.join(others)}" if others else "")
             if finding.get("stored") else "même INE que " + ", ".join(others))
     return f"ELEVE_ID {mine} ; {what} : {_REASON.get(str(finding.get('reason')), '')}"
 

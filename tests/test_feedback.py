@@ -124,7 +124,7 @@ def test_ine_conflicts_reach_a_school_page_that_has_nothing_rejected(tmp_path: P
     for _ in range(2):
         add_identity_findings(vjson, vhtml, page, [finding])
     text = page.read_text("utf-8")
-    assert "Aucun enregistrement écarté" not in text
+    assert "Aucun enregistrement écarté" not in text and "0 enregistrement" not in text
     assert text.count("Même INE pour deux élèves différents (1)") == 1
     assert f"ELEVE_ID 600002 ; même INE que ELEVE_ID 600001 ({UAI}) : date de naissance " \
            "différente" in text

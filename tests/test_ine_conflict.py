@@ -182,8 +182,8 @@ def test_ine_of_an_existing_account_with_another_birth_date_is_not_taken_over(
     assert c["source"] == f"{PREFIX}$SIECLE${UAI_2}$700002"
     data, _html, page = school_pages(s, UAI_2)
     assert [f["person_key"] for f in data["identity"]] == [f"{PREFIX}$SIECLE${UAI_2}$700002"]
-    assert f"ELEVE_ID 700002 ; même INE qu'un compte existant (ELEVE_ID 600001 ({UAI_1}))" \
-        in page
+    assert f"ELEVE_ID 700002 ; même INE qu'un compte existant, ELEVE_ID 600001 ({UAI_1}) : " \
+        "date de naissance différente" in page
     no_personal_data(page, _html, json.dumps(s))
     # night 3: school 2 again (a changed export): Tom stays in his own account
     text = (FIXTURES / "siecle" / "eleves_ine_partage_ecole_2.xml").read_text("utf-8")
