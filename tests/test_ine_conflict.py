@@ -100,6 +100,7 @@ def test_one_export_two_children_one_ine_get_two_accounts_each_with_its_class(
     assert "birth dates" in c["evidence"] and c["action"].startswith("not merged")
     report = (Path(s["report_dir"]) / "report.html").read_text("utf-8")
     assert "ine_conflict" in report and lea["uid"][0] in report and tom["uid"][0] in report
+    assert f"{PREFIX}$SIECLE${UAI_1}$600001" in report and f"SIECLE${UAI_1}$600002" in report
     # the school's validation report and French page name both records, with the screen
     data, vhtml, page = school_pages(s, UAI_1)
     found = {f["person_key"]: f for f in data["identity"]}
