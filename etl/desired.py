@@ -14,10 +14,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl.canonical import Tables, isin, missing, records, tuples
+from etl.canonical import Tables, isin, missing, records, tuples, values
 from etl.config import Academy
 from etl.identity import IdentityRegistry
-from etl.matching import STAFF_PROFILES, Matcher
+from etl.matching import (
+    STAFF_PROFILES,
+    IneConflict,
+    Matcher,
+    disagreement,
+    report_ine_conflicts,
+    row_facts,
+    shared_ine_conflicts,
+    stored_facts,
+)
 
 PROFILE_CLASS = {
     "ELV": "ENTEleve",
@@ -183,6 +192,9 @@ class DesiredState:
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     #: groups written apart from the division sharing their code (uai, code, dn)
     groups_apart: list[dict[str, str]] = field(default_factory=list)
+    #: INE conflicts as findings for each record's school (``etl.matching.IneConflict``):
+    #: uai, file, line, element, rule, message
+    ine_findings: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, e: DesiredEntry) -> None:
         self.entries[e.dn] = e
@@ -261,7 +273,13 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         # used here (an academy's rows are all in memory at once)
         records(active[[c for c in active.columns if c in ROW_COLUMNS]]),
         key=lambda r: order.get(r["profile"], 1))
-    del persons, active, pupils, is_guardian  # the rows say it all from here
+    # pupils' INEs held by several of tonight's records (do those agree? see below), and where
+    # each pupil record with an INE comes from (a conflict names its file and line)
+    with_ine = active.loc[(active["profile"] == "ELV") & active["ine"].notna(),
+                          ["person_key", "ine", "file", "line"]]
+    shared_ines = set(values(with_ine["ine"][with_ine["ine"].duplicated(keep=False)]))
+    pupil_where = with_ine[["person_key", "file", "line"]]
+    del persons, active, pupils, is_guardian, with_ine  # the rows say it all from here
     jointures_of: list[list[str]] = []
     for r in rows:
         keys = [r["person_key"]]
@@ -269,6 +287,13 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
             keys.insert(0, f"{academy.jointure_prefix}$INE${r['ine']}")
         jointures_of.append(keys)
     known = registry.lookup(j for keys in jointures_of for j in keys)
+    conflicts, released = _ine_conflicts(rows, jointures_of, known, shared_ines, registry)
+    # found by its SIECLE key only; a released INE then moves to the record's account
+    released_ine = {rows[i]["person_key"]: jointures_of[i][0] for i in released}
+    for i in (*conflicts, *released):
+        jointures_of[i] = jointures_of[i][1:]
+    split = _merged_by_ine(rows, known, conflicts, registry)
+    moves: dict[str, str] = {}  # known jointure -> the account it moves to
     guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
     for pk, gk in elig_pairs:
         guardian_pupil_keys[gk].add(pk)
@@ -283,12 +308,18 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         uid = next((known[k] for k in keys if k in known), None)
         pupil_uids = {key_uid[p] for p in guardian_pupil_keys.get(r["person_key"], ())
                       if p in key_uid}
-        rule = "source_key"
+        # found through its INE alone: a pupil new to this school (the rule is recorded)
+        rule = "ine" if uid is not None and len(keys) > 1 and keys[-1] not in known \
+            else "source_key"
         if uid is None and r["profile"] in STAFF_PROFILES:
             uid, rule = matcher.match_staff(r)
         elif uid is None and r["profile"] == "TUT":
             uid, rule = matcher.match_guardian(r, pupil_uids)
-        if uid is None:
+        if r["person_key"] in split:  # its own account, its SIECLE key moved to it
+            res = registry.create(r["profile"], r["first_name"], r["last_name"], [], run_id)
+            uid = moves[r["person_key"]] = known[r["person_key"]] = res.uid
+            st.created_identities += 1
+        elif uid is None:
             res = registry.create(r["profile"], r["first_name"], r["last_name"], keys, run_id,
                                   rule="ine" if len(keys) > 1 else "source_key")
             uid = res.uid
@@ -303,10 +334,24 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
                 for k in missing:
                     known[k] = uid
         key_uid[r["person_key"]] = uid
+        if (freed := released_ine.get(r["person_key"])) and freed not in moves:
+            moves[freed] = known[freed] = uid
         matcher.note_result(r["person_key"], uid)
         matcher.remember(r, uid, pupil_uids)
     registry.write_new()
+    registry.move(moves, run_id, "ine_conflict")
     matcher.flush()
+    ine_prefix = f"{academy.jointure_prefix}$INE$"
+    # an INE is written (ENTEleveINE, its jointure) only on the account it identifies
+    no_ine = {c.person_key for i, c in conflicts.items()
+              if known.get(ine_prefix + str(rows[i]["ine"])) != key_uid.get(c.person_key)}
+    st.ine_findings = report_ine_conflicts(matcher, conflicts.values(), key_uid, split)
+    if st.ine_findings:
+        where = {pk: (f, ln) for pk, f, ln in tuples(pupil_where[pupil_where["person_key"].isin(
+            [x["person_key"] for x in st.ine_findings])])}
+        for x in st.ine_findings:
+            x["file"], x["line"] = where.get(x["person_key"], (None, None))
+    del pupil_where
     matcher.report_homonyms(rows, key_uid)
     st.duplicates = matcher.duplicates
     # what matching needed goes now: an academy's rows, keys and match keys at once were the
@@ -404,17 +449,93 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         # each person's rows and memberships are let go as its entry is made (popped)
         prow = by_uid.pop(uid)
         st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
-                             guardian_pupils, shared, sdn_of, uid_dns.get(uid)))
+                             guardian_pupils, shared, sdn_of, uid_dns.get(uid), no_ine))
     return st
+
+
+def _merged_by_ine(rows: list[dict[str, Any]], known: dict[str, str],
+                   conflicts: dict[int, IneConflict], registry: IdentityRegistry) -> set[str]:
+    """Source keys to split off: records of tonight's INE conflicts that an earlier version
+    merged into one account through their shared INE. The record the account's directory entry
+    describes (else the first by school and key: its main record) keeps it; the others get
+    their own. An operator's merge (``entsync merge``, rule ``merge``) is kept."""
+    by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, c in conflicts.items():
+        if c.stored_uid is None and c.person_key in known:
+            by_uid[known[c.person_key]].append(rows[i])
+    merged = {u: sorted(rs, key=lambda r: (r["uai"], r["person_key"]))
+              for u, rs in by_uid.items() if len(rs) > 1}
+    if not merged:
+        return set()
+    rules = registry.rules_of(r["person_key"] for rs in merged.values() for r in rs)
+    stored = stored_facts(registry.s, merged)
+    out: set[str] = set()
+    for u, rs in merged.items():
+        facts = stored.get(u)
+        keep = next((r for r in rs if facts and disagreement(row_facts(r), facts[0]) is None),
+                    rs[0])
+        out |= {r["person_key"] for r in rs
+                if r is not keep and rules.get(r["person_key"]) != "merge"}
+    return out
+
+
+def _ine_conflicts(rows: list[dict[str, Any]], jointures_of: list[list[str]],
+                   known: dict[str, str], shared_ines: set[str],
+                   registry: IdentityRegistry) -> tuple[dict[int, IneConflict], dict[int, str]]:
+    """Row index -> INE conflict (``etl.matching``): tonight's records of one INE that do not
+    agree, and records whose INE would bring them into a stored account of another child (its
+    birth date or names, as last written, differ). Only records the INE would move into
+    another account are compared with it: on a normal night, none.
+
+    Also row index -> the account that let the row's INE go: its records of tonight hold
+    another INE (the school corrected the other child's), or its entry no longer carries it.
+    The INE then moves to this row's own account (no conflict, no merge)."""
+    conflicts = shared_ine_conflicts(rows, shared_ines)
+    # INEs whose account has a record of its own tonight: compared with it above
+    owned = {str(rows[i]["ine"]) for i, keys in enumerate(jointures_of)
+             if len(keys) > 1 and rows[i].get("ine") in shared_ines
+             and known.get(keys[0]) is not None and known.get(keys[0]) == known.get(keys[-1])}
+    suspects: dict[int, str] = {}
+    for i, keys in enumerate(jointures_of):
+        if len(keys) > 1 and i not in conflicts and rows[i]["ine"] not in owned:
+            u_ine = known.get(keys[0])
+            if u_ine is not None and u_ine != known.get(keys[-1]):
+                suspects[i] = u_ine
+    released: dict[int, str] = {}
+    if suspects:
+        stored = stored_facts(registry.s, suspects.values())
+        # the INEs those accounts hold tonight through records of their own
+        held: dict[str, set[str | None]] = defaultdict(set)
+        wanted = set(suspects.values())
+        for j, keys in enumerate(jointures_of):
+            if (u := known.get(keys[-1])) in wanted and u is not None:
+                held[u].add(rows[j].get("ine"))
+        for i, u in suspects.items():
+            if u not in stored:
+                continue  # never written: nothing to compare with, the INE decides
+            facts, their_keys = stored[u]
+            why = disagreement(row_facts(rows[i]), facts)
+            if not why:
+                continue
+            if (u in held and rows[i]["ine"] not in held[u]) or \
+                    jointures_of[i][0] not in their_keys:
+                released[i] = u
+                continue
+            conflicts[i] = IneConflict(rows[i]["person_key"], rows[i]["uai"], why,
+                                       [k for k in their_keys if "$SIECLE$" in k],
+                                       stored_uid=u)
+    return conflicts, released
 
 
 def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
                   person_structs: dict[str, dict[str, set[str]]],
                   pupil_guardians: dict[str, set[str]],
                   guardian_pupils: dict[str, set[str]], shared: Shared | None = None,
-                  sdn_of: Any = None, dn: str | None = None) -> DesiredEntry:
+                  sdn_of: Any = None, dn: str | None = None,
+                  no_ine: set[str] | frozenset[str] = frozenset()) -> DesiredEntry:
     """A person's entry. ``shared``, ``sdn_of`` and ``dn``: the academy's shared values, school
     DNs and this person's DN string (``build_desired``), so that equal values are one object.
+    ``no_ine``: records whose INE is not this account's (an INE conflict): neither written.
     The person's keys are taken out of ``person_structs``, ``pupil_guardians`` and
     ``guardian_pupils`` (each source key belongs to one person: read once)."""
     share = shared.share if shared is not None else list
@@ -437,7 +558,8 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
         "displayName": [f"{first} {last}"],
         "ENTPersonJointure": sorted({r["person_key"] for r in prow}
                                     | ({f"{r['person_key'].split('$', 1)[0]}$INE${r['ine']}"
-                                        for r in prow if r["profile"] == "ELV" and r.get("ine")})),
+                                        for r in prow if r["profile"] == "ELV" and r.get("ine")
+                                        and r["person_key"] not in no_ine})),
         "ENTPersonProfils": share(profiles),
         "ENTPersonStructRattach": share([sdn(main["uai"])]),
         "entSyncStatus": share(["ACTIVE"]),
@@ -457,7 +579,7 @@ def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
         for name, vals in person_structs.pop(k, {}).items():
             structs[name] |= vals
     if profile == "ELV":
-        if main.get("ine"):
+        if main.get("ine") and main["person_key"] not in no_ine:
             attrs["ENTEleveINE"] = [str(main["ine"])]
         if main.get("mef"):
             attrs["ENTEleveMEF"] = share([str(main["mef"])])

@@ -162,6 +162,17 @@ ADVICE: Final[dict[tuple[str, str], Advice]] = {
         "Identifiant en double",
         "Le même identifiant apparaît deux fois dans le fichier : seul le premier est pris.",
         _EXPORT),
+    ("ine_conflict", ""): Advice(
+        "Même INE pour deux élèves différents",
+        "Le même identifiant national élève (INE) figure sur des élèves dont la date de "
+        "naissance ou le nom diffèrent : ce ne peut pas être le même enfant (l'autre élève "
+        "peut être inscrit dans un autre établissement de l'académie, la référence le dit). "
+        "Les comptes ne sont pas fusionnés : chaque élève a son propre compte ENT, mais l'INE "
+        "ne reste qu'au compte qui le portait déjà (aucun s'il est nouveau) ; les autres n'ont "
+        "pas accès aux ressources numériques (GAR) tant que l'INE n'est pas corrigé.",
+        _BEE_SCOLARITE + " : vérifier l'INE ; " + _BEE_IDENTITE + " : vérifier la date de "
+        "naissance et le nom ; un INE attribué à tort se corrige avec l'assistance académique "
+        "(répertoire national des INE, RNIE)"),
     ("wrong_school", ""): Advice(
         "Enregistrement d'un autre établissement",
         "Le fichier contient des données d'un autre établissement (autre UAI).",
@@ -308,22 +319,24 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     cascades = [r for r in everything if is_cascade(r)]
     warnings = list(report.get("warnings") or [])
     quarantine = dict(report.get("quarantine") or {})
+    identity = list(report.get("identity") or [])  # kept records: ``add_identity_findings``
     p = ['<!DOCTYPE html><html lang="fr"><head><meta charset="utf-8">',
          f"<title>Synchronisation ENT : retours pour {e(who)}</title>",
          "<style>body{font-family:sans-serif;max-width:60em;margin:1em auto}"
          "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .5em;"
          "text-align:left}.where{background:#eef5ff;padding:.4em}</style></head><body>",
          f"<h1>Synchronisation ENT : retours pour l'établissement {e(who)}</h1>"]
-    if not everything and not quarantine and not warnings:
+    if not everything and not quarantine and not warnings and not identity:
         p.append("<p>Aucun enregistrement écarté : rien à corriger.</p></body></html>")
         return "\n".join(p)
-    p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
-             "l'annuaire de l'ENT"
-             + (f" (et {len(cascades)} inscription(s) ou lien(s) qui en dépendent)"
-                if cascades else "")
-             + (f" ; {len(warnings)} avertissement(s)" if warnings else "")
-             + ". Pour chaque problème : ce qu'il signifie et l'écran où l'établissement le "
-             "corrige. La correction sera prise en compte au prochain export.</p>")
+    if everything or quarantine or warnings:
+        p.append(f"<p>{len(rejected)} enregistrement(s) n'ont pas pu être pris en compte dans "
+                 "l'annuaire de l'ENT"
+                 + (f" (et {len(cascades)} inscription(s) ou lien(s) qui en dépendent)"
+                    if cascades else "")
+                 + (f" ; {len(warnings)} avertissement(s)" if warnings else "")
+                 + ". Pour chaque problème : ce qu'il signifie et l'écran où l'établissement "
+                 "le corrige. La correction sera prise en compte au prochain export.</p>")
     if quarantine:
         p.append("<h2>Fichiers non traités</h2><p>Ces fichiers n'ont pas été utilisés du "
                  "tout : les comptes qu'ils concernent restent inchangés tant qu'un export "
@@ -347,8 +360,33 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
     if cascades:
         p.append(f"<h2>{e(_CASCADE.title)} ({len(cascades)})</h2><p>{e(_CASCADE.meaning)}</p>")
         p += _rows_table(cascades)
+    p += _identity_section(identity)
     p.append("</body></html>")
     return "\n".join(p)
+
+
+def _identity_section(findings: list[dict[str, Any]]) -> list[str]:
+    """Records kept (each has its account) whose identity contradicts another record's."""
+    if not findings:
+        return []
+    e = html.escape
+    p = ["<h2>Identités à vérifier</h2><p>Ces élèves ont bien un compte ENT, mais leurs "
+         "données d'identité en contredisent d'autres : à corriger pour que chacun garde "
+         "l'accès à ses ressources.</p>"]
+    for adv, rows in _group(findings).items():
+        p.append(f"<h3>{e(adv.title)} ({len(rows)})</h3><p>{e(adv.meaning)}</p>"
+                 f'<p class="where">Où corriger : {e(adv.where)}</p>')
+        p.append("<table><tr><th>Fichier</th><th>Ligne</th><th>Enregistrement</th>"
+                 "<th>Référence</th></tr>")
+        for r in sorted(rows, key=lambda r: (str(r.get("file")), r.get("line") or 0)):
+            el = str(r.get("element", ""))
+            ref = _conflict_reference(r) or record_reference(str(r.get("message", "")))
+            p.append(f"<tr><td>{e(str(r.get('file') or ''))}</td>"
+                     f"<td>{e(str(r.get('line') or ''))}</td>"
+                     f"<td>{e(_ELEMENT_LABEL.get(el, el))} (<code>{e(el)}</code>)</td>"
+                     f"<td>{e(ref)}</td></tr>")
+        p.append("</table>")
+    return p
 
 
 def write_school_feedback(validation_json: Path, out_dir: Path,
@@ -361,3 +399,57 @@ def write_school_feedback(validation_json: Path, out_dir: Path,
     path = out_dir / f"retours_{uai}.html"
     path.write_text(render_school_feedback(report, school_name), "utf-8")
     return path
+
+
+_REASON: Final = {"birth_date": "date de naissance différente",
+                  "name": "même date de naissance, nom différent"}
+
+
+def _conflict_reference(finding: dict[str, Any]) -> str:
+    """``ELEVE_ID 600002 ; même INE que ELEVE_ID 600001 (0671234X) : date de naissance
+    différente``: record numbers and school codes only."""
+    def ref(key: str) -> str:
+        parts = str(key).split("$")
+        return f"ELEVE_ID {parts[-1]} ({parts[-2]})" if len(parts) >= 4 else ""
+
+    others = [x for x in (ref(k) for k in finding.get("others") or []) if x]
+    if not finding.get("person_key") or not (others or finding.get("stored")):
+        return ""
+    mine = str(finding["person_key"]).split("$")[-1]
+    what = ("même INE qu'un compte existant" + (f", {', '.join(others)}" if others else "")
+            if finding.get("stored") else "même INE que " + ", ".join(others))
+    return f"ELEVE_ID {mine} ; {what} : {_REASON.get(str(finding.get('reason')), '')}"
+
+
+_IDENTITY_MARK: Final = ("<!-- entsync:identity -->", "<!-- /entsync:identity -->")
+
+
+def add_identity_findings(json_path: Path, html_path: Path | None, feedback_path: Path,
+                          findings: list[dict[str, Any]], school_name: str | None = None) -> None:
+    """Add what matching found about a school's records (INE conflicts: the records were
+    kept, each has its account) to its validation report (``identity`` in the JSON, a section
+    of the HTML page) and rewrite its French page. Idempotent: a second call replaces the
+    first one's findings."""
+    e = html.escape
+    report = json.loads(Path(json_path).read_text("utf-8"))
+    report["identity"] = findings
+    Path(json_path).write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str),
+                               "utf-8")
+    Path(feedback_path).write_text(render_school_feedback(report, school_name), "utf-8")
+    if html_path is None or not Path(html_path).exists():
+        return
+    page = Path(html_path).read_text("utf-8")
+    start, end = _IDENTITY_MARK
+    if start in page:
+        page = page[:page.index(start)] + page[page.index(end) + len(end):]
+    rows = "".join(
+        f"<tr><td>{e(str(f.get('file') or ''))}</td><td>{e(str(f.get('line') or ''))}</td>"
+        f"<td>{e(str(f.get('element', '')))}</td><td>{e(str(f.get('rule', '')))}</td>"
+        f"<td>{e(str(f.get('message', '')))}</td></tr>" for f in findings)
+    section = (f"{start}<h2>Identity conflicts (records kept)</h2>"
+               + (f"<table><thead><tr><th>file</th><th>line</th><th>element</th><th>rule</th>"
+                  f"<th>message</th></tr></thead><tbody>{rows}</tbody></table>"
+                  if findings else "<p>None.</p>") + end)
+    at = page.rfind("</body>")
+    page = page[:at] + section + page[at:] if at >= 0 else page + section
+    Path(html_path).write_text(page, "utf-8")

@@ -158,6 +158,24 @@ class IdentityRegistry:
         for j in jointures:
             self._new_identities.append((j, uid, rule, run_id))
 
+    def rules_of(self, jointures: Iterable[str]) -> dict[str, str]:
+        """Known jointure -> the rule that attached it (``merge``: an operator's decision)."""
+        keys = sorted(set(jointures))
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            for j, rule in self.s.execute(select(Identity.jointure, Identity.rule)
+                                          .where(Identity.jointure.in_(keys[i:i + 500]))):
+                out[j] = rule
+        return out
+
+    def move(self, moves: dict[str, str], run_id: str, rule: str) -> None:
+        """Point known jointures at other accounts (after ``write_new``: the accounts exist)."""
+        from sqlalchemy import update
+
+        for j, uid in sorted(moves.items()):
+            self.s.execute(update(Identity).where(Identity.jointure == j)
+                           .values(uid=uid, rule=rule, created_run=run_id))
+
     def write_new(self) -> int:
         """Write what this run created, in bulk (the caller commits or rolls back)."""
         from sqlalchemy import insert

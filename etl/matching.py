@@ -3,7 +3,13 @@
 Applied in order to a source record whose keys are not known yet; each match records its rule:
 
 1. ``source_key``: a known jointure (``<AC>$SIECLE$<UAI>$<ELEVE_ID>``, ``...$STS$...``, ...);
-2. ``ine``: pupils by INE (national: survives a change of school);
+2. ``ine``: pupils by INE (national: survives a change of school), only when the records
+   agree: same birth date and names that match once accents, hyphens, particles and the usage
+   name are allowed for (``disagreement``). Records of one night holding one INE that cannot
+   be the same child, or a record whose INE points at a stored account of another child, are
+   an **INE conflict** (``ine_conflict``): none of them is matched through the INE, each keeps
+   or gets its own account by its SIECLE key, the INE stays only on the account that already
+   held it, and the case is reported (duplicates report and the school's pages);
 3. ``staff_name_birth``: teachers and staff by normalized (family name, first name, birth
    date) across the schools of an academy (STS ids are per school and not stable);
 4. ``guardian_name_email`` / ``guardian_name_mobile`` / ``guardian_shared_pupil``: guardians by
@@ -18,6 +24,7 @@ the rules kept apart. Keys are stored hashed (no name in clear in ``match_keys``
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from etl.identity import fold
-from etl.state.models import MatchKey, table
+from etl.state.models import Entry, MatchKey, table
 
 STAFF_PROFILES = frozenset({"ENS", "DIR", "EVS", "DOC", "ETA"})
 
@@ -247,3 +254,183 @@ class Matcher:
                                         "uids": sorted(uids), "source": None,
                                         "evidence": "same profile, family name and first name",
                                         "action": "not merged"})
+
+
+# --------------------------------------------------------------------------------------------
+# Pupils and the INE: an INE identifies a child only when the records agree
+# --------------------------------------------------------------------------------------------
+
+#: words of a family name that say nothing on their own (``de La Fontaine``, ``van der Berg``)
+_PARTICLES = frozenset({"d", "da", "de", "del", "della", "den", "der", "des", "di", "du", "el",
+                        "l", "la", "le", "les", "van", "von", "y"})
+
+
+def _words(v: Any) -> list[str]:
+    """A name's words: ASCII-folded, lower case, hyphens and apostrophes as spaces."""
+    return re.sub(r"[^a-z0-9]+", " ", fold(str(v or ""))).split()
+
+
+@dataclass(frozen=True)
+class PupilFacts:
+    """What two records of one INE must agree on to be one child (never logged)."""
+
+    birth_date: str | None  # ISO yyyy-mm-dd
+    family_names: tuple[str, ...]  # usage name and birth name
+    first_name: str | None
+
+
+def row_facts(r: dict[str, Any]) -> PupilFacts:
+    return PupilFacts(r.get("birth_date") or None,
+                      tuple(str(n) for n in (r.get("last_name"), r.get("birth_name")) if n),
+                      r.get("first_name") or None)
+
+
+def entry_facts(attrs: dict[str, list[str]]) -> PupilFacts:
+    """The facts of an account as last written to the directory (``entries``)."""
+    birth = next(iter(attrs.get("ENTPersonDateNaissance") or []), None)
+    iso = None
+    if birth and re.fullmatch(r"\d\d/\d\d/\d{4}", birth):
+        d, m, y = birth.split("/")
+        iso = f"{y}-{m}-{d}"
+    family = tuple(v for v in attrs.get("sn", []) if v and v != "?")
+    first = next((v for v in attrs.get("givenName", []) if v and v != "?"), None)
+    return PupilFacts(iso, family, first)
+
+
+def family_names_agree(a: Iterable[str], b: Iterable[str]) -> bool:
+    """One of a's family names (usage or birth name) shares a word with one of b's, particles
+    aside, or reads the same once glued (``DE LA FONTAINE`` / ``Delafontaine``): a double
+    name, a usage name or a hyphen is the same family. No name on a side: no disagreement."""
+    def forms(names: Iterable[str]) -> tuple[set[str], set[str]]:
+        words: set[str] = set()
+        glued: set[str] = set()
+        for n in names:
+            w = _words(n)
+            if w:
+                glued.add("".join(w))
+                words |= {x for x in w if x not in _PARTICLES and len(x) > 1}
+        return words, glued
+
+    wa, ga = forms(a)
+    wb, gb = forms(b)
+    if not ga or not gb:
+        return True
+    return bool(wa & wb or ga & gb)
+
+
+def first_names_agree(a: str | None, b: str | None) -> bool:
+    """The same first name, accents and hyphens aside, or one the start of the other
+    (``Marie`` / ``Marie-Lou``): ``Marie-Lou`` and ``Marie-Anne`` are two children (twins are
+    born the same day and share the family name)."""
+    wa, wb = _words(a), _words(b)
+    if not wa or not wb:
+        return True
+    n = min(len(wa), len(wb))
+    return wa[:n] == wb[:n] or "".join(wa) == "".join(wb)
+
+
+def disagreement(a: PupilFacts, b: PupilFacts) -> str | None:
+    """Why two records of one INE cannot be one child: ``birth_date``, ``name``; None when
+    they agree (a missing value never disagrees)."""
+    if a.birth_date and b.birth_date and a.birth_date != b.birth_date:
+        return "birth_date"
+    if not (family_names_agree(a.family_names, b.family_names)
+            and first_names_agree(a.first_name, b.first_name)):
+        return "name"
+    return None
+
+
+@dataclass
+class IneConflict:
+    """A pupil record not matched through its INE: records it shares it with that cannot be
+    the same child (``others``: their source keys, or the stored account's), and why."""
+
+    person_key: str
+    uai: str
+    reason: str  # birth_date | name
+    others: list[str]
+    #: the account the INE points at, when it is a stored account of another child
+    stored_uid: str | None = None
+
+
+def shared_ine_conflicts(rows: list[dict[str, Any]], shared: set[str]) -> dict[int, IneConflict]:
+    """Row index -> conflict, for tonight's pupil records whose INE (one of ``shared``: held
+    by several records) is held by records that do not all agree. None of them is matched
+    through that INE: which one the INE really belongs to is the school's to say."""
+    by_ine: dict[str, list[int]] = defaultdict(list)
+    if shared:
+        for i, r in enumerate(rows):
+            if r["profile"] == "ELV" and r.get("ine") in shared:
+                by_ine[r["ine"]].append(i)
+    out: dict[int, IneConflict] = {}
+    for idx in by_ine.values():
+        facts = [row_facts(rows[i]) for i in idx]
+        why = {w for a in range(len(idx)) for b in range(a + 1, len(idx))
+               if (w := disagreement(facts[a], facts[b]))}
+        if not why:
+            continue
+        reason = "birth_date" if "birth_date" in why else "name"
+        for i in idx:
+            out[i] = IneConflict(rows[i]["person_key"], rows[i]["uai"], reason,
+                                 [rows[j]["person_key"] for j in idx if j != i])
+    return out
+
+
+def stored_facts(s: Session, uids: Iterable[str]) -> dict[str, tuple[PupilFacts, list[str]]]:
+    """uid -> (facts, jointures) of accounts as last written (``entries``); an account never
+    written has none (nothing to compare with: its INE decides, as before)."""
+    ids = sorted(set(uids))
+    out: dict[str, tuple[PupilFacts, list[str]]] = {}
+    for i in range(0, len(ids), 500):
+        for uid, attrs in s.execute(select(Entry.uid, Entry.attrs).where(
+                Entry.uid.in_(ids[i:i + 500]), Entry.kind == "person")):
+            if uid is not None:
+                out[uid] = (entry_facts(attrs), sorted(attrs.get("ENTPersonJointure", [])))
+    return out
+
+
+_EVIDENCE = {"birth_date": "same INE, different birth dates",
+             "name": "same INE and birth date, different names"}
+
+
+def report_ine_conflicts(matcher: Matcher, conflicts: Iterable[IneConflict],
+                         key_uid: dict[str, str],
+                         split: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The conflicts in the duplicates report (one entry per INE shared tonight, one per
+    record whose INE points at another child's account) and as findings for each record's
+    school (file and line added by the caller): source keys and uids, never a name, a birth
+    date or the INE. ``split``: records taken out of an account an earlier version merged."""
+    findings: list[dict[str, Any]] = []
+    groups: dict[frozenset[str], IneConflict] = {}
+    for c in conflicts:
+        uid = key_uid.get(c.person_key)
+        what = ("its INE is the one of a stored account of another pupil"
+                if c.stored_uid else "its INE is also held by " + ", ".join(c.others))
+        findings.append({
+            "uai": c.uai, "person_key": c.person_key, "element": "ELEVE",
+            "rule": "ine_conflict", "reason": c.reason, "others": list(c.others),
+            "stored": bool(c.stored_uid),
+            "message": (f"{c.person_key}: {what} ({_EVIDENCE[c.reason]}"
+                        + (f": {', '.join(c.others)}" if c.stored_uid and c.others else "")
+                        + "): not matched through the INE; account by its SIECLE key"
+                        + (f" ({uid})" if uid else ""))})
+        if c.stored_uid:
+            matcher._report({"rule": "ine_conflict", "score": 0.5,
+                             "uids": sorted({c.stored_uid, *([uid] if uid else [])}),
+                             "source": c.person_key, "records": [c.person_key, *c.others],
+                             "evidence": _EVIDENCE[c.reason] + " (stored account)",
+                             "action": "not merged: the record keeps its own account"})
+        else:
+            groups.setdefault(frozenset([c.person_key, *c.others]), c)
+    for keys, c in groups.items():
+        uids = sorted({key_uid[k] for k in keys if k in key_uid})
+        action = ("one account holds these records (an operator's merge): kept"
+                  if len(uids) < 2 else "not merged: each record keeps its own account")
+        if keys & split:
+            action = ("split: the account an earlier version had merged these records into "
+                      "keeps one of them, each other record has its own")
+        matcher._report({"rule": "ine_conflict", "score": 0.5, "uids": uids,
+                         "source": None, "records": sorted(keys),
+                         "evidence": _EVIDENCE[c.reason] + " (records of tonight)",
+                         "action": action})
+    return findings

@@ -820,6 +820,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             s.rollback()  # a dry run assigns no uid and no login for good
         else:
             s.commit()
+    _school_identity_findings(settings, run_id, desired.ine_findings)
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     free = [c for c in changes if c.uai not in held_uais]
     docs = {r["uai"]: r["docs"] for r in ok}
@@ -900,6 +901,32 @@ def _hold_older_exports(s: Any, run_id: str, guards: dict[str, Any],
                "detail": "; ".join(reasons)}
         g.evaluated.append(row)
         g.tripped.append(row)
+def _school_identity_findings(settings: Settings, run_id: str,
+                              findings: list[dict[str, Any]]) -> None:
+    """What matching found about a school's records (INE conflicts) goes to the validation
+    report and French page it got when it was read (``etl.feedback.add_identity_findings``);
+    the pages come from the staging area when another worker wrote them."""
+    from etl.feedback import add_identity_findings
+
+    by_uai: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in findings:
+        by_uai[str(f["uai"])].append(f)
+    for uai, mine in sorted(by_uai.items()):
+        local = settings.reports_dir / run_id / "schools" / uai
+        names = (f"validation_{uai}.json", f"validation_{uai}.html", f"retours_{uai}.html")
+        for n in names:
+            ref = f"{run_id}/reports/schools/{uai}/{n}"
+            if not (local / n).exists() and staging.exists(settings, ref):
+                local.mkdir(parents=True, exist_ok=True)
+                (local / n).write_bytes(staging.read_bytes(settings, ref))
+        if not (local / names[0]).exists():
+            continue
+        add_identity_findings(local / names[0], local / names[1], local / names[2], mine)
+        for n in names:
+            if (local / n).exists():
+                staging.copy_in(settings, local / n, f"{run_id}/reports/schools/{uai}/{n}")
+        log.warning("school %s: %d pupil records in an INE conflict, not matched through "
+                    "their INE (its reports name them)", uai, len(mine))
 
 
 CATEGORIES = ("created", "updated", "disabled", "restored", "deleted")

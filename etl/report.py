@@ -49,7 +49,9 @@ def render_run_report(summary: dict[str, Any]) -> str:
                      for e in summary.get("errors", []))
     dups = "".join(
         f"<tr><td>{_e(d.get('rule'))}</td><td>{_e(d.get('score'))}</td>"
-        f"<td>{_e(', '.join(d.get('uids', [])))}</td><td>{_e(d.get('evidence'))}</td>"
+        f"<td>{_e(', '.join(d.get('uids', [])))}</td>"
+        f"<td>{_e(', '.join(d.get('records') or ([d['source']] if d.get('source') else [])))}"
+        f"</td><td>{_e(d.get('evidence'))}</td>"
         f"<td>{_e(d.get('action'))}</td></tr>" for d in summary.get("duplicates", []))
     matches = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in summary.get("matches", {}).items()
                         if v) or "none"
@@ -85,7 +87,8 @@ pending writes is <i>partial</i> (some written) or <i>failed</i> (none).</p>
 <th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
 <h2>Identity</h2><p>Accounts matched across schools or sources by rule: {matches}.</p>
 <h3>Suspected duplicates (never merged automatically; <code>entsync merge KEEP OTHER</code>)</h3>
-<table><tr><th>rule</th><th>score</th><th>accounts (uid)</th><th>evidence</th><th>action</th>
+<table><tr><th>rule</th><th>score</th><th>accounts (uid)</th><th>records (source keys)</th>
+<th>evidence</th><th>action</th>
 </tr>{dups}</table>
 <h2>Quarantined files</h2><ul>{quarantined or '<li>none</li>'}</ul>
 <h2>Rejected files</h2><ul>{rejected or '<li>none</li>'}</ul>

@@ -160,3 +160,30 @@ def test_every_rejection_a_reader_makes_has_its_own_advice(tmp_path: Path) -> No
             assert not is_cascade(d)
             if re.search(r"\b(ELEVE_ID|PERSONNE_ID|ID)=\"[0-9]+\"", text) and r.rule != "required":
                 assert record_reference(r.message), (name, r.message)
+def test_ine_conflicts_reach_a_school_page_that_has_nothing_rejected(tmp_path: Path) -> None:
+    """Kept records (each has its account) whose INE is another child's: their own section,
+    with both record numbers and the screens; added twice, listed once."""
+    from etl.feedback import add_identity_findings
+
+    vjson = tmp_path / f"validation_{UAI}.json"
+    vhtml = tmp_path / f"validation_{UAI}.html"
+    page = tmp_path / f"retours_{UAI}.html"
+    vjson.write_text(json.dumps({"uai": UAI, "rejected": [], "quarantine": {}}), "utf-8")
+    vhtml.write_text("<html><body><h1>Validation</h1></body></html>", "utf-8")
+    key = f"AC-REIMS$SIECLE${UAI}$600002"
+    finding = {"uai": UAI, "person_key": key, "element": "ELEVE", "rule": "ine_conflict",
+               "reason": "birth_date", "others": [f"AC-REIMS$SIECLE${UAI}$600001"],
+               "stored": False, "file": "ElevesSansAdresses.xml", "line": 24,
+               "message": f"{key}: its INE is also held by AC-REIMS$SIECLE${UAI}$600001"}
+    for _ in range(2):
+        add_identity_findings(vjson, vhtml, page, [finding])
+    text = page.read_text("utf-8")
+    assert "Aucun enregistrement écarté" not in text and "0 enregistrement" not in text
+    assert text.count("Même INE pour deux élèves différents (1)") == 1
+    assert f"ELEVE_ID 600002 ; même INE que ELEVE_ID 600001 ({UAI}) : date de naissance " \
+           "différente" in text
+    assert "onglet Scolarité : vérifier l&#x27;INE" in text and "onglet Identité" in text
+    assert json.loads(vjson.read_text("utf-8"))["identity"] == [finding]
+    v = vhtml.read_text("utf-8")
+    assert v.count("Identity conflicts") == 1 and "ine_conflict" in v and v.endswith("</html>")
+    assert advice_for("ine_conflict").title == "Même INE pour deux élèves différents"

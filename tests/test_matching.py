@@ -167,3 +167,61 @@ def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
     assert {t.split(":")[0] for t in strong} == {"email", "mobile", "pupil"}
     assert rows[("guardian", "u3")][1:] == ([], "run-2")
     assert rows[("staff", "u2")][1:] == ([], "run-1")
+
+
+@pytest.mark.parametrize(("a", "b", "why"), [
+    # the same child, written another way: accents, case, hyphens, a usage name, particles
+    (("2012-05-03", ("ROUSSEAU",), "Léa"), ("2012-05-03", ("Rousseau",), "LEA"), None),
+    (("2012-05-03", ("ROUSSEAU-MARTIN", "ROUSSEAU"), "Léa"),
+     ("2012-05-03", ("ROUSSEAU",), "Léa"), None),
+    (("2012-05-03", ("MARTIN", "ROUSSEAU"), "Léa"), ("2012-05-03", ("ROUSSEAU",), "Léa"), None),
+    (("2012-05-03", ("DE LA FONTAINE",), "Jean-Pierre"),
+     ("2012-05-03", ("Delafontaine",), "Jean Pierre"), None),
+    (("2012-05-03", ("N'DIAYE",), "Moussa"), ("2012-05-03", ("NDIAYE",), "Moussa"), None),
+    (("2012-05-03", ("KLEIN",), "Marie"), ("2012-05-03", ("KLEIN",), "Marie-Lou"), None),
+    (("2012-05-03", ("KLEIN",), "Tom"), (None, ("KLEIN",), "Tom"), None),  # nothing to compare
+    # two children
+    (("2012-05-03", ("ROUSSEAU",), "Léa"), ("2011-09-14", ("KLEIN",), "Tom"), "birth_date"),
+    (("2012-05-03", ("ROUSSEAU",), "Léa"), ("2012-05-04", ("ROUSSEAU",), "Léa"), "birth_date"),
+    (("2011-09-14", ("KLEIN",), "Tom"), ("2011-09-14", ("KLEIN",), "Léo"), "name"),  # twins
+    (("2011-09-14", ("KLEIN",), "Marie-Lou"), ("2011-09-14", ("KLEIN",), "Marie-Anne"), "name"),
+    (("2011-09-14", ("DE GAULLE",), "Anne"), ("2011-09-14", ("DE LA FONTAINE",), "Anne"),
+     "name"),  # a shared particle is not a shared name
+    (("2011-09-14", ("ROUSSEAU",), "Léa"), ("2011-09-14", ("KLEIN",), "Léa"), "name"),
+])
+def test_records_of_one_ine_agree_only_when_birth_date_and_names_do(
+        a: tuple, b: tuple, why: str | None) -> None:
+    from etl.matching import PupilFacts, disagreement
+
+    assert disagreement(PupilFacts(*a), PupilFacts(*b)) == why
+    assert disagreement(PupilFacts(*b), PupilFacts(*a)) == why
+
+
+def test_facts_of_a_stored_entry_read_its_birth_date_and_names() -> None:
+    from etl.matching import PupilFacts, entry_facts, row_facts
+
+    stored = entry_facts({"sn": ["ROUSSEAU"], "givenName": ["Léa"],
+                          "ENTPersonDateNaissance": ["03/05/2012"]})
+    assert stored == PupilFacts("2012-05-03", ("ROUSSEAU",), "Léa")
+    assert entry_facts({"sn": ["?"], "givenName": ["?"]}) == PupilFacts(None, (), None)
+    row = row_facts({"birth_date": "2012-05-03", "last_name": "ROUSSEAU-MARTIN",
+                     "birth_name": "ROUSSEAU", "first_name": "Lea"})
+    assert row == PupilFacts("2012-05-03", ("ROUSSEAU-MARTIN", "ROUSSEAU"), "Lea")
+
+
+def test_one_ine_shared_tonight_conflicts_only_when_its_records_disagree() -> None:
+    from etl.matching import shared_ine_conflicts
+
+    def r(key: str, ine: str, birth: str, last: str, first: str) -> dict:
+        return {"person_key": key, "uai": "0671234C", "profile": "ELV", "ine": ine,
+                "birth_date": birth, "last_name": last, "birth_name": last, "first_name": first}
+
+    rows = [r("a", "X", "2012-05-03", "ROUSSEAU", "Léa"), r("b", "X", "2011-09-14", "KLEIN", "Tom"),
+            r("c", "Y", "2012-01-01", "MARTIN", "Zoé"), r("d", "Y", "2012-01-01", "Martin", "Zoe"),
+            r("e", "Z", "2013-01-01", "SEUL", "Ana"),
+            {"person_key": "g", "uai": "0671234C", "profile": "TUT", "ine": "X"}]
+    out = shared_ine_conflicts(rows, {"X", "Y"})
+    assert sorted(out) == [0, 1]
+    assert (out[0].person_key, out[0].reason, out[0].others) == ("a", "birth_date", ["b"])
+    assert out[1].others == ["a"] and out[1].stored_uid is None
+    assert shared_ine_conflicts(rows, set()) == {}
