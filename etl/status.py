@@ -53,6 +53,8 @@ def _run_view(s: Any, run: Run) -> dict[str, Any]:
             "rejected_files": len(summary.get("rejected_files") or []),
             "records_read": int(records.get("records_read", 0)),
             "records_rejected": int(records.get("records_rejected", 0)),
+            # never merged automatically (INE conflicts among them): the run report lists them
+            "suspected_duplicates": len(summary.get("duplicates") or []),
         },
         **({"error": str(summary["error"])[:300]} if summary.get("error") else {}),
     }
@@ -134,7 +136,9 @@ def status_table(out: dict[str, Any]) -> str:
             lines.append(f"  schools {c['schools']}, records read {c['records_read']}, "
                          f"rejected {c['records_rejected']}, changes {c['changes']} "
                          f"(held {c['held_changes']}), applied {c['applied']}, "
-                         f"failed {c['failed']}, quarantined files {c['quarantined_files']}")
+                         f"failed {c['failed']}, quarantined files {c['quarantined_files']}"
+                         + (f", suspected duplicates {c['suspected_duplicates']}"
+                            if c.get("suspected_duplicates") else ""))
         if a["schools"]:
             lines.append(f"  {'school':9} {'last status':18} {'last applied export':20} "
                          f"{'created':>7} {'updated':>7} {'disabled':>8} {'rejected':>8}  run")
