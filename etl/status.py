@@ -60,6 +60,8 @@ def _run_view(s: Any, run: Run, settings: Settings | None = None) -> dict[str, A
             "rejected_files": len(summary.get("rejected_files") or []),
             "records_read": int(records.get("records_read", 0)),
             "records_rejected": int(records.get("records_rejected", 0)),
+            # never merged automatically (INE conflicts among them): the run report lists them
+            "suspected_duplicates": len(summary.get("duplicates") or []),
         },
         # where each quarantined file is kept (its reason file beside it)
         "quarantined": [{"file": q.get("file"), "school": q.get("uai"),
@@ -155,7 +157,9 @@ def status_table(out: dict[str, Any]) -> str:
             lines.append(f"  schools {c['schools']}, records read {c['records_read']}, "
                          f"rejected {c['records_rejected']}, changes {c['changes']} "
                          f"(held {c['held_changes']}), applied {c['applied']}, "
-                         f"failed {c['failed']}, quarantined files {c['quarantined_files']}")
+                         f"failed {c['failed']}, quarantined files {c['quarantined_files']}"
+                         + (f", suspected duplicates {c['suspected_duplicates']}"
+                            if c.get("suspected_duplicates") else ""))
             if r["status"] == "abandoned" and r.get("error"):
                 lines.append(f"  {r['error']}")
             for q in r.get("quarantined", []):

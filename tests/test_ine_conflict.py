@@ -359,4 +359,9 @@ def test_cli_sync_tells_of_the_conflict_and_names_no_one(env: Settings,
     assert r.returncode == 0, r.stderr[-3000:]
     assert "suspected duplicates: ine_conflict 1" in r.stdout
     assert len(pupils(server)) == 2
-    no_personal_data(r.stdout, r.stderr)
+    st = subprocess.run([sys.executable, "-m", "etl.cli", "status", "--academy", ACADEMY,
+                         "--json"], env=cli_env, capture_output=True, text=True, timeout=300)
+    assert st.returncode == 0, st.stderr[-3000:]
+    assert json.loads(st.stdout)["academies"][0]["last_run"]["counts"][
+        "suspected_duplicates"] == 1
+    no_personal_data(r.stdout, r.stderr, st.stdout)
