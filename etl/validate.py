@@ -387,27 +387,27 @@ def group_warnings(frames: dict[str, pd.DataFrame], uai: str) -> list[RecordWarn
             "group {value} is in none of the school's lists of groups read tonight "
             "(BEE_STRUCTURES, STS-web); kept, as the pupils export has it", action="none"),
             m, uai))
-    both: dict[tuple[str, str], tuple[Any, Any, str]] = {}  # (code, kind) -> first row
-    for df, element in ((st, None), (m, "STRUCTURE")):
-        if not len(df):
+
+    def codes(kind: str) -> set[str]:
+        return {str(c) for df in (st, m) if len(df)
+                for c in df.loc[df["kind"] == kind, "code"].dropna().unique()}
+
+    clash = codes("G") & codes("D")  # almost always empty: only then are rows looked at
+    first: dict[str, tuple[Any, Any, str]] = {}  # group code -> its first row
+    for df in (st, m):
+        if not clash or not len(df):
             continue
-        for code, kind, fi, li, role in zip(C.values(df["code"]), C.values(df["kind"]),
-                                            C.values(df["file"]), C.values(df["line"]),
-                                            C.values(df["role"]) if "role" in df else
-                                            [None] * len(df), strict=True):
-            if code is None or kind not in ("D", "G"):
-                continue
-            el = element or ("GROUPE" if kind == "G" else "DIVISION")
-            if role == "teacher":
-                el = "ENSEIGNANT"
-            both.setdefault((str(code), str(kind)), (fi, li, el))
-    for (code, kind), (fi, li, el) in sorted(both.items()):
-        if kind == "G" and (code, "D") in both:
-            out.append(RecordWarning(
-                str(fi) if fi is not None else "?", uai, _line(li), el,
-                "group_code_is_division",
-                f"group {code}: a division has the same code; both are kept, the group "
-                f"apart (cn={code} (groupe))"))
+        rows = df[(df["kind"] == "G") & isin(df["code"], clash)]
+        roles = C.values(rows["role"]) if "role" in rows else [None] * len(rows)
+        for code, fi, li, role in zip(C.values(rows["code"]), C.values(rows["file"]),
+                                      C.values(rows["line"]), roles, strict=True):
+            el = "ENSEIGNANT" if role == "teacher" else "STRUCTURE" if role else "GROUPE"
+            first.setdefault(str(code), (fi, li, el))
+    for code, (fi, li, el) in sorted(first.items()):
+        out.append(RecordWarning(
+            str(fi) if fi is not None else "?", uai, _line(li), el, "group_code_is_division",
+            f"group {code}: a division has the same code; both are kept, the group apart "
+            f"(cn={code} (groupe))"))
     return out
 
 
