@@ -1,6 +1,7 @@
-"""Crash safety: slapd SIGKILLed in the middle of an apply, or the sync worker SIGKILLed;
-after a restart and a rerun the directory holds exactly what a clean run writes, nobody is
-duplicated, and the journal has an entry (run, time) for every entry written.
+"""Crash safety: slapd SIGKILLed in the middle of an apply (restarted at once, or left dead:
+the run then fails at once), or the sync worker SIGKILLed; after a restart and a rerun the
+directory holds exactly what a clean run writes, nobody is duplicated, and the journal has an
+entry (run, time) for every entry written.
 
 The sync runs as a subprocess (the CLI, as an Airflow worker would run it); the kill comes
 once the journal holds some but not all of the ~2,000 changes.
