@@ -1159,7 +1159,8 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
             out = _apply_changes(settings, academy_code, run_id, header, changes, workers)
     metrics.record(settings, run_id, academy_code, "apply", {
         "duration_s": time.monotonic() - t0, "planned": planned,
-        **{k: out.get(k, 0) for k in ("applied", "failed", "reconciled", "retries")},
+        **{k: out.get(k, 0) for k in ("applied", "failed", "reconciled", "retries", "left",
+                                      "connection_failures")},
         "schools_failed": len(out.get("failed_schools") or []),
     })
     return out

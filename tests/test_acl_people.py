@@ -188,6 +188,10 @@ def test_a_pupil_reads_his_own_entry_whole(server: LdapServer, people: dict[str,
         assert me["entelevepersreleleve"]  # his guardian's uid
         assert any(INES["1"] in j for j in me["entpersonjointure"])
         assert "userpassword" not in me  # settable and usable, never readable
+        # ... and only his: the same attributes of another pupil are not there
+        other = _everything(conn, people["other_pupil"])[people["other_pupil"].lower()]
+        assert not {"entpersondatenaissance", "enteleveine", "entelevepersreleleve",
+                    "entpersonjointure"} & set(other), sorted(other)
         # he may change his password, nothing else of his entry
         conn.modify(people["pupil"], {"userPassword": [
             (ldap3.MODIFY_REPLACE, [ssha_hash("pupil-pw-1")])]})
@@ -228,8 +232,10 @@ def test_other_peoples_public_attributes_and_the_school_are_readable(
     for name in ("uid", "entpersonlogin", "sn", "givenname", "cn", "displayname",
                  "entpersonprofils", "entpersonstructrattach", "enteleveclasses"):
         assert other.get(name), name
+    assert "entpersondatenaissance" not in other and "entpersonjointure" not in other
     teacher = seen[people["teacher"].lower()]
     assert teacher["entauxensclasses"] and teacher["entauxensclassesprincipal"]
+    assert "entpersondatenaissance" not in teacher
     school = f"ENTStructureUAI={UAI},ou=structures,{server.base}".lower()
     assert seen[school]["entstructureuai"] == [UAI]
     klass = seen[f"cn=3a,ou=groups,{school}"]
@@ -260,6 +266,13 @@ def test_consumer_accounts_keep_reading_everything_but_hashes(
     assert other["enteleveine"] == [INES["2"]] and other["entelevepersreleleve"]
     assert seen[people["other_guardian"].lower()]["mail"] == [MAILS["502"]]
     assert not any("userpassword" in a for a in seen.values())
+    # what a consumer reads, a person's bind does not
+    conn = _bind(server, people, "pupil")
+    try:
+        as_pupil = _everything(conn, people["other_pupil"])[people["other_pupil"].lower()]
+    finally:
+        conn.unbind()
+    assert set(other) - set(as_pupil) >= {"entpersondatenaissance", "enteleveine"}
 
 
 def test_the_public_list_is_a_whitelist_of_the_schema() -> None:
