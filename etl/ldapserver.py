@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -42,7 +41,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,8 @@ from urllib.parse import quote
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn, parse_dn
+
+from etl.fslock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -540,17 +540,6 @@ def _clean_stale_files(dir: Path) -> None:
             path.unlink()
 
 
-@contextlib.contextmanager
-def _locked(dir: Path) -> Iterator[None]:
-    """Serialize start/stop on one folder (parallel test workers, concurrent tasks)."""
-    with open(dir / ".lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _run_slaptest(slaptest: str, conf: Path) -> None:
     result = subprocess.run(
         [slaptest, "-u", "-f", str(conf)],
@@ -703,7 +692,7 @@ def start_slapd(
     ensure_slapd_installed()
     dir = Path(dir).resolve()
     dir.mkdir(parents=True, exist_ok=True)
-    with _locked(dir):
+    with exclusive(dir / ".lock"):
         running = server_info(dir) if is_running(dir) else None
         if running is not None:
             if running.base != base:
@@ -838,7 +827,7 @@ def stop_slapd(dir: Path) -> bool:
     dir = Path(dir).resolve()
     if not dir.is_dir():
         return False
-    with _locked(dir):
+    with exclusive(dir / ".lock"):
         pid = _running_pid(dir)
         if pid is None:
             _clean_stale_files(dir)

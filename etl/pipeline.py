@@ -1381,7 +1381,12 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     run_seconds = 0.0
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
-        if run is not None:
+        if run is not None and run.status == "abandoned":  # taken over meanwhile: it stays so
+            run.summary = {**summary, "abandoned": (run.summary or {}).get("abandoned"),
+                           "finished_after_abandoned": status}
+            log.warning("run %s ended after it was closed as abandoned: left abandoned",
+                        run_id)
+        elif run is not None:
             run.status, run.ended_at, run.summary = status, utcnow(), summary
             run_seconds = (run.ended_at - run.started_at).total_seconds()
     release_lock(settings, academy_code, run_id)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -35,9 +34,10 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from etl.fslock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +66,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One writer at a time in a run's quarantine folder (two schools' tasks may keep the
-    same zip at once)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -151,7 +138,8 @@ def keep(settings: Any, academy: str, run_id: str, doc: dict[str, Any], reason: 
     problem = {"member": member, "school": doc.get("uai"), "kind": doc.get("kind"),
                "rule": rule, "line": line, "reason": reason,
                "document_sha256": doc.get("sha256")}
-    with _locked(folder.parent):
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(folder.parent / ".lock"):
         folder.mkdir(parents=True, exist_ok=True)
         found = _find_kept(folder, src)
         try:

@@ -685,6 +685,17 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _record_rows(records: Sequence[RecordRejected | RecordWarning]) -> list[str]:
+    """A report's table of records (the first ``HTML_MAX_REJECTED``; the JSON has them all)."""
+    shown = records[:HTML_MAX_REJECTED]
+    out = [_table(("file", "line", "element", "rule", "message"),
+                  ((r.file, r.line, r.element, r.rule, r.message) for r in shown))
+           if shown else "<p>None.</p>"]
+    if len(records) > len(shown):
+        out.append(f"<p>{len(records) - len(shown)} more in the JSON report.</p>")
+    return out
+
+
 def render_html(outcome: ValidationOutcome) -> str:
     """A small self-contained page: summary, checks, rejected records, quarantined files."""
     e = html.escape
@@ -713,19 +724,9 @@ def render_html(outcome: ValidationOutcome) -> str:
                 for c in outcome.checks)),
         "<h2>Rejected records</h2>",
     ]
-    shown = outcome.rejected[:HTML_MAX_REJECTED]
-    parts.append(_table(("file", "line", "element", "rule", "message"),
-                        ((r.file, r.line, r.element, r.rule, r.message) for r in shown))
-                 if shown else "<p>None.</p>")
-    if len(outcome.rejected) > len(shown):
-        parts.append(f"<p>{len(outcome.rejected) - len(shown)} more in the JSON report.</p>")
+    parts += _record_rows(outcome.rejected)
     parts.append("<h2>Warnings (read anyway)</h2>")
-    warned = outcome.warnings[:HTML_MAX_REJECTED]
-    parts.append(_table(("file", "line", "element", "rule", "message"),
-                        ((w.file, w.line, w.element, w.rule, w.message) for w in warned))
-                 if warned else "<p>None.</p>")
-    if len(outcome.warnings) > len(warned):
-        parts.append(f"<p>{len(outcome.warnings) - len(warned)} more in the JSON report.</p>")
+    parts += _record_rows(outcome.warnings)
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -166,6 +166,21 @@ def test_a_holder_elsewhere_is_dead_once_its_heartbeat_stops(st: Settings) -> No
     assert run_row(st, far).status == "abandoned"
 
 
+def test_a_run_taken_over_that_ends_late_stays_abandoned(st: Settings) -> None:
+    """A holder judged dead (its heartbeat stopped) that comes back and finishes neither
+    reopens its run nor frees the lock of the run that took over."""
+    late = pipeline.start_run(st, "ac-reims")
+    locks.stop_beating(st.state_url, late)
+    age(st, late, st.lock_stale_after + 5, host="another-host")
+    taker = pipeline.start_run(st, "ac-reims")
+    pipeline.finish_run(st, "ac-reims", late, {}, [], None, None)
+    run = run_row(st, late)
+    assert run.status == "abandoned"
+    assert (run.summary or {}).get("finished_after_abandoned") and (run.summary or {})["abandoned"]
+    lock = lock_of(st)
+    assert lock is not None and lock.run_id == taker
+
+
 def test_a_dag_run_between_tasks_holds_the_lock_while_its_heartbeat_is_fresh(
         st: Settings) -> None:
     """An Airflow task's process ends and the DAG run goes on: its pid says nothing."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from etl.errors import ConfigError, EntsyncError, StateDBError
+from etl.fslock import exclusive
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _engines: dict[str, Engine] = {}
@@ -137,22 +138,6 @@ def _open(url: str) -> Engine:
     return engine
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created), held until the block ends."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
-        yield
-        return
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _migrate(engine: Engine, url: str) -> None:
     """Bring the schema to head, once: a schema already at head takes no lock; otherwise the
     upgrade runs under a PostgreSQL advisory lock (in its transaction) or a file lock beside
@@ -167,7 +152,7 @@ def _migrate(engine: Engine, url: str) -> None:
         if MigrationContext.configure(conn).get_current_revision() == head:
             return
     db_file = _sqlite_file(url)
-    guard = (_file_lock(db_file.with_name(db_file.name + ".migrate.lock"))
+    guard = (exclusive(db_file.with_name(db_file.name + ".migrate.lock"))
              if db_file is not None else contextlib.nullcontext())
     with guard, engine.begin() as conn:
         if conn.dialect.name == "postgresql":
