@@ -38,7 +38,8 @@ lint: $(VENV)/.installed
 # database per test on 127.0.0.1:5432; skipped without one, except in CI where they fail)
 PG_TESTS = tests/test_sync.py tests/test_lifecycle.py tests/test_matching.py \
 	tests/test_metrics.py tests/test_staging.py tests/test_status.py tests/test_feed.py \
-	tests/test_plan_state.py
+	tests/test_plan_state.py tests/test_ine_conflict.py tests/test_classes_groups.py \
+	tests/test_export_dates.py
 
 test: install browser-deps lint
 	$(BIN)/python -m pytest -q
