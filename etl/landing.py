@@ -53,24 +53,31 @@ _UAI_SNIFF = re.compile(
 )
 
 
-def sniff_uai(src: XmlSource) -> str | None:
-    """The school a rejected document claims to be from, without parsing it.
+#: a document's root element, found the same way (the kind of a file that cannot be parsed)
+_ROOT_SNIFF = re.compile(rb"<(" + "|".join(KINDS).encode("ascii") + rb")[\s>/]")
+
+
+def sniff_header(src: XmlSource) -> tuple[str | None, str | None]:
+    """The school and the kind a rejected document claims, without parsing it.
 
     A DOCTYPE, a truncated or wrongly encoded file is refused before or while parsing, but
-    its report should still say which school sent it: the first ``PROLOG_SCAN`` bytes are
-    searched for the UAI of the header. Only a well-formed UAI (check letter) is returned;
-    it is a hint for the report, never used to route data.
+    its report should still say which school sent it and what it was (a refused pupils
+    export, with no other tonight, leaves its school untouched): the first ``PROLOG_SCAN``
+    bytes are searched for the header's UAI and a known root element. Only a well-formed UAI
+    (check letter) is returned; both are hints for the report, never used to route data.
     """
     try:
         with open_source(src) as f:
             head = f.read(PROLOG_SCAN)
     except (FileRejected, OSError, ValueError, EOFError):
-        return None
+        return None, None
+    root = _ROOT_SNIFF.search(head)
+    kind = KINDS[root.group(1).decode("ascii")] if root else None
     m = _UAI_SNIFF.search(head)
     if m is None:
-        return None
+        return None, kind
     uai = (m.group(1) or m.group(2)).decode("ascii")
-    return uai if uai_is_valid(uai) else None
+    return (uai if uai_is_valid(uai) else None), kind
 
 
 def uai_check_letter(first7: str) -> str:
@@ -264,7 +271,8 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
             d.size = p.stat().st_size
         except FileRejected as e:
             d = _rejected(src.path, src.member, e.reason)
-            d.uai = e.uai or sniff_uai(src)
+            uai, d.kind = sniff_header(src)
+            d.uai = e.uai or uai
             res.append(d)
             continue
         if d.uai and not academy.owns_uai(d.uai):

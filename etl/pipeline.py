@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import tempfile
 import threading
@@ -517,36 +516,23 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                        fingerprint, read_rejected, warnings, refused)
 
 
-#: a document's root element, found by a plain byte search (``_refused_files``)
-_ROOT_SNIFF = re.compile(rb"<(BEE_ELEVES|BEE_RESPONSABLES|BEE_NOMENCLATURES|BEE_STRUCTURES|"
-                         rb"STS_EDT)[\s>/]")
-
-
 def _refused_files(settings: Settings, run_id: str, uai: str,
                    kinds: set[str]) -> list[dict[str, Any]]:
     """The school's files refused at discovery tonight (a DOCTYPE, a wrong encoding...),
-    for its report. Their kind is sniffed from the head's bytes, never parsed: a refused
-    pupils export, with no other tonight, is that school's one problem (``unread``)."""
-    from etl.landing import KINDS
-    from etl.xmlsafe import PROLOG_SCAN, XmlSource, open_source
+    for its report, with the kind discovery sniffed from their head (``sniff_header``) when
+    the school sent nothing else of that kind tonight: such a refused export is that school's
+    one problem (``unread``)."""
+    from etl.xmlsafe import XmlSource
 
     with session_factory(settings.state_url)() as s:
-        rows = s.execute(select(SourceFile.path, SourceFile.member, SourceFile.reason)
+        rows = s.execute(select(SourceFile.path, SourceFile.member, SourceFile.reason,
+                                SourceFile.kind)
                          .where(SourceFile.run_id == run_id, SourceFile.uai == uai,
                                 SourceFile.status == "rejected")).all()
-    out = []
-    for path, member, reason in rows:
-        src = XmlSource(Path(path), member)
-        kind = None
-        try:
-            with open_source(src) as f:
-                m = _ROOT_SNIFF.search(f.read(PROLOG_SCAN))
-            kind = KINDS.get(m.group(1).decode()) if m else None
-        except (FileRejected, OSError, ValueError, EOFError):
-            pass
-        out.append({"file": src.short_name, "reason": str(reason or "refused"),
-                    "kind": kind if kind and kind not in kinds else None})
-    return out
+    return [{"file": XmlSource(Path(path), member).short_name,
+             "reason": str(reason or "refused"),
+             "kind": kind if kind and kind not in kinds else None}
+            for path, member, reason, kind in rows]
 
 
 def _school_row(academy_code: str, uai: str, year: int | None,

@@ -71,6 +71,17 @@ def fresh_pg_database(encoding: str | None = None) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh state DB URL on each backend in turn (SQLite in a folder not made yet, then a
+    new PostgreSQL database): for the tests of locks and migrations, which differ by backend."""
+    if request.param == "postgresql":
+        with fresh_pg_database() as u:
+            yield u
+    else:
+        yield f"sqlite:///{tmp_path / 'fresh' / 'state.db'}"
+
+
 @pytest.fixture
 def state_url(tmp_path: Path) -> Iterator[str]:
     """The test's own state DB: SQLite by default; a fresh PostgreSQL database when

@@ -22,23 +22,14 @@ from etl.errors import RunLocked
 from etl.locks import RunAbandoned
 from etl.state.db import session_factory
 from etl.state.models import AcademyLock, Run
-from tests.conftest import fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "postgresql":
-        with fresh_pg_database() as u:
-            yield u
-    else:
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-
-
 @pytest.fixture
-def st(tmp_path: Path, url: str) -> Iterator[Settings]:
-    yield Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path), "ENTSYNC_STATE_URL": url})
+def st(tmp_path: Path, each_state_url: str) -> Iterator[Settings]:
+    yield Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path),
+                             "ENTSYNC_STATE_URL": each_state_url})
     locks._stop_all()
 
 

@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from sqlalchemy import create_engine, inspect, text
 
 from etl import cli
 from etl.state import db
-from tests.conftest import fresh_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 6
@@ -42,20 +40,11 @@ def head() -> str:
     return rev
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "postgresql":
-        with fresh_pg_database() as u:
-            yield u
-    else:
-        yield f"sqlite:///{tmp_path / 'fresh' / 'state.db'}"
-
-
-def test_processes_opening_a_fresh_database_together_migrate_it_once(fresh_url: str) -> None:
+def test_processes_opening_a_fresh_database_together_migrate_it_once(each_state_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(WORKERS)
     out: multiprocessing.queues.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_open_at_once, args=(fresh_url, barrier, out))
+    procs = [ctx.Process(target=_open_at_once, args=(each_state_url, barrier, out))
              for _ in range(WORKERS)]
     for p in procs:
         p.start()
@@ -63,7 +52,7 @@ def test_processes_opening_a_fresh_database_together_migrate_it_once(fresh_url: 
     for p in procs:
         p.join(timeout=60)
     assert results == ["ok"] * WORKERS, results
-    engine = create_engine(fresh_url)
+    engine = create_engine(each_state_url)
     try:
         with engine.connect() as c:
             assert c.execute(text("select version_num from alembic_version")).scalars().all() \
