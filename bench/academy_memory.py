@@ -32,15 +32,15 @@ NIGHTS = {"initial": dt.date(2026, 10, 1), "delta": dt.date(2026, 10, 3)}
 STAGES = ("discover", "read_validate", "reconcile", "apply", "report")
 #: what `entsync sync` imports before it reads anything: the baseline of its peak RSS
 IMPORTS = ("import pandas, pyarrow, sqlalchemy, ldap3, lxml.etree; "
-           "import etl.cli, etl.pipeline, etl.apply, etl.desired, etl.plan, etl.lifecycle, "
-           "etl.validate, etl.readers, etl.normalize, etl.identity, etl.matching, etl.report, "
-           "etl.feedback")
+           "import etl.cli, etl.run, etl.apply.writer, etl.plan.desired, etl.plan.diff, "
+           "etl.plan.absence, etl.validate.rules, etl.read, etl.read.normalize, "
+           "etl.match.identity, etl.match.matcher, etl.report.page, etl.validate.feedback")
 
 
 def generate(root: Path, academy: str, scale: float, seed: int) -> dict[str, Any]:
     """The landing of each night under ``root/landing-<night>/<academy>`` (kept when done)."""
     from bench.mutate import mutate_landing
-    from etl.generate import generate_region
+    from etl.devtools.generate import generate_region
 
     info: dict[str, Any] = {}
     for night, date in NIGHTS.items():
@@ -95,7 +95,7 @@ def entries_of(state_db: Path) -> int:
 
 
 def main() -> None:
-    from etl.ldapserver import start_slapd, stop_slapd
+    from etl.devtools.slapd import start_slapd, stop_slapd
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=0.1)

@@ -29,8 +29,8 @@ from typing import Any
 from bench.mutate import mutate_landing
 from bench.run import BIN, REPO, _check, clean_env, timed
 from etl.config import load_academies
-from etl.generate import generate_academy
-from etl.ldapserver import start_slapd, stop_slapd
+from etl.devtools.generate import generate_academy
+from etl.devtools.slapd import start_slapd, stop_slapd
 
 NIGHTS = {"initial": dt.date(2026, 10, 1), "noop": dt.date(2026, 10, 2),
           "delta": dt.date(2026, 10, 3)}

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from etl.plan import diff_attrs
+from etl.plan.diff import diff_attrs
 
 
 def _safe(value: str) -> bool:

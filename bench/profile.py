@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import BIN, RESULTS, clean_env, timed
-from etl.generate import generate_region
-from etl.ldapserver import start_slapd, stop_slapd
+from etl.devtools.generate import generate_region
+from etl.devtools.slapd import start_slapd, stop_slapd
 
 #: stage of a main-thread sample: first of these functions found from the stack's root
 STAGES = (

@@ -23,8 +23,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from etl.readers.siecle import read_siecle_eleves
-from etl.xmlsafe import XmlSource
+from etl.read.siecle import read_siecle_eleves
+from etl.discover.xmlsafe import XmlSource
 mode, path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 n = 0
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=200.0)
     ap.add_argument("--keep", help="write the file here instead of a temp folder")
     a = ap.parse_args()
-    from etl.generate import generate_pupils_file
+    from etl.devtools.generate import generate_pupils_file
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(a.keep or tmp) / "ElevesSansAdresses.xml"

@@ -46,8 +46,8 @@ from typing import Any
 from bench.ldif import filter_dump, journal_count, journal_rows, write_changes
 from bench.mutate import mutate_landing
 from etl.config import load_academies
-from etl.generate import generate_region
-from etl.ldapserver import LdapServer, find_program, start_slapd, stop_slapd
+from etl.devtools.generate import generate_region
+from etl.devtools.slapd import LdapServer, find_program, start_slapd, stop_slapd
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,7 +1,7 @@
 """Does the sync's CPU work slow a directory server on the same machine? It depends on where
 the kernel puts them.
 
-Starts a throwaway slapd (``etl.ldapserver.start_slapd``: in the caller's session), then adds
+Starts a throwaway slapd (``etl.devtools.slapd.start_slapd``: in the caller's session), then adds
 the same number of small entries with ``ldapadd`` (``--clients`` at once, durable writes)
 while ``--busy`` CPU-bound processes run (as the reading and planning of other academies do):
 
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 
 BUSY = {
     "nice 10": "import os; os.nice(10)\nwhile True: pass",

@@ -4,14 +4,14 @@
                                [--stale]
 
 Each round starts a fresh slapd (the project's config), writes --entries OUs in transactions
-of --size operations through etl.apply's DirectoryWriter (--stale: one entry already there,
+of --size operations through etl.apply.writer's DirectoryWriter (--stale: one entry already there,
 so a commit fails and its batch is replayed), checks the server still runs, and stops it.
 Prints the rounds whose slapd died (the kernel log says how: `dmesg | grep slapd`).
 
 Seen on Debian 12's slapd 2.5.13 on 2026-11-28 (the project's config; 400 entries, 50 per
 transaction): with the whole batch written at once on one connection, 8 and 3 rounds of 15
 died; one request in flight per transaction, 1 of 15 on four connections; one transaction at
-a time on one connection (what etl.apply does), 1 of 15 with --stale, then 0 of 25 and 0 of 8
+a time on one connection (what etl.apply.writer does), 1 of 15 with --stale, then 0 of 25 and 0 of 8
 without; with the syncprov overlay removed from the config, 0 of 20, and 1 of 25 with --stale
 (a general protection fault in libc). Segfaults and protection faults inside slapd or libc,
 so not the client's doing: transactions stay off by default.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import ldap3
 
-from etl.apply import DirectoryWriter, LdapTarget
-from etl.ldapserver import is_running, start_slapd, stop_slapd
-from etl.plan import Change
+from etl.apply.writer import DirectoryWriter, LdapTarget
+from etl.devtools.slapd import is_running, start_slapd, stop_slapd
+from etl.plan.diff import Change
 
 
 def main(argv: list[str] | None = None) -> int:

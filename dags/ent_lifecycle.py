@@ -52,8 +52,8 @@ def ent_lifecycle() -> None:
             # the same connection handling and retry policy as the sync DAGs
             from ent_sync import _settings, retry_policy
 
-            from etl.operations import purge_expired, purge_staging
-            from etl.quarantine import purge_quarantine
+            from etl.discover.quarantine import purge_quarantine
+            from etl.ops.operations import purge_expired, purge_staging
 
             with retry_policy():
                 st = _settings()

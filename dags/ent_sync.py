@@ -61,8 +61,8 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Asset, BaseOperatorLink, Param, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from etl.assets import directory_asset_name, directory_asset_uri
 from etl.config import Academy, load_academies
+from etl.report.assets import directory_asset_name, directory_asset_uri
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,7 +106,7 @@ def _settings() -> Any:
     if key is not None and key in _SETTINGS:
         return _SETTINGS[key]
     st = _build_settings()
-    from etl.pipeline import yield_cpu
+    from etl.runtime.cpu import yield_cpu
 
     yield_cpu(st)  # the task's process: CPU-bound batch work yields to the directory server
     if key is not None:
@@ -196,7 +196,7 @@ def _on_task_failure(context: Any) -> None:
     releases the academy's lock, so the next run need not wait for it to go stale)."""
     import logging
 
-    from etl import pipeline
+    from etl import run as pipeline
 
     ti = context["ti"]
     school = getattr(ti, "rendered_map_index", None) or "-"
@@ -276,7 +276,7 @@ def _responder(answer: dict[str, Any]) -> str:
 
 def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[str, Any]:
     """One decision per held school, each checked against the plan hash that was shown."""
-    from etl import pipeline
+    from etl import run as pipeline
 
     out, st = {}, _settings()
     for uai, h in sorted(held.items()):
@@ -298,7 +298,7 @@ class RunReportLink(BaseOperatorLink):
         from airflow.sdk.configuration import conf
         from airflow.sdk.execution_time.xcom import XCom
 
-        from etl.report import report_url
+        from etl.report.page import report_url
 
         disc = XCom.get_one(key=RUN_KEY, dag_id=ti_key.dag_id, task_id=DISCOVER,
                             run_id=ti_key.run_id, map_index=-1)
@@ -308,7 +308,7 @@ class RunReportLink(BaseOperatorLink):
 
 
 def directory_asset(academy_code: str) -> Asset:
-    """The asset an academy's sync emits when it changed the directory (`etl.assets`)."""
+    """The asset an academy's sync emits when it changed the directory (`etl.report.assets`)."""
     return Asset(name=directory_asset_name(academy_code), uri=directory_asset_uri(academy_code))
 
 
@@ -370,8 +370,8 @@ def make_dag(academy: Academy) -> Any:
                 of ENTSYNC_READ_GROUP (16; one mapped read_validate each: their rules run
                 together, and one task process reads them all), each school with its name when
                 its STS-web export gives it (the UI's label of the mapped task)."""
-                from etl import pipeline
-                from etl.report import school_name
+                from etl import run as pipeline
+                from etl.report.page import school_name
 
                 dry, schools = _params()
                 st = _settings()
@@ -406,7 +406,7 @@ def make_dag(academy: Academy) -> Any:
             def read_validate(
                 batch: dict[str, Any], disc: dict[str, Any]
             ) -> list[dict[str, Any]]:
-                from etl import pipeline
+                from etl import run as pipeline
 
                 dry, _ = _params()
                 return pipeline.read_validate_schools(
@@ -426,7 +426,7 @@ def make_dag(academy: Academy) -> Any:
             def reconcile(
                 disc: dict[str, Any], results: Sequence[list[dict[str, Any]] | None]
             ) -> dict[str, Any]:
-                from etl import pipeline
+                from etl import run as pipeline
 
                 dry, _ = _params()
                 return pipeline.reconcile(
@@ -443,7 +443,7 @@ def make_dag(academy: Academy) -> Any:
                 disc: dict[str, Any], rec: dict[str, Any],
                 results: Sequence[list[dict[str, Any]] | None],
             ) -> dict[str, Any]:
-                from etl import pipeline
+                from etl import run as pipeline
 
                 dry, _ = _params()
                 return pipeline.apply_plan(
@@ -462,7 +462,7 @@ def make_dag(academy: Academy) -> Any:
                 rec: dict[str, Any],
                 app: dict[str, Any],
             ) -> dict[str, Any]:
-                from etl import pipeline
+                from etl import run as pipeline
                 from etl.errors import EntsyncError
 
                 dry, _ = _params()

@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_generate(a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from etl.generate import generate_academy, generate_region
+    from etl.devtools.generate import generate_academy, generate_region
 
     export = dt.date.fromisoformat(a.export_date) if a.export_date else None
     if a.region:
@@ -79,7 +79,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_check(a: argparse.Namespace) -> int:
     """Discovery + read + validate + normalize, nothing written to the directory."""
-    from etl import pipeline
+    from etl import run as pipeline
 
     st = _settings(a)
     pipeline.yield_cpu(st)
@@ -113,7 +113,7 @@ def _check_table(out: dict[str, Any]) -> str:
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
-    from etl import pipeline
+    from etl import run as pipeline
 
     st = _settings(a)
     summary = pipeline.run_sync(st, a.academy, dry_run=a.dry_run, schools=a.school or None,
@@ -127,7 +127,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
 
 
 def cmd_pending(a: argparse.Namespace) -> int:
-    from etl import pipeline
+    from etl import run as pipeline
 
     rows = pipeline.pending_approvals(_settings(a), a.run_id)
     _print({"pending": rows}, a.json, lambda o: "\n".join(
@@ -138,7 +138,7 @@ def cmd_pending(a: argparse.Namespace) -> int:
 
 
 def cmd_decide(a: argparse.Namespace) -> int:
-    from etl import pipeline
+    from etl import run as pipeline
 
     res = pipeline.decide(_settings(a), a.run_id, approve=a.cmd == "approve", uai=a.school,
                           by=a.by, expected_hash=a.plan_hash)
@@ -150,7 +150,7 @@ def cmd_decide(a: argparse.Namespace) -> int:
 
 
 def cmd_undo(a: argparse.Namespace) -> int:
-    from etl.operations import undo_run
+    from etl.ops.operations import undo_run
 
     res = undo_run(_settings(a), a.run_id)
     _print(res, a.json, lambda o: f"undo of {o['undo_of']} ({o['run_id']}): {o['applied']} "
@@ -159,7 +159,7 @@ def cmd_undo(a: argparse.Namespace) -> int:
 
 
 def cmd_merge(a: argparse.Namespace) -> int:
-    from etl.operations import merge_accounts
+    from etl.ops.operations import merge_accounts
 
     res = merge_accounts(_settings(a), a.keep_uid, a.other_uid)
     _print(res, a.json, lambda o: f"{o['merged']} merged into {o['keep']} ({o['run_id']}): "
@@ -168,8 +168,8 @@ def cmd_merge(a: argparse.Namespace) -> int:
 
 
 def cmd_lifecycle(a: argparse.Namespace) -> int:
-    from etl.operations import purge_expired, purge_staging
-    from etl.quarantine import purge_quarantine
+    from etl.discover.quarantine import purge_quarantine
+    from etl.ops.operations import purge_expired, purge_staging
 
     st = _settings(a)
     out = {code: {**purge_expired(st, code, dry_run=a.dry_run),
@@ -228,7 +228,7 @@ def cmd_ldap(a: argparse.Namespace) -> int:
     shell exports (the passwords of the rootdn and the reader stay in their secret files)."""
     import shlex
 
-    from etl.ldapserver import start_slapd, stop_slapd
+    from etl.devtools.slapd import start_slapd, stop_slapd
 
     d = Path(a.dir)
     if a.action == "up":
@@ -248,8 +248,8 @@ def cmd_show(a: argparse.Namespace) -> int:
     """What the directory holds: accounts per profile, a sample entry, a class and members."""
     import ldap3
 
-    from etl.apply import connect
-    from etl.pipeline import ldap_target_from_settings
+    from etl.apply.stage import ldap_target_from_settings
+    from etl.apply.writer import connect
 
     st = _settings(a)
     target = ldap_target_from_settings(st)
@@ -287,7 +287,7 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 def cmd_status(a: argparse.Namespace) -> int:
     """Per academy, the last run; per school, its last status, applied export and changes."""
-    from etl.status import status, status_table
+    from etl.report.status import status, status_table
 
     _print(status(_settings(a), a.academy), a.json, status_table)
     return 0
@@ -295,7 +295,7 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 def cmd_unlock(a: argparse.Namespace) -> int:
     """Release an academy's lock whose holder is dead (refused while it is alive: exit 1)."""
-    from etl.locks import unlock
+    from etl.store.locks import unlock
 
     res = unlock(_settings(a), a.academy, by=a.by, force=a.force)
     r = res["released"]
@@ -308,7 +308,7 @@ def cmd_unlock(a: argparse.Namespace) -> int:
 
 def cmd_changes(a: argparse.Namespace) -> int:
     """The journal's changes since a run or a time: DN, operation, attribute names."""
-    from etl.feed import changes_since
+    from etl.report.feed import changes_since
 
     changes = changes_since(_settings(a).state_url, a.since, include_values=a.values,
                             academy=a.academy)
@@ -320,7 +320,7 @@ def cmd_changes(a: argparse.Namespace) -> int:
 
 def cmd_airflow(a: argparse.Namespace) -> int:
     """A local Airflow (api-server, scheduler, dag-processor, triggerer) on the demo data."""
-    from etl.devserver import DevAirflowConfig, serve
+    from etl.devtools.airflow_dev import DevAirflowConfig, serve
 
     return serve(DevAirflowConfig.local(port=a.port, demo=Path(a.demo), home=Path(a.home),
                                         schools=a.schools, pupils=a.pupils))
@@ -493,7 +493,7 @@ def _unexpected(e: Exception, verbose: bool) -> int:
     for a URL it cannot use), or a bug (exit 1). The traceback only with ``-v``."""
     import sqlalchemy.exc as sx
 
-    from etl.state.db import state_db_error
+    from etl.store.db import state_db_error
 
     if verbose:
         logging.getLogger("entsync").exception("traceback")

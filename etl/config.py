@@ -147,7 +147,7 @@ def _int_setting(name: str, raw: str | None, default: int, low: int, high: int |
 
 
 def _slots_setting(raw: str | None) -> int:
-    from etl.cpuslots import default_slots
+    from etl.runtime.cpuslots import default_slots
 
     if raw is None or raw.strip().lower() in ("", "auto"):
         return default_slots()
@@ -192,7 +192,7 @@ class Settings:
     cpu_policy: str = "auto"
     #: CPU-bound stages (reading, validating, planning) of academies' first loads that go
     #: first on this machine, whichever processes run them (``ENTSYNC_CPU_SLOTS``; ``auto``:
-    #: one per core; 0: no slots): ``etl.cpuslots``
+    #: one per core; 0: no slots): ``etl.runtime.cpuslots``
     cpu_slots: int = 0
     #: schools read per task (``ENTSYNC_READ_GROUP``): their validation rules run together
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
@@ -203,7 +203,7 @@ class Settings:
     #: tables and plans anew, which would fill the staging area in weeks
     staging_keep_days: int = 14
     #: seconds without a heartbeat after which a run's process on another host is dead
-    #: (``ENTSYNC_LOCK_STALE_AFTER``; on the same host its pid tells at once): ``etl.locks``
+    #: (``ENTSYNC_LOCK_STALE_AFTER``; on the same host its pid tells at once): ``etl.store.locks``
     lock_stale_after: int = 300
     #: the same for an Airflow DAG run, which lives between its tasks (queues, retry delays)
     #: with no process to look at (``ENTSYNC_LOCK_DAG_STALE_AFTER``)

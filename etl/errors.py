@@ -114,7 +114,7 @@ class RunLocked(EntsyncError):
 
 
 class StateDBError(EntsyncError):
-    """The state DB cannot be opened, migrated or used (``etl.state.db``): unreachable,
+    """The state DB cannot be opened, migrated or used (``etl.store.db``): unreachable,
     locked, unwritable, or a schema this version does not know. ``transient``: whether a
     later attempt may succeed (a server down or busy, a lock)."""
 
@@ -145,7 +145,7 @@ def _ldap_transient(exc: BaseException) -> bool | None:
     if not isinstance(exc, lx.LDAPException):
         return None
     if type(exc) is lx.LDAPException:
-        # what etl.apply raises for a server that cannot be reached or a bind that failed for
+        # what etl.apply.writer raises for a server that cannot be reached or a bind that failed for
         # a reason other than the credentials (those are DirectoryError)
         return True
     transient = (lx.LDAPCommunicationError, lx.LDAPResponseTimeoutError,
@@ -174,7 +174,7 @@ def is_transient(exc: BaseException) -> bool:
     """Whether another attempt later may succeed where this one failed.
 
     Transient: the directory or the state DB unreachable, busy or slow (ldap3 communication
-    errors and busy/unavailable/time-limit results, the plain ``LDAPException`` etl.apply
+    errors and busy/unavailable/time-limit results, the plain ``LDAPException`` etl.apply.writer
     raises for a server it cannot reach; SQLAlchemy ``OperationalError``; network
     ``OSError``s such as a refused or reset connection), and ``RunLocked`` (the other run
     ends), ``DirectoryUnavailable`` (the apply stopped on a directory that went down).

@@ -6,7 +6,7 @@ folder, e.g. ``summary.json``, ``schools/<UAI>/validation_<UAI>.html``) from
 
 Airflow does not authenticate plugin apps: each request is checked here, with Airflow's own
 session (the UI's cookie, or a bearer token) and the auth manager's verdict on reading the
-runs of the academy's DAG. Which file may be served is decided by ``etl.report``
+runs of the academy's DAG. Which file may be served is decided by ``etl.report.page``
 (``resolve_report_file``: no ``..``, nothing outside the run's folder, .html/.json only).
 """
 
@@ -22,7 +22,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, status
 from fastapi.responses import FileResponse
 
-from etl.report import REPORTS_URL_PREFIX
+from etl.report.page import REPORTS_URL_PREFIX
 
 app = FastAPI(title="entsync run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -40,7 +40,7 @@ def run_report(run_id: str, relpath: str, user: GetUserDep) -> FileResponse:
     from airflow.models.dag import DagModel
 
     from etl.config import Settings, load_academies
-    from etl.report import ReportNotFound, academy_of_run, media_type, resolve_report_file
+    from etl.report.page import ReportNotFound, academy_of_run, media_type, resolve_report_file
 
     academies = load_academies()
     code = academy_of_run(run_id, academies)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from etl.config import Settings
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 
 pytest_plugins = ["tests.ldap_fixture"]
 
@@ -47,7 +47,7 @@ def fresh_pg_database(encoding: str | None = None) -> Iterator[str]:
     that fails the test."""
     from sqlalchemy import create_engine, text
 
-    from etl.state.db import dispose_all
+    from etl.store.db import dispose_all
 
     try:
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

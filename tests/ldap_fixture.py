@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import ldap3
 import pytest
 
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 
 
 @pytest.fixture(scope="session")

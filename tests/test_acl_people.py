@@ -17,10 +17,10 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.generate import uai_check_letter
-from etl.ldapserver import ENTSYNC_SCHEMA, LdapServer, ssha_hash, start_slapd, stop_slapd
+from etl.devtools.generate import uai_check_letter
+from etl.devtools.slapd import ENTSYNC_SCHEMA, LdapServer, ssha_hash, start_slapd, stop_slapd
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.ldap_fixture import admin_connection, bound_connection
 

@@ -1,7 +1,7 @@
 """Issue 4's acceptance: a school held by a disaster guard is approved, or rejected, from Airflow.
 
-A real `airflow standalone` (``etl.devserver``: its own AIRFLOW_HOME, free ports, a slapd of the
-test's own) runs ac-strasbourg's DAG on a landing of one hand-made school of 30 pupils
+A real `airflow standalone` (``etl.devtools.airflow_dev``: its own AIRFLOW_HOME, free ports, a slapd
+of the test's own) runs ac-strasbourg's DAG on a landing of one hand-made school of 30 pupils
 (`tests.test_lifecycle`'s ``roster``/``drop``). Everything goes through Airflow's REST API, the
 same calls the UI makes:
 
@@ -37,12 +37,12 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings, get_academy
-from etl.devserver import USERNAME, DevAirflowConfig, RunningAirflow, running
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
-from etl.state.db import session_factory
-from etl.state.models import Approval, Run
+from etl.devtools.airflow_dev import USERNAME, DevAirflowConfig, RunningAirflow, running
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
+from etl.store.db import session_factory
+from etl.store.models import Approval, Run
 from tests.test_airflow_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_lifecycle import ACADEMY, UAI, drop, dump, roster
 from tests.test_sync import search

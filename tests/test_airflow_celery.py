@@ -38,7 +38,7 @@ from typing import IO, Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from etl.ldapserver import start_slapd, stop_slapd
+from etl.devtools.slapd import start_slapd, stop_slapd
 from tests.test_sync import people
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.ldap]
@@ -118,7 +118,7 @@ def databases(pg_admin: Engine) -> Iterator[dict[str, str]]:
     try:
         yield {k: f"{base}/{n}" for k, n in names.items()}
     finally:
-        from etl.state.db import dispose_all
+        from etl.store.db import dispose_all
 
         dispose_all()
         with pg_admin.connect() as c:

@@ -1,7 +1,7 @@
 """The ops team's path through the real Airflow UI, in a real headless browser.
 
-`etl.devserver` starts `airflow standalone` (its own AIRFLOW_HOME, free ports, a slapd of the
-test's own, a generated landing of 2 small schools); Debian's chromium, driven by
+`etl.devtools.airflow_dev` starts `airflow standalone` (its own AIRFLOW_HOME, free ports, a
+slapd of the test's own, a generated landing of 2 small schools); Debian's chromium, driven by
 playwright-python (never a downloaded browser), logs in, opens the academy DAG, and after a
 run (triggered through the REST API: the trigger dialog's markup changes between Airflow
 releases) opens the run, the report task with its *Run report* link, and the report itself as
@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 import pytest
 
-from etl.devserver import USERNAME, DevAirflowConfig, RunningAirflow, running
-from etl.ldapserver import stop_slapd
+from etl.devtools.airflow_dev import USERNAME, DevAirflowConfig, RunningAirflow, running
+from etl.devtools.slapd import stop_slapd
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ldap]
 

@@ -8,12 +8,12 @@ import socket
 
 import pytest
 
-from etl.apply import DirectoryWriter, LdapTarget
+from etl.apply.stage import ldap_target_from_settings
+from etl.apply.writer import DirectoryWriter, LdapTarget
 from etl.config import Settings
+from etl.devtools.slapd import LdapServer
 from etl.errors import ConfigError, DirectoryUnavailable, is_transient
-from etl.ldapserver import LdapServer
-from etl.pipeline import ldap_target_from_settings
-from etl.plan import Change
+from etl.plan.diff import Change
 from tests.ldap_fixture import Refuser
 from tests.test_ldap_error_log import _refused
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from etl.apply import ApplyResult, DirectoryWriter, LdapTarget, Outcome
-from etl.plan import Change, apply_order, wave_key
+from etl.apply.writer import ApplyResult, DirectoryWriter, LdapTarget, Outcome
+from etl.plan.diff import Change, apply_order, wave_key
 
 
 class RecordingWriter(DirectoryWriter):

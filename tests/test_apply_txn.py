@@ -1,4 +1,4 @@
-"""The applier's writes on the wire (etl.ldapwire's hand-encoded requests), against the test's
+"""The applier's writes on the wire (etl.apply.wire's hand-encoded requests), against the test's
 own slapd, and the RFC 5805 transaction framing (off by default: slapd 2.5.13 crashes under
 transactions, see bench/txn_stress.py).
 """
@@ -10,10 +10,10 @@ from typing import Any
 import ldap3
 import pytest
 
-from etl import ldapwire
-from etl.apply import DirectoryWriter, LdapTarget, txn_end_value
-from etl.ldapserver import LdapServer
-from etl.plan import Change
+from etl.apply import wire as ldapwire
+from etl.apply.writer import DirectoryWriter, LdapTarget, txn_end_value
+from etl.devtools.slapd import LdapServer
+from etl.plan.diff import Change
 from tests.ldap_fixture import admin_connection
 
 pytestmark = pytest.mark.ldap

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etl import canonical as C
-from etl.canonical import Tables, frame, missing, records, tuples, values
+from etl.read import canonical as C
+from etl.read.canonical import Tables, frame, missing, records, tuples, values
 
 
 def persons() -> pd.DataFrame:
@@ -67,9 +67,9 @@ def test_concat_keeps_categories_of_different_files() -> None:
     pd.Series([], dtype="str"), pd.Series([1, 2]),
 ])
 def test_isin_answers_as_pandas_does(values: Any) -> None:
-    """etl.canonical.isin, pyarrow's is_in on the tables' string columns, gives pandas'
+    """etl.read.canonical.isin, pyarrow's is_in on the tables' string columns, gives pandas'
     Series.isin answers, missing values included."""
-    from etl.canonical import isin
+    from etl.read.canonical import isin
 
     col = pd.Series(["a", "b", None, "c", "a", None], dtype="str")
     expected = col.isin(list(values) if not isinstance(values, pd.Series) else values)

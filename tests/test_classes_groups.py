@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
-from etl.operations import undo_run
-from etl.state.db import get_engine
-from etl.state.models import Entry, SchoolState
+from etl.devtools.slapd import LdapServer
+from etl.ops.operations import undo_run
+from etl.store.db import get_engine
+from etl.store.models import Entry, SchoolState
 from tests.builders import Pupil, Teacher, eleves_xml, sts_xml
 from tests.test_sync import search
 

@@ -1,4 +1,4 @@
-"""CPU slots (``etl.cpuslots``): at most N holders at once on the machine, across processes,
+"""CPU slots (``etl.runtime.cpuslots``): at most N holders at once on the machine, across processes,
 the others told at once that none is free; a slot freed however its holder ends."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from etl.config import Settings
-from etl.cpuslots import cpu_slot, default_slots
 from etl.errors import ConfigError
+from etl.runtime.cpuslots import cpu_slot, default_slots
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from etl.cpuslots import cpu_slot
+from etl.runtime.cpuslots import cpu_slot
 folder, slots, hold = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 with cpu_slot(slots, folder) as held:
     print("holding" if held else "none", flush=True)

@@ -26,8 +26,8 @@ from typing import Any
 import ldap3
 import pytest
 
-from etl.generate import generate_academy
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.devtools.generate import generate_academy
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 from tests.ldap_fixture import Refuser, admin_connection
 
 pytestmark = pytest.mark.ldap
@@ -204,7 +204,7 @@ def test_worker_killed_mid_apply_then_rerun_converges(tmp_path: Path, landing: P
         assert proc.returncode == -signal.SIGKILL
         # The killed run still holds the academy's lock; its process is gone, so the rerun
         # takes the lock over at once and closes the dead run as abandoned, with the
-        # changes it had journaled (etl.locks). Nobody touches the state DB by hand.
+        # changes it had journaled (etl.store.locks). Nobody touches the state DB by hand.
         second = ws.sync_to_end()
         assert second["status"] == "success", second
         _assert_converged(ws, clean, n)

@@ -21,12 +21,12 @@ import ldap3
 import pytest
 from sqlalchemy import select
 
-from etl.assets import directory_asset_name
 from etl.config import Settings, load_academies
-from etl.generate import generate_academy
-from etl.ldapserver import LdapServer
-from etl.state.db import session_factory
-from etl.state.models import AcademyLock, Run
+from etl.devtools.generate import generate_academy
+from etl.devtools.slapd import LdapServer
+from etl.report.assets import directory_asset_name
+from etl.store.db import session_factory
+from etl.store.models import AcademyLock, Run
 from tests.ldap_fixture import admin_connection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_dag_file_parses_without_heavy_imports(probe: dict[str, Any]) -> None:
     heavy = [m for m in probe["added"] if m.split(".")[0] in HEAVY]
     assert heavy == []
     etl = {m for m in probe["added"] if m.startswith("etl")}
-    assert etl <= {"etl", "etl.config", "etl.errors", "etl.assets"}, etl
+    assert etl <= {"etl", "etl.config", "etl.errors", "etl.report.assets"}, etl
 
 
 def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
@@ -202,7 +202,7 @@ import ldap3.core.exceptions as lx
 import sqlalchemy.exc as sx
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from etl.errors import ConfigError, DirectoryError, FileRejected, RunLocked
-from etl.pipeline import ApprovalRefused
+from etl.approve.decide import ApprovalRefused
 
 dag_file = runpy.run_path(sys.argv[1])
 fail_fast = dag_file["fail_fast"]
@@ -241,8 +241,8 @@ class Pipeline:
     def fail_run(settings, run_id, reason):
         calls.append([run_id, reason])
 import etl
-etl.pipeline = Pipeline  # what `from etl import pipeline` inside the callback picks up
-sys.modules["etl.pipeline"] = Pipeline
+etl.run = Pipeline  # what `from etl import pipeline` inside the callback picks up
+sys.modules["etl.run"] = Pipeline
 dag_file["_on_task_failure"].__globals__["_settings"] = lambda: "settings"
 class TI:
     task_id = "read.read_validate"
@@ -286,11 +286,11 @@ def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> 
 LOCKED = r"""
 import json, runpy, sys
 from sqlalchemy import select
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
 from etl.errors import RunLocked
-from etl.state.db import session_factory
-from etl.state.models import AcademyLock, Run
+from etl.store.db import session_factory
+from etl.store.models import AcademyLock, Run
 
 dag_file = runpy.run_path(sys.argv[1])
 settings = Settings.from_env({"ENTSYNC_WORKDIR": sys.argv[2]})

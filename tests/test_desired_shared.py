@@ -8,12 +8,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from etl import pipeline, staging
-from etl.canonical import Tables
+from etl import run as pipeline
+from etl import staging
 from etl.config import Settings, get_academy
-from etl.desired import Shared, build_desired
-from etl.identity import IdentityRegistry
-from etl.state.db import session_factory
+from etl.match.identity import IdentityRegistry
+from etl.plan.desired import Shared, build_desired
+from etl.read.canonical import Tables
+from etl.store.db import session_factory
+from etl.validate import school as validate_school
 from tests.test_sync import ACADEMY, school_a
 
 
@@ -33,7 +35,7 @@ def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[
     school_a(env.landing)
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
-    return env, rid, [pipeline.read_validate_school(env, ACADEMY, rid, u, d, True)
+    return env, rid, [validate_school.read_validate_school(env, ACADEMY, rid, u, d, True)
                       for u, d in disc["schools"].items()]
 
 

@@ -9,6 +9,7 @@ import ldap3.core.exceptions as lx
 import pytest
 import sqlalchemy.exc as sx
 
+from etl.approve.decide import ApprovalRefused
 from etl.errors import (
     ConfigError,
     DirectoryError,
@@ -20,7 +21,6 @@ from etl.errors import (
     StateDBError,
     is_transient,
 )
-from etl.pipeline import ApprovalRefused
 
 
 def _chained(outer: BaseException, cause: BaseException) -> BaseException:

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from etl import cli, pipeline
+from etl import cli
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
+from etl.devtools.slapd import LdapServer
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b, search
 
 pytestmark = pytest.mark.ldap

@@ -1,4 +1,5 @@
-"""The change feed (`etl.feed`, `entsync changes`): what the journal says changed, since when."""
+"""The change feed (`etl.report.feed`, `entsync changes`): what the journal says changed, and
+since when."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
 from etl.errors import ConfigError
-from etl.feed import changed_attributes, changes_since
+from etl.report.feed import changed_attributes, changes_since
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
 
 pytestmark = pytest.mark.ldap

@@ -1,4 +1,4 @@
-"""Academy feedback (`etl.feedback`): what a school reads about its rejected records."""
+"""Academy feedback (`etl.validate.feedback`): what a school reads about its rejected records."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import json
 import re
 from pathlib import Path
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.feedback import advice_for, record_reference, write_school_feedback
-from etl.generate import uai_check_letter
+from etl.devtools.generate import uai_check_letter
+from etl.validate import school as validate_school
+from etl.validate.feedback import advice_for, record_reference, write_school_feedback
 from tests.builders import Guardian, Pupil, Teacher, structures_xml, write_school, write_zip
 
 ACADEMY = "ac-reims"
@@ -37,7 +38,7 @@ def _validation_json(tmp_path: Path) -> Path:
                             "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"})
     run_id = pipeline.start_run(st, ACADEMY, dry_run=True, trigger="test")
     disc = pipeline.discover_files(st, ACADEMY, run_id)
-    res = pipeline.read_validate_school(st, ACADEMY, run_id, UAI, disc["schools"][UAI],
+    res = validate_school.read_validate_school(st, ACADEMY, run_id, UAI, disc["schools"][UAI],
                                         dry_run=True)
     assert res["status"] == "ok" and res["rejected"] >= 4, res
     return Path(res["report_json"])
@@ -109,14 +110,14 @@ def test_advice_and_references() -> None:
 def test_every_rejection_a_reader_makes_has_its_own_advice(tmp_path: Path) -> None:
     """Each rule a reader can reject a record with is explained to the school (not the
     generic "Enregistrement non conforme"), and names the record when it has a number."""
-    from etl.feedback import _FALLBACK, is_cascade
-    from etl.readers.siecle import (
+    from etl.discover.xmlsafe import XmlSource
+    from etl.read.siecle import (
         read_siecle_eleves,
         read_siecle_responsables,
         read_siecle_structures,
     )
-    from etl.readers.sts import read_sts
-    from etl.xmlsafe import XmlSource
+    from etl.read.sts import read_sts
+    from etl.validate.feedback import _FALLBACK, is_cascade
     from tests.builders import header
 
     head = header(UAI, 2026, "01/10/2026")
@@ -163,7 +164,7 @@ def test_every_rejection_a_reader_makes_has_its_own_advice(tmp_path: Path) -> No
 def test_ine_conflicts_reach_a_school_page_that_has_nothing_rejected(tmp_path: Path) -> None:
     """Kept records (each has its account) whose INE is another child's: their own section,
     with both record numbers and the screens; added twice, listed once."""
-    from etl.feedback import add_identity_findings
+    from etl.validate.feedback import add_identity_findings
 
     vjson = tmp_path / f"validation_{UAI}.json"
     vhtml = tmp_path / f"validation_{UAI}.html"

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from etl.canonical import Tables
 from etl.config import get_academy
-from etl.generate import (
+from etl.devtools.generate import (
     ACADEMY_DEPARTMENTS,
     GenerateSummary,
     RegionSummary,
@@ -24,10 +23,11 @@ from etl.generate import (
     region_school_counts,
     uai_check_letter,
 )
-from etl.landing import discover
-from etl.normalize import normalize_tables
-from etl.pipeline import tables_fingerprint
-from etl.readers import read_document
+from etl.discover.landing import discover
+from etl.read import read_document
+from etl.read.canonical import Tables
+from etl.read.normalize import normalize_tables
+from etl.validate.school import tables_fingerprint
 
 ACADEMY = "ac-strasbourg"
 SCHOOLS = 3

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from etl.identity import MAX_LOGIN, IdentityRegistry, base_login, fold, new_uid
-from etl.state.db import get_engine
-from etl.state.models import Login
+from etl.match.identity import MAX_LOGIN, IdentityRegistry, base_login, fold, new_uid
+from etl.store.db import get_engine
+from etl.store.models import Login
 
 LOGIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)?[0-9]*$")
 
@@ -72,7 +72,7 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         # the account goes away, its login stays registered: a newcomer never gets it
         s.query(Login).filter_by(login="jean.dupont").one()
     with Session(engine) as s:
-        from etl.state.models import Account, Identity
+        from etl.store.models import Account, Identity
 
         s.query(Identity).filter_by(uid=a.uid).delete()
         s.query(Account).filter_by(uid=a.uid).delete()
@@ -113,10 +113,10 @@ def test_login_numbers_fill_gaps_then_go_on_like_a_search_from_the_start(tmp_pat
 def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """write_new sends WRITE_BATCH rows per statement (a first load's parameters are never
     built at once): every account, login and source key arrives, across batch edges."""
-    import etl.identity
-    from etl.state.models import Account, Identity
+    import etl.match.identity
+    from etl.store.models import Account, Identity
 
-    monkeypatch.setattr(etl.identity, "WRITE_BATCH", 2)
+    monkeypatch.setattr(etl.match.identity, "WRITE_BATCH", 2)
     engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
     with Session(engine) as s:
         reg = IdentityRegistry(s, "ac-reims")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
+from etl.devtools.slapd import LdapServer
 from tests.conftest import FIXTURES
 from tests.test_lifecycle import NOV
 from tests.test_sync import search
@@ -269,9 +269,9 @@ def test_an_account_an_earlier_version_merged_through_the_ine_is_split(
         env: Settings, server: LdapServer) -> None:
     from sqlalchemy import update
 
-    from etl.operations import merge_accounts
-    from etl.state.db import session_factory
-    from etl.state.models import Identity
+    from etl.ops.operations import merge_accounts
+    from etl.store.db import session_factory
+    from etl.store.models import Identity
 
     drop(env, "eleves_ine_partage_deux_enfants.xml", UAI_1)
     sync(env)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from etl.config import get_academy
+from etl.discover.landing import Discovered, discover, read_header, uai_is_valid
+from etl.discover.xmlsafe import XmlSource
 from etl.errors import FileRejected
-from etl.landing import Discovered, discover, read_header, uai_is_valid
-from etl.xmlsafe import XmlSource
 from tests.conftest import FIXTURES
 
 ACADEMY = get_academy("ac-strasbourg")

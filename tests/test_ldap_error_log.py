@@ -13,9 +13,9 @@ import secrets
 
 import pytest
 
-from etl.apply import DirectoryWriter, LdapTarget
-from etl.ldapserver import LdapServer
-from etl.plan import Change
+from etl.apply.writer import DirectoryWriter, LdapTarget
+from etl.devtools.slapd import LdapServer
+from etl.plan.diff import Change
 
 pytestmark = pytest.mark.ldap
 

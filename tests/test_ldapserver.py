@@ -22,8 +22,8 @@ import pytest
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from etl import ldapserver
-from etl.ldapserver import (
+from etl.devtools import slapd as ldapserver
+from etl.devtools.slapd import (
     LdapServer,
     find_program,
     is_running,

@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
+from etl.apply import stage as apply_stage
 from etl.config import Settings
+from etl.devtools.generate import uai_check_letter
+from etl.devtools.slapd import LdapServer
 from etl.errors import EntsyncError, RunLocked
-from etl.generate import uai_check_letter
-from etl.ldapserver import LdapServer
-from etl.operations import UndoRefused, purge_expired, undo_run
-from etl.state.db import session_factory
-from etl.state.models import Run, utcnow
+from etl.ops.operations import UndoRefused, purge_expired, undo_run
+from etl.store.db import session_factory
+from etl.store.models import Run, utcnow
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.test_sync import search
 
@@ -190,7 +191,7 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
     pipeline.fail_run(env, night, "test")  # that run ends without syncing the school
 
     refused: list[str] = []
-    apply_changes = pipeline._apply_changes
+    apply_changes = apply_stage._apply_changes
 
     def while_applying(*a: Any, **kw: Any) -> dict[str, Any]:
         # no run of the academy starts while the approved plan is being written
@@ -199,7 +200,7 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
         refused.append("start_run")
         return apply_changes(*a, **kw)
 
-    monkeypatch.setattr(pipeline, "_apply_changes", while_applying)
+    monkeypatch.setattr("etl.approve.decide._apply_changes", while_applying)
     res = pipeline.decide(env, s["run_id"], approve=True, by="test")
     assert res["schools"][UAI]["decision"] == "approved" and refused == ["start_run"]
     assert len(search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")) == 20
@@ -208,7 +209,7 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
 
 def test_old_runs_staged_files_are_purged_but_not_a_held_plan_nor_reports(
         env: Settings, server: LdapServer) -> None:
-    from etl.operations import purge_staging
+    from etl.ops.operations import purge_staging
 
     staged = env.workdir / "staging"
     drop(env, roster(30), day=1)

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from etl import locks, pipeline
+from etl import run as pipeline
 from etl.config import Settings
 from etl.errors import RunLocked
-from etl.locks import RunAbandoned
-from etl.state.db import session_factory
-from etl.state.models import AcademyLock, Run
+from etl.store import locks
+from etl.store.db import session_factory
+from etl.store.locks import RunAbandoned
+from etl.store.models import AcademyLock, Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +43,10 @@ def settings(tmp_path: Path) -> Settings:
 #: without closing it (an Airflow task between tasks); prints the run id
 CHILD = r"""
 import os, signal, sys
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.state.db import session_factory
-from etl.state.models import JournalEntry
+from etl.store.db import session_factory
+from etl.store.models import JournalEntry
 workdir, url, academy, dry, trigger, n, end = sys.argv[1:]
 st = Settings.from_env({"ENTSYNC_WORKDIR": workdir, "ENTSYNC_STATE_URL": url})
 rid = pipeline.start_run(st, academy, dry_run=dry == "dry", trigger=trigger)

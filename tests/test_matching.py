@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
+from etl.devtools.slapd import LdapServer
+from etl.plan import files as plan_files
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.test_lifecycle import ACADEMY, NOV, UAI, UAI_2
 from tests.test_sync import search
@@ -94,7 +95,7 @@ def test_homonym_pupils_in_one_school_get_two_accounts_and_are_reported(
 
 
 def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None:
-    from etl.operations import merge_accounts, undo_run
+    from etl.ops.operations import merge_accounts, undo_run
     from tests.test_lifecycle import dump
 
     # the same mother, no shared e-mail or mobile: two accounts, reported as suspects
@@ -122,7 +123,7 @@ def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
                  [Guardian("601", "MARTIN", "Julie", ["22"])], [], date="02/10/2026")
     again = pipeline.run_sync(env, ACADEMY, today=NOV)
-    _header, planned = pipeline.read_plan_file(env, f"{again['run_id']}/plan.json")
+    _header, planned = plan_files.read_plan_file(env, f"{again['run_id']}/plan.json")
     assert again["changes"] == 0, [(c.dn, c.op, c.mods) for c in planned]
     # undo of the merge puts the directory back as it was
     undo_run(env, res["run_id"])
@@ -134,9 +135,9 @@ def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
     (hashed e-mail, mobile, pupils) grown with tonight's, never shrunk; other rows untouched."""
     from sqlalchemy import select
 
-    from etl.matching import Matcher, match_key
-    from etl.state.db import session_factory
-    from etl.state.models import MatchKey
+    from etl.match.matcher import Matcher, match_key
+    from etl.store.db import session_factory
+    from etl.store.models import MatchKey
 
     def guardian(email: str | None, mobile: str | None = None) -> dict:
         return {"profile": "TUT", "person_key": "k1", "last_name": "Martin",
@@ -191,14 +192,14 @@ def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
 ])
 def test_records_of_one_ine_agree_only_when_birth_date_and_names_do(
         a: tuple, b: tuple, why: str | None) -> None:
-    from etl.matching import PupilFacts, disagreement
+    from etl.match.matcher import PupilFacts, disagreement
 
     assert disagreement(PupilFacts(*a), PupilFacts(*b)) == why
     assert disagreement(PupilFacts(*b), PupilFacts(*a)) == why
 
 
 def test_facts_of_a_stored_entry_read_its_birth_date_and_names() -> None:
-    from etl.matching import PupilFacts, entry_facts, row_facts
+    from etl.match.matcher import PupilFacts, entry_facts, row_facts
 
     stored = entry_facts({"sn": ["ROUSSEAU"], "givenName": ["Léa"],
                           "ENTPersonDateNaissance": ["03/05/2012"]})
@@ -210,7 +211,7 @@ def test_facts_of_a_stored_entry_read_its_birth_date_and_names() -> None:
 
 
 def test_one_ine_shared_tonight_conflicts_only_when_its_records_disagree() -> None:
-    from etl.matching import shared_ine_conflicts
+    from etl.match.matcher import shared_ine_conflicts
 
     def r(key: str, ine: str, birth: str, last: str, first: str) -> dict:
         return {"person_key": key, "uai": "0671234C", "profile": "ELV", "ine": ine,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.metrics import StatsdClient, metric_part, run_metrics, statsd_lines
+from etl.report.metrics import StatsdClient, metric_part, run_metrics, statsd_lines
 from tests.test_sync import ACADEMY, NASTY, UAI_A, school_a
 
 STAGES = ("discover", "read_validate", "reconcile", "apply", "report")
@@ -131,7 +131,7 @@ def test_statsd_receives_the_stage_metrics_and_no_personal_data(
 
 def test_no_statsd_host_sends_nothing(env: Settings, udp: socket.socket) -> None:
     assert env.statsd_host is None
-    from etl import metrics
+    from etl.report import metrics
 
     sent: list[list[str]] = []
     orig = StatsdClient.send
@@ -169,7 +169,7 @@ def test_each_stage_reports_its_own_memory_peak_and_the_process_keeps_its_own(
         tmp_path: Path) -> None:
     """A stage's peak_rss_mib is its own (measured from stage_start), not an earlier stage's
     (the process's high-water mark only grows); process_peak_rss_mib keeps the latter."""
-    from etl import metrics
+    from etl.report import metrics
 
     st = Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path / "w"),
                             "ENTSYNC_LANDING": str(tmp_path / "l")})

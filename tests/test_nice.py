@@ -17,7 +17,7 @@ from etl.errors import ConfigError
 
 def _niceness_after_yield(env: dict[str, str]) -> int:
     """A fresh process's niceness once it has called yield_cpu (os.nice is per process)."""
-    code = ("import os; from etl.config import Settings; from etl.pipeline import yield_cpu;"
+    code = ("import os; from etl.config import Settings; from etl.runtime.cpu import yield_cpu;"
             "yield_cpu(Settings.from_env()); print(os.nice(0))")
     out = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, check=True)
@@ -54,7 +54,7 @@ def test_cpu_policy_defaults_to_auto_and_refuses_anything_else() -> None:
     ("ldapi://%2Frun%2Fslapd%2Fldapi", True), ("ldap://ldap.ent.example.fr", False),
     ("ldaps://10.1.2.3:636", False), (None, False)])
 def test_a_directory_on_this_machine_is_told_by_its_url(url: str | None, local: bool) -> None:
-    from etl.pipeline import directory_is_local
+    from etl.runtime.cpu import directory_is_local
 
     assert directory_is_local(url) is local
 
@@ -65,8 +65,8 @@ def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
     no slots ("none")."""
     import threading
 
-    from etl.cpuslots import cpu_slot
-    from etl.pipeline import cpu_bound
+    from etl.runtime.cpu import cpu_bound
+    from etl.runtime.cpuslots import cpu_slot
 
     def probe() -> tuple[int, int]:
         return (os.sched_getscheduler(0),
@@ -99,7 +99,7 @@ def test_cpu_bound_work_runs_first_with_a_slot_last_without(
     """Reading and planning run in a thread of their own (the caller's thread, which writes,
     keeps its policy and niceness): with a CPU slot at niceness 19, without one in
     SCHED_IDLE when the directory is local; at the process's niceness or 19 when it is not."""
-    from etl import cpuslots
+    from etl.runtime import cpuslots
 
     monkeypatch.setattr(cpuslots, "default_dir", lambda: tmp_path)
     me = (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))
@@ -119,7 +119,7 @@ def test_cpu_bound_work_runs_first_with_a_slot_last_without(
 
 def test_cpu_bound_gives_back_the_result_and_raises_the_error_in_the_caller() -> None:
     from etl.errors import FileRejected
-    from etl.pipeline import cpu_bound
+    from etl.runtime.cpu import cpu_bound
 
     settings = Settings.from_env({"ENTSYNC_CPU_POLICY": "idle"})
     assert cpu_bound(settings, lambda a, b: a + b, 2, 3) == 5
@@ -156,7 +156,7 @@ def test_cpu_bound_defers_full_collections_and_collects_once_at_the_end() -> Non
         del keep
 
     gc.collect()
-    from etl.pipeline import cpu_bound
+    from etl.runtime.cpu import cpu_bound
 
     cpu_bound(Settings.from_env({"ENTSYNC_CPU_POLICY": "nice"}), stage)
     assert seen["threshold"][:2] == before[:2]  # type: ignore[index]
@@ -171,11 +171,11 @@ def test_only_a_first_load_asks_for_a_cpu_slot(tmp_path: Path, monkeypatch: pyte
     was, its stages share the cores (SCHED_IDLE with a local directory, slot or none)."""
     import threading
 
-    from etl import cpuslots
-    from etl.cpuslots import cpu_slot
-    from etl.pipeline import cpu_bound, first_load
-    from etl.state.db import session_factory
-    from etl.state.models import SchoolState
+    from etl.runtime import cpuslots
+    from etl.runtime.cpu import cpu_bound, first_load
+    from etl.runtime.cpuslots import cpu_slot
+    from etl.store.db import session_factory
+    from etl.store.models import SchoolState
 
     monkeypatch.setattr(cpuslots, "default_dir", lambda: tmp_path)
     settings = Settings.from_env({"ENTSYNC_LDAP_URL": "ldap://127.0.0.1:3890",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from etl.generate import generate_academy
-from etl.ldapserver import LdapServer, start_slapd, stop_slapd
+from etl.devtools.generate import generate_academy
+from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 
 pytestmark = pytest.mark.ldap
 ACADEMY = "ac-reims"
@@ -79,7 +79,7 @@ def test_full_sync_logs_no_personal_data(tmp_path: Path, server: LdapServer) -> 
     summary = json.loads(r.stdout)
     assert summary["status"] == "success" and set(summary["schools"]) == set(gen.schools)
     log = r.stderr
-    assert "INFO etl.pipeline" in log  # the (verbose, DEBUG level) log was captured
+    assert "INFO etl.run" in log  # the (verbose, DEBUG level) log was captured
     # names: whole words only (a 2-letter first name may be inside any word)
     words = set(log.replace("'", " ").replace('"', " ").replace(",", " ").split())
     leaked = sorted(n for n in values["name"] if n in words or (len(n) >= 5 and n in log))

@@ -7,10 +7,10 @@ import unicodedata
 
 import pandas as pd
 
-from etl import canonical as C
-from etl.canonical import Tables, string_dtype
 from etl.errors import RecordWarning
-from etl.normalize import INVISIBLE, clean_text, has_invisible, normalize_tables
+from etl.read import canonical as C
+from etl.read.canonical import Tables, string_dtype
+from etl.read.normalize import INVISIBLE, clean_text, has_invisible, normalize_tables
 
 
 def test_invisible_characters_are_format_or_control_characters_only() -> None:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from etl.desired import DesiredEntry, content_hash
-from etl.plan import (
+from etl.plan.desired import DesiredEntry, content_hash
+from etl.plan.diff import (
     PLAN_FORMAT,
     Change,
     apply_order,

@@ -1,4 +1,4 @@
-"""Planning against the state DB (``pipeline._plan_against_state``): hash first, stored
+"""Planning against the state DB (``reconcile_mod._plan_against_state``): hash first, stored
 attributes only where the hash differs; the same plan as against every stored entry loaded
 whole. And a held plan's bytes: hashed as copied aside, applied from the copy."""
 
@@ -11,12 +11,14 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from etl import pipeline
+from etl.approve import decide as approve_mod
 from etl.config import Settings
-from etl.desired import DesiredEntry, content_hash
-from etl.plan import Change, plan_changes, read_plan
-from etl.state.db import get_engine, session_factory
-from etl.state.models import Entry
+from etl.plan import files as plan_files
+from etl.plan import reconcile as reconcile_mod
+from etl.plan.desired import DesiredEntry, content_hash
+from etl.plan.diff import Change, plan_changes, read_plan
+from etl.store.db import get_engine, session_factory
+from etl.store.models import Entry
 
 BASE = "dc=ent,dc=x"
 
@@ -51,7 +53,7 @@ def test_hash_first_planning_gives_the_plan_of_the_whole_state(state_url: str) -
     event.listen(engine, "before_cursor_execute", seen)
     try:
         with Session() as s:
-            lazy = pipeline._plan_against_state(s, desired)
+            lazy = reconcile_mod._plan_against_state(s, desired)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     with Session() as s:
@@ -73,20 +75,20 @@ def test_a_held_plan_is_applied_from_the_very_bytes_that_were_hashed(tmp_path: P
     attrs = {"cn": ["A"]}
     changes = [Change("add", f"uid=u{i},ou=people,{BASE}", "person", "X", "create",
                       attrs=attrs, after=attrs, uid=f"u{i}") for i in range(3)]
-    digest = pipeline._write_plan(st, "r/held/X.json", {"run_id": "r", "uai": "X"}, changes)
+    digest = plan_files._write_plan(st, "r/held/X.json", {"run_id": "r", "uai": "X"}, changes)
     spool = io.BytesIO()
-    assert pipeline._spool(st, "r/held/X.json", spool) == digest
+    assert approve_mod._spool(st, "r/held/X.json", spool) == digest
     assert spool.tell() == 0
     header, back = read_plan(spool)
     assert header["uai"] == "X" and list(back) == changes
     # a missing plan hashes as no bytes (never as the plan shown)
-    assert pipeline._spool(st, "r/held/Y.json", io.BytesIO()) == hashlib.sha256().hexdigest()
+    assert approve_mod._spool(st, "r/held/Y.json", io.BytesIO()) == hashlib.sha256().hexdigest()
 
 
 def test_school_accounts_counts_what_is_not_exactly_disabled(state_url: str) -> None:
     """The guards' denominator, counted in SQL from the stored JSON: the same answer as
     reading ``attrs["entSyncStatus"]`` in Python, on SQLite and on PostgreSQL."""
-    from etl.lifecycle import school_accounts
+    from etl.plan.absence import school_accounts
 
     statuses: list[list[str] | None] = [["ACTIVE"], ["DISABLED"], None, [], ["DISABLED", "X"],
                                         ["ACTIVE"], ["DISABLED"], ["OTHER"]]
@@ -134,7 +136,7 @@ def test_json_columns_round_trip_any_script_and_older_text(state_url: str) -> No
 
     from sqlalchemy import text
 
-    from etl.state.db import json_dumps_utf8, json_loads
+    from etl.store.db import json_dumps_utf8, json_loads
 
     attrs = {"cn": ["Łukasz Nguyễn Thị", "Zoë O'Brien"], "sn": ["日本", "\\\"x\""],
              "empty": [], "n": [1, 2.5, None, True]}

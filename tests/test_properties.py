@@ -25,20 +25,20 @@ from hypothesis import strategies as st
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from etl.desired import person_dn, school_dn, structure_dn
+from etl.devtools.slapd import LdapServer
+from etl.discover.landing import read_header
+from etl.discover.xmlsafe import XmlSource
 from etl.errors import FileRejected
-from etl.identity import MAX_LOGIN, IdentityRegistry, base_login
-from etl.landing import read_header
-from etl.ldapserver import LdapServer
-from etl.readers import (
+from etl.match.identity import MAX_LOGIN, IdentityRegistry, base_login
+from etl.plan.desired import person_dn, school_dn, structure_dn
+from etl.read import (
     read_siecle_eleves,
     read_siecle_nomenclatures,
     read_siecle_responsables,
     read_siecle_structures,
 )
-from etl.readers.sts import read_sts
-from etl.state.db import session_factory
-from etl.xmlsafe import XmlSource
+from etl.read.sts import read_sts
+from etl.store.db import session_factory
 from tests.builders import Guardian, Pupil, Teacher, eleves_xml, responsables_xml, sts_xml
 from tests.ldap_fixture import admin_connection
 
@@ -95,7 +95,7 @@ def test_our_dns_round_trip(uai: str, code: str, uid: str) -> None:
 
 def test_interior_hash_round_trips() -> None:
     """ldap3's escape_rdn leaves a non-leading '#' bare (valid RFC 4514, and slapd takes it)
-    but ldap3's own parse_dn refuses it: etl.desired escapes every '#'."""
+    but ldap3's own parse_dn refuses it: etl.plan.desired escapes every '#'."""
     dn = structure_dn("0510001Z", "3#A", BASE)
     assert unescape_rdn_value(parse_dn(dn)[0][1]) == "3#A"
 

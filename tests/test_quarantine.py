@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from etl import cli, pipeline
-from etl import quarantine as quarantine_mod
+from etl import cli
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
-from etl.state.models import utcnow
+from etl.devtools.slapd import LdapServer
+from etl.discover import quarantine as quarantine_mod
+from etl.store.models import utcnow
 from tests.builders import Pupil, eleves_xml, write_zip
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, people, school_a, school_b, search
 

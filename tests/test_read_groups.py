@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.generate import uai_check_letter
+from etl.devtools.generate import uai_check_letter
+from etl.validate import school as validate_school
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
 
@@ -47,7 +48,7 @@ def _read(env: Settings, grouped: int | None) -> dict[str, dict[str, Any]]:
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
     if grouped is None:
-        res = [pipeline.read_validate_school(env, ACADEMY, rid, u, d, True)
+        res = [validate_school.read_validate_school(env, ACADEMY, rid, u, d, True)
                for u, d in disc["schools"].items()]
     else:
         res = pipeline.read_validate_schools(env, ACADEMY, rid, disc["schools"], True,
@@ -75,7 +76,7 @@ def test_a_crashing_group_run_falls_back_to_each_school(tmp_path: Path, state_ur
     def crash(_schools: list[Any]) -> list[Any]:
         raise RuntimeError("GX fell over")
 
-    monkeypatch.setattr("etl.validate.run_suites", crash)
+    monkeypatch.setattr("etl.validate.rules.run_suites", crash)
     assert _read(env, 16) == alone
 
 
@@ -83,14 +84,14 @@ def test_a_school_that_crashes_leaves_the_others(tmp_path: Path, state_url: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     env = _env(tmp_path, state_url)
     alone = _read(env, None)
-    real = pipeline._read_school
+    real = validate_school._read_school
 
     def flaky(settings: Settings, academy: str, run_id: str, uai: str, *a: Any) -> Any:
         if uai == UAI_A:
             raise ValueError("a record the reader chokes on")
         return real(settings, academy, run_id, uai, *a)
 
-    monkeypatch.setattr(pipeline, "_read_school", flaky)
+    monkeypatch.setattr(validate_school, "_read_school", flaky)
     got = _read(env, 16)
     assert got[UAI_A]["status"] == "error"
     assert got[UAI_B] == alone[UAI_B] and got[UAI_C] == alone[UAI_C]

@@ -13,22 +13,22 @@ from typing import Any
 
 import pytest
 
-import etl.readers.base as base_mod
-import etl.readers.siecle as siecle_mod
-from etl.canonical import missing, records
+import etl.read.base as base_mod
+import etl.read.siecle as siecle_mod
+from etl.devtools.generate import generate_pupils_file
+from etl.discover.landing import read_header
+from etl.discover.xmlsafe import XmlSource
 from etl.errors import FileRejected
-from etl.generate import generate_pupils_file
-from etl.landing import read_header
-from etl.readers import read_document
-from etl.readers.base import release as base_release
-from etl.readers.siecle import (
+from etl.read import read_document
+from etl.read.base import release as base_release
+from etl.read.canonical import missing, records
+from etl.read.siecle import (
     read_siecle_eleves,
     read_siecle_nomenclatures,
     read_siecle_responsables,
     read_siecle_structures,
 )
-from etl.readers.sts import read_sts
-from etl.xmlsafe import XmlSource
+from etl.read.sts import read_sts
 from tests.conftest import FIXTURES
 
 UAI = "0671234C"

@@ -1,4 +1,4 @@
-"""etl.report's side of the Airflow plugin that serves the run reports: which file a URL may
+"""etl.report.page's side of the Airflow plugin that serves the run reports: which file a URL may
 reach (only a run's own .html/.json files), which academy a run is, the report's address."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from etl.assets import directory_asset_name, directory_asset_uri
-from etl.report import (
+from etl.report.assets import directory_asset_name, directory_asset_uri
+from etl.report.page import (
     ReportNotFound,
     academy_of_run,
     media_type,
@@ -104,9 +104,9 @@ def test_directory_asset_names() -> None:
 
 def test_a_schools_name_comes_from_its_sts_export(tmp_path: Path) -> None:
     from etl.config import get_academy
-    from etl.generate import generate_academy
-    from etl.landing import discover
-    from etl.report import school_name
+    from etl.devtools.generate import generate_academy
+    from etl.discover.landing import discover
+    from etl.report.page import school_name
 
     gen = generate_academy(tmp_path, "ac-reims", 2, 10, 3)
     docs = [d.as_dict() for d in discover(tmp_path, get_academy("ac-reims"))]

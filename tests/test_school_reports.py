@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer
+from etl.devtools.slapd import LdapServer
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.conftest import FIXTURES
 from tests.test_sync import people, search

@@ -14,9 +14,11 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from etl import pipeline, staging
-from etl.canonical import Tables, frame
+from etl import run as pipeline
+from etl import staging
 from etl.config import Settings
+from etl.plan import files as plan_files
+from etl.read.canonical import Tables, frame
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +95,7 @@ def test_a_whole_sync_stages_nothing_on_local_disk(env: Settings) -> None:
             f"reports/schools/{UAI_A}/retours_{UAI_A}.html"} <= staged
     lines = fs.cat(f"{base}/plan.json").splitlines()  # a header, then one change a line
     assert json.loads(lines[0])["change_count"] == summary["changes"] == len(lines) - 1
-    header, planned = pipeline.read_plan_file(st, f"{rid}/plan.json")
+    header, planned = plan_files.read_plan_file(st, f"{rid}/plan.json")
     assert header["run_id"] == rid and len(list(planned)) == summary["changes"]
     assert json.loads(fs.cat(f"{base}/reports/summary.json"))["run_id"] == rid
     assert summary["staged_reports"] == f"{rid}/reports"
@@ -111,7 +113,7 @@ def test_airflow_object_storage_path_as_staging_root(tmp_path: Path) -> None:
 import json, sys
 from airflow.sdk import ObjectStoragePath
 from etl import staging
-from etl.canonical import Tables, frame
+from etl.read.canonical import Tables, frame
 from etl.config import Settings
 root = ObjectStoragePath({(tmp_path / 'osp').as_uri()!r}, conn_id=None)
 st = Settings.from_env({{"ENTSYNC_WORKDIR": {str(tmp_path / 'w')!r}}}, staging_path=root)
@@ -141,8 +143,8 @@ def test_plans_are_written_as_a_stream_and_hashed_as_written(tmp_path: Path) -> 
     import hashlib
 
     from etl.config import Settings
-    from etl.pipeline import _write_plan, read_plan_file
-    from etl.plan import Change, plan_lines
+    from etl.plan.diff import Change, plan_lines
+    from etl.plan.files import _write_plan, read_plan_file
 
     attrs = [{"cn": ["Éloïse ß 漢"], "a": [str(i)]} for i in range(50)]
     changes = [Change("add", f"uid={i},ou=people", "person", "0671234X", "create",

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from etl import cli
-from etl.state import db
+from etl.store import db
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 6

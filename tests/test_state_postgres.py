@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import start_slapd, stop_slapd
-from etl.state.db import get_engine
+from etl.devtools.slapd import start_slapd, stop_slapd
+from etl.store.db import get_engine
 from tests.conftest import fresh_pg_database
 from tests.test_sync import ACADEMY, UAI_A, school_a
 
@@ -59,7 +59,7 @@ def test_sync_with_postgres_state(tmp_path: Path, pg_url: str) -> None:
 def test_a_latin1_database_keeps_names_in_any_script() -> None:
     """A state DB created in LATIN1 (an old cluster's default) cannot hold "Ł" or "ễ" as
     such: the JSON columns are then written with every non-ASCII character escaped."""
-    from etl.state.db import session_factory
+    from etl.store.db import session_factory
     from tests.test_plan_state import store_and_read_back
 
     attrs = {"cn": ["Łukasz Nguyễn Thị", "Zoë"]}

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from etl import cli, pipeline
+from etl import cli
+from etl import run as pipeline
 from etl.config import Settings, load_academies
-from etl.state.db import session_factory
-from etl.state.models import Approval
+from etl.store import models
+from etl.store.db import session_factory
+from etl.store.models import Approval
 from tests.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
 
 pytestmark = pytest.mark.ldap
@@ -96,13 +98,13 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
         s.add(Approval(run_id=second["run_id"], academy=ACADEMY, uai=UAI_B, plan_path="x",
                        plan_hash="0" * 64, guards=[], summary={}))
     with session_factory(env.state_url)() as s:
-        run = s.get(pipeline.Run, second["run_id"])
+        run = s.get(models.Run, second["run_id"])
         assert run is not None and run.summary is not None
         summary = {**run.summary}
     summary["schools"] = {**summary["schools"],
                           UAI_B: {**summary["schools"][UAI_B], "status": "awaiting_approval"}}
     with session_factory(env.state_url)() as s, s.begin():
-        r = s.get(pipeline.Run, second["run_id"])
+        r = s.get(models.Run, second["run_id"])
         assert r is not None
         r.summary = summary
     out = _status(env, capsys, "--json", "--academy", ACADEMY)

@@ -17,12 +17,12 @@ from ldap3.utils.conv import escape_filter_chars
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.generate import generate_academy, uai_check_letter
-from etl.ldapserver import LdapServer
-from etl.state.db import get_engine
-from etl.state.models import Identity, JournalEntry, Rejection, SchoolState, SourceFile
+from etl.devtools.generate import generate_academy, uai_check_letter
+from etl.devtools.slapd import LdapServer
+from etl.store.db import get_engine
+from etl.store.models import Identity, JournalEntry, Rejection, SchoolState, SourceFile
 from tests.builders import Guardian, Pupil, Teacher, write_school
 
 pytestmark = pytest.mark.ldap

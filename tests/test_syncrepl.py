@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.config import Settings
-from etl.ldapserver import LdapServer, find_program
-from etl.state.db import get_engine
-from etl.state.models import JournalEntry
+from etl.devtools.slapd import LdapServer, find_program
+from etl.store.db import get_engine
+from etl.store.models import JournalEntry
 from tests.test_sync import ACADEMY, school_a, search
 
 pytestmark = pytest.mark.ldap

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from etl import pipeline
-from etl.apply import LdapTarget, connect
+from etl import run as pipeline
+from etl.apply.writer import LdapTarget, connect
 from etl.config import Settings
-from etl.errors import DirectoryError
-from etl.generate import uai_check_letter
-from etl.ldapserver import (
+from etl.devtools.generate import uai_check_letter
+from etl.devtools.slapd import (
     LdapServer,
     ensure_tls_material,
     render_slapd_conf,
     start_slapd,
     stop_slapd,
 )
+from etl.errors import DirectoryError
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.ldap_fixture import admin_connection
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from etl.canonical import Tables, frame, missing, values
-from etl.readers.siecle import read_siecle_eleves
-from etl.validate import load_specs, validate_school, write_validation_report
-from etl.xmlsafe import XmlSource
+from etl.discover.xmlsafe import XmlSource
+from etl.read.canonical import Tables, frame, missing, values
+from etl.read.siecle import read_siecle_eleves
+from etl.validate.rules import load_specs, validate_school, write_validation_report
 
 UAI = "0750654D"
 ELEVES = "ElevesSansAdresses.xml"
@@ -388,7 +388,7 @@ def test_importing_validate_does_not_import_great_expectations():
     import subprocess
     import sys
 
-    code = ("import sys, etl.validate; "
+    code = ("import sys, etl.validate.rules; "
             "print(any(m.startswith('great_expectations') for m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=Path(__file__).resolve().parent.parent)
@@ -400,7 +400,7 @@ def test_schools_checked_together_get_the_results_they_get_alone():
     school by school) gives each school exactly what validate_school gives it alone: every
     rule broken in a school of its own, clean schools beside them, a school with no
     guardian links, and a key repeated across two schools (unique in each, not in both)."""
-    from etl.validate import _passed_checks, _prepare, _run_suite, run_suites
+    from etl.validate.rules import _passed_checks, _prepare, _run_suite, run_suites
 
     schools = []
     for table, row, col, value, _rule in DROPPING:

@@ -12,12 +12,12 @@ from typing import Any
 import ldap3
 import pytest
 
-from etl import pipeline
+from etl import run as pipeline
 from etl.cli import _sync_table
 from etl.config import Settings
-from etl.generate import uai_check_letter
-from etl.ldapserver import LdapServer
-from etl.metrics import run_metrics
+from etl.devtools.generate import uai_check_letter
+from etl.devtools.slapd import LdapServer
+from etl.report.metrics import run_metrics
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.ldap_fixture import admin_connection
 
@@ -108,7 +108,7 @@ def test_a_held_school_shows_nothing_written_and_what_is_pending(
     assert first["status"] == "success"
     # a truncated-looking export: a third of the pupils missing, the school is held
     drop(env, UAI_OK, roster(30, UAI_OK, skip=set(range(0, 30, 3))), day=2)
-    caplog.set_level(logging.INFO, logger="etl.pipeline")
+    caplog.set_level(logging.INFO, logger="etl.run")
     s = pipeline.run_sync(env, ACADEMY, today=NOV)
     assert s["status"] == "awaiting_approval"
     sch = s["schools"][UAI_OK]

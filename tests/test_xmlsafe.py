@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from etl.errors import FileRejected
-from etl.readers.siecle import read_siecle_eleves
-from etl.xmlsafe import (
+from etl.discover.xmlsafe import (
     PROLOG_SCAN,
     XmlSource,
     check_member_name,
@@ -21,6 +19,8 @@ from etl.xmlsafe import (
     open_source,
     xml_error,
 )
+from etl.errors import FileRejected
+from etl.read.siecle import read_siecle_eleves
 from tests.conftest import FIXTURES
 
 LANDING = FIXTURES / "landing"

@@ -1,0 +1,241 @@
+"""The apply stage: a plan's changes written to the directory and journaled."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import func, select
+
+from etl.config import Settings
+from etl.errors import ConfigError
+from etl.plan.files import read_plan_file
+from etl.plan.reconcile import _CAT_KEY, CATEGORIES
+from etl.report import metrics
+from etl.runtime.cpu import full_collections_deferred
+from etl.store import locks
+from etl.store.db import session_factory
+from etl.store.models import (
+    AcademyLock,
+    Account,
+    Entry,
+    JournalEntry,
+    SchoolState,
+    SourceFile,
+    table,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def ldap_target_from_settings(settings: Settings) -> Any:
+    from etl.apply.writer import LdapTarget
+
+    l = settings.ldap  # noqa: E741
+    if not (l.url and l.bind_dn and l.password):
+        raise ConfigError("LDAP connection not configured: set ENTSYNC_LDAP_URL, "
+                          "ENTSYNC_LDAP_BIND_DN and ENTSYNC_LDAP_PASSWORD (or an Airflow "
+                          "connection)")
+    return LdapTarget(url=l.url, bind_dn=l.bind_dn, password=l.password, base=l.base,
+                      ca_file=l.ca_file, max_connect_failures=l.max_connect_failures)
+
+
+def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dict[str, Any],
+                   changes: Iterable[Any], workers: int = 4) -> dict[str, Any]:
+    """Write a plan's changes, journal them, remember what was written, and for each school
+    written without failure mark its files applied and keep its counts for the guards.
+    ``plan``: the plan file's header; ``changes``: its changes in apply order, consumed as a
+    stream (``read_plan_file``). What was written, failed and left (the directory went down:
+    ``stopped``) is counted per school and category (``written_counts``)."""
+    from etl.apply.writer import DirectoryWriter
+    from etl.plan.diff import Change
+
+    target = ldap_target_from_settings(settings)
+    Session = session_factory(settings.state_url)
+    failed_schools: set[str] = set()
+    tally = WriteTally()
+    with Session() as s:
+        start = s.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.run_id == run_id))
+    seq = [int(start or 0)]
+    pending: list[Change] = []
+    last_flush = [time.monotonic()]
+
+    def flush() -> None:
+        if not pending:
+            return
+        with Session() as s, s.begin():
+            _record_applied(s, academy_code, run_id, pending, seq)
+            lock = s.get(AcademyLock, academy_code)
+            if lock is not None and lock.run_id == run_id:
+                lock.heartbeat_at = utcnow()
+        pending.clear()
+        last_flush[0] = time.monotonic()
+
+    def on_applied(ch: Change) -> None:
+        # small batches, at least every second: a worker killed mid-apply leaves few applied
+        # changes unjournaled (the rerun finds them in the directory and journals them)
+        tally.add("written", ch)
+        pending.append(ch)
+        if len(pending) >= 100 or time.monotonic() - last_flush[0] > 1.0:
+            flush()
+
+    def on_failed(ch: Change, _r: dict[str, Any]) -> None:
+        tally.add("failed", ch)
+        if ch.uai:
+            failed_schools.add(ch.uai)
+
+    def on_left(ch: Change) -> None:
+        tally.add("left", ch)
+        if ch.uai:
+            failed_schools.add(ch.uai)  # its files are read again by the rerun
+
+    writer = DirectoryWriter(target, workers=workers)
+    try:
+        res = writer.apply(changes, on_applied=on_applied, on_failed=on_failed,
+                           on_left=on_left)
+    finally:
+        flush()
+    with Session() as s, s.begin():
+        for uai, docs in plan.get("docs", {}).items():
+            if uai in failed_schools or res.stopped:
+                continue  # read again by the next run (a stopped apply: every school)
+            for d in docs:
+                s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai,
+                                 kind=d["kind"], sha256=d["sha256"], path=d["path"],
+                                 content_sha256=d.get("content_sha256"),
+                                 member=d["member"], status="applied",
+                                 export_date=_export_date_of(s, run_id, d["sha256"])))
+            if uai in plan.get("unchanged", []):
+                continue  # same content as last time: its state stays as it was
+            c = plan.get("school_counts", {}).get(uai, {})
+            s.merge(SchoolState(fingerprint=plan.get("fingerprints", {}).get(uai),
+                                reread_on=plan.get("reread_on", {}).get(uai),
+                                academy=academy_code, uai=uai, pupils=c.get("ELV", 0),
+                                guardians=c.get("TUT", 0),
+                                staff=sum(v for k, v in c.items() if k not in ("ELV", "TUT")),
+                                school_year=plan.get("school_years", {}).get(uai),
+                                run_id=run_id, updated_at=utcnow()))
+    log.info("apply %s: %d applied, %d failed, %d reconciled against the directory", run_id,
+             res.applied, res.failed, res.reconciled)
+    out: dict[str, Any] = {
+        "applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
+        "retries": res.retries, "errors": res.errors[:50],
+        "failed_schools": sorted(failed_schools), **tally.as_dict()}
+    if res.stopped:
+        out.update(left=res.left, stopped=res.stopped,
+                   connection_failures=res.connection_failures)
+        log.error("apply %s stopped, the directory is down: %d changes written, %d failed, "
+                  "%d left for a rerun", run_id, res.applied, res.failed, res.left)
+    return out
+
+
+class WriteTally:
+    """What an apply wrote, what the directory refused and what it left (the directory went
+    down), per school and per category (``CATEGORIES``): the run's summary counts these, not
+    the plan."""
+
+    def __init__(self) -> None:
+        self.schools: dict[str, dict[str, dict[str, int]]] = {}
+        self.totals: dict[str, dict[str, int]] = {
+            k: dict.fromkeys(CATEGORIES, 0) for k in ("written", "failed", "left")}
+
+    def add(self, outcome: str, ch: Any) -> None:
+        cat = _CAT_KEY.get(ch.category, "updated")
+        self.totals[outcome][cat] += 1
+        if not ch.uai:
+            return
+        school = self.schools.get(ch.uai)
+        if school is None:
+            school = self.schools[ch.uai] = {
+                k: dict.fromkeys(CATEGORIES, 0) for k in ("written", "failed", "left")}
+        school[outcome][cat] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"written_counts": {"schools": self.schools, "total": self.totals}}
+
+
+def _record_applied(s: Any, academy: str, run_id: str, done: list[Any],
+                    seq: list[int]) -> None:
+    """Journal a batch of applied changes and remember what was written: a few bulk
+    statements per batch (profiling showed per-row ORM merges dominating the apply stage)."""
+    from sqlalchemy import insert, update
+
+    from etl.plan.desired import content_hash
+
+    now = utcnow()
+    journal: list[dict[str, Any]] = []
+    entries: dict[str, dict[str, Any]] = {}
+    gone: list[str] = []
+    disabled: set[str] = set()
+    active: set[str] = set()
+    for ch in done:
+        seq[0] += 1
+        after = None if ch.op == "delete" else (ch.after or ch.attrs)
+        journal.append({"run_id": run_id, "seq": seq[0], "dn": ch.dn, "op": ch.op,
+                        "before": ch.before, "after": after, "status": "applied",
+                        "applied_at": now})
+        if after is None:
+            gone.append(ch.dn)
+            entries.pop(ch.dn, None)
+            continue
+        entries[ch.dn] = {"dn": ch.dn, "academy": academy, "uai": ch.uai, "kind": ch.kind,
+                          "uid": ch.uid, "content_hash": content_hash(after),
+                          "attrs": after, "run_id": run_id, "updated_at": now}
+        uid = ch.uid
+        if ch.kind == "person" and uid:
+            (disabled if after.get("entSyncStatus") == ["DISABLED"] else active).add(uid)
+    s.execute(insert(table(JournalEntry)), journal)  # Core: 2.6x the ORM's bulk path
+    if gone:
+        s.execute(sa_delete(Entry).where(Entry.dn.in_(gone)))
+    if entries:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
+        stmt: Any = dialect.insert(table(Entry))
+        stmt = stmt.on_conflict_do_update(index_elements=[Entry.dn], set_={
+            c: stmt.excluded[c] for c in ("academy", "uai", "kind", "uid", "content_hash",
+                                          "attrs", "run_id", "updated_at")})
+        s.execute(stmt, list(entries.values()))
+    if disabled:
+        ids = sorted(disabled)
+        s.execute(update(Account).where(Account.uid.in_(ids), Account.disabled_at.is_(None))
+                  .values(disabled_at=now))
+        s.execute(update(Account).where(Account.uid.in_(ids)).values(status="DISABLED"))
+    if active:
+        s.execute(update(Account).where(Account.uid.in_(sorted(active)))
+                  .values(status="ACTIVE", disabled_at=None))
+
+
+def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,
+               schools: list[dict[str, Any]] | None = None, dry_run: bool = False,
+               workers: int = 4) -> dict[str, Any]:
+    """Write the plan of the schools that passed the guards (held schools wait).
+    ``plan_path``: the plan's reference in the staging area."""
+    metrics.stage_start()
+    t0 = time.monotonic()
+    header, changes = read_plan_file(settings, plan_path)
+    planned = int(header.get("change_count", 0))
+    locks.heartbeat(settings, academy_code, run_id)  # this process beats while it writes
+    if dry_run:
+        out: dict[str, Any] = {"applied": 0, "failed": 0, "dry_run": True,
+                               "planned": planned}
+    else:
+        with full_collections_deferred():  # the changes stream through: freed by refcount
+            out = _apply_changes(settings, academy_code, run_id, header, changes, workers)
+    metrics.record(settings, run_id, academy_code, "apply", {
+        "duration_s": time.monotonic() - t0, "planned": planned,
+        **{k: out.get(k, 0) for k in ("applied", "failed", "reconciled", "retries", "left",
+                                      "connection_failures")},
+        "schools_failed": len(out.get("failed_schools") or []),
+    })
+    return out
+
+
+def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:
+    found: str | None = s.scalar(select(SourceFile.export_date).where(
+        SourceFile.run_id == run_id, SourceFile.sha256 == sha).limit(1))
+    return found

@@ -1,0 +1,291 @@
+"""The academy's plan: desired entries against the stored view, guards, held plans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from etl import staging
+from etl.config import Settings, get_academy
+from etl.plan.files import _write_plan
+from etl.read.canonical import Tables
+from etl.report import metrics
+from etl.runtime.cpu import cpu_bound, goes_first
+from etl.store import locks
+from etl.store.db import session_factory
+from etl.store.models import (
+    Approval,
+    Entry,
+    SourceFile,
+    utcnow,
+)
+from etl.validate.school import _school_counts
+
+log = logging.getLogger(__name__)
+
+
+def _plan_against_state(s: Any, targets: dict[str, Any]) -> list[Any]:
+    """``plan_changes`` against what the state DB says was written, read hash first: the
+    content hash of every target DN, then the stored attributes of only the DNs whose hash
+    differs, a batch at a time (an unchanged entry costs no attributes in memory; loading them
+    all was the delta night's peak)."""
+    from etl.plan.diff import plan_changes_lazy
+
+    def hashes_of(dns: list[str]) -> dict[str, str]:
+        return dict(s.execute(select(Entry.dn, Entry.content_hash)
+                              .where(Entry.dn.in_(dns))).all())
+
+    def attrs_of(dns: list[str]) -> dict[str, dict[str, list[str]]]:
+        return dict(s.execute(select(Entry.dn, Entry.attrs)
+                              .where(Entry.dn.in_(dns))).all())
+
+    return plan_changes_lazy(targets, hashes_of, attrs_of, batch=500)
+
+
+
+
+def reconcile(settings: Settings, academy_code: str, run_id: str,
+              schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
+              today: dt.date | None = None) -> dict[str, Any]:
+    """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
+    stage's numbers (changes by kind and operation) go to the run's metrics."""
+    metrics.stage_start()
+    t0 = time.monotonic()
+    out = cpu_bound(settings, _reconcile, settings, academy_code, run_id, schools, dry_run, mode,
+                    today, slot=goes_first(settings, academy_code, dry_run))
+    metrics.record(settings, run_id, academy_code, "reconcile", {
+        "duration_s": time.monotonic() - t0,
+        "changes": out["changes"],
+        "schools_held": len(out["held"]),
+        "changes_held": sum(sum(h["counts"].get(k, 0) for k in CATEGORIES)
+                            for h in out["held"].values()),
+        "absent": out["absent"],
+        "new_identities": out["new_identities"],
+        **{f"changes.{k}": v for k, v in sorted(out["by_kind_op"].items())},
+    })
+    return out
+
+
+def _reconcile(settings: Settings, academy_code: str, run_id: str,
+               schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
+               today: dt.date | None = None) -> dict[str, Any]:
+    """Identities, desired state, absences, the plan and the guards.
+
+    The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
+    for approval; ``plan.json`` holds the changes of the other schools. Both are plan files
+    (``etl.plan.diff.plan_lines``: a header line, then one change a line in apply order).
+    """
+    from etl.match.identity import IdentityRegistry
+    from etl.plan.absence import (
+        absence_scope,
+        categorize,
+        covered_scopes,
+        disabled_entries,
+        evaluate_guards,
+        find_absent,
+        keep_protected_members,
+        preserve_other_schools,
+        preserve_uncovered,
+        retype_changes,
+        structure_changes,
+    )
+    from etl.plan.desired import build_desired, person_dn
+    from etl.plan.diff import apply_order
+
+    academy = get_academy(academy_code)
+    locks.heartbeat(settings, academy_code, run_id)
+    run_mode = academy.effective_mode(today or dt.date.today(), mode)
+    ok = [r for r in schools if r and r.get("status") == "ok"]
+    tables = Tables.concat([Tables.load(staging.path(settings, r["staged"])) for r in ok])
+    names: dict[str, str | None] = {r["uai"]: None for r in ok}
+    years = {r["uai"]: r.get("school_year") for r in ok}
+    counts = _school_counts(tables)
+    Session = session_factory(settings.state_url)
+    with Session() as s:
+        registry = IdentityRegistry(s, academy_code)
+        # the tables are consumed (their frames let go as read): the desired entries say it
+        # all from here, and an academy's frames held while they are made were a peak's part
+        desired = build_desired(tables, names, academy, settings.ldap.base, registry, run_id,
+                                years, consume=True)
+        del tables
+        targets = dict(desired.entries)
+        covered = covered_scopes(ok)
+        preserve_uncovered(s, targets, covered, set(names))
+        preserve_other_schools(s, targets, set(names))
+        protected = {k for r in ok for k in r.get("protected", [])}
+        protected_uids = set(registry.lookup(protected).values())
+        del registry  # and its caches (every login of the region, on a first load)
+        keep_protected_members(s, targets, {person_dn(u, settings.ldap.base)
+                                            for u in protected_uids})
+        absent = []
+        if run_mode == "normal":
+            present = {j for e in desired.entries.values() if e.kind == "person"
+                       for j in e.attrs.get("ENTPersonJointure", [])}
+            present |= protected
+            absent = find_absent(s, academy, absence_scope(covered), present)
+            for e in disabled_entries(s, absent, utcnow(), desired.entries, set(names),
+                                      academy_code, settings.ldap.base):
+                targets[e.dn] = e
+        removals = structure_changes(s, academy, targets, covered, years, settings.ldap.base)
+        changes = apply_order(retype_changes(s, targets, _plan_against_state(s, targets))
+                              + removals)
+        for c in changes:
+            c.category = categorize(c)
+        if run_mode == "create_only":
+            changes = [c for c in changes if c.op == "add"]
+        guards = evaluate_guards(academy, changes, s, counts, years, run_mode)
+        _hold_older_exports(s, run_id, guards, [r["uai"] for r in schools if r and r.get(
+            "status") in ("ok", "unchanged")])
+        if dry_run:
+            s.rollback()  # a dry run assigns no uid and no login for good
+        else:
+            s.commit()
+    _school_identity_findings(settings, run_id, desired.ine_findings)
+    held_uais = sorted(u for u, g in guards.items() if g.tripped)
+    free = [c for c in changes if c.uai not in held_uais]
+    docs = {r["uai"]: r["docs"] for r in ok}
+    # an older export of the content applied is held too (its date would become the reference)
+    held_same = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"
+                 and r["uai"] in held_uais}
+    unchanged = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"
+                 and r["uai"] not in held_uais}
+    prints = {r["uai"]: r.get("fingerprint") for r in ok}
+    rereads = {r["uai"]: r.get("reread_on") for r in ok}
+    plan_path = f"{run_id}/plan.json"  # a reference in the staging area
+    _write_plan(settings, plan_path, {
+        "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
+        "schools": [u for u in sorted(names) if u not in held_uais],
+        "docs": {**{u: d for u, d in docs.items() if u not in held_uais}, **unchanged},
+        "fingerprints": {u: f for u, f in prints.items() if u not in held_uais},
+        "reread_on": {u: f for u, f in rereads.items() if u not in held_uais},
+        "unchanged": sorted(unchanged),
+        "school_counts": {u: c for u, c in counts.items() if u not in held_uais},
+        "school_years": {u: y for u, y in years.items() if u not in held_uais},
+    }, free)
+    per_school = _per_school_counts(changes, targets, names)
+    held: dict[str, dict[str, Any]] = {}
+    with Session() as s, s.begin():
+        for uai in held_uais:
+            mine = [c for c in changes if c.uai == uai]
+            path = f"{run_id}/held/{uai}.json"
+            digest = _write_plan(settings, path, {
+                "run_id": run_id, "academy": academy_code, "uai": uai, "mode": run_mode,
+                "docs": {uai: docs.get(uai) or held_same.get(uai, [])},
+                "unchanged": [uai] if uai in held_same else [],
+                "fingerprints": {uai: prints.get(uai)},
+                "reread_on": {uai: rereads.get(uai)},
+                "school_counts": {uai: counts.get(uai, {})},
+                "school_years": {uai: years.get(uai)},
+            }, mine)
+            summary = {"counts": per_school.get(uai, {}),
+                       "sample": _sample(mine), "guards": guards[uai].tripped}
+            held[uai] = {"plan": path, "hash": digest, "guards": guards[uai].tripped,
+                         "counts": per_school.get(uai, {})}
+            if not dry_run:
+                s.add(Approval(run_id=run_id, academy=academy_code, uai=uai,
+                               plan_path=path, plan_hash=digest,
+                               guards=guards[uai].tripped, summary=summary))
+            log.warning("school %s held for approval: %s", uai,
+                        "; ".join(g["detail"] for g in guards[uai].tripped))
+    log.info("plan %s: %d changes for %d schools, %d held (%d new identities, %d absent)",
+             run_id, len(free), len(names) - len(held_uais), len(held_uais),
+             desired.created_identities, len(absent))
+    by_kind_op: dict[str, int] = defaultdict(int)
+    for c in free:
+        by_kind_op[f"{c.kind}.{c.op}"] += 1
+    return {"plan": plan_path, "changes": len(free), "per_school": per_school,
+            "by_kind_op": dict(by_kind_op),
+            "held": held, "mode": run_mode, "absent": len(absent),
+            "guards": {u: g.evaluated for u, g in guards.items()},
+            "new_identities": desired.created_identities, "skipped": desired.skipped,
+            "matches": desired.matches, "duplicates": desired.duplicates}
+
+
+def _hold_older_exports(s: Any, run_id: str, guards: dict[str, Any],
+                        uais: list[str]) -> None:
+    """Trip the ``older_export`` guard of the schools discovery held because an export is
+    older than the one applied (``SourceFile`` rows ``held`` of this run): their plan waits
+    for approval like any held plan (``entsync pending``, ``approve``, ``reject``)."""
+    from etl.plan.absence import GuardResult
+
+    why: dict[str, list[str]] = defaultdict(list)
+    for uai, reason in s.execute(
+            select(SourceFile.uai, SourceFile.reason)
+            .where(SourceFile.run_id == run_id, SourceFile.status == "held",
+                   SourceFile.uai.in_(uais or [""])).order_by(SourceFile.id)):
+        if reason and reason not in why[uai]:
+            why[uai].append(reason)
+    for uai, reasons in why.items():
+        g = guards.setdefault(uai, GuardResult(uai))
+        row = {"guard": "older_export", "value": None, "limit": None, "tripped": True,
+               "detail": "; ".join(reasons)}
+        g.evaluated.append(row)
+        g.tripped.append(row)
+
+
+def _school_identity_findings(settings: Settings, run_id: str,
+                              findings: list[dict[str, Any]]) -> None:
+    """What matching found about a school's records (INE conflicts) goes to the validation
+    report and French page it got when it was read
+    (``etl.validate.feedback.add_identity_findings``); the pages come from the staging area when
+    another worker wrote them."""
+    from etl.validate.feedback import add_identity_findings
+
+    by_uai: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in findings:
+        by_uai[str(f["uai"])].append(f)
+    for uai, mine in sorted(by_uai.items()):
+        local = settings.reports_dir / run_id / "schools" / uai
+        names = (f"validation_{uai}.json", f"validation_{uai}.html", f"retours_{uai}.html")
+        for n in names:
+            ref = f"{run_id}/reports/schools/{uai}/{n}"
+            if not (local / n).exists() and staging.exists(settings, ref):
+                local.mkdir(parents=True, exist_ok=True)
+                (local / n).write_bytes(staging.read_bytes(settings, ref))
+        if not (local / names[0]).exists():
+            continue
+        add_identity_findings(local / names[0], local / names[1], local / names[2], mine)
+        for n in names:
+            if (local / n).exists():
+                staging.copy_in(settings, local / n, f"{run_id}/reports/schools/{uai}/{n}")
+        log.warning("school %s: %d pupil records in an INE conflict, not matched through "
+                    "their INE (its reports name them)", uai, len(mine))
+
+
+CATEGORIES = ("created", "updated", "disabled", "restored", "deleted")
+_CAT_KEY = {"create": "created", "update": "updated", "membership": "updated",
+            "disable": "disabled", "restore": "restored", "delete": "deleted"}
+
+
+def _per_school_counts(changes: list[Any], targets: dict[str, Any],
+                       names: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    desired_n: dict[str, int] = defaultdict(int)
+    for e in targets.values():
+        if e.uai:
+            desired_n[e.uai] += 1
+    for c in changes:
+        if c.uai:
+            out[c.uai][_CAT_KEY.get(c.category, "updated")] += 1
+    for u in set(names) | set(out):
+        v = out[u]
+        v["unchanged"] = max(0, desired_n.get(u, 0) - sum(v[k] for k in CATEGORIES))
+    return {u: dict(v) for u, v in out.items()}
+
+
+def _sample(changes: list[Any], n: int = 10) -> list[dict[str, Any]]:
+    """A few affected accounts for the approver: DN, action, changed attributes (no values)."""
+    out = []
+    for c in changes:
+        if c.kind != "person":
+            continue
+        out.append({"dn": c.dn, "action": c.category,
+                    "attributes": sorted(c.mods) if c.mods else []})
+        if len(out) >= n:
+            break
+    return out
