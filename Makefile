@@ -36,10 +36,9 @@ lint: $(VENV)/.installed
 
 # the integration tests that take a state DB run twice: SQLite, then PostgreSQL (a fresh
 # database per test on 127.0.0.1:5432; skipped without one, except in CI where they fail)
-PG_TESTS = tests/test_sync.py tests/test_lifecycle.py tests/test_matching.py \
-	tests/test_metrics.py tests/test_staging.py tests/test_status.py tests/test_feed.py \
-	tests/test_plan_state.py tests/test_ine_conflict.py tests/test_classes_groups.py \
-	tests/test_export_dates.py
+PG_TESTS = $(addprefix tests/integration/test_,$(addsuffix .py,\
+	sync lifecycle matching metrics staging status \
+	feed plan_state ine_conflict classes_groups export_dates))
 
 test: install browser-deps lint
 	$(BIN)/python -m pytest -q
@@ -82,7 +81,7 @@ bench: install
 
 .PHONY: airflow browser-deps
 
-# Debian's chromium for the browser test (tests/test_airflow_ui.py drives it with playwright's
+# Debian's chromium for the browser test (tests/airflow/test_airflow_ui.py drives it with playwright's
 # Python package and executable_path=/usr/bin/chromium): never a browser download.
 browser-deps:
 	@if ! command -v chromium >/dev/null; then \

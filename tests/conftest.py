@@ -13,11 +13,12 @@ import pytest
 
 from etl.config import Settings
 from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
+from tests.paths import FIXTURES, SAMPLES
 
 pytest_plugins = ["tests.ldap_fixture"]
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SAMPLES = SAMPLES
+FIXTURES = FIXTURES
 
 
 @pytest.fixture

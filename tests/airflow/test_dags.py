@@ -1,0 +1,577 @@
+"""The Airflow DAGs: every academy's DAG parses cleanly and cheaply, and one runs end to end.
+
+Airflow never runs in the test process: it would read and write its config and metadata DB
+wherever AIRFLOW_HOME points. Every Airflow step runs in a subprocess with its own env.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import ldap3
+import pytest
+from sqlalchemy import select
+
+from etl.config import Settings, load_academies
+from etl.devtools.generate import generate_academy
+from etl.devtools.slapd import LdapServer
+from etl.report.assets import directory_asset_name
+from etl.store.db import session_factory
+from etl.store.models import AcademyLock, Run
+from tests.ldap_fixture import admin_connection
+from tests.paths import REPO
+
+DAGS = REPO / "dags"
+AIRFLOW = Path(sys.executable).with_name("airflow")
+HEAVY = ("great_expectations", "pandas", "ldap3", "sqlalchemy")
+
+# Runs in a subprocess: what parsing the DAG file imports, then what DagBag makes of the folder.
+PROBE = r"""
+import json, runpy, sys
+import airflow.sdk, pendulum  # what any DAG file pays for; airflow.sdk itself loads sqlalchemy
+before = set(sys.modules)
+runpy.run_path(sys.argv[1])
+added = sorted(set(sys.modules) - before)
+
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+dags = {}
+for dag_id, dag in bag.dags.items():
+    rv = dag.get_task("read.read_validate")
+    dags[dag_id] = {
+        "task_ids": sorted(dag.task_ids),
+        "schedule": getattr(dag.timetable, "expression", None),
+        "timetable_tz": str(getattr(dag.timetable, "timezone", "")),
+        "timezone": str(dag.timezone),
+        "params": {k: dag.params[k] for k in dag.params},
+        "doc_md": dag.doc_md or "",
+        "mapped": sorted(t.task_id for t in dag.tasks if "Mapped" in type(t).__name__),
+        "map_index_template": getattr(rv, "map_index_template", None),
+        "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule)
+                          for t in dag.tasks},
+        "groups": {t.task_id: t.task_group.group_id for t in dag.tasks},
+        "retries": {t.task_id: t.retries for t in dag.tasks},
+        "backoff": {t.task_id: [t.retry_exponential_backoff,
+                                t.max_retry_delay.total_seconds() if t.max_retry_delay else None]
+                    for t in dag.tasks},
+        "links": {t.task_id: sorted(link.name for link in t.operator_extra_links)
+                  for t in dag.tasks if t.operator_extra_links},
+        "outlets": {t.task_id: [[a.name, a.uri] for a in t.outlets] for t in dag.tasks
+                    if t.outlets},
+        "multiple_outputs": sorted(t.task_id for t in dag.tasks
+                                   if getattr(t, "multiple_outputs", False)),
+        # read_validate's arguments: [task id, XCom key] per mapped and per partial argument
+        "expand": {k: [v.operator.task_id, v.key]
+                   for k, v in rv.op_kwargs_expand_input.value.items()},
+        "partial": {k: [v.operator.task_id, v.key]
+                    for k, v in rv.partial_kwargs["op_kwargs"].items()},
+    }
+print(json.dumps({"added": added,
+                  "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "dags": dags}))
+"""
+
+
+def _clean_env(airflow_home: Path) -> dict[str, str]:
+    """The parent's environment minus any Airflow or entsync settings, with our AIRFLOW_HOME."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ENTSYNC_", "_AIRFLOW"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PATH": f"{AIRFLOW.parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+
+def _snippet(code: str, home: Path, *args: str) -> dict[str, Any]:
+    """Run a probe snippet in a fresh interpreter (the DAG file imported there, Airflow's
+    settings from ``home``); its last stdout line is JSON."""
+    out = subprocess.run([sys.executable, "-c", code, *args], env=_clean_env(home),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+# --------------------------------------------------------------------------------------------
+# Integrity: fast, no slapd
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("airflow_probe")
+    return _snippet(PROBE, home, str(DAGS / "ent_sync.py"))
+
+
+def test_dag_file_parses_without_heavy_imports(probe: dict[str, Any]) -> None:
+    # airflow.sdk already brings sqlalchemy; what matters is that the DAG file adds none of
+    # these, and none of the etl modules that would need them at parse time.
+    heavy = [m for m in probe["added"] if m.split(".")[0] in HEAVY]
+    assert heavy == []
+    etl = {m for m in probe["added"] if m.startswith("etl")}
+    assert etl <= {"etl", "etl.config", "etl.errors", "etl.report.assets"}, etl
+
+
+def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
+    assert probe["import_errors"] == {}
+    academies = load_academies()
+    assert set(probe["dags"]) == {
+        "ent_sync__ac_nancy_metz",
+        "ent_sync__ac_reims",
+        "ent_sync__ac_strasbourg",
+    }
+    assert set(probe["dags"]) == {a.dag_id for a in academies.values()}
+    for academy in academies.values():
+        dag = probe["dags"][academy.dag_id]
+        # one task group per stage, so the ops team reads the graph as the pipeline
+        assert dag["groups"] == {
+            "read.discover": "read", "read.read_validate": "read",
+            "plan.reconcile": "plan", "write.apply": "write",
+            "close.report": "close", "close.publish": "close",
+            "review.held_plans": "review", "review.approval": "review",
+            "review.apply_decision": "review", "review.publish": "review",
+        }
+        assert dag["mapped"] == ["read.read_validate"]
+        # one task fewer: read_validate maps over discover's return value (the schools to
+        # read) and finds the sync run in discover's XCom "run"
+        assert dag["expand"] == {"batch": ["read.discover", "return_value"]}
+        assert dag["partial"] == {"disc": ["read.discover", "run"]}
+        # a dict a task returns is one XCom, not one more per key (each one a request)
+        assert dag["multiple_outputs"] == []
+        assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
+        # retries with backoff (only transient failures reach them); the human step never
+        assert dag["retries"]["review.approval"] == 0
+        assert {dag["retries"][t] for t in dag["retries"] if t != "review.approval"} == {3}
+        assert dag["backoff"]["write.apply"] == [2.0, 900.0]
+        # the report task's button, and the directory's asset on both publish tasks
+        assert dag["links"] == {"close.report": ["Run report"]}
+        asset = [f"entsync_directory_{academy.code.replace('-', '_')}",
+                 f"x-entsync://directory/{academy.code}"]
+        assert dag["outlets"] == {"close.publish": [asset], "review.publish": [asset]}
+        assert dag["schedule"] == academy.schedule
+        assert dag["timezone"] == dag["timetable_tz"] == "Europe/Paris"
+        assert dag["params"] == {"dry_run": False, "schools": [], "mode": None}
+        assert "ENT directory sync" in dag["doc_md"]
+        for words in ("Task groups", "Run report", "entsync_directory_<academy>", "Retries",
+                      "transient"):
+            assert words in dag["doc_md"], words
+        # an empty night (read_validate skipped) must still reconcile, apply and report
+        for tid in ("plan.reconcile", "write.apply", "close.report"):
+            assert dag["trigger_rules"][tid] == "none_failed"
+
+
+LIFECYCLE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+dag = bag.dags["ent_lifecycle"]
+print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "tasks": {t.task_id: [t.retries, t.retry_exponential_backoff]
+                            for t in dag.tasks},
+                  "doc_md": dag.doc_md}))
+"""
+
+
+def test_lifecycle_dag_retries_like_the_sync(tmp_path: Path) -> None:
+    got = _snippet(LIFECYCLE, tmp_path / "home", str(DAGS / "ent_lifecycle.py"))
+    assert got["errors"] == {}
+    assert got["tasks"] == {f"purge__{c.replace('-', '_')}": [3, 2.0] for c in load_academies()}
+    assert "transient" in got["doc_md"]
+
+
+# The DAG file's retry policy and failure callback, called directly (in a subprocess: importing
+# the DAG file imports airflow). Each exception kind through `fail_fast`: what Airflow sees.
+POLICY = r"""
+import inspect, json, runpy, sys
+import ldap3.core.exceptions as lx
+import sqlalchemy.exc as sx
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from etl.errors import ConfigError, DirectoryError, FileRejected, RunLocked
+from etl.approve.decide import ApprovalRefused
+
+dag_file = runpy.run_path(sys.argv[1])
+fail_fast = dag_file["fail_fast"]
+cases = {
+    "ldap_down": lx.LDAPSocketOpenError("socket connection error: [Errno 111] refused"),
+    "ldap_busy": lx.LDAPBusyResult("busy"),
+    "state_db_locked": sx.OperationalError("UPDATE runs", {}, Exception("database is locked")),
+    "connection_reset": ConnectionResetError(104, "reset"),
+    "run_locked": RunLocked("academy ac-reims is being written by run r0"),
+    "bad_credentials": DirectoryError("bind as cn=entsync refused: invalidCredentials"),
+    "untrusted_certificate": DirectoryError("LDAPS failed: certificate not trusted"),
+    "file_rejected": FileRejected("ELEVES.xml", "no UAJ"),
+    "config": ConfigError("unknown academy"),
+    "approval_refused": ApprovalRefused("plan changed"),
+    "bug": KeyError("plan"),
+    "skip": AirflowSkipException("nothing to do"),
+}
+out = {}
+for name, exc in cases.items():
+    @fail_fast
+    def task_body(a, b=2, *, exc=exc):
+        raise exc
+    try:
+        task_body(1)
+    except AirflowFailException as e:
+        out[name] = ["fail_now", type(e.__cause__).__name__, str(e)]
+    except Exception as e:
+        out[name] = ["retry" if e is exc else "other", type(e).__name__, ""]
+out["signature"] = str(inspect.signature(task_body))
+out["name"] = task_body.__name__
+
+# the failure callback, with a context shaped like Airflow's
+calls = []
+class Pipeline:
+    @staticmethod
+    def fail_run(settings, run_id, reason):
+        calls.append([run_id, reason])
+import etl
+etl.run = Pipeline  # what `from etl import pipeline` inside the callback picks up
+sys.modules["etl.run"] = Pipeline
+dag_file["_on_task_failure"].__globals__["_settings"] = lambda: "settings"
+class TI:
+    task_id = "read.read_validate"
+    rendered_map_index = "0670001A"
+    def xcom_pull(self, task_ids, key="return_value"):
+        found = task_ids == "read.discover" and key == "run"
+        return {"run_id": "ac-strasbourg-x"} if found else None
+try:
+    raise AirflowFailException("DirectoryError: not retried") from DirectoryError("x")
+except AirflowFailException as e:
+    err = e
+dag_file["_on_task_failure"]({"ti": TI(), "exception": err})
+out["callback"] = calls
+print(json.dumps(out))
+"""
+
+
+def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> None:
+    got = _snippet(POLICY, tmp_path / "home", str(DAGS / "ent_sync.py"))
+    for name in ("ldap_down", "ldap_busy", "state_db_locked", "connection_reset", "run_locked"):
+        assert got[name][0] == "retry", (name, got[name])  # raised as is: Airflow retries
+    for name, cause in (("bad_credentials", "DirectoryError"),
+                        ("untrusted_certificate", "DirectoryError"),
+                        ("file_rejected", "FileRejected"), ("config", "ConfigError"),
+                        ("approval_refused", "ApprovalRefused"), ("bug", "KeyError")):
+        kind, raised_from, message = got[name]
+        assert (kind, raised_from) == ("fail_now", cause), (name, got[name])
+        assert message == f"{cause}: not retried (no retry can fix it)"  # type only, no text
+    assert got["skip"] == ["retry", "AirflowSkipException", ""]  # Airflow's own: untouched
+    # @task still sees the task's own signature and name
+    assert got["signature"].startswith("(a, b=2, *, exc=")
+    assert got["name"] == "task_body"
+    # the failure callback closes the run, naming the task, the school and the root error
+    assert got["callback"] == [["ac-strasbourg-x",
+                                "Airflow task read.read_validate (school 0670001A) failed: "
+                                "DirectoryError"]]
+
+
+# discover's own callable, with the academy locked by a live run: RunLocked goes to Airflow's
+# retries as is, and the run this try opened is closed ("refused"), not left "running".
+LOCKED = r"""
+import json, runpy, sys
+from sqlalchemy import select
+from etl import run as pipeline
+from etl.config import Settings
+from etl.errors import RunLocked
+from etl.store.db import session_factory
+from etl.store.models import AcademyLock, Run
+
+dag_file = runpy.run_path(sys.argv[1])
+settings = Settings.from_env({"ENTSYNC_WORKDIR": sys.argv[2]})
+holder = pipeline.start_run(settings, "ac-reims", trigger="cli")  # holds the lock
+task = dag_file["ent_sync__ac_reims"].get_task("read.discover")
+g = task.python_callable.__wrapped__.__globals__
+g["_settings"] = lambda: settings
+g["_params"] = lambda: (False, [])
+try:
+    task.python_callable()
+    raised = None
+except RunLocked as e:
+    raised = type(e).__name__
+with session_factory(settings.state_url)() as s:
+    runs = {r.id: [r.status, (r.summary or {}).get("error")] for r in s.scalars(select(Run))}
+    lock = s.get(AcademyLock, "ac-reims").run_id
+print(json.dumps({"raised": raised, "holder": holder, "runs": runs, "lock": lock}))
+"""
+
+
+def test_a_discover_try_that_finds_the_academy_locked_closes_its_run(tmp_path: Path) -> None:
+    got = _snippet(LOCKED, tmp_path / "home", str(DAGS / "ent_sync.py"), str(tmp_path / "work"))
+    assert got["raised"] == "RunLocked"  # transient: left to Airflow's retries
+    holder = got["holder"]
+    assert got["lock"] == holder  # still the holder's
+    assert got["runs"].pop(holder) == ["running", None]
+    [(status, error)] = got["runs"].values()
+    assert status == "refused" and f"is being written by run {holder}" in error
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: a real Airflow run against the session slapd
+# --------------------------------------------------------------------------------------------
+
+
+class AirflowRunner:
+    """`airflow dags test` in a subprocess, against a throwaway SQLite metadata DB."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+
+    def run(self, *args: str, timeout: int = 240, check: bool = True) -> str:
+        out = subprocess.run(
+            [str(AIRFLOW), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.home,
+        )
+        log = out.stdout + out.stderr
+        (self.home / "last.log").write_text(log, "utf-8")
+        assert not check or out.returncode == 0, f"airflow {' '.join(args)} failed:\n{log[-5000:]}"
+        return log
+
+    def dag_test(
+        self, dag_id: str, workdir: Path, landing: Path, conf: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run the DAG once and return the summary.json its report task wrote."""
+        self.env.update(ENTSYNC_WORKDIR=str(workdir), ENTSYNC_LANDING=str(landing))
+        before = set(workdir.glob("reports/*/summary.json"))
+        args = ["dags", "test", dag_id]
+        if conf is not None:
+            args += ["-c", json.dumps(conf)]
+        self.run(*args)  # `airflow dags test` exits non-zero when the DAG run failed
+        new = set(workdir.glob("reports/*/summary.json")) - before
+        assert len(new) == 1, f"expected one new run summary, got {sorted(new)}"
+        summary: dict[str, Any] = json.loads(new.pop().read_text("utf-8"))
+        return summary
+
+
+@pytest.fixture(scope="module")
+def airflow_runner(tmp_path_factory: pytest.TempPathFactory, slapd: LdapServer) -> AirflowRunner:
+    """One Airflow home per module: `airflow db migrate` runs once."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = _clean_env(home)
+    env.update(slapd.env())
+    # INFO costs ~2 s per run in log rendering; task failures are still logged with traceback
+    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    runner = AirflowRunner(home, env)
+    runner.run("db", "migrate", timeout=180)
+    return runner
+
+
+def _snapshot(conn: ldap3.Connection, base: str) -> dict[str, str]:
+    """Every entry's DN and entryCSN: any write to any entry changes it."""
+    entries = conn.extend.standard.paged_search(
+        base, "(objectClass=*)", attributes=["entryCSN"], paged_size=1000, generator=False
+    )
+    snap = {
+        e["dn"].lower(): str(e["attributes"].get("entryCSN") or "")
+        for e in entries
+        if e.get("type") == "searchResEntry"
+    }
+    assert snap and all(snap.values()), "entryCSN missing: the snapshot would prove nothing"
+    return snap
+
+
+def _people(
+    conn: ldap3.Connection, base: str, profile: str, school_dns: list[str]
+) -> list[dict[str, Any]]:
+    rattach = "".join(
+        f"(ENTPersonStructRattach={ldap3.utils.conv.escape_filter_chars(d)})" for d in school_dns
+    )
+    entries = conn.extend.standard.paged_search(
+        f"ou=people,{base}",
+        f"(&(ENTPersonProfils=National_{profile})(|{rattach}))",
+        attributes=["*"],
+        paged_size=1000,
+        generator=False,
+    )
+    return [e for e in entries if e.get("type") == "searchResEntry"]
+
+
+def _lower(values: Any) -> set[str]:
+    return {str(v).lower() for v in (values if isinstance(values, list) else [values])}
+
+
+def _metadata(runner: AirflowRunner, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows from the Airflow metadata DB of the runner (SQLite in its home)."""
+    db = runner.home / "airflow.db"
+    assert db.is_file(), db
+    with closing(sqlite3.connect(db)) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+def _asset_events(runner: AirflowRunner, academy: str) -> list[dict[str, Any]]:
+    """The directory asset's events (their extra), oldest first."""
+    rows = _metadata(runner, "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+                     " WHERE a.name = ? ORDER BY e.id", directory_asset_name(academy))
+    return [json.loads(r[0]) if isinstance(r[0], str) else dict(r[0] or {}) for r in rows]
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_academy_dag_runs_end_to_end(
+    airflow_runner: AirflowRunner, slapd: LdapServer, tmp_path: Path
+) -> None:
+    academy, dag_id, prefix = "ac-reims", "ent_sync__ac_reims", "AC-REIMS$"
+    landing, workdir = tmp_path / "landing", tmp_path / "work"
+    gen = generate_academy(landing, academy, schools=2, pupils_per_school=60, seed=4242)
+    school_dns = [f"ENTStructureUAI={u},ou=structures,{slapd.base}" for u in gen.schools]
+
+    # 1. first night: everything is created
+    first = airflow_runner.dag_test(dag_id, workdir, landing)
+    assert first["status"] == "success"
+    assert first["applied"] == first["changes"] > 0 and first["failed"] == 0
+    # the directory changed: one event of the academy's asset, naming the run and schools
+    assert _asset_events(airflow_runner, academy) == [
+        {"run_id": first["run_id"], "applied": first["applied"], "schools": sorted(gen.schools)}]
+    assert set(first["schools"]) == set(gen.schools)
+    assert {s["status"] for s in first["schools"].values()} == {"ok"}
+    # one mapped task per group of up to 16 schools (their rules run together), labelled
+    # with its schools: the first one's UAI and name (its STS-web export's), the last's UAI
+    labels = [r[0] for r in _metadata(
+        airflow_runner, "SELECT rendered_map_index FROM task_instance WHERE dag_id = ? AND "
+        "task_id = 'read.read_validate' AND map_index >= 0", dag_id)]
+    first_uai, last_uai = gen.schools[0], gen.schools[-1]
+    assert len(labels) == 1, labels
+    assert labels[0].startswith((f"{first_uai} COLLEGE ", f"{first_uai} LYCEE ")), labels
+    assert labels[0].endswith(f" … {last_uai} (2 schools)"), labels
+
+    conn = admin_connection(slapd)
+    try:
+        pupils = _people(conn, slapd.base, "ELV", school_dns)
+        guardians = _people(conn, slapd.base, "TUT", school_dns)
+        teachers = _people(conn, slapd.base, "ENS", school_dns)
+        assert 0.9 * gen.pupils <= len(pupils) <= gen.pupils
+        assert guardians and teachers
+        logins: list[str] = []
+        for entries, profile_class in (
+            (pupils, "ENTEleve"),
+            (guardians, "ENTAuxPersRelEleve"),
+            (teachers, "ENTAuxEnseignant"),
+        ):
+            for e in entries:
+                a = e["attributes"]
+                object_classes = _lower(a["objectClass"])
+                assert {
+                    "inetorgperson",
+                    "entperson",
+                    "entsyncaccount",
+                    profile_class.lower(),
+                } <= object_classes, e["dn"]
+                assert a["ENTPersonJointure"] and all(
+                    j.startswith(prefix) for j in a["ENTPersonJointure"]
+                ), e["dn"]
+                assert len(a["ENTPersonLogin"]) == 1
+                logins.append(a["ENTPersonLogin"][0])
+                assert a["entSyncStatus"] == ["ACTIVE"]
+        assert len(logins) == len(set(logins)), "logins must be unique"
+        assert all(e["attributes"]["ENTEleveClasses"] for e in pupils)
+        assert all(e["attributes"]["ENTAuxPersRelEleveEleve"] for e in guardians)
+
+        pupil_dns = {e["dn"].lower() for e in pupils}
+        for sdn in school_dns:
+            conn.search(sdn, "(objectClass=ENTClasse)", attributes=["cn", "member"])
+            classes = [e for e in conn.response if e.get("type") == "searchResEntry"]
+            assert classes, f"no class under {sdn}"
+            assert any(_lower(c["attributes"]["member"]) & pupil_dns for c in classes)
+
+        # 2. same inputs again: nothing to write, nothing written
+        before = _snapshot(conn, slapd.base)
+        second = airflow_runner.dag_test(dag_id, workdir, landing)
+        assert second["status"] == "success"
+        assert second["applied"] == 0 and second["changes"] == 0
+        assert _snapshot(conn, slapd.base) == before
+        assert len(_asset_events(airflow_runner, academy)) == 1  # no change, no new event
+
+        shutil.rmtree(landing / academy)
+        generate_academy(
+            landing,
+            academy,
+            schools=2,
+            pupils_per_school=65,
+            seed=4242,
+            export_date=dt.date(2026, 10, 2),
+        )
+        # 3. the next night's exports, in a dry run limited to one school: planned for that
+        #    school only, reported, not written
+        one = gen.schools[0]
+        dry = airflow_runner.dag_test(
+            dag_id, workdir, landing, conf={"dry_run": True, "schools": [one.lower()]}
+        )
+        assert dry["status"] == "dry_run" and dry["dry_run"] is True
+        # (the other school may appear as "collateral": its groups lose people disabled here)
+        assert {u for u, v in dry["schools"].items() if v["status"] != "collateral"} == {one}
+        # a different seed: different people, so tonight's plan also disables last night's
+        # accounts and the disable guard holds it (counted apart, still nothing written)
+        assert dry["changes"] + dry["held_changes"] > 0 and dry["applied"] == 0
+        assert _snapshot(conn, slapd.base) == before
+        assert len(_asset_events(airflow_runner, academy)) == 1  # a dry run writes nothing
+    finally:
+        conn.unbind()
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_dag_run_with_no_school_succeeds(airflow_runner: AirflowRunner, tmp_path: Path) -> None:
+    """An empty landing zone: read_validate maps over nothing, the run still reports."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    summary = airflow_runner.dag_test("ent_sync__ac_strasbourg", tmp_path / "work", landing)
+    assert summary["status"] == "success"
+    assert summary["schools"] == {} and summary["changes"] == 0 and summary["applied"] == 0
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
+    airflow_runner: AirflowRunner, tmp_path: Path
+) -> None:
+    """Wrong directory password: `write.apply` fails on its first try (DirectoryError is not
+    transient, retries=3 notwithstanding), the failure callback closes the sync run as failed
+    naming the task and the error type, and the academy's lock is released."""
+    academy, dag_id = "ac-nancy-metz", "ent_sync__ac_nancy_metz"
+    landing, workdir = tmp_path / "landing", tmp_path / "work"
+    generate_academy(landing, academy, schools=1, pupils_per_school=20, seed=99)
+    runner = AirflowRunner(airflow_runner.home, {
+        **airflow_runner.env, "ENTSYNC_WORKDIR": str(workdir), "ENTSYNC_LANDING": str(landing),
+        "ENTSYNC_LDAP_PASSWORD": "not-the-password"})
+    log = runner.run("dags", "test", dag_id, check=False)
+
+    tis = dict(_metadata(runner, "SELECT t.task_id, t.state || ':' || t.try_number "
+                         "FROM task_instance t JOIN dag_run r ON r.run_id = t.run_id "
+                         "AND r.dag_id = t.dag_id WHERE t.dag_id = ? AND r.id = "
+                         "(SELECT max(id) FROM dag_run WHERE dag_id = ?)", dag_id, dag_id))
+    assert tis["plan.reconcile"] == "success:1", tis
+    assert tis["write.apply"] == "failed:1", (tis, log[-3000:])  # one try, no retry
+    assert tis["close.report"] == "upstream_failed:0"  # never ran
+    assert "not retried" in log and "DirectoryError" in log
+
+    settings = Settings.from_env({"ENTSYNC_WORKDIR": str(workdir)})
+    with session_factory(settings.state_url)() as s:
+        runs = list(s.scalars(select(Run).where(Run.academy == academy)))
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.status == "failed" and run.ended_at is not None
+        error = str((run.summary or {}).get("error"))
+        assert error == "Airflow task write.apply (school -) failed: DirectoryError", error
+        assert s.get(AcademyLock, academy) is None  # released: the next run need not wait
+    assert "not-the-password" not in log
