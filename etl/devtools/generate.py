@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from etl.config import load_academies
 from etl.discover.landing import uai_check_letter
 
 __all__ = [
@@ -50,11 +51,12 @@ class _AcademyInfo:
     departments: tuple[str, ...]
 
 
+#: per academy its STS code and label; its departments are etl/academies.toml's
 ACADEMIES: dict[str, _AcademyInfo] = {
-    "ac-nancy-metz": _AcademyInfo("12", "NANCY-METZ", ("054", "055", "057", "088")),
-    "ac-reims": _AcademyInfo("19", "REIMS", ("008", "010", "051", "052")),
-    "ac-strasbourg": _AcademyInfo("15", "STRASBOURG", ("067", "068")),
-}
+    code: _AcademyInfo(sts_code, label, load_academies()[code].departments)
+    for code, (sts_code, label) in {"ac-nancy-metz": ("12", "NANCY-METZ"),
+                                    "ac-reims": ("19", "REIMS"),
+                                    "ac-strasbourg": ("15", "STRASBOURG")}.items()}
 ACADEMY_DEPARTMENTS: dict[str, tuple[str, ...]] = {k: v.departments for k, v in ACADEMIES.items()}
 
 # Share of Germanic surnames per department (Alsace, Moselle).

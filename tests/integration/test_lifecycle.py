@@ -17,8 +17,9 @@ from etl.apply import stage as apply_stage
 from etl.config import Settings
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
-from etl.errors import EntsyncError, RunLocked
-from etl.ops.operations import UndoRefused, purge_expired, undo_run
+from etl.errors import EntsyncError, RunLocked, UndoRefused
+from etl.ops.retention import purge_expired
+from etl.ops.undo import undo_run
 from etl.store.db import session_factory
 from etl.store.models import Run, utcnow
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -209,7 +210,7 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
 
 def test_old_runs_staged_files_are_purged_but_not_a_held_plan_nor_reports(
         env: Settings, server: LdapServer) -> None:
-    from etl.ops.operations import purge_staging
+    from etl.ops.retention import purge_staging
 
     staged = env.workdir / "staging"
     drop(env, roster(30), day=1)
