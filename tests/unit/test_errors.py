@@ -113,3 +113,26 @@ def test_every_refusal_is_an_entsync_error_and_keeps_its_builtin_base() -> None:
         assert issubclass(cls, EntsyncError)
     assert issubclass(SlapdError, RuntimeError)
     assert issubclass(ReportNotFound, LookupError)
+
+
+@pytest.mark.parametrize(("where", "argv", "exc", "line"), [
+    ("etl.ops.undo.undo_run", ["undo", "r1"], UndoRefused("run r1 was already undone"),
+     "entsync: run r1 was already undone"),
+    ("etl.ops.merge.merge_accounts", ["merge", "u1", "u1"],
+     MergeRefused("the two uids are the same"), "entsync: the two uids are the same"),
+    # slapd's diagnostics span lines: still reported as before, on one line
+    ("etl.devtools.slapd.start_slapd", ["ldap", "up", "--dir", "x"],
+     SlapdError("slapd from x exited during startup\nlog: ..."),
+     "entsync: unexpected error: SlapdError (entsync -v shows where)"),
+])
+def test_the_cli_reports_each_refusal_on_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str,
+        argv: list[str], exc: Exception, line: str) -> None:
+    from etl import cli
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(where, refuse)
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [line]
