@@ -53,7 +53,7 @@ def ent_lifecycle() -> None:
             from ent_sync import _settings, retry_policy
 
             from etl.discover.quarantine import purge_quarantine
-            from etl.ops.operations import purge_expired, purge_staging
+            from etl.ops.retention import purge_expired, purge_staging
 
             with retry_policy():
                 st = _settings()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.config import Settings, load_academies
-from etl.errors import ConfigError, EntsyncError
+from etl.errors import ConfigError, EntsyncError, SlapdError
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -150,7 +150,7 @@ def cmd_decide(a: argparse.Namespace) -> int:
 
 
 def cmd_undo(a: argparse.Namespace) -> int:
-    from etl.ops.operations import undo_run
+    from etl.ops.undo import undo_run
 
     res = undo_run(_settings(a), a.run_id)
     _print(res, a.json, lambda o: f"undo of {o['undo_of']} ({o['run_id']}): {o['applied']} "
@@ -159,7 +159,7 @@ def cmd_undo(a: argparse.Namespace) -> int:
 
 
 def cmd_merge(a: argparse.Namespace) -> int:
-    from etl.ops.operations import merge_accounts
+    from etl.ops.merge import merge_accounts
 
     res = merge_accounts(_settings(a), a.keep_uid, a.other_uid)
     _print(res, a.json, lambda o: f"{o['merged']} merged into {o['keep']} ({o['run_id']}): "
@@ -169,7 +169,7 @@ def cmd_merge(a: argparse.Namespace) -> int:
 
 def cmd_lifecycle(a: argparse.Namespace) -> int:
     from etl.discover.quarantine import purge_quarantine
-    from etl.ops.operations import purge_expired, purge_staging
+    from etl.ops.retention import purge_expired, purge_staging
 
     st = _settings(a)
     out = {code: {**purge_expired(st, code, dry_run=a.dry_run),
@@ -245,33 +245,57 @@ def cmd_ldap(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    """What the directory holds: accounts per profile, a sample entry, a class and members."""
+    """What the directory holds: accounts per profile, a sample entry, a class and members;
+    with ``--academy``, only that academy's schools and the people whose source keys are
+    its own (``ENTPersonJointure`` starts with its jointure prefix)."""
     import ldap3
+    from ldap3.utils.conv import escape_filter_chars
 
     from etl.apply.stage import ldap_target_from_settings
     from etl.apply.writer import connect
+    from etl.config import get_academy
 
     st = _settings(a)
     target = ldap_target_from_settings(st)
+    academy = get_academy(a.academy) if a.academy else None
     conn = connect(target)
     base = st.ldap.base
+
+    def people(f: str) -> str:
+        if academy is None:
+            return f
+        return f"(&{f}(ENTPersonJointure={escape_filter_chars(academy.jointure_prefix)}$*))"
+
     counts: dict[str, int] = {}
     for prof in ("ELV", "TUT", "ENS", "DIR", "EVS", "DOC", "ETA"):
-        _s, _r, resp, _q = conn.search(f"ou=people,{base}", f"(ENTPersonProfils=National_{prof})",
+        _s, _r, resp, _q = conn.search(f"ou=people,{base}",
+                                       people(f"(ENTPersonProfils=National_{prof})"),
                                        attributes=["uid"], paged_size=1000)
         counts[f"National_{prof}"] = sum(1 for e in resp if e.get("type") == "searchResEntry")
-    _s, _r, schools, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTEtablissement)",
+    school_filter = "(objectClass=ENTEtablissement)" if academy is None else (
+        f"(&(objectClass=ENTEtablissement)"
+        f"(ENTStructureAcademie={escape_filter_chars(academy.code)}))")
+    _s, _r, schools, _q = conn.search(f"ou=structures,{base}", school_filter,
                                       search_scope=ldap3.LEVEL, attributes=["ENTStructureUAI"])
-    _s, _r, classes, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTClasse)",
-                                      attributes=["cn", "member", "description"], size_limit=1)
-    _s, _r, groups, _q = conn.search(f"ou=structures,{base}", "(objectClass=ENTGroupe)",
-                                     attributes=["cn"])
-    _s, _r, sample, _q = conn.search(f"ou=people,{base}", "(ENTPersonProfils=National_ELV)",
+    schools = [e for e in schools if e.get("type") == "searchResEntry"]
+    # classes and groups live below their school: the academy's schools, or all of them
+    bases = [f"ou=structures,{base}"] if academy is None else [e["dn"] for e in schools]
+    classes: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
+    for b in bases:
+        if not classes:
+            _s, _r, found, _q = conn.search(b, "(objectClass=ENTClasse)", size_limit=1,
+                                            attributes=["cn", "member", "description"])
+            classes = [e for e in found if e.get("type") == "searchResEntry"]
+        _s, _r, found, _q = conn.search(b, "(objectClass=ENTGroupe)", attributes=["cn"])
+        groups += [e for e in found if e.get("type") == "searchResEntry"]
+    _s, _r, sample, _q = conn.search(f"ou=people,{base}",
+                                     people("(ENTPersonProfils=National_ELV)"),
                                      attributes=["*"], size_limit=1)
-    lines = [f"directory {target.url} base {base}", "accounts per profile:"]
+    lines = [f"directory {target.url} base {base}"
+             + (f" academy {academy.code}" if academy else ""), "accounts per profile:"]
     lines += [f"  {k:14} {v}" for k, v in counts.items() if v]
-    lines.append(f"schools: {sum(1 for e in schools if e.get('type') == 'searchResEntry')}, "
-                 f"groups: {sum(1 for e in groups if e.get('type') == 'searchResEntry')}")
+    lines.append(f"schools: {len(schools)}, groups: {len(groups)}")
     for e in sample[:1]:
         lines.append(f"sample pupil entry (synthetic data): {e['dn']}")
         for k, v in sorted(e["attributes"].items()):
@@ -423,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.set_defaults(fn=cmd_ldap)
 
     sh = sub.add_parser("show", help="what the directory holds (counts, samples)")
-    sh.add_argument("--academy", choices=academies)
+    sh.add_argument("--academy", choices=academies,
+                    help="only this academy's schools, classes, groups and people")
     sh.add_argument("--ldap-url")
     sh.add_argument("--ldap-base")
     _common(sh)
@@ -478,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"entsync: configuration error: {e}", file=sys.stderr)
         return 2
+    except SlapdError as e:  # slapd's diagnostics span lines: one line here, -v shows them
+        return _unexpected(e, a.verbose)
     except EntsyncError as e:
         print(f"entsync: {e}", file=sys.stderr)
         return 1

@@ -18,6 +18,9 @@ MODES = ("normal", "create_only", "no_disable")
 
 @dataclass(frozen=True)
 class Academy:
+    """An academy as ``academies.toml`` describes it: its ``[defaults]`` (the one place for
+    every default) overridden by its own ``[[academy]]`` table."""
+
     code: str
     name: str
     jointure_prefix: str
@@ -29,15 +32,15 @@ class Academy:
     guardian_levels: tuple[int, ...]
     max_disable_share: float
     max_update_share: float
-    max_disable_count: int = 300
-    max_pupil_drop_share: float = 0.30
-    guard_min_changes: int = 5
-    retention_days: tuple[tuple[str, int], ...] = ()
-    mode: str = "normal"
-    rollover_window: tuple[str, str] | None = None
-    rollover_mode: str = "no_disable"
-    rollover_max_update_share: float = 1.0
-    rollover_archive: str = "archive"
+    max_disable_count: int
+    max_pupil_drop_share: float
+    guard_min_changes: int
+    retention_days: tuple[tuple[str, int], ...]
+    mode: str
+    rollover_window: tuple[str, str] | None
+    rollover_mode: str
+    rollover_max_update_share: float
+    rollover_archive: str
 
     @property
     def dag_id(self) -> str:
@@ -47,7 +50,10 @@ class Academy:
         return uai[:3] in self.departments
 
     def retention_for(self, profile: str) -> int:
-        return dict(self.retention_days).get(profile, 90)
+        days = dict(self.retention_days)
+        if profile not in days:
+            raise ConfigError(f"academy {self.code}: retention_days has no {profile}")
+        return days[profile]
 
     def in_rollover(self, day: dt.date) -> bool:
         if not self.rollover_window:
@@ -64,13 +70,30 @@ class Academy:
         return self.mode
 
 
+def _defaults(data: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The ``[defaults]`` of the packaged academies file, overridden by those of another file
+    (``path``) if one is read: the packaged file is where every default is written."""
+    if path is None or path.resolve() == ACADEMIES_FILE.resolve():
+        return dict(data.get("defaults", {}))
+    packaged: dict[str, Any] = tomllib.loads(ACADEMIES_FILE.read_text("utf-8"))["defaults"]
+    return _merge(packaged, data.get("defaults", {}))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``; ``retention_days`` per profile (naming one profile keeps the
+    others' default)."""
+    out = {**base, **over}
+    out["retention_days"] = {**base.get("retention_days", {}), **over.get("retention_days", {})}
+    return out
+
+
 def load_academies(path: Path | None = None) -> dict[str, Academy]:
     """Read the academies config (order kept)."""
     data: dict[str, Any] = tomllib.loads((path or ACADEMIES_FILE).read_text("utf-8"))
-    defaults: dict[str, Any] = data.get("defaults", {})
+    defaults = _defaults(data, path)
     out: dict[str, Academy] = {}
     for raw in data.get("academy", []):
-        merged = {**defaults, **raw}
+        merged = _merge(defaults, raw)
         try:
             out[merged["code"]] = Academy(
                 code=merged["code"],
@@ -78,23 +101,23 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 jointure_prefix=merged["jointure_prefix"],
                 departments=tuple(merged["departments"]),
                 schedule=merged["schedule"],
-                timezone=merged.get("timezone", "Europe/Paris"),
+                timezone=merged["timezone"],
                 record_error_budget=float(merged["record_error_budget"]),
                 record_error_budget_min=int(merged["record_error_budget_min"]),
                 guardian_levels=tuple(int(x) for x in merged["guardian_levels"]),
                 max_disable_share=float(merged["max_disable_share"]),
                 max_update_share=float(merged["max_update_share"]),
-                max_disable_count=int(merged.get("max_disable_count", 300)),
-                max_pupil_drop_share=float(merged.get("max_pupil_drop_share", 0.30)),
-                guard_min_changes=int(merged.get("guard_min_changes", 5)),
+                max_disable_count=int(merged["max_disable_count"]),
+                max_pupil_drop_share=float(merged["max_pupil_drop_share"]),
+                guard_min_changes=int(merged["guard_min_changes"]),
                 retention_days=tuple(sorted(
-                    (str(k), int(v)) for k, v in merged.get("retention_days", {}).items())),
-                mode=str(merged.get("mode", "normal")),
+                    (str(k), int(v)) for k, v in merged["retention_days"].items())),
+                mode=str(merged["mode"]),
                 rollover_window=(tuple(merged["rollover_window"])
-                                 if merged.get("rollover_window") else None),
-                rollover_mode=str(merged.get("rollover_mode", "no_disable")),
-                rollover_max_update_share=float(merged.get("rollover_max_update_share", 1.0)),
-                rollover_archive=str(merged.get("rollover_archive", "archive")),
+                                 if merged["rollover_window"] else None),
+                rollover_mode=str(merged["rollover_mode"]),
+                rollover_max_update_share=float(merged["rollover_max_update_share"]),
+                rollover_archive=str(merged["rollover_archive"]),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")
@@ -120,6 +143,20 @@ class LdapSettings:
     #: consecutive connection failures (``ENTSYNC_LDAP_MAX_CONNECT_FAILURES``) after which the
     #: directory is taken for down: the apply stops and the run fails with what is left
     max_connect_failures: int = 5
+    #: RFC 5805 transactions for the writes (``ENTSYNC_LDAP_TRANSACTIONS``): ``off``, ``auto``
+    #: (when the server announces them) or ``on``; off by default (``etl.apply.writer``)
+    transactions: str = "off"
+    #: operations per transaction (``ENTSYNC_LDAP_TXN_SIZE``; below 1: 1)
+    txn_size: int = 500
+
+
+def _txn_size(raw: str | None) -> int:
+    """``ENTSYNC_LDAP_TXN_SIZE``: 500 when unset, at least 1."""
+    try:
+        return max(1, int(raw if raw is not None else "500"))
+    except ValueError:
+        raise ConfigError(f"ENTSYNC_LDAP_TXN_SIZE must be a number of operations, "
+                          f"not {raw!r}") from None
 
 
 def _port(raw: str | None) -> int:
@@ -240,6 +277,8 @@ class Settings:
                     "ENTSYNC_LDAP_MAX_CONNECT_FAILURES",
                     e.get("ENTSYNC_LDAP_MAX_CONNECT_FAILURES"), 5, 1, 1000,
                     "a number of consecutive failures, 1 to 1000"),
+                transactions=e.get("ENTSYNC_LDAP_TRANSACTIONS", "off").strip().lower() or "off",
+                txn_size=_txn_size(e.get("ENTSYNC_LDAP_TXN_SIZE")),
             ),
             staging_url=e.get("ENTSYNC_STAGING_URL", ""),
             statsd_host=e.get("ENTSYNC_STATSD_HOST") or None,

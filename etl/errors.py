@@ -113,6 +113,35 @@ class RunLocked(EntsyncError):
     """Another run holds the academy's lock."""
 
 
+class ApprovalRefused(EntsyncError):
+    """The held plan cannot be applied (changed, decided, or overtaken by a later run)."""
+
+
+class UndoRefused(EntsyncError):
+    """The run cannot be undone safely."""
+
+
+class MergeRefused(EntsyncError):
+    """The two accounts cannot be merged."""
+
+
+class SlapdError(EntsyncError, RuntimeError):
+    """The project's own slapd (``etl.devtools.slapd``) is missing, its configuration is
+    rejected, or it does not start or answer. A RuntimeError too, as it always was; its
+    message may carry slapd's diagnostics over several lines, so the CLI keeps reporting it
+    as an unexpected error (one line, ``-v`` shows it)."""
+
+
+class ReportNotFound(EntsyncError, LookupError):
+    """No such report (or a path that may not be served: the caller answers 404 either way):
+    ``etl.report.page.resolve_report_file``. A LookupError too, as it always was."""
+
+
+class PlanFormatError(EntsyncError, ValueError):
+    """A plan file this version does not read (``etl.plan.diff.read_plan``): an unknown
+    format, or the older one-document form. A ValueError too, as it always was."""
+
+
 class StateDBError(EntsyncError):
     """The state DB cannot be opened, migrated or used (``etl.store.db``): unreachable,
     locked, unwritable, or a schema this version does not know. ``transient``: whether a

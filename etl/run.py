@@ -299,7 +299,8 @@ def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
             results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
                                             dry_run)
             rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
-        app = apply_plan(settings, academy_code, run_id, rec["plan"], results, dry_run, workers)
+        app = apply_plan(settings, academy_code, run_id, rec["plan"], dry_run=dry_run,
+                         workers=workers)
         return finish_run(settings, academy_code, run_id, disc, results, rec, app, dry_run)
     except BaseException as e:
         fail_run(settings, run_id, f"{type(e).__name__}: {e}")

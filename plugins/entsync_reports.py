@@ -40,7 +40,8 @@ def run_report(run_id: str, relpath: str, user: GetUserDep) -> FileResponse:
     from airflow.models.dag import DagModel
 
     from etl.config import Settings, load_academies
-    from etl.report.page import ReportNotFound, academy_of_run, media_type, resolve_report_file
+    from etl.errors import ReportNotFound
+    from etl.report.page import academy_of_run, media_type, resolve_report_file
 
     academies = load_academies()
     code = academy_of_run(run_id, academies)

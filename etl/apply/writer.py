@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -94,14 +93,6 @@ def txn_end_value(txn_id: bytes, commit: bool = True) -> bytes:
     return b"\x30" + _ber_length(len(body)) + body
 
 
-def _env_transactions() -> str:
-    return os.environ.get("ENTSYNC_LDAP_TRANSACTIONS", "off").strip().lower() or "off"
-
-
-def _env_txn_size() -> int:
-    return max(1, int(os.environ.get("ENTSYNC_LDAP_TXN_SIZE", "500")))
-
-
 @dataclass
 class LdapTarget:
     """Where and as whom the sync writes. ``ca_file``: the CA the server's certificate must
@@ -116,9 +107,10 @@ class LdapTarget:
     start_tls: bool = False
     #: RFC 5805 transactions: "off" (default: Debian 12's slapd 2.5.13 segfaults with them,
     #: see the module doc), "auto" (when the root DSE announces them) or "on"
-    transactions: str = field(default_factory=_env_transactions)
-    #: operations per transaction
-    txn_size: int = field(default_factory=_env_txn_size)
+    #: (``Settings.ldap.transactions``, ENTSYNC_LDAP_TRANSACTIONS)
+    transactions: str = "off"
+    #: operations per transaction (``Settings.ldap.txn_size``, ENTSYNC_LDAP_TXN_SIZE)
+    txn_size: int = 500
     #: consecutive connection failures after which the directory is taken for down and the
     #: apply stops (``Settings.ldap.max_connect_failures``, ENTSYNC_LDAP_MAX_CONNECT_FAILURES)
     max_connect_failures: int = 5

@@ -14,7 +14,7 @@ from etl import staging
 from etl.apply.stage import _apply_changes
 from etl.config import Settings
 from etl.discover.tonight import OPERATOR_REJECTED
-from etl.errors import EntsyncError
+from etl.errors import ApprovalRefused
 from etl.report import metrics
 from etl.store import locks
 from etl.store.db import session_factory
@@ -26,10 +26,6 @@ from etl.store.models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ApprovalRefused(EntsyncError):
-    """The held plan cannot be applied (changed, decided, or overtaken by a later run)."""
 
 
 def pending_approvals(settings: Settings, run_id: str | None = None) -> list[dict[str, Any]]:

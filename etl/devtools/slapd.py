@@ -50,6 +50,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn, parse_dn
 
+from etl.errors import SlapdError
 from etl.resources import schemas_dir
 from etl.runtime.fslock import exclusive
 
@@ -72,10 +73,6 @@ _TOKEN = re.compile(r"@([A-Z][A-Z_]*)@")
 _children: dict[int, subprocess.Popen[bytes]] = {}
 # sun_path is 108 bytes on Linux; keep a margin.
 _MAX_SOCKET_PATH = 100
-
-
-class SlapdError(RuntimeError):
-    """slapd is missing, its configuration is rejected, or it does not start or answer."""
 
 
 #: the accounts a throwaway directory has, by name: (RDN value under ou=services, secret file)

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from etl.errors import PlanFormatError
 from etl.plan.desired import DesiredEntry
 
 #: attributes holding one value: replaced whole; all others diffed value by value
@@ -114,28 +115,15 @@ _DECODER = msgspec.json.Decoder()
 
 def read_plan(lines: Iterable[bytes]) -> tuple[dict[str, Any], Iterator[Change]]:
     """A plan file read from its lines: (header, the changes one by one, in file order).
-
-    A plan written as one JSON document (before ``PLAN_FORMAT``: a held plan may wait for
-    approval across an upgrade) is read too (its ``uids`` map set on the changes)."""
+    A plan in another form (the older one-document form included) is refused."""
     it = iter(lines)
     first = next(it, b"")
     header: dict[str, Any] = _DECODER.decode(first) if first.strip() else {}
-    if isinstance(header.get("changes"), list):  # the older form, one document
-        legacy = header.pop("changes")
-        uids: dict[str, str] = header.pop("uids", None) or {}
-        header["change_count"] = len(legacy)
-
-        legacy.reverse()  # popped from the end: each change let go once read
-
-        def old() -> Iterator[Change]:
-            while legacy:
-                ch = Change.from_dict(legacy.pop())
-                ch.uid = ch.uid or uids.get(ch.dn)
-                yield ch
-
-        return header, old()
+    if isinstance(header.get("changes"), list):
+        raise PlanFormatError(f"plan in the older one-document form (before {PLAN_FORMAT}) "
+                              "is no longer read: reject it, the next run plans again")
     if header and header.get("format") != PLAN_FORMAT:
-        raise ValueError(f"unknown plan format {header.get('format')!r}")
+        raise PlanFormatError(f"unknown plan format {header.get('format')!r}")
 
     def new() -> Iterator[Change]:
         for line in it:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from etl.errors import ReportNotFound
+
 #: per school: what was written by category (a dry run: what would be), then what the
 #: directory refused, what is pending (held for approval, or left by a directory that went
 #: down) and the records rejected
@@ -112,10 +114,6 @@ REPORTS_URL_PREFIX = "/entsync/reports"
 #: what may be served from a run's folder: the pages and the JSON summaries, nothing staged
 SERVED_SUFFIXES = {".html": "text/html; charset=utf-8", ".json": "application/json"}
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-
-class ReportNotFound(LookupError):
-    """No such report (or a path that may not be served: the caller answers 404 either way)."""
 
 
 def report_url(base_url: str, run_id: str, name: str = "report.html") -> str:

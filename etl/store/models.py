@@ -60,7 +60,7 @@ class Run(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     trigger: Mapped[str | None] = mapped_column(String(32))  # cli, airflow
     summary: Mapped[dict[str, object] | None] = mapped_column(JSON)
-    #: when its staged files (tables, plans) were deleted (``etl.ops.operations.purge_staging``)
+    #: when its staged files (tables, plans) were deleted (``etl.ops.retention.purge_staging``)
     staging_purged_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     #: who works on it (kind, host, pid, ...) and its last heartbeat: a ``running`` run whose
     #: holder is dead is ``abandoned`` (``etl.store.locks``)

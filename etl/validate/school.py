@@ -32,13 +32,6 @@ from etl.store.models import (
 log = logging.getLogger(__name__)
 
 
-def read_validate_school(settings: Settings, academy_code: str, run_id: str, uai: str,
-                         docs: list[dict[str, Any]], dry_run: bool = False) -> dict[str, Any]:
-    """Read, normalize and validate one school's documents; stage the tables
-    (``read_validate_schools`` for one school)."""
-    return read_validate_schools(settings, academy_code, run_id, {uai: docs}, dry_run)[0]
-
-
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
                           schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
                           group: int | None = None) -> list[dict[str, Any]]:

@@ -202,7 +202,7 @@ import ldap3.core.exceptions as lx
 import sqlalchemy.exc as sx
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from etl.errors import ConfigError, DirectoryError, FileRejected, RunLocked
-from etl.approve.decide import ApprovalRefused
+from etl.errors import ApprovalRefused
 
 dag_file = runpy.run_path(sys.argv[1])
 fail_fast = dag_file["fail_fast"]

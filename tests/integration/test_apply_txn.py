@@ -11,8 +11,11 @@ import ldap3
 import pytest
 
 from etl.apply import wire as ldapwire
+from etl.apply.stage import ldap_target_from_settings
 from etl.apply.writer import DirectoryWriter, LdapTarget, txn_end_value
+from etl.config import Settings
 from etl.devtools.slapd import LdapServer
+from etl.errors import ConfigError
 from etl.plan.diff import Change
 from tests.ldap_fixture import admin_connection
 
@@ -70,6 +73,22 @@ def test_transactions_are_off_by_default_and_writes_go_one_by_one(server: LdapSe
     found = _descriptions(server)
     assert len(found) == 121  # ou=people itself + 120
     assert found[f"ou=t007,ou=people,{server.base}"] == ["parent 7"]
+
+
+def test_transactions_are_settings_read_from_the_environment() -> None:
+    """ENTSYNC_LDAP_TRANSACTIONS and ENTSYNC_LDAP_TXN_SIZE reach the writer through Settings
+    (off and 500 when unset, a size below 1 taken for 1)."""
+    env = {"ENTSYNC_LDAP_URL": "ldap://127.0.0.1:1", "ENTSYNC_LDAP_BIND_DN": "cn=x",
+           "ENTSYNC_LDAP_PASSWORD": "x"}
+    target = ldap_target_from_settings(Settings.from_env(env))
+    assert (target.transactions, target.txn_size) == ("off", 500)
+    st = Settings.from_env({**env, "ENTSYNC_LDAP_TRANSACTIONS": " Auto ",
+                            "ENTSYNC_LDAP_TXN_SIZE": "50"})
+    target = ldap_target_from_settings(st)
+    assert (target.transactions, target.txn_size) == ("auto", 50)
+    assert Settings.from_env({**env, "ENTSYNC_LDAP_TXN_SIZE": "0"}).ldap.txn_size == 1
+    with pytest.raises(ConfigError, match="ENTSYNC_LDAP_TXN_SIZE"):
+        Settings.from_env({**env, "ENTSYNC_LDAP_TXN_SIZE": "many"})
 
 
 def test_the_server_announces_transactions(server: LdapServer) -> None:

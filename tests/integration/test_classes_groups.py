@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from etl import run as pipeline
 from etl.config import Settings
 from etl.devtools.slapd import LdapServer
-from etl.ops.operations import undo_run
+from etl.ops.undo import undo_run
 from etl.store.db import get_engine
 from etl.store.models import Entry, SchoolState
 from tests.builders import Pupil, Teacher, eleves_xml, sts_xml

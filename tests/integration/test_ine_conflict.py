@@ -269,7 +269,7 @@ def test_an_account_an_earlier_version_merged_through_the_ine_is_split(
         env: Settings, server: LdapServer) -> None:
     from sqlalchemy import update
 
-    from etl.ops.operations import merge_accounts
+    from etl.ops.merge import merge_accounts
     from etl.store.db import session_factory
     from etl.store.models import Identity
 

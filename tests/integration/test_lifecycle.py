@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from etl import run as pipeline
 from etl.apply import stage as apply_stage
 from etl.config import Settings
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
-from etl.errors import EntsyncError, RunLocked
-from etl.ops.operations import UndoRefused, purge_expired, undo_run
+from etl.errors import EntsyncError, RunLocked, UndoRefused
+from etl.ops.retention import purge_expired
+from etl.ops.undo import undo_run
 from etl.store.db import session_factory
-from etl.store.models import Run, utcnow
+from etl.store.models import Account, Entry, JournalEntry, Run, utcnow
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.integration.test_sync import search
 
@@ -72,6 +74,18 @@ def dump(server: LdapServer) -> dict[str, dict[str, list[str]]]:
             for e in search(server, "(objectClass=*)", server.base, ["*"])}
 
 
+def state(env: Settings) -> tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]]:
+    """What the state DB remembers: each entry as written (not which run wrote it, nor when,
+    nor the school of a person's entry: an undo knows it only from the DN) and each account's
+    status."""
+    with session_factory(env.state_url)() as s:
+        entries = {e.dn: (e.academy, e.uai if e.kind != "person" else "", e.kind, e.uid,
+                          e.content_hash, e.attrs)
+                   for e in s.scalars(select(Entry))}
+        accounts = {a.uid: (a.status, a.disabled_at) for a in s.scalars(select(Account))}
+    return entries, accounts
+
+
 def test_absent_pupil_is_disabled_then_restored(env: Settings, server: LdapServer) -> None:
     drop(env, roster(30), day=1)
     assert sync(env)["status"] == "success"
@@ -96,6 +110,15 @@ def test_absent_pupil_is_disabled_then_restored(env: Settings, server: LdapServe
     assert back["ENTPersonLogin"] == before["ENTPersonLogin"]
     assert back["entSyncStatus"] == ["ACTIVE"] and "entSyncDisabledAt" not in back
     assert back["dn"] in class_members(server, "5A")
+    # the restore undone: disabled again, and its account counts its retention from the undo
+    undo_run(env, s3["run_id"])
+    again = pupil(server, "1003")
+    assert again["entSyncStatus"] == ["DISABLED"] and again["dn"] == before["dn"]
+    with session_factory(env.state_url)() as s:
+        acc = s.get(Account, before["uid"][0])
+        assert acc is not None and acc.status == "DISABLED" and acc.disabled_at is not None
+        entry = s.get(Entry, before["dn"])
+        assert entry is not None and entry.uid == before["uid"][0]
 
 
 def test_pupil_with_past_date_sortie_is_disabled(env: Settings, server: LdapServer) -> None:
@@ -209,7 +232,7 @@ def test_an_approval_waits_for_the_run_writing_the_academy_and_holds_off_new_one
 
 def test_old_runs_staged_files_are_purged_but_not_a_held_plan_nor_reports(
         env: Settings, server: LdapServer) -> None:
-    from etl.ops.operations import purge_staging
+    from etl.ops.retention import purge_staging
 
     staged = env.workdir / "staging"
     drop(env, roster(30), day=1)
@@ -315,6 +338,7 @@ def test_undo_restores_the_directory(env: Settings, server: LdapServer) -> None:
     drop(env, roster(30), day=1)
     sync(env)
     before = dump(server)
+    entries, accounts = state(env)
     changed = roster(31, skip={3})
     changed[0].last = "RENAMED"
     changed[1].division = "5B" if changed[1].division == "5A" else "5A"
@@ -325,6 +349,18 @@ def test_undo_restores_the_directory(env: Settings, server: LdapServer) -> None:
     res = undo_run(env, s["run_id"])
     assert res["failed"] == 0
     assert dump(server) == before
+    # the state DB too: what was written at each DN, and the accounts (the new pupil's stays,
+    # its entry gone); the undo journaled like any run
+    after_entries, after_accounts = state(env)
+    assert after_entries == entries
+    assert {u: after_accounts[u] for u in accounts} == accounts
+    with session_factory(env.state_url)() as db:
+        rows = list(db.scalars(select(JournalEntry).where(JournalEntry.run_id == res["run_id"])
+                               .order_by(JournalEntry.seq)))
+    assert [r.seq for r in rows] == list(range(1, res["applied"] + 1))
+    assert all(r.status == "applied" and r.applied_at is not None for r in rows)
+    assert {r.op for r in rows} == {"modify", "delete"}  # the new pupil removed
+    assert all((r.after is None) == (r.op == "delete") for r in rows)
     with pytest.raises(UndoRefused):
         undo_run(env, s["run_id"])
 

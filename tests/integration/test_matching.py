@@ -95,7 +95,8 @@ def test_homonym_pupils_in_one_school_get_two_accounts_and_are_reported(
 
 
 def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None:
-    from etl.ops.operations import merge_accounts, undo_run
+    from etl.ops.merge import merge_accounts
+    from etl.ops.undo import undo_run
     from tests.integration.test_lifecycle import dump
 
     # the same mother, no shared e-mail or mobile: two accounts, reported as suspects

@@ -281,7 +281,7 @@ def _sync_in_stages(env: Settings, between: Any) -> dict[str, Any]:
     between()
     results = pipeline.read_validate_schools(env, ACADEMY, run_id, disc["schools"])
     rec = pipeline.reconcile(env, ACADEMY, run_id, results)
-    app = pipeline.apply_plan(env, ACADEMY, run_id, rec["plan"], results)
+    app = pipeline.apply_plan(env, ACADEMY, run_id, rec["plan"])
     return pipeline.finish_run(env, ACADEMY, run_id, disc, results, rec, app)
 
 

@@ -48,7 +48,7 @@ def _read(env: Settings, grouped: int | None) -> dict[str, dict[str, Any]]:
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
     if grouped is None:
-        res = [validate_school.read_validate_school(env, ACADEMY, rid, u, d, True)
+        res = [pipeline.read_validate_schools(env, ACADEMY, rid, {u: d}, True)[0]
                for u, d in disc["schools"].items()]
     else:
         res = pipeline.read_validate_schools(env, ACADEMY, rid, disc["schools"], True,

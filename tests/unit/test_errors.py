@@ -9,16 +9,21 @@ import ldap3.core.exceptions as lx
 import pytest
 import sqlalchemy.exc as sx
 
-from etl.approve.decide import ApprovalRefused
 from etl.errors import (
+    ApprovalRefused,
     ConfigError,
     DirectoryError,
     EntsyncError,
     ErrorBudgetExceeded,
     FileRejected,
+    MergeRefused,
+    PlanFormatError,
     RecordRejected,
+    ReportNotFound,
     RunLocked,
+    SlapdError,
     StateDBError,
+    UndoRefused,
     is_transient,
 )
 
@@ -62,6 +67,11 @@ PERMANENT = [
     DirectoryError("bind as cn=entsync to ldap://dir refused: invalidCredentials"),
     DirectoryError("LDAPS to ldaps://dir failed: the server certificate is not trusted"),
     ApprovalRefused("held plan of 0670001A differs from the one shown"),
+    UndoRefused("run r1 was already undone"),
+    MergeRefused("the two uids are the same"),
+    SlapdError("cannot start slapd from var/slapd: port 3890 is already in use"),
+    ReportNotFound("../summary.json"),
+    PlanFormatError("unknown plan format 'entsync-plan-lines/99'"),
     EntsyncError("run r1: 3 changes failed"),
     StateDBError("state DB: its schema cannot be migrated"),
     lx.LDAPInvalidCredentialsResult("invalid credentials"),
@@ -94,3 +104,35 @@ def test_a_cause_cycle_ends() -> None:
     a, b = ValueError("a"), ValueError("b")
     a.__cause__, b.__cause__ = b, a
     assert is_transient(a) is False
+
+
+def test_every_refusal_is_an_entsync_error_and_keeps_its_builtin_base() -> None:
+    """One hierarchy: the CLI's ``except EntsyncError`` sees them all; code that caught the
+    built-in base (a RuntimeError from slapd, a LookupError for a report) still does."""
+    for cls in (ApprovalRefused, UndoRefused, MergeRefused, SlapdError, ReportNotFound):
+        assert issubclass(cls, EntsyncError)
+    assert issubclass(SlapdError, RuntimeError)
+    assert issubclass(ReportNotFound, LookupError)
+
+
+@pytest.mark.parametrize(("where", "argv", "exc", "line"), [
+    ("etl.ops.undo.undo_run", ["undo", "r1"], UndoRefused("run r1 was already undone"),
+     "entsync: run r1 was already undone"),
+    ("etl.ops.merge.merge_accounts", ["merge", "u1", "u1"],
+     MergeRefused("the two uids are the same"), "entsync: the two uids are the same"),
+    # slapd's diagnostics span lines: still reported as before, on one line
+    ("etl.devtools.slapd.start_slapd", ["ldap", "up", "--dir", "x"],
+     SlapdError("slapd from x exited during startup\nlog: ..."),
+     "entsync: unexpected error: SlapdError (entsync -v shows where)"),
+])
+def test_the_cli_reports_each_refusal_on_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str,
+        argv: list[str], exc: Exception, line: str) -> None:
+    from etl import cli
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(where, refuse)
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [line]

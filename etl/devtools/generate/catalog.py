@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from etl.config import load_academies
+
 
 @dataclass(frozen=True)
 class _AcademyInfo:
@@ -12,11 +14,12 @@ class _AcademyInfo:
     departments: tuple[str, ...]
 
 
+#: per academy its STS code and label; its departments are etl/academies.toml's
 ACADEMIES: dict[str, _AcademyInfo] = {
-    "ac-nancy-metz": _AcademyInfo("12", "NANCY-METZ", ("054", "055", "057", "088")),
-    "ac-reims": _AcademyInfo("19", "REIMS", ("008", "010", "051", "052")),
-    "ac-strasbourg": _AcademyInfo("15", "STRASBOURG", ("067", "068")),
-}
+    code: _AcademyInfo(sts_code, label, load_academies()[code].departments)
+    for code, (sts_code, label) in {"ac-nancy-metz": ("12", "NANCY-METZ"),
+                                    "ac-reims": ("19", "REIMS"),
+                                    "ac-strasbourg": ("15", "STRASBOURG")}.items()}
 ACADEMY_DEPARTMENTS: dict[str, tuple[str, ...]] = {k: v.departments for k, v in ACADEMIES.items()}
 
 

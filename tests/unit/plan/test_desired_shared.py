@@ -15,7 +15,6 @@ from etl.match.identity import IdentityRegistry
 from etl.plan.desired import Shared, build_desired
 from etl.read.canonical import Tables
 from etl.store.db import session_factory
-from etl.validate import school as validate_school
 from tests.integration.test_sync import ACADEMY, school_a
 
 
@@ -35,7 +34,7 @@ def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[
     school_a(env.landing)
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
-    return env, rid, [validate_school.read_validate_school(env, ACADEMY, rid, u, d, True)
+    return env, rid, [pipeline.read_validate_schools(env, ACADEMY, rid, {u: d}, True)[0]
                       for u, d in disc["schools"].items()]
 
 

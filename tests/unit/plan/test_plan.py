@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from etl.errors import EntsyncError, PlanFormatError
 from etl.plan.desired import DesiredEntry, content_hash
 from etl.plan.diff import (
     PLAN_FORMAT,
@@ -76,18 +77,18 @@ def test_the_plan_file_reads_back_change_by_change_as_planned() -> None:
     assert [c.uid for c in changes] == [None, "u1", "u2", None, None]
 
 
-def test_a_plan_in_the_older_one_document_form_is_still_read() -> None:
-    """A held plan written before the JSON-lines form may wait for approval across an
-    upgrade: its changes and its uid map are read as they were meant."""
+def test_a_plan_in_the_older_one_document_form_is_refused_in_one_line() -> None:
+    """A held plan written before the JSON-lines form is no longer read: refused with one
+    line saying what to do (reject it; the next run plans the school again)."""
     attrs = {"cn": ["A"]}
     old = {"run_id": "r0", "uids": {"uid=u1,ou=people,dc=x": "u1"}, "docs": {},
            "changes": [{"op": "add", "dn": "uid=u1,ou=people,dc=x", "kind": "person",
                         "uai": "X", "category": "create", "attrs": attrs, "mods": {},
                         "before": None, "after": None}]}
-    header, changes = read_plan(io.BytesIO(json.dumps(old, sort_keys=True).encode()))
-    assert header == {"run_id": "r0", "docs": {}, "change_count": 1}
-    (ch,) = list(changes)
-    assert ch.uid == "u1" and ch.after == attrs and ch.op == "add"
+    with pytest.raises(PlanFormatError, match="older one-document form") as e:
+        read_plan(io.BytesIO(json.dumps(old, sort_keys=True).encode()))
+    assert "\n" not in str(e.value) and "reject it" in str(e.value)
+    assert isinstance(e.value, EntsyncError)  # the CLI prints it as one line, exit 1
 
 
 def test_an_unknown_plan_format_is_refused() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from etl.errors import ReportNotFound
 from etl.report.assets import directory_asset_name, directory_asset_uri
 from etl.report.page import (
-    ReportNotFound,
     academy_of_run,
     media_type,
     report_url,
