@@ -60,7 +60,7 @@ def test_a_latin1_database_keeps_names_in_any_script() -> None:
     """A state DB created in LATIN1 (an old cluster's default) cannot hold "Ł" or "ễ" as
     such: the JSON columns are then written with every non-ASCII character escaped."""
     from etl.store.db import session_factory
-    from tests.unit.plan.test_plan_state import store_and_read_back
+    from tests.integration.test_plan_state import store_and_read_back
 
     attrs = {"cn": ["Łukasz Nguyễn Thị", "Zoë"]}
     with fresh_pg_database(encoding="LATIN1") as url:
