@@ -223,8 +223,8 @@ class Settings:
     nice: int = 10
     #: how reading, validating and planning take the CPU (``ENTSYNC_CPU_POLICY``): ``idle``
     #: runs them in Linux's ``SCHED_IDLE`` (they get a core only when nothing else wants it:
-    #: slapd's commits and the sync's own writes preempt them at once, where niceness 10 still
-    #: cost slapd 14-33 % of its adds, ``python -m bench.sched``), ``nice`` at ``nice`` only;
+    #: slapd's commits and the sync's own writes preempt them at once, where niceness alone
+    #: still slowed slapd's adds: ``python -m bench.sched``), ``nice`` at ``nice`` only;
     #: ``auto``: ``idle`` when the directory is on this machine (ldapi://, a loopback address)
     cpu_policy: str = "auto"
     #: CPU-bound stages (reading, validating, planning) of academies' first loads that go

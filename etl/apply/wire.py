@@ -1,10 +1,10 @@
 """LDAP write requests encoded by hand, for the applier's transactions.
 
 Why: profiling the initial load showed the sync's own CPU, not slapd, bounding the writes once
-they go in RFC 5805 transactions: ldap3 builds every request as a pyasn1 object tree (~0.8 ms of
-CPU per entry), and waits for each answer before sending the next. Inside a transaction the
-server only queues the operations and answers each at once, so the applier encodes a whole
-batch here (plain BER, RFC 4511 section 4.6-4.8 and 4.1.11: a few microseconds per entry),
+they go in RFC 5805 transactions: ldap3 builds every request as a pyasn1 object tree, and
+waits for each answer before sending the next. Inside a transaction the server only queues the
+operations and answers each at once, so the applier encodes a whole batch here (plain BER,
+RFC 4511 section 4.6-4.8 and 4.1.11; figures in docs/performance.md),
 writes it on the ldap3 connection's socket in one go and reads the batch's answers back. Bind,
 StartTLS, Start/End Transaction and every write outside a transaction stay ldap3's.
 

@@ -19,11 +19,11 @@
   recomputed against what is really there, so a rerun after a crash converges;
 - each applied change is handed to ``on_applied`` (the journal and the state DB), in order of
   completion;
-- the write requests are encoded by ``etl.apply.wire`` (plain BER, a few microseconds each)
-  rather than ldap3's pyasn1 objects (~0.8 ms of CPU each, what bounded the initial load once
-  several writes were in flight); bind, TLS, reads and the connection stay ldap3's;
+- the write requests are encoded by ``etl.apply.wire`` (plain BER) rather than ldap3's pyasn1
+  objects, whose CPU cost bounded the initial load once several writes were in flight; bind,
+  TLS, reads and the connection stay ldap3's;
 - LDAP transactions (RFC 5805: a batch of ``txn_size`` operations, one durable commit instead
-  of one disk flush per entry, ~7x on slapd's side) are implemented but OFF by default
+  of one disk flush per entry) are implemented but OFF by default
   (``ENTSYNC_LDAP_TRANSACTIONS=auto|on`` turns them on): Debian 12's slapd 2.5.13 segfaults
   under them, on one connection or several, committed or failed batches alike
   (``python -m bench.txn_stress`` reproduces it). A batch is atomic; one that does not commit

@@ -112,9 +112,8 @@ CHUNK_ROWS = 8_192
 
 
 def _pool() -> Any:
-    """Where the readers' Arrow buffers live: jemalloc, else malloc (on the 200 MB pupils
-    bench both peak about 10 MB lower than pyarrow's default mimalloc pool, which keeps the
-    chunks' freed buffers)."""
+    """Where the readers' Arrow buffers live: jemalloc, else malloc (both peak lower than
+    pyarrow's default mimalloc pool, which keeps the chunks' freed buffers)."""
     try:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc

@@ -148,9 +148,8 @@ def column_dtype(column: str, table: str | None = None) -> Any:
 
 
 def empty_frame(table: str) -> pd.DataFrame:
-    """An empty frame with the table's columns and dtypes (a copy of one built once per
-    process: building it column by column took ~1 ms a table, and every ``Tables()`` needs
-    all seven, a few per school and document)."""
+    """An empty frame with the table's columns and dtypes: a copy of one built once per
+    process, since every ``Tables()`` needs all seven, a few per school and document."""
     return _empty_template(table).copy()
 
 
@@ -192,7 +191,7 @@ def isin(col: pd.Series, values: pd.Series | Iterable[Any]) -> np.ndarray:
     """``col.isin(values)`` as a boolean array, the same answers (a missing value is in
     ``values`` when one of them is missing). For the tables' Arrow-backed string columns,
     pyarrow's ``is_in`` on the Arrow arrays: pandas' own converts each value to a pyarrow
-    scalar first (9 s of a 400k-entry academy's reading and planning, ~200x this)."""
+    scalar first."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -60,9 +60,8 @@ def full_collections_deferred() -> Iterator[None]:
 
     Reading and planning an academy build millions of long-lived objects (rows, entries,
     keys), nearly none in reference cycles: refcounting frees them. The default thresholds
-    made the collector walk every one of them again and again (``gc.callbacks``: 1.9 s of
-    2.3 s of collections in a 0.1-scale academy's 18 s delta night, 3.4 s of its initial
-    load), and a full collection's cost grows with the heap. Young collections still run
+    made the collector walk every one of them again and again, and a full collection's cost
+    grows with the heap (docs/performance.md). Young collections still run
     (short-lived cycles go at once); cycles that grew old wait for the collection made here
     when the stage ends (if the default thresholds would have made one by then: a small
     stage, a test's, makes none)."""
@@ -86,8 +85,7 @@ def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool 
     (``etl.runtime.cpuslots``), last if not; what a first load asks for (``first_load``): its writes
     are most of its night, and the sooner an academy has read and planned the sooner they
     start while the others read. Other nights share the cores equally: reading and planning
-    are most of them, and three single-threaded stages on two cores finish soonest together
-    (at scale 1.0, slots put the largest academy's delta last: 232 s against ~200 s)."""
+    are most of them, and three single-threaded stages on two cores finish soonest together."""
     from etl.runtime.cpuslots import cpu_slot
 
     with cpu_slot(settings.cpu_slots if slot else 0) as held, \
@@ -108,9 +106,8 @@ def _cpu_bound(settings: Settings, fn: Callable[..., _T], held: bool | None,
     - the directory on this machine (``settings.cpu_policy`` ``idle``; ``auto``: ldapi://, a
       loopback address): a stage holding a CPU slot runs at niceness 19, one without in
       ``SCHED_IDLE`` (a core only when nothing else wants it). slapd's commits, which every
-      write waits for, and the sync's writes preempt both: at niceness 10 alone they waited,
-      with both cores busy, behind the planning (``python -m bench.sched``, where slapd's own
-      session puts niceness 10, 19 and ``SCHED_IDLE`` alike at 1.00-1.03);
+      write waits for, and the sync's writes preempt both (niceness alone left them waiting
+      behind the planning with both cores busy: ``python -m bench.sched``);
     - elsewhere (``nice``): a stage holding a slot at the process's niceness
       (``ENTSYNC_NICE``), one without at niceness 19;
     - no slots (``ENTSYNC_CPU_SLOTS=0``): ``SCHED_IDLE``, or the process's niceness.

@@ -43,8 +43,8 @@ class Base(DeclarativeBase):
 
 def table(model: type[Base]) -> Table:
     """A mapped class's table, for Core bulk inserts: ``insert(table(M))`` with a list of
-    rows is ~2.6x faster than the ORM's bulk path (``insert(M)``), which the journal and a
-    first load's identities went through."""
+    rows skips the ORM's bulk path (``insert(M)``), much slower for the journal and a first
+    load's identities."""
     t = model.__table__
     assert isinstance(t, Table)
     return t

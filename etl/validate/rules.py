@@ -445,8 +445,8 @@ SuiteResults = dict[str, dict[str, tuple[bool, list[int]]]]
 def run_suites(schools: list[Tables]) -> list[SuiteResults]:
     """The GX column rules of several schools, one suite run per table for all of them.
 
-    GX's cost is mostly fixed per expectation run (~5 ms, whatever the rows), which made it
-    the largest part of reading a school. Here each table of the schools is concatenated and
+    GX's cost is mostly fixed per expectation run, whatever the rows, which made it the
+    largest part of reading a school. Here each table of the schools is concatenated and
     checked once with ``BOOLEAN_ONLY``; an expectation that passes there passes for every
     school (row rules hold row by row, and a column unique over all the schools is unique in
     each). Only the expectations that failed are run again, school by school, for their
