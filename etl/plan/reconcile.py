@@ -107,7 +107,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         desired = build_desired(night, matched, ctx, view, consume=True)
         del night, matched
         processed = set(names)
-        targets = dict(desired.entries)
+        # the desired entries, replaced and added to by the lifecycle steps (what each
+        # returns); the entries a step replaces are let go
+        targets = desired.entries
         covered = covered_scopes(ok)
         targets.update(preserve_uncovered(view, targets, covered, processed))
         targets.update(preserve_other_schools(view, targets, processed))
@@ -117,14 +119,13 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                                               for u in protected_uids}))
         absent = []
         if run_mode == "normal":
-            # the persons' jointures as preserved (those of other schools kept)
-            present = {j for dn, e in targets.items() if e.kind == "person"
-                       and dn in desired.entries
+            # the persons' jointures as preserved (those of other schools kept); the entries
+            # added so far are groups of tonight's schools (``preserve_uncovered``)
+            present = {j for e in targets.values() if e.kind == "person"
                        for j in e.attrs.get("ENTPersonJointure", [])}
             present |= protected
             absent = find_absent(view, academy, absence_scope(covered), present)
-            for e in disabled_entries(view, absent, utcnow(), desired.entries, processed,
-                                      base):
+            for e in disabled_entries(view, absent, utcnow(), targets, processed, base):
                 targets[e.dn] = e
         archives, removals = structure_changes(view, academy, targets, covered, years, base)
         targets.update(archives)
