@@ -33,7 +33,7 @@ STAGES = ("discover", "read_validate", "reconcile", "apply", "report")
 #: what `entsync sync` imports before it reads anything: the baseline of its peak RSS
 IMPORTS = ("import pandas, pyarrow, sqlalchemy, ldap3, lxml.etree; "
            "import etl.cli, etl.run, etl.apply.writer, etl.plan.desired, etl.plan.diff, "
-           "etl.plan.absence, etl.validate.rules, etl.read, etl.read.normalize, "
+           "etl.plan.scope, etl.plan.guards, etl.validate.rules, etl.read, etl.read.normalize, "
            "etl.match.identity, etl.match.matcher, etl.report.page, etl.validate.feedback")
 
 

@@ -18,11 +18,12 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from etl.plan.stored import StoredView
 from etl.store.models import Account, Identity, Login, table
 
 MAX_LOGIN = 32
@@ -76,62 +77,65 @@ class Resolved:
     created: bool
 
 
-class IdentityRegistry:
-    """Identity map and login registry in the state DB (one session, caller commits).
+@dataclass(frozen=True)
+class IdentityDecisions:
+    """What matching decided that the state DB must learn (``write_identities``): new
+    accounts with their logins, source keys attached, known keys moved to other accounts, and
+    the match keys seen tonight (new rows, and known rows whose strong evidence grew)."""
 
-    New accounts, logins and source keys are collected in memory and written in bulk by
-    ``write_new`` (one INSERT per table, not three round trips per person). Logins are
-    allocated against every login ever registered, loaded once; two academies allocating the
-    same login at the same moment collide on the ``logins`` primary key at commit, and the
-    retried task allocates again.
+    #: (uid, profile, login)
+    accounts: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (jointure, uid, rule, run_id)
+    identities: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: (jointure, uid, rule, run_id) of known jointures pointed at another account, in order
+    moves: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: ``match_keys`` rows to insert, and (kind, key, uid, strong) of rows to update
+    match_keys_new: list[dict[str, Any]] = field(default_factory=list)
+    match_keys_grown: list[dict[str, Any]] = field(default_factory=list)
+
+
+class IdentityRegistry:
+    """Identity map and login allocation over the stored view; it writes nothing.
+
+    New accounts, logins and source keys are collected in memory and handed over as
+    ``decisions`` (``write_identities`` writes them in bulk, one INSERT per table and batch).
+    Logins are allocated against every login ever registered, loaded once; two academies
+    allocating the same login at the same moment collide on the ``logins`` primary key at
+    commit, and the retried task allocates again.
     """
 
-    def __init__(self, session: Session, academy: str) -> None:
-        self.s = session
-        self.academy = academy
+    def __init__(self, view: StoredView) -> None:
+        self.view = view
+        self.academy = view.academy
         self._logins: set[str] | None = None
         #: (uid, profile, login) and (jointure, uid, rule, run_id): tuples, a third of a
         #: dict's size, for an academy's every account on a first load
         self._new_accounts: list[tuple[str, str, str]] = []
         self._new_identities: list[tuple[str, str, str, str]] = []
+        self._moves: list[tuple[str, str, str, str]] = []
         self._new_login_of: dict[str, str] = {}
         #: base login -> the number its next allocation tries first (``allocate_login``)
         self._next_n: dict[str, int] = {}
 
     def lookup(self, jointures: Iterable[str]) -> dict[str, str]:
         """Known jointure -> uid, queried in chunks."""
-        keys = list(dict.fromkeys(jointures))
-        out: dict[str, str] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            for j, uid in self.s.execute(
-                select(Identity.jointure, Identity.uid).where(Identity.jointure.in_(chunk))
-            ):
-                out[j] = uid
-        return out
+        return self.view.identities(jointures)
 
     def logins_of(self, uids: Iterable[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(uids))
         out: dict[str, str] = {u: self._new_login_of[u] for u in ids if u in self._new_login_of}
-        rest = [u for u in ids if u not in out]
-        for i in range(0, len(rest), 500):
-            chunk = rest[i : i + 500]
-            for uid, login in self.s.execute(
-                select(Account.uid, Account.login).where(Account.uid.in_(chunk))
-            ):
-                out[uid] = login
+        out.update(self.view.logins_of(u for u in ids if u not in out))
         return out
 
     def _all_logins(self) -> set[str]:
         if self._logins is None:
-            self._logins = set(self.s.scalars(select(Login.login)))
+            self._logins = self.view.all_logins()
         return self._logins
 
     def allocate_login(self, first_name: str | None, last_name: str | None, uid: str) -> str:
         """``base``, else the lowest ``base<n>`` (n ≥ 2) not taken. The search for a base
         resumes where its last allocation stopped (logins are never released, so every
-        number below is taken): the n-th "lea.martin" of a first load costs one look, not
-        n, where the region's common names run into the hundreds."""
+        number below is taken): the n-th "lea.martin" of a first load costs one look, not n."""
         taken = self._all_logins()
         base = base_login(first_name, last_name)
         login, n = base, self._next_n.get(base, 1)
@@ -160,45 +164,53 @@ class IdentityRegistry:
 
     def rules_of(self, jointures: Iterable[str]) -> dict[str, str]:
         """Known jointure -> the rule that attached it (``merge``: an operator's decision)."""
-        keys = sorted(set(jointures))
-        out: dict[str, str] = {}
-        for i in range(0, len(keys), 500):
-            for j, rule in self.s.execute(select(Identity.jointure, Identity.rule)
-                                          .where(Identity.jointure.in_(keys[i:i + 500]))):
-                out[j] = rule
-        return out
+        return self.view.rules_of(jointures)
 
     def move(self, moves: dict[str, str], run_id: str, rule: str) -> None:
-        """Point known jointures at other accounts (after ``write_new``: the accounts exist)."""
-        from sqlalchemy import update
+        """Point known jointures at other accounts (written after the new accounts)."""
+        self._moves.extend((j, uid, rule, run_id) for j, uid in sorted(moves.items()))
 
-        for j, uid in sorted(moves.items()):
-            self.s.execute(update(Identity).where(Identity.jointure == j)
-                           .values(uid=uid, rule=rule, created_run=run_id))
+    def decisions(self) -> IdentityDecisions:
+        """What was decided so far, handed over once (the registry forgets it)."""
+        out = IdentityDecisions(self._new_accounts, self._new_identities, self._moves)
+        self._new_accounts, self._new_identities, self._moves = [], [], []
+        return out
 
-    def write_new(self) -> int:
-        """Write what this run created, in bulk (the caller commits or rolls back)."""
-        from sqlalchemy import insert
 
-        from etl.store.models import utcnow
+def write_identities(s: Session, academy: str, d: IdentityDecisions) -> int:
+    """Write what matching decided, in bulk (the caller commits or rolls back): new logins,
+    accounts and source keys, then the moves, then the match keys. The new accounts' count."""
+    from sqlalchemy import and_, bindparam, insert, update
 
-        now = utcnow()
-        step = WRITE_BATCH  # rows per statement: the parameters of a first load's hundreds of
-        # thousands of rows, built at once, were the planning stage's memory peak; Core
-        # inserts (the tables, not the ORM classes): the ORM's bulk path took 2.6x the time
-        new = self._new_accounts
-        for i in range(0, len(new), step):
-            part = new[i:i + step]
-            self.s.execute(insert(table(Login)), [
-                {"login": login, "uid": uid, "assigned_at": now} for uid, _profile, login in part])
-            self.s.execute(insert(table(Account)), [
-                {"uid": uid, "academy": self.academy, "profile": profile, "login": login,
-                 "status": "ACTIVE", "created_at": now} for uid, profile, login in part])
-        ids = self._new_identities
-        for i in range(0, len(ids), step):
-            self.s.execute(insert(table(Identity)), [
-                {"jointure": j, "uid": uid, "rule": rule, "created_run": run, "created_at": now}
-                for j, uid, rule, run in ids[i:i + step]])
-        n = len(self._new_accounts)
-        self._new_accounts, self._new_identities = [], []
-        return n
+    from etl.store.models import MatchKey, utcnow
+
+    now = utcnow()
+    step = WRITE_BATCH  # rows per statement: the parameters of a first load's hundreds of
+    # thousands of rows are never built at once; Core inserts (the tables, not the ORM
+    # classes): the ORM's bulk path is much slower
+    new = d.accounts
+    for i in range(0, len(new), step):
+        part = new[i:i + step]
+        s.execute(insert(table(Login)), [
+            {"login": login, "uid": uid, "assigned_at": now} for uid, _profile, login in part])
+        s.execute(insert(table(Account)), [
+            {"uid": uid, "academy": academy, "profile": profile, "login": login,
+             "status": "ACTIVE", "created_at": now} for uid, profile, login in part])
+    ids = d.identities
+    for i in range(0, len(ids), step):
+        s.execute(insert(table(Identity)), [
+            {"jointure": j, "uid": uid, "rule": rule, "created_run": run, "created_at": now}
+            for j, uid, rule, run in ids[i:i + step]])
+    for j, uid, rule, run in d.moves:
+        s.execute(update(Identity).where(Identity.jointure == j)
+                  .values(uid=uid, rule=rule, created_run=run))
+    t = table(MatchKey)
+    if d.match_keys_new:
+        s.execute(insert(t), d.match_keys_new)  # Core: no ORM bulk path
+    if d.match_keys_grown:
+        s.execute(update(t).where(and_(
+            t.c.academy == academy, t.c.kind == bindparam("k_kind"),
+            t.c.key == bindparam("k_key"), t.c.uid == bindparam("k_uid")))
+            .values(strong=bindparam("strong")).execution_options(synchronize_session=False),
+            d.match_keys_grown)
+    return len(new)

@@ -30,11 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from etl.match.identity import fold
-from etl.store.models import Entry, MatchKey, table
+from etl.plan.stored import StoredView
 
 STAFF_PROFILES = frozenset({"ENS", "DIR", "EVS", "DOC", "ETA"})
 
@@ -91,8 +88,10 @@ def strong_tokens(r: dict[str, Any]) -> set[str]:
 
 @dataclass
 class Matcher:
-    s: Session
-    academy: str
+    """The cross-school rules over the stored match keys (read through ``view``) and the keys
+    seen tonight; it writes nothing (``key_updates``: what the state DB must learn)."""
+
+    view: StoredView
     run_id: str
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     _mem: dict[tuple[str, str], dict[str, set[str]]] = field(
@@ -109,36 +108,25 @@ class Matcher:
         if d.get("source"):
             self._by_source[d["source"]].append(d)
 
+    @property
+    def academy(self) -> str:
+        return self.view.academy
+
     def _load_known(self) -> dict[tuple[str, str], dict[str, set[str]]]:
         if self._known is None:
-            known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
-            for kind, key, uid, strong in self.s.execute(
-                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong)
-                    .where(MatchKey.academy == self.academy)):
-                known[(kind, key)][uid] = set(strong or [])
-            self._known = known
+            self._known = self.view.all_match_keys()
         return self._known
 
     def preload(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Read from the state DB the keys of only these records (those that may need
-        matching: no known source key), 500 keys a query, instead of every key of the
-        academy (``_load_known``): on a normal night a few hundred arrivals need matching,
-        and the academy's whole key table (a dict and a set per guardian and staff member)
-        was held through the planning stage's memory peak."""
+        """Read the stored keys of only these records (those that may need matching: no known
+        source key), in batches, instead of every key of the academy (``_load_known``): on a
+        normal night a few hundred arrivals need matching, and the academy's whole key table
+        held through planning was part of its memory peak."""
         wanted: dict[str, set[str]] = defaultdict(set)
         for r in rows:
             if (k := match_key(r)) is not None:
                 wanted[k[0]].add(k[1])
-        known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
-        for kind, keys in wanted.items():
-            ordered = sorted(keys)
-            for i in range(0, len(ordered), 500):
-                for key, uid, strong in self.s.execute(
-                        select(MatchKey.key, MatchKey.uid, MatchKey.strong)
-                        .where(MatchKey.academy == self.academy, MatchKey.kind == kind,
-                               MatchKey.key.in_(ordered[i:i + 500]))):
-                    known[(kind, key)][uid] = set(strong or [])
-        self._known = known
+        self._known = self.view.match_keys(wanted)
 
     def candidates(self, kind: str, key: str) -> dict[str, set[str]]:
         """uid -> strong tokens, from the state DB and from this run."""
@@ -199,19 +187,11 @@ class Matcher:
                   if k[0] == "guardian" else set())
         self._mem[k][uid] = self._mem[k].get(uid, set()) | strong
 
-    def flush(self) -> None:
-        """Persist the keys seen in this run (merged with what was known), in bulk: rows read
-        and written with Core statements (loading every key of the academy as ORM objects was
-        most of this on a night that re-reads every school)."""
-        from sqlalchemy import and_, bindparam, insert, update
-
-        keys = sorted({key for (_kind, key) in self._mem})
-        existing: dict[tuple[str, str, str], list[str]] = {}
-        for i in range(0, len(keys), 500):
-            for row in self.s.execute(
-                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong).where(
-                        MatchKey.academy == self.academy, MatchKey.key.in_(keys[i:i + 500]))):
-                existing[(row.kind, row.key, row.uid)] = list(row.strong or [])
+    def key_updates(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The keys seen in this run merged with what is stored: (rows to insert, rows whose
+        strong evidence grew: ``k_kind``, ``k_key``, ``k_uid``, ``strong``), for
+        ``etl.match.identity.write_identities``. Stored rows are read in batches."""
+        existing = self.view.match_key_rows(key for (_kind, key) in self._mem)
         new: list[dict[str, Any]] = []
         grown: list[dict[str, Any]] = []
         for (kind, key), uids in self._mem.items():
@@ -223,21 +203,13 @@ class Matcher:
                 elif not strong <= set(had):
                     grown.append({"k_kind": kind, "k_key": key, "k_uid": uid,
                                   "strong": sorted(set(had) | strong)})
-        t = table(MatchKey)
-        if new:
-            self.s.execute(insert(t), new)  # Core: no ORM bulk path
-        if grown:
-            self.s.execute(update(t).where(and_(
-                t.c.academy == self.academy, t.c.kind == bindparam("k_kind"),
-                t.c.key == bindparam("k_key"), t.c.uid == bindparam("k_uid")))
-                .values(strong=bindparam("strong")).execution_options(synchronize_session=False),
-                grown)
-        if self._known is not None:  # what was just written is known from now on
+        if self._known is not None:  # what is handed over is known from now on
             for (kind, key), uids in self._mem.items():
                 for uid, strong in uids.items():
                     mine = self._known[(kind, key)]
                     mine[uid] = mine.get(uid, set()) | strong
         self._mem.clear()
+        return new, grown
 
     def report_homonyms(self, rows: list[dict[str, Any]], key_uid: dict[str, str]) -> None:
         """Same profile and same normalized name but different accounts: listed for a human
@@ -376,17 +348,12 @@ def shared_ine_conflicts(rows: list[dict[str, Any]], shared: set[str]) -> dict[i
     return out
 
 
-def stored_facts(s: Session, uids: Iterable[str]) -> dict[str, tuple[PupilFacts, list[str]]]:
+def stored_facts(view: StoredView,
+                 uids: Iterable[str]) -> dict[str, tuple[PupilFacts, list[str]]]:
     """uid -> (facts, jointures) of accounts as last written (``entries``); an account never
     written has none (nothing to compare with: its INE decides, as before)."""
-    ids = sorted(set(uids))
-    out: dict[str, tuple[PupilFacts, list[str]]] = {}
-    for i in range(0, len(ids), 500):
-        for uid, attrs in s.execute(select(Entry.uid, Entry.attrs).where(
-                Entry.uid.in_(ids[i:i + 500]), Entry.kind == "person")):
-            if uid is not None:
-                out[uid] = (entry_facts(attrs), sorted(attrs.get("ENTPersonJointure", [])))
-    return out
+    return {uid: (entry_facts(e.attrs), sorted(e.attrs.get("ENTPersonJointure", [])))
+            for uid, e in view.person_entries(sorted(set(uids))).items()}
 
 
 _EVIDENCE = {"birth_date": "same INE, different birth dates",

@@ -1,8 +1,9 @@
 """The desired directory: what the entries of the synced schools should look like.
 
-Built from the normalized, validated canonical tables of the schools processed in a run, and
-the identity registry (uid and login of each person). Follows ``shared/docs/directory.md``
-(contract v1): only what consumers need is written (no address, no phone number).
+Built from the normalized, validated canonical tables of the schools processed in a run
+(``read_night``) and the account matching gave each record (``etl.match.resolve``). Follows
+``shared/docs/directory.md`` (contract v1): only what consumers need is written (no address,
+no phone number).
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pandas import DataFrame
+
 from etl.config import Academy
-from etl.match.identity import IdentityRegistry
-from etl.match.matcher import (
-    STAFF_PROFILES,
-    IneConflict,
-    Matcher,
-    disagreement,
-    report_ine_conflicts,
-    row_facts,
-    shared_ine_conflicts,
-    stored_facts,
-)
+from etl.match.resolve import MatchResult, NightRecords
+from etl.plan.stored import StoredView
 from etl.read.canonical import Tables, isin, missing, records, tuples, values
 
 PROFILE_CLASS = {
@@ -128,25 +123,18 @@ def plain_dn_of(dn: str) -> str | None:
     return None
 
 
-def groups_kept_apart(session: Any, candidates: dict[str, str]) -> set[str]:
+def groups_kept_apart(view: StoredView, candidates: dict[str, str]) -> set[str]:
     """Of the groups given (their plain DN -> their DN apart), the plain DNs of those that
     stay apart for what the directory holds: a group once written apart stays apart, even on a
     night its code is no division's, and a group never takes the DN a class has held (a DN
     never flip-flops between a class and a group)."""
-    from sqlalchemy import select
-
-    from etl.store.models import Entry
-
     wanted = {plain: ("class", plain) for plain in candidates}
     wanted |= {apart: ("group", plain) for plain, apart in candidates.items()}
-    dns = sorted(wanted)
     out: set[str] = set()
-    for i in range(0, len(dns), 500):
-        for dn, kind in session.execute(select(Entry.dn, Entry.kind)
-                                        .where(Entry.dn.in_(dns[i:i + 500]))):
-            want, plain = wanted[dn]
-            if kind == want:
-                out.add(plain)
+    for dn, kind in view.kinds(sorted(wanted)).items():
+        want, plain = wanted[dn]
+        if kind == want:
+            out.add(plain)
     return out
 
 
@@ -207,16 +195,89 @@ def _val(v: Any) -> str | None:
     return s if s else None
 
 
-def build_desired(tables: Tables, schools: dict[str, str | None], academy: Academy, base: str,
-                  registry: IdentityRegistry, run_id: str,
-                  school_years: dict[str, int | None] | None = None,
-                  consume: bool = False) -> DesiredState:
-    """Desired entries for the given schools (UAI -> display name or None).
+@dataclass
+class NightInput:
+    """What the desired entries are made of besides matching: tonight's records of the
+    schools synced (``read_night``). Handed over to ``build_desired``, which lets its parts go
+    as it reads them when asked to (``consume``): an academy's records are a planning peak."""
+
+    night: NightRecords
+    #: where each pupil record with an INE comes from (person_key, file, line)
+    pupil_where: DataFrame | None
+    memberships: DataFrame | None
+    structures: DataFrame | None
+    skipped: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """The academy and run the desired entries are made for."""
+
+    #: UAI -> display name or None: the schools synced tonight
+    schools: Mapping[str, str | None]
+    academy: Academy
+    base: str
+    school_years: Mapping[str, int | None] = field(default_factory=dict)
+
+
+def read_night(tables: Tables, schools: Mapping[str, str | None], academy: Academy,
+               consume: bool = False) -> NightInput:
+    """Tonight's records of the given schools, as matching and the desired entries read them:
+    present persons (a pupil who left is skipped; a guardian only with an eligible link, a
+    level in config, to a present pupil), pupils first, then staff, then guardians.
 
     ``consume``: ``tables`` is emptied and each frame let go once read (the caller keeps no
     other reference): an academy's frames are not held while its entries are made."""
+    skipped: dict[str, int] = {}
+    persons = tables["persons"]
+    links = tables["guardian_links"]
+    members = tables["memberships"]
+    structures = tables["structures"]
+    if consume:
+        tables.frames.clear()
+    persons = persons[persons["uai"].isin(list(schools))]
+    active = persons[~persons["has_left"].fillna(False).astype(bool)]
+
+    # guardians: only those with an eligible link (level in config) to a present pupil
+    pupils = active[active["profile"] == "ELV"]
+    pupil_keys = set(pupils["person_key"])
+    levels = {str(x) for x in academy.guardian_levels}
+    elig = links[links["level"].isin(levels) & isin(links["pupil_key"], pupil_keys)]
+    elig_pairs: list[tuple[str, str]] = list(tuples(elig[["pupil_key", "guardian_key"]]))
+    guardian_keys = set(elig["guardian_key"])
+    del links, elig
+    is_guardian = active["profile"] == "TUT"
+    skipped["guardian_not_eligible"] = int((is_guardian
+                                            & ~isin(active["person_key"], guardian_keys)).sum())
+    skipped["pupil_left"] = int(len(persons) - len(persons[~persons["has_left"]
+                                                          .fillna(False).astype(bool)]))
+    active = active[~is_guardian | isin(active["person_key"], guardian_keys)]
+
+    # pupils before staff before guardians (a guardian may match through a pupil)
+    order = {"ELV": 0, "TUT": 2}
+    rows: list[dict[str, Any]] = sorted(
+        # plain Python values: a missing one is None, never a (truthy) NaN; only the columns
+        # used here (an academy's rows are all in memory at once)
+        records(active[[c for c in active.columns if c in ROW_COLUMNS]]),
+        key=lambda r: order.get(r["profile"], 1))
+    # pupils' INEs held by several of tonight's records (do those agree? matching says), and
+    # where each pupil record with an INE comes from (a conflict names its file and line)
+    with_ine = active.loc[(active["profile"] == "ELV") & active["ine"].notna(),
+                          ["person_key", "ine", "file", "line"]]
+    shared_ines = set(values(with_ine["ine"][with_ine["ine"].duplicated(keep=False)]))
+    pupil_where = with_ine[["person_key", "file", "line"]]
+    return NightInput(NightRecords(rows, elig_pairs, shared_ines), pupil_where, members,
+                      structures, skipped)
+
+
+def build_desired(data: NightInput, matched: MatchResult, ctx: PlanContext,
+                  view: StoredView, consume: bool = False) -> DesiredState:
+    """Desired entries for the schools of ``ctx``, from tonight's records and the account
+    matching gave each (``etl.match.resolve.match_records``). ``view``: whether a group was
+    written apart before (``groups_kept_apart``). ``consume``: ``data`` is emptied as read."""
     st = DesiredState()
-    years = school_years or {}
+    schools, academy, base = ctx.schools, ctx.academy, ctx.base
+    years = ctx.school_years
     shared = Shared()
     intern = sys.intern
     school_dns: dict[str, str] = {}
@@ -241,123 +302,25 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
         st.add(DesiredEntry(groups_dn(uai, base), "ou", uai,
                             {"objectClass": ["top", "organizationalUnit"], "ou": ["groups"]}))
 
-    persons = tables["persons"]
-    links = tables["guardian_links"]
-    members = tables["memberships"]
-    structures = tables["structures"]
+    st.skipped = dict(data.skipped)
+    rows = data.night.rows
+    elig_pairs = data.night.guardian_links
+    members, structures, pupil_where = data.memberships, data.structures, data.pupil_where
     if consume:
-        tables.frames.clear()
-    persons = persons[persons["uai"].isin(list(schools))]
-    active = persons[~persons["has_left"].fillna(False).astype(bool)]
-
-    # guardians: only those with an eligible link (level in config) to a present pupil
-    pupils = active[active["profile"] == "ELV"]
-    pupil_keys = set(pupils["person_key"])
-    levels = {str(x) for x in academy.guardian_levels}
-    elig = links[links["level"].isin(levels) & isin(links["pupil_key"], pupil_keys)]
-    elig_pairs: list[tuple[str, str]] = list(tuples(elig[["pupil_key", "guardian_key"]]))
-    guardian_keys = set(elig["guardian_key"])
-    del links, elig
-    is_guardian = active["profile"] == "TUT"
-    st.skipped["guardian_not_eligible"] = int((is_guardian
-                                               & ~isin(active["person_key"], guardian_keys)).sum())
-    st.skipped["pupil_left"] = int(len(persons) - len(persons[~persons["has_left"]
-                                                             .fillna(False).astype(bool)]))
-    active = active[~is_guardian | isin(active["person_key"], guardian_keys)]
-
-    # resolve identities (etl/matching.py): source keys and INE first, then the cross-school
-    # rules; pupils before staff before guardians (a guardian may match through a pupil)
-    order = {"ELV": 0, "TUT": 2}
-    rows: list[dict[str, Any]] = sorted(
-        # plain Python values: a missing one is None, never a (truthy) NaN; only the columns
-        # used here (an academy's rows are all in memory at once)
-        records(active[[c for c in active.columns if c in ROW_COLUMNS]]),
-        key=lambda r: order.get(r["profile"], 1))
-    # pupils' INEs held by several of tonight's records (do those agree? see below), and where
-    # each pupil record with an INE comes from (a conflict names its file and line)
-    with_ine = active.loc[(active["profile"] == "ELV") & active["ine"].notna(),
-                          ["person_key", "ine", "file", "line"]]
-    shared_ines = set(values(with_ine["ine"][with_ine["ine"].duplicated(keep=False)]))
-    pupil_where = with_ine[["person_key", "file", "line"]]
-    del persons, active, pupils, is_guardian, with_ine  # the rows say it all from here
-    jointures_of: list[list[str]] = []
-    for r in rows:
-        keys = [r["person_key"]]
-        if r["profile"] == "ELV" and r.get("ine"):
-            keys.insert(0, f"{academy.jointure_prefix}$INE${r['ine']}")
-        jointures_of.append(keys)
-    known = registry.lookup(j for keys in jointures_of for j in keys)
-    conflicts, released = _ine_conflicts(rows, jointures_of, known, shared_ines, registry)
-    # found by its SIECLE key only; a released INE then moves to the record's account
-    released_ine = {rows[i]["person_key"]: jointures_of[i][0] for i in released}
-    for i in (*conflicts, *released):
-        jointures_of[i] = jointures_of[i][1:]
-    split = _merged_by_ine(rows, known, conflicts, registry)
-    moves: dict[str, str] = {}  # known jointure -> the account it moves to
-    guardian_pupil_keys: dict[str, set[str]] = defaultdict(set)
-    for pk, gk in elig_pairs:
-        guardian_pupil_keys[gk].add(pk)
-    matcher = Matcher(registry.s, academy.code, run_id)
-    # the match keys of the records no source key resolves: the only ones matching can ask
-    # for (a record is matched only when none of its keys is known, and the loop below only
-    # learns the keys of records it has passed)
-    matcher.preload(r for r, keys in zip(rows, jointures_of, strict=True)
-                    if not any(k in known for k in keys))
-    key_uid: dict[str, str] = {}
-    for r, keys in zip(rows, jointures_of, strict=True):
-        uid = next((known[k] for k in keys if k in known), None)
-        pupil_uids = {key_uid[p] for p in guardian_pupil_keys.get(r["person_key"], ())
-                      if p in key_uid}
-        # found through its INE alone: a pupil new to this school (the rule is recorded)
-        rule = "ine" if uid is not None and len(keys) > 1 and keys[-1] not in known \
-            else "source_key"
-        if uid is None and r["profile"] in STAFF_PROFILES:
-            uid, rule = matcher.match_staff(r)
-        elif uid is None and r["profile"] == "TUT":
-            uid, rule = matcher.match_guardian(r, pupil_uids)
-        if r["person_key"] in split:  # its own account, its SIECLE key moved to it
-            res = registry.create(r["profile"], r["first_name"], r["last_name"], [], run_id)
-            uid = moves[r["person_key"]] = known[r["person_key"]] = res.uid
-            st.created_identities += 1
-        elif uid is None:
-            res = registry.create(r["profile"], r["first_name"], r["last_name"], keys, run_id,
-                                  rule="ine" if len(keys) > 1 else "source_key")
-            uid = res.uid
-            st.created_identities += 1
-            for k in keys:
-                known[k] = uid
-        else:
-            missing = [k for k in keys if k not in known]
-            if missing:
-                registry.attach(uid, missing, run_id, rule)
-                st.matches[rule] = st.matches.get(rule, 0) + (rule != "source_key")
-                for k in missing:
-                    known[k] = uid
-        key_uid[r["person_key"]] = uid
-        if (freed := released_ine.get(r["person_key"])) and freed not in moves:
-            moves[freed] = known[freed] = uid
-        matcher.note_result(r["person_key"], uid)
-        matcher.remember(r, uid, pupil_uids)
-    registry.write_new()
-    registry.move(moves, run_id, "ine_conflict")
-    matcher.flush()
-    ine_prefix = f"{academy.jointure_prefix}$INE$"
-    # an INE is written (ENTEleveINE, its jointure) only on the account it identifies
-    no_ine = {c.person_key for i, c in conflicts.items()
-              if known.get(ine_prefix + str(rows[i]["ine"])) != key_uid.get(c.person_key)}
-    st.ine_findings = report_ine_conflicts(matcher, conflicts.values(), key_uid, split)
-    if st.ine_findings:
+        data.memberships = data.structures = data.pupil_where = None
+    assert members is not None and structures is not None and pupil_where is not None
+    key_uid, logins = matched.key_uid, matched.logins
+    st.created_identities = matched.created
+    st.matches = dict(matched.matches)
+    st.duplicates = matched.duplicates
+    findings = matched.ine_findings
+    if findings:
         where = {pk: (f, ln) for pk, f, ln in tuples(pupil_where[pupil_where["person_key"].isin(
-            [x["person_key"] for x in st.ine_findings])])}
-        for x in st.ine_findings:
-            x["file"], x["line"] = where.get(x["person_key"], (None, None))
+            [x["person_key"] for x in findings])])}
+        findings = [{**x, "file": where.get(x["person_key"], (None, None))[0],
+                     "line": where.get(x["person_key"], (None, None))[1]} for x in findings]
+    st.ine_findings = findings
     del pupil_where
-    matcher.report_homonyms(rows, key_uid)
-    st.duplicates = matcher.duplicates
-    # what matching needed goes now: an academy's rows, keys and match keys at once were the
-    # bulk of the planning peak
-    del matcher, known, jointures_of, guardian_pupil_keys
-    logins = registry.logins_of(set(key_uid.values()))
     uid_dns: dict[str, str] = {}  # one string per person's DN, however many groups list it
 
     def dn_of(key: str) -> str | None:
@@ -407,7 +370,7 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     del members, structures
 
     divisions = {(uai, code) for uai, code, kind in struct_label if kind == "D"}
-    apart = groups_kept_apart(registry.s, {
+    apart = groups_kept_apart(view, {
         structure_dn(uai, code, base): group_apart_dn(uai, code, base)
         for uai, code, kind in struct_label if kind == "G" and (uai, code) not in divisions})
     for (uai, code, kind), label in sorted(struct_label.items()):
@@ -444,102 +407,50 @@ def build_desired(tables: Tables, schools: dict[str, str | None], academy: Acade
     by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_uid[key_uid[r["person_key"]]].append(r)
+    if consume:
+        rows.clear()  # each person's rows are let go as its entry is made (popped)
     del rows
+    links = PersonLinks(person_structs, pupil_guardians, guardian_pupils, matched.no_ine)
+    strings = EntryStrings(base, shared, sdn_of)
     for uid in list(by_uid):
-        # each person's rows and memberships are let go as its entry is made (popped)
         prow = by_uid.pop(uid)
-        st.add(_person_entry(uid, logins[uid], prow, base, person_structs, pupil_guardians,
-                             guardian_pupils, shared, sdn_of, uid_dns.get(uid), no_ine))
+        st.add(_person_entry(uid, logins[uid], prow, links, strings, uid_dns.get(uid)))
     return st
 
 
-def _merged_by_ine(rows: list[dict[str, Any]], known: dict[str, str],
-                   conflicts: dict[int, IneConflict], registry: IdentityRegistry) -> set[str]:
-    """Source keys to split off: records of tonight's INE conflicts that an earlier version
-    merged into one account through their shared INE. The record the account's directory entry
-    describes (else the first by school and key: its main record) keeps it; the others get
-    their own. An operator's merge (``entsync merge``, rule ``merge``) is kept."""
-    by_uid: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for i, c in conflicts.items():
-        if c.stored_uid is None and c.person_key in known:
-            by_uid[known[c.person_key]].append(rows[i])
-    merged = {u: sorted(rs, key=lambda r: (r["uai"], r["person_key"]))
-              for u, rs in by_uid.items() if len(rs) > 1}
-    if not merged:
-        return set()
-    rules = registry.rules_of(r["person_key"] for rs in merged.values() for r in rs)
-    stored = stored_facts(registry.s, merged)
-    out: set[str] = set()
-    for u, rs in merged.items():
-        facts = stored.get(u)
-        keep = next((r for r in rs if facts and disagreement(row_facts(r), facts[0]) is None),
-                    rs[0])
-        out |= {r["person_key"] for r in rs
-                if r is not keep and rules.get(r["person_key"]) != "merge"}
-    return out
+@dataclass(frozen=True)
+class PersonLinks:
+    """What tonight's records say of each source key beyond its row: its classes, groups,
+    subjects and functions (``structs``), a pupil's guardians' uids, a guardian's pupils' DNs.
+    ``_person_entry`` takes a person's keys out as it reads them (each source key belongs to
+    one person: read once, let go at once). ``no_ine``: records whose INE is not written."""
+
+    structs: dict[str, dict[str, set[str]]]
+    pupil_guardians: dict[str, set[str]]
+    guardian_pupils: dict[str, set[str]]
+    no_ine: set[str] | frozenset[str] = frozenset()
 
 
-def _ine_conflicts(rows: list[dict[str, Any]], jointures_of: list[list[str]],
-                   known: dict[str, str], shared_ines: set[str],
-                   registry: IdentityRegistry) -> tuple[dict[int, IneConflict], dict[int, str]]:
-    """Row index -> INE conflict (``etl.match.matcher``): tonight's records of one INE that do not
-    agree, and records whose INE would bring them into a stored account of another child (its
-    birth date or names, as last written, differ). Only records the INE would move into
-    another account are compared with it: on a normal night, none.
+@dataclass(frozen=True)
+class EntryStrings:
+    """The directory base, and the academy's shared values and school DN strings
+    (``build_desired``), so that equal values across entries are one object."""
 
-    Also row index -> the account that let the row's INE go: its records of tonight hold
-    another INE (the school corrected the other child's), or its entry no longer carries it.
-    The INE then moves to this row's own account (no conflict, no merge)."""
-    conflicts = shared_ine_conflicts(rows, shared_ines)
-    # INEs whose account has a record of its own tonight: compared with it above
-    owned = {str(rows[i]["ine"]) for i, keys in enumerate(jointures_of)
-             if len(keys) > 1 and rows[i].get("ine") in shared_ines
-             and known.get(keys[0]) is not None and known.get(keys[0]) == known.get(keys[-1])}
-    suspects: dict[int, str] = {}
-    for i, keys in enumerate(jointures_of):
-        if len(keys) > 1 and i not in conflicts and rows[i]["ine"] not in owned:
-            u_ine = known.get(keys[0])
-            if u_ine is not None and u_ine != known.get(keys[-1]):
-                suspects[i] = u_ine
-    released: dict[int, str] = {}
-    if suspects:
-        stored = stored_facts(registry.s, suspects.values())
-        # the INEs those accounts hold tonight through records of their own
-        held: dict[str, set[str | None]] = defaultdict(set)
-        wanted = set(suspects.values())
-        for j, keys in enumerate(jointures_of):
-            if (u := known.get(keys[-1])) in wanted and u is not None:
-                held[u].add(rows[j].get("ine"))
-        for i, u in suspects.items():
-            if u not in stored:
-                continue  # never written: nothing to compare with, the INE decides
-            facts, their_keys = stored[u]
-            why = disagreement(row_facts(rows[i]), facts)
-            if not why:
-                continue
-            if (u in held and rows[i]["ine"] not in held[u]) or \
-                    jointures_of[i][0] not in their_keys:
-                released[i] = u
-                continue
-            conflicts[i] = IneConflict(rows[i]["person_key"], rows[i]["uai"], why,
-                                       [k for k in their_keys if "$SIECLE$" in k],
-                                       stored_uid=u)
-    return conflicts, released
+    base: str
+    shared: Shared | None = None
+    sdn_of: Callable[[str], str] | None = None
 
 
-def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], base: str,
-                  person_structs: dict[str, dict[str, set[str]]],
-                  pupil_guardians: dict[str, set[str]],
-                  guardian_pupils: dict[str, set[str]], shared: Shared | None = None,
-                  sdn_of: Any = None, dn: str | None = None,
-                  no_ine: set[str] | frozenset[str] = frozenset()) -> DesiredEntry:
-    """A person's entry. ``shared``, ``sdn_of`` and ``dn``: the academy's shared values, school
-    DNs and this person's DN string (``build_desired``), so that equal values are one object.
-    ``no_ine``: records whose INE is not this account's (an INE conflict): neither written.
-    The person's keys are taken out of ``person_structs``, ``pupil_guardians`` and
-    ``guardian_pupils`` (each source key belongs to one person: read once)."""
-    share = shared.share if shared is not None else list
-    sdn = sdn_of or (lambda uai: school_dn(uai, base))
+def _person_entry(uid: str, login: str, prow: list[dict[str, Any]], links: PersonLinks,
+                  strings: EntryStrings, dn: str | None = None) -> DesiredEntry:
+    """A person's entry from its rows; ``dn``: this person's DN string when one is made
+    already (``build_desired``). Records of ``links.no_ine`` (an INE conflict): their INE is
+    not written."""
+    base = strings.base
+    share = strings.shared.share if strings.shared is not None else list
+    sdn = strings.sdn_of or (lambda uai: school_dn(uai, base))
+    person_structs, no_ine = links.structs, links.no_ine
+    pupil_guardians, guardian_pupils = links.pupil_guardians, links.guardian_pupils
     prow = sorted(prow, key=lambda r: (r["uai"], r["person_key"]))  # main school: stable
     main = prow[0]
     profile = main["profile"]

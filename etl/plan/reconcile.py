@@ -2,51 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
-
 from etl import staging
 from etl.config import Settings, get_academy
 from etl.plan.files import _write_plan
+from etl.plan.stored import StoredView, load_stored
 from etl.read.canonical import Tables
 from etl.report import metrics
 from etl.runtime.cpu import cpu_bound, goes_first
 from etl.store import locks
 from etl.store.db import session_factory
-from etl.store.models import (
-    Approval,
-    Entry,
-    SourceFile,
-    utcnow,
-)
+from etl.store.models import Approval, utcnow
 from etl.validate.school import _school_counts
 
 log = logging.getLogger(__name__)
 
 
-def _plan_against_state(s: Any, targets: dict[str, Any]) -> list[Any]:
+def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
     """``plan_changes`` against what the state DB says was written, read hash first: the
     content hash of every target DN, then the stored attributes of only the DNs whose hash
-    differs, a batch at a time (an unchanged entry costs no attributes in memory; loading them
-    all was the delta night's peak)."""
+    differs, a batch at a time (an unchanged entry costs no attributes in memory)."""
     from etl.plan.diff import plan_changes_lazy
 
-    def hashes_of(dns: list[str]) -> dict[str, str]:
-        return dict(s.execute(select(Entry.dn, Entry.content_hash)
-                              .where(Entry.dn.in_(dns))).all())
-
-    def attrs_of(dns: list[str]) -> dict[str, dict[str, list[str]]]:
-        return dict(s.execute(select(Entry.dn, Entry.attrs)
-                              .where(Entry.dn.in_(dns))).all())
-
-    return plan_changes_lazy(targets, hashes_of, attrs_of, batch=500)
-
-
+    return plan_changes_lazy(targets, view.hashes, view.attrs, batch=500)
 
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
@@ -80,13 +64,15 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     for approval; ``plan.json`` holds the changes of the other schools. Both are plan files
     (``etl.plan.diff.plan_lines``: a header line, then one change a line in apply order).
     """
-    from etl.match.identity import IdentityRegistry
-    from etl.plan.absence import (
+    from etl.match.identity import IdentityDecisions, write_identities
+    from etl.match.resolve import match_records
+    from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
+    from etl.plan.diff import apply_order
+    from etl.plan.guards import categorize, evaluate_guards, with_older_exports
+    from etl.plan.scope import (
         absence_scope,
-        categorize,
         covered_scopes,
         disabled_entries,
-        evaluate_guards,
         find_absent,
         keep_protected_members,
         preserve_other_schools,
@@ -94,8 +80,6 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         retype_changes,
         structure_changes,
     )
-    from etl.plan.desired import build_desired, person_dn
-    from etl.plan.diff import apply_order
 
     academy = get_academy(academy_code)
     locks.heartbeat(settings, academy_code, run_id)
@@ -105,42 +89,55 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     names: dict[str, str | None] = {r["uai"]: None for r in ok}
     years = {r["uai"]: r.get("school_year") for r in ok}
     counts = _school_counts(tables)
+    base = settings.ldap.base
+    ctx = PlanContext(names, academy, base, years)
     Session = session_factory(settings.state_url)
     with Session() as s:
-        registry = IdentityRegistry(s, academy_code)
-        # the tables are consumed (their frames let go as read): the desired entries say it
+        view = load_stored(s, academy_code)
+        # the tables are consumed (their frames let go as read): tonight's records say it
         # all from here, and an academy's frames held while they are made were a peak's part
-        desired = build_desired(tables, names, academy, settings.ldap.base, registry, run_id,
-                                years, consume=True)
+        night = read_night(tables, names, academy, consume=True)
         del tables
-        targets = dict(desired.entries)
+        matched = match_records(night.night, academy, view, run_id)
+        # what matching decided is written at once: what planning reads next (absence, the
+        # preserved parts of accounts) sees tonight's identities, as it always has
+        write_identities(s, academy_code, matched.decisions)
+        # and let go (a first load's every new account and source key)
+        matched = dataclasses.replace(matched, decisions=IdentityDecisions())
+        desired = build_desired(night, matched, ctx, view, consume=True)
+        del night, matched
+        processed = set(names)
+        # the desired entries, replaced and added to by the lifecycle steps (what each
+        # returns); the entries a step replaces are let go
+        targets = desired.entries
         covered = covered_scopes(ok)
-        preserve_uncovered(s, targets, covered, set(names))
-        preserve_other_schools(s, targets, set(names))
+        targets.update(preserve_uncovered(view, targets, covered, processed))
+        targets.update(preserve_other_schools(view, targets, processed))
         protected = {k for r in ok for k in r.get("protected", [])}
-        protected_uids = set(registry.lookup(protected).values())
-        del registry  # and its caches (every login of the region, on a first load)
-        keep_protected_members(s, targets, {person_dn(u, settings.ldap.base)
-                                            for u in protected_uids})
+        protected_uids = set(view.identities(protected).values())
+        targets.update(keep_protected_members(view, targets, {person_dn(u, base)
+                                                              for u in protected_uids}))
         absent = []
         if run_mode == "normal":
-            present = {j for e in desired.entries.values() if e.kind == "person"
+            # the persons' jointures as preserved (those of other schools kept); the entries
+            # added so far are groups of tonight's schools (``preserve_uncovered``)
+            present = {j for e in targets.values() if e.kind == "person"
                        for j in e.attrs.get("ENTPersonJointure", [])}
             present |= protected
-            absent = find_absent(s, academy, absence_scope(covered), present)
-            for e in disabled_entries(s, absent, utcnow(), desired.entries, set(names),
-                                      academy_code, settings.ldap.base):
+            absent = find_absent(view, academy, absence_scope(covered), present)
+            for e in disabled_entries(view, absent, utcnow(), targets, processed, base):
                 targets[e.dn] = e
-        removals = structure_changes(s, academy, targets, covered, years, settings.ldap.base)
-        changes = apply_order(retype_changes(s, targets, _plan_against_state(s, targets))
+        archives, removals = structure_changes(view, academy, targets, covered, years, base)
+        targets.update(archives)
+        changes = apply_order(retype_changes(view, targets, _plan_against_state(view, targets))
                               + removals)
         for c in changes:
             c.category = categorize(c)
         if run_mode == "create_only":
             changes = [c for c in changes if c.op == "add"]
-        guards = evaluate_guards(academy, changes, s, counts, years, run_mode)
-        _hold_older_exports(s, run_id, guards, [r["uai"] for r in schools if r and r.get(
-            "status") in ("ok", "unchanged")])
+        guards = evaluate_guards(academy, changes, view, counts, years, run_mode)
+        guards = with_older_exports(guards, view.held_reasons(run_id, [
+            r["uai"] for r in schools if r and r.get("status") in ("ok", "unchanged")]))
         if dry_run:
             s.rollback()  # a dry run assigns no uid and no login for good
         else:
@@ -204,28 +201,6 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": desired.created_identities, "skipped": desired.skipped,
             "matches": desired.matches, "duplicates": desired.duplicates}
-
-
-def _hold_older_exports(s: Any, run_id: str, guards: dict[str, Any],
-                        uais: list[str]) -> None:
-    """Trip the ``older_export`` guard of the schools discovery held because an export is
-    older than the one applied (``SourceFile`` rows ``held`` of this run): their plan waits
-    for approval like any held plan (``entsync pending``, ``approve``, ``reject``)."""
-    from etl.plan.absence import GuardResult
-
-    why: dict[str, list[str]] = defaultdict(list)
-    for uai, reason in s.execute(
-            select(SourceFile.uai, SourceFile.reason)
-            .where(SourceFile.run_id == run_id, SourceFile.status == "held",
-                   SourceFile.uai.in_(uais or [""])).order_by(SourceFile.id)):
-        if reason and reason not in why[uai]:
-            why[uai].append(reason)
-    for uai, reasons in why.items():
-        g = guards.setdefault(uai, GuardResult(uai))
-        row = {"guard": "older_export", "value": None, "limit": None, "tripped": True,
-               "detail": "; ".join(reasons)}
-        g.evaluated.append(row)
-        g.tripped.append(row)
 
 
 def _school_identity_findings(settings: Settings, run_id: str,

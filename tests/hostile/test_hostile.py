@@ -505,7 +505,7 @@ def test_very_long_name_is_a_rejected_record(night: Any) -> None:
     """Names are limited to 256 characters: the record is rejected (rule too_long), with its
     file, school and line, never its value.
 
-    Known gap (etl/plan/absence.py, etl/plan/reconcile.py): a rejected record is missing from the
+    Known gap (etl/plan/scope.py, etl/plan/reconcile.py): a rejected record is missing from the
     school's tables, so its pupil counts as absent and would be DISABLED. In this 3-pupil
     school that trips the disable guard and school A is held for approval, untouched; in a
     big school the guard would not trip. The fix is for reconcile() to count the source keys

@@ -136,7 +136,9 @@ def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
     (hashed e-mail, mobile, pupils) grown with tonight's, never shrunk; other rows untouched."""
     from sqlalchemy import select
 
+    from etl.match.identity import IdentityDecisions, write_identities
     from etl.match.matcher import Matcher, match_key
+    from etl.plan.stored import StoredView
     from etl.store.db import session_factory
     from etl.store.models import MatchKey
 
@@ -148,16 +150,20 @@ def test_flush_adds_new_keys_and_grows_known_ones(state_url: str) -> None:
              "first_name": "Paul", "birth_date": "1970-01-02"}
     Session = session_factory(state_url)
     with Session() as s, s.begin():
-        m = Matcher(s, ACADEMY, "run-1")
+        m = Matcher(StoredView(s, ACADEMY), "run-1")
         m.remember(guardian("a@x.fr"), "u1", ["p1"])
         m.remember(staff, "u2")
-        m.flush()
+        new, grown = m.key_updates()
+        write_identities(s, ACADEMY, IdentityDecisions(match_keys_new=new,
+                                                       match_keys_grown=grown))
     with Session() as s, s.begin():
-        m = Matcher(s, ACADEMY, "run-2")
+        m = Matcher(StoredView(s, ACADEMY), "run-2")
         m.remember(guardian("b@x.fr", "0612345678"), "u1")
         m.remember(guardian(None), "u3")  # same name, another account: a new row
         m.remember(staff, "u2")  # nothing new: unchanged
-        m.flush()
+        new, grown = m.key_updates()
+        write_identities(s, ACADEMY, IdentityDecisions(match_keys_new=new,
+                                                       match_keys_grown=grown))
     with Session() as s:
         rows = {(r.kind, r.uid): (r.key, sorted(r.strong), r.run_id)
                 for r in s.scalars(select(MatchKey))}

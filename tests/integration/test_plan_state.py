@@ -17,6 +17,7 @@ from etl.plan import files as plan_files
 from etl.plan import reconcile as reconcile_mod
 from etl.plan.desired import DesiredEntry, content_hash
 from etl.plan.diff import Change, plan_changes, read_plan
+from etl.plan.stored import StoredView
 from etl.store.db import get_engine, session_factory
 from etl.store.models import Entry
 
@@ -53,7 +54,7 @@ def test_hash_first_planning_gives_the_plan_of_the_whole_state(state_url: str) -
     event.listen(engine, "before_cursor_execute", seen)
     try:
         with Session() as s:
-            lazy = reconcile_mod._plan_against_state(s, desired)
+            lazy = reconcile_mod._plan_against_state(StoredView(s, "ac-x"), desired)
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     with Session() as s:
@@ -88,7 +89,7 @@ def test_a_held_plan_is_applied_from_the_very_bytes_that_were_hashed(tmp_path: P
 def test_school_accounts_counts_what_is_not_exactly_disabled(state_url: str) -> None:
     """The guards' denominator, counted in SQL from the stored JSON: the same answer as
     reading ``attrs["entSyncStatus"]`` in Python, on SQLite and on PostgreSQL."""
-    from etl.plan.absence import school_accounts
+
 
     statuses: list[list[str] | None] = [["ACTIVE"], ["DISABLED"], None, [], ["DISABLED", "X"],
                                         ["ACTIVE"], ["DISABLED"], ["OTHER"]]
@@ -111,10 +112,11 @@ def test_school_accounts_counts_what_is_not_exactly_disabled(state_url: str) -> 
         if kind == "person" and "other" not in dn and attrs.get("entSyncStatus") != ["DISABLED"]:
             expected[uai] = expected.get(uai, 0) + 1
     with Session() as s:
-        got = school_accounts(s, "ac-x", ["0671234X", "0681234Y", "0691234Z", "0000000A"])
+        view = StoredView(s, "ac-x")
+        got = view.school_accounts(["0671234X", "0681234Y", "0691234Z", "0000000A"])
         assert got == expected
         assert sum(got.values()) == 18  # 24 accounts, 6 exactly disabled
-        assert school_accounts(s, "ac-x", ["0671234X"]) == {"0671234X": expected["0671234X"]}
+        assert view.school_accounts(["0671234X"]) == {"0671234X": expected["0671234X"]}
 
 
 def store_and_read_back(Session: Any, attrs: dict[str, Any]) -> dict[str, Any]:

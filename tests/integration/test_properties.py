@@ -31,6 +31,7 @@ from etl.discover.xmlsafe import XmlSource
 from etl.errors import FileRejected
 from etl.match.identity import MAX_LOGIN, IdentityRegistry, base_login
 from etl.plan.desired import person_dn, school_dn, structure_dn
+from etl.plan.stored import StoredView
 from etl.read import (
     read_siecle_eleves,
     read_siecle_nomenclatures,
@@ -221,7 +222,7 @@ def test_allocated_logins_are_valid_and_unique(state_url: str,
                                                taken: list[str]) -> None:
     people = [*people, ("Jean", "Dupont"), ("jean", "DUPONT"), (None, None), (None, None)]
     with session_factory(state_url)() as s:
-        registry = IdentityRegistry(s, "ac-reims")
+        registry = IdentityRegistry(StoredView(s, "ac-reims"))
         for login in taken:  # logins handed out before (even to deleted accounts)
             registry.allocate_login(*login.split("."), uid=f"old-{login}")
         logins = [registry.create("ELV", first, last, [f"AC-REIMS$T${i}"], "run").login

@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session
 
-from etl.match.identity import MAX_LOGIN, IdentityRegistry, base_login, fold, new_uid
+from etl.match.identity import (
+    MAX_LOGIN,
+    IdentityRegistry,
+    base_login,
+    fold,
+    new_uid,
+    write_identities,
+)
+from etl.plan.stored import StoredView
 from etl.store.db import get_engine
 from etl.store.models import Login
 
@@ -62,11 +70,11 @@ def test_uid_is_opaque() -> None:
 def test_logins_unique_and_never_reused(tmp_path) -> None:
     engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
     with Session(engine) as s:
-        reg = IdentityRegistry(s, "ac-reims")
+        reg = IdentityRegistry(StoredView(s, "ac-reims"))
         a = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$1"], "r1")
         b = reg.create("ELV", "Jean", "Dupont", ["AC-REIMS$SIECLE$0510001B$2"], "r1")
         c = reg.create("TUT", "Jean", "DUPONT", ["AC-REIMS$SIECLE-RESP$0510001B$9"], "r1")
-        assert reg.write_new() == 3
+        assert write_identities(s, "ac-reims", reg.decisions()) == 3
         s.commit()
         assert (a.login, b.login, c.login) == ("jean.dupont", "jean.dupont2", "jean.dupont3")
         # the account goes away, its login stays registered: a newcomer never gets it
@@ -77,9 +85,9 @@ def test_logins_unique_and_never_reused(tmp_path) -> None:
         s.query(Identity).filter_by(uid=a.uid).delete()
         s.query(Account).filter_by(uid=a.uid).delete()
         s.commit()
-        reg = IdentityRegistry(s, "ac-strasbourg")
+        reg = IdentityRegistry(StoredView(s, "ac-strasbourg"))
         d = reg.create("ELV", "Jean", "Dupont", ["AC-STRASBOURG$SIECLE$0670001X$1"], "r2")
-        reg.write_new()
+        write_identities(s, "ac-strasbourg", reg.decisions())
         s.commit()
         assert d.login == "jean.dupont4"
         assert reg.lookup(["AC-REIMS$SIECLE$0510001B$2"]) == {"AC-REIMS$SIECLE$0510001B$2": b.uid}
@@ -93,7 +101,7 @@ def test_login_numbers_fill_gaps_then_go_on_like_a_search_from_the_start(tmp_pat
         s.add_all([Login(login=x, uid=f"u{i}") for i, x in enumerate(
             ["lea.martin", "lea.martin3", "lea.martin4", "lea.martin7", "zoe.roux2"])])
         s.commit()
-        reg = IdentityRegistry(s, "ac-reims")
+        reg = IdentityRegistry(StoredView(s, "ac-reims"))
         got = [reg.allocate_login("Léa", "MARTIN", f"n{i}") for i in range(6)]
         assert got == ["lea.martin2", "lea.martin5", "lea.martin6", "lea.martin8",
                        "lea.martin9", "lea.martin10"]
@@ -111,7 +119,7 @@ def test_login_numbers_fill_gaps_then_go_on_like_a_search_from_the_start(tmp_pat
 
 
 def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """write_new sends WRITE_BATCH rows per statement (a first load's parameters are never
+    """write_identities sends WRITE_BATCH rows per statement (a first load's parameters are never
     built at once): every account, login and source key arrives, across batch edges."""
     import etl.match.identity
     from etl.store.models import Account, Identity
@@ -119,11 +127,11 @@ def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(etl.match.identity, "WRITE_BATCH", 2)
     engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
     with Session(engine) as s:
-        reg = IdentityRegistry(s, "ac-reims")
+        reg = IdentityRegistry(StoredView(s, "ac-reims"))
         made = [reg.create("ELV", "Ana", f"Nom{i}", [f"AC-REIMS$SIECLE$0510001B${i}",
                                                     f"AC-REIMS$INE$00000000{i}AA"], "r1")
                 for i in range(5)]
-        assert reg.write_new() == 5
+        assert write_identities(s, "ac-reims", reg.decisions()) == 5
         s.commit()
     with Session(engine) as s:
         accounts = {(a.uid, a.login, a.profile, a.academy, a.status)
@@ -134,4 +142,4 @@ def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPat
         assert len(keys) == 10
         assert keys >= {(f"AC-REIMS$INE$00000000{i}AA", m.uid, "source_key", "r1")
                         for i, m in enumerate(made)}
-    assert reg.write_new() == 0  # written once: nothing left to write
+    assert reg.decisions().accounts == []  # handed over once: nothing left

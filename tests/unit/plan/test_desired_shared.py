@@ -11,8 +11,10 @@ from typing import Any
 from etl import run as pipeline
 from etl import staging
 from etl.config import Settings, get_academy
-from etl.match.identity import IdentityRegistry
-from etl.plan.desired import Shared, build_desired
+from etl.match.identity import write_identities
+from etl.match.resolve import match_records
+from etl.plan.desired import DesiredState, PlanContext, Shared, build_desired, read_night
+from etl.plan.stored import StoredView
 from etl.read.canonical import Tables
 from etl.store.db import session_factory
 from tests.integration.test_sync import ACADEMY, school_a
@@ -38,12 +40,23 @@ def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[
                       for u, d in disc["schools"].items()]
 
 
+def _desired(tables: Tables, res: list[Any], env: Settings, rid: str, s: Any,
+             consume: bool = False) -> DesiredState:
+    """Matching then the desired entries, as ``_reconcile`` makes them (decisions written)."""
+    academy, names = get_academy(ACADEMY), {r["uai"]: None for r in res}
+    view = StoredView(s, ACADEMY)
+    night = read_night(tables, names, academy, consume=consume)
+    matched = match_records(night.night, academy, view, rid)
+    write_identities(s, ACADEMY, matched.decisions)
+    return build_desired(night, matched, PlanContext(names, academy, env.ldap.base), view,
+                         consume=consume)
+
+
 def test_desired_entries_share_equal_values(tmp_path: Path, state_url: str) -> None:
     env, rid, res = _read_school_a(tmp_path, state_url)
     tables = Tables.concat([Tables.load(staging.path(env, r["staged"])) for r in res])
     with session_factory(env.state_url)() as s:
-        st = build_desired(tables, {r["uai"]: None for r in res}, get_academy(ACADEMY),
-                           env.ldap.base, IdentityRegistry(s, ACADEMY), rid)
+        st = _desired(tables, res, env, rid, s)
         s.rollback()
     entries = st.entries
     persons = [e for e in entries.values() if e.kind == "person"]
@@ -78,9 +91,7 @@ def test_consumed_tables_are_emptied_and_give_the_same_entries(tmp_path: Path,
     for consume in (False, True):
         tables = Tables.concat([Tables.load(staging.path(env, r["staged"])) for r in res])
         with session_factory(env.state_url)() as s:
-            st = build_desired(tables, {r["uai"]: None for r in res}, get_academy(ACADEMY),
-                               env.ldap.base, IdentityRegistry(s, ACADEMY), rid,
-                               consume=consume)
+            st = _desired(tables, res, env, rid, s, consume=consume)
             s.commit()  # the identities of the first pass, found again by the second
         assert bool(tables.frames) is not consume
         out.append({dn: (e.kind, e.uai, e.uid, e.attrs) for dn, e in st.entries.items()})

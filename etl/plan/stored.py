@@ -1,0 +1,249 @@
+"""The stored view: what the state DB says was written, as plain read-only values.
+
+Planning (matching, the lifecycle, the guards, the diff) reads the state DB only through this
+view and never writes through it: what it decides comes back as values that ``_reconcile``
+writes (``etl.match.resolve.write_decisions``). The view answers in batches of ``BATCH`` keys
+(never a query per entry); the per-DN parts (hashes, attributes) are read on demand, a batch at
+a time, because an academy's every stored entry held at once would be the planning peak.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from etl.store.models import Account, Entry, Identity, Login, MatchKey, SchoolState, SourceFile
+
+#: keys per ``IN (...)`` query
+BATCH = 500
+Attrs = dict[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as last written (``entries``); ``attrs`` is shared with nobody: copy before
+    building on it (the lifecycle does)."""
+
+    dn: str
+    kind: str
+    uai: str | None
+    uid: str | None
+    attrs: Attrs
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    uid: str
+    profile: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchool:
+    """What the last applied night of a school left (``school_states``): the guards' baseline."""
+
+    pupils: int | None
+    school_year: int | None
+
+
+def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    ordered = list(dict.fromkeys(keys))
+    for i in range(0, len(ordered), BATCH):
+        yield ordered[i:i + BATCH]
+
+
+@dataclass(frozen=True)
+class StoredView:
+    """Read-only, batched access to an academy's stored state (one Session, the caller's)."""
+
+    session: Session
+    academy: str
+
+    # -- entries ------------------------------------------------------------------------------
+    def hashes(self, dns: Iterable[str]) -> dict[str, str]:
+        """dn -> content hash, for the DNs stored."""
+        out: dict[str, str] = {}
+        for part in _chunks(dns):
+            out.update(self.session.execute(select(Entry.dn, Entry.content_hash)
+                                            .where(Entry.dn.in_(part))).all())
+        return out
+
+    def attrs(self, dns: Iterable[str]) -> dict[str, Attrs]:
+        """dn -> attributes as last written."""
+        out: dict[str, Attrs] = {}
+        for part in _chunks(dns):
+            out.update(self.session.execute(select(Entry.dn, Entry.attrs)
+                                            .where(Entry.dn.in_(part))).all())
+        return out
+
+    def kinds(self, dns: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in _chunks(dns):
+            out.update(self.session.execute(select(Entry.dn, Entry.kind)
+                                            .where(Entry.dn.in_(part))).all())
+        return out
+
+    def uais(self, dns: Iterable[str]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for part in _chunks(dns):
+            out.update(self.session.execute(select(Entry.dn, Entry.uai)
+                                            .where(Entry.dn.in_(part))).all())
+        return out
+
+    def entries(self, dns: Iterable[str]) -> dict[str, StoredEntry]:
+        """dn -> the stored entry, for the DNs stored."""
+        out: dict[str, StoredEntry] = {}
+        for part in _chunks(dns):
+            for dn, kind, uai, uid, attrs in self.session.execute(
+                    select(Entry.dn, Entry.kind, Entry.uai, Entry.uid, Entry.attrs)
+                    .where(Entry.dn.in_(part))):
+                out[dn] = StoredEntry(dn, kind, uai, uid, attrs)
+        return out
+
+    def person_entries(self, uids: Iterable[str]) -> dict[str, StoredEntry]:
+        """uid -> the account's person entry (the first found), for the accounts written."""
+        out: dict[str, StoredEntry] = {}
+        for part in _chunks(uids):
+            for dn, kind, uai, uid, attrs in self.session.execute(
+                    select(Entry.dn, Entry.kind, Entry.uai, Entry.uid, Entry.attrs)
+                    .where(Entry.uid.in_(part), Entry.kind == "person")):
+                if uid is not None and uid not in out:
+                    out[uid] = StoredEntry(dn, kind, uai, uid, attrs)
+        return out
+
+    def structures(self, uais: Iterable[str] | None = None) -> Iterator[StoredEntry]:
+        """The academy's classes and groups (archives too), of the given schools if any."""
+        q = select(Entry.dn, Entry.kind, Entry.uai, Entry.uid, Entry.attrs).where(
+            Entry.academy == self.academy, or_(Entry.kind == "class", Entry.kind == "group"))
+        if uais is not None:
+            q = q.where(Entry.uai.in_(sorted(uais)))
+        for dn, kind, uai, uid, attrs in self.session.execute(q):
+            yield StoredEntry(dn, kind, uai, uid, attrs)
+
+    def school_accounts(self, uais: Iterable[str]) -> dict[str, int]:
+        """Active accounts written per main school (the guards' denominator), counted by the
+        database: the status is read from the stored attributes there (SQLite's
+        ``json_extract``, PostgreSQL's ``#>>``), not by parsing every account's attributes."""
+        first = Entry.attrs[("entSyncStatus", 0)].as_string()
+        second = Entry.attrs[("entSyncStatus", 1)].as_string()
+        # active: anything but exactly ["DISABLED"] (as ``attrs.get("entSyncStatus") !=
+        # ["DISABLED"]`` reads it: no status, another status, or more than one value)
+        active = or_(first.is_(None), first != "DISABLED", second.is_not(None))
+        rows = self.session.execute(select(Entry.uai, func.count()).where(
+            Entry.academy == self.academy, Entry.kind == "person", Entry.uai.in_(list(uais)),
+            Entry.uai.is_not(None), Entry.uai != "", active).group_by(Entry.uai))
+        return {str(uai): int(n) for uai, n in rows}
+
+    # -- schools and source files -------------------------------------------------------------
+    def schools(self, uais: Iterable[str]) -> dict[str, StoredSchool]:
+        return {uai: StoredSchool(pupils, year) for uai, pupils, year in self.session.execute(
+            select(SchoolState.uai, SchoolState.pupils, SchoolState.school_year).where(
+                SchoolState.academy == self.academy, SchoolState.uai.in_(list(uais))))}
+
+    def held_reasons(self, run_id: str, uais: list[str]) -> dict[str, list[str]]:
+        """UAI -> why discovery held its exports in this run (an older export), in order."""
+        why: dict[str, list[str]] = defaultdict(list)
+        for uai, reason in self.session.execute(
+                select(SourceFile.uai, SourceFile.reason)
+                .where(SourceFile.run_id == run_id, SourceFile.status == "held",
+                       SourceFile.uai.in_(uais or [""])).order_by(SourceFile.id)):
+            if reason and reason not in why[str(uai)]:
+                why[str(uai)].append(reason)
+        return dict(why)
+
+    # -- identities and accounts --------------------------------------------------------------
+    def identities(self, jointures: Iterable[str]) -> dict[str, str]:
+        """Known jointure -> uid."""
+        out: dict[str, str] = {}
+        for part in _chunks(jointures):
+            out.update(self.session.execute(select(Identity.jointure, Identity.uid)
+                                            .where(Identity.jointure.in_(part))).all())
+        return out
+
+    def rules_of(self, jointures: Iterable[str]) -> dict[str, str]:
+        """Known jointure -> the rule that attached it (``merge``: an operator's decision)."""
+        out: dict[str, str] = {}
+        for part in _chunks(sorted(set(jointures))):
+            out.update(self.session.execute(select(Identity.jointure, Identity.rule)
+                                            .where(Identity.jointure.in_(part))).all())
+        return out
+
+    def academy_identities(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(jointure, uid) of every source key of the academy (``<prefix>$...``), streamed."""
+        for j, uid in self.session.execute(select(Identity.jointure, Identity.uid)
+                                           .where(Identity.jointure.like(f"{prefix}$%"))):
+            yield str(j), str(uid)
+
+    def keys_of(self, uids: Iterable[str]) -> dict[str, set[str]]:
+        """uid -> all its jointures."""
+        out: dict[str, set[str]] = defaultdict(set)
+        for part in _chunks(sorted(set(uids))):
+            for j, uid in self.session.execute(select(Identity.jointure, Identity.uid)
+                                               .where(Identity.uid.in_(part))):
+                out[uid].add(j)
+        return out
+
+    def accounts(self, uids: Iterable[str]) -> dict[str, StoredAccount]:
+        out: dict[str, StoredAccount] = {}
+        for part in _chunks(uids):
+            for uid, profile, status in self.session.execute(
+                    select(Account.uid, Account.profile, Account.status)
+                    .where(Account.uid.in_(part))):
+                out[uid] = StoredAccount(uid, profile, status)
+        return out
+
+    def logins_of(self, uids: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in _chunks(uids):
+            out.update(self.session.execute(select(Account.uid, Account.login)
+                                            .where(Account.uid.in_(part))).all())
+        return out
+
+    def all_logins(self) -> set[str]:
+        """Every login ever registered (any academy): a login is never handed out again."""
+        return set(self.session.scalars(select(Login.login)))
+
+    def match_keys(self, wanted: Mapping[str, Iterable[str]]
+                   ) -> dict[tuple[str, str], dict[str, set[str]]]:
+        """(kind, key) -> uid -> strong tokens, for the wanted keys of each kind."""
+        known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
+        for kind, keys in wanted.items():
+            for part in _chunks(sorted(keys)):
+                for key, uid, strong in self.session.execute(
+                        select(MatchKey.key, MatchKey.uid, MatchKey.strong)
+                        .where(MatchKey.academy == self.academy, MatchKey.kind == kind,
+                               MatchKey.key.in_(part))):
+                    known[(kind, key)][uid] = set(strong or [])
+        return known
+
+    def all_match_keys(self) -> dict[tuple[str, str], dict[str, set[str]]]:
+        """Every match key of the academy."""
+        known: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(dict)
+        for kind, key, uid, strong in self.session.execute(
+                select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong)
+                .where(MatchKey.academy == self.academy)):
+            known[(kind, key)][uid] = set(strong or [])
+        return known
+
+    def match_key_rows(self, keys: Iterable[str]) -> dict[tuple[str, str, str], list[str]]:
+        """(kind, key, uid) -> strong tokens stored, for the keys given (any kind)."""
+        existing: dict[tuple[str, str, str], list[str]] = {}
+        for part in _chunks(sorted(set(keys))):
+            for kind, key, uid, strong in self.session.execute(
+                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong).where(
+                        MatchKey.academy == self.academy, MatchKey.key.in_(part))):
+                existing[(kind, key, uid)] = list(strong or [])
+        return existing
+
+
+def load_stored(session: Session, academy: str) -> StoredView:
+    """The academy's stored view over ``session`` (read-only: planning writes nothing)."""
+    return StoredView(session, academy)
+
+
+__all__ = ["BATCH", "StoredAccount", "StoredEntry", "StoredSchool", "StoredView",
+           "load_stored"]
