@@ -547,7 +547,7 @@ class DirectoryWriter:
             return r["result"] == 0, r
         if _structural(actual) != _structural(target):
             # a group where a class is wanted (or the reverse): LDAP cannot change an entry's
-            # structural class in place, it is replaced (``etl.plan.absence.retype_changes``)
+            # structural class in place, it is replaced (``etl.plan.scope.retype_changes``)
             r = self._call(self._write(ldapwire.delete_request(ch.dn)), res)
             if r["result"] not in (0, RESULT_NO_SUCH_OBJECT):
                 return False, r

@@ -63,7 +63,7 @@ def undo_run(settings: Settings, run_id: str) -> dict[str, Any]:
                                   uid=person_uid(kind, before)))
         elif (before is not None and after is not None
               and {_kind_of(dn, before), _kind_of(dn, after)} == {"class", "group"}):
-            # the run replaced a group by a class at this DN (``etl.plan.absence.retype_changes``):
+            # the run replaced a group by a class at this DN (``etl.plan.scope.retype_changes``):
             # replaced back, as LDAP cannot change an entry's structural class in place
             changes.append(Change("delete", dn, _kind_of(dn, after), uai, RETYPE,
                                   before=after))
