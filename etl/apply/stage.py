@@ -11,6 +11,7 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 
 from etl.config import Settings
+from etl.contracts import Applied
 from etl.errors import ConfigError
 from etl.plan.files import read_plan_file
 from etl.plan.reconcile import _CAT_KEY, CATEGORIES
@@ -211,10 +212,9 @@ def _record_applied(s: Any, academy: str, run_id: str, done: list[Any],
 
 
 def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str,
-               schools: list[dict[str, Any]] | None = None, dry_run: bool = False,
-               workers: int = 4) -> dict[str, Any]:
+               dry_run: bool = False, workers: int = 4) -> Applied:
     """Write the plan of the schools that passed the guards (held schools wait).
-    ``plan_path``: the plan's reference in the staging area."""
+    ``plan_path``: the plan's reference in the staging area (``Reconciled.plan``)."""
     metrics.stage_start()
     t0 = time.monotonic()
     header, changes = read_plan_file(settings, plan_path)
@@ -232,7 +232,7 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
                                       "connection_failures")},
         "schools_failed": len(out.get("failed_schools") or []),
     })
-    return out
+    return Applied.from_json(out)
 
 
 def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:

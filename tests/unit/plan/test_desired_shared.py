@@ -11,11 +11,11 @@ from typing import Any
 from etl import run as pipeline
 from etl import staging
 from etl.config import Settings, get_academy
+from etl.contracts import dump_all
 from etl.match.identity import IdentityRegistry
 from etl.plan.desired import Shared, build_desired
 from etl.read.canonical import Tables
 from etl.store.db import session_factory
-from etl.validate import school as validate_school
 from tests.integration.test_sync import ACADEMY, school_a
 
 
@@ -35,8 +35,8 @@ def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[
     school_a(env.landing)
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
-    return env, rid, [validate_school.read_validate_school(env, ACADEMY, rid, u, d, True)
-                      for u, d in disc["schools"].items()]
+    return env, rid, dump_all(pipeline.read_validate_schools(env, ACADEMY, rid,
+                                                             disc.school_docs(), True))
 
 
 def test_desired_entries_share_equal_values(tmp_path: Path, state_url: str) -> None:

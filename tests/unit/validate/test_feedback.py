@@ -9,7 +9,6 @@ from pathlib import Path
 from etl import run as pipeline
 from etl.config import Settings
 from etl.devtools.generate import uai_check_letter
-from etl.validate import school as validate_school
 from etl.validate.feedback import advice_for, record_reference, write_school_feedback
 from tests.builders import Guardian, Pupil, Teacher, structures_xml, write_school, write_zip
 
@@ -38,10 +37,10 @@ def _validation_json(tmp_path: Path) -> Path:
                             "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"})
     run_id = pipeline.start_run(st, ACADEMY, dry_run=True, trigger="test")
     disc = pipeline.discover_files(st, ACADEMY, run_id)
-    res = validate_school.read_validate_school(st, ACADEMY, run_id, UAI, disc["schools"][UAI],
-                                        dry_run=True)
-    assert res["status"] == "ok" and res["rejected"] >= 4, res
-    return Path(res["report_json"])
+    (res,) = pipeline.read_validate_schools(st, ACADEMY, run_id,
+                                            {UAI: disc.school_docs()[UAI]}, dry_run=True)
+    assert res.status == "ok" and res.rejected >= 4, res
+    return Path(str(res.report_json))
 
 
 def test_feedback_page_explains_each_rule_and_shows_no_name(tmp_path: Path) -> None:
