@@ -1,7 +1,9 @@
 """One run of an academy's sync, stage by stage: what the CLI and the DAG tasks both call.
 
-Each stage takes and returns small JSON-able values (paths, ids, counts) so Airflow's XCom
-carries nothing else; the data itself goes through the staging folder and the state DB.
+Each stage takes and returns small typed values (``etl.contracts``: references, ids, counts)
+whose JSON form is all Airflow's XCom carries; the data itself goes through the staging folder
+and the state DB. ``open_run``, ``close_run``, ``review_request`` and ``decide_held`` are the
+DAG tasks' calls around the stages.
 
 start -> discover -> read_validate_schools (per group of schools) -> reconcile -> apply -> finish
 """
@@ -138,8 +140,8 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
                                **{k: pc.get(k, 0) for k in zero},
                                "rejected": 0, "guards": guards.get(uai, [])}
     for uai, why in discovered.held.items():
-        if uai in held or per_school.get(uai, {}).get("status") not in (None, "ok",
-                                                                        "unchanged"):
+        if uai in held or per_school.get(uai, {}).get("status") not in (
+                None, SchoolStatus.OK, SchoolStatus.UNCHANGED):
             continue  # its plan awaits approval (older_export), or it was not read
         per_school[uai] = {"status": SchoolStatus.HELD.value, "reason": why, **zero,
                            "rejected": 0, "guards": [{"guard": "older_export", "tripped": True,
@@ -185,7 +187,7 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
     run_seconds = 0.0
     with session_factory(settings.state_url)() as s, s.begin():
         row = s.get(Run, run_id)
-        if row is not None and row.status == "abandoned":  # taken over meanwhile: it stays so
+        if row is not None and row.status == RunStatus.ABANDONED:  # taken over: it stays so
             row.summary = {**summary, "abandoned": (row.summary or {}).get("abandoned"),
                            "finished_after_abandoned": status.value}
             log.warning("run %s ended after it was closed as abandoned: left abandoned",
@@ -225,7 +227,8 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
     if summary.get("error"):
         log.error("run %s: %s", run_id, summary["error"])
     others = sorted(u for u, x in per_school.items()
-                    if x.get("status") not in ("ok", "unchanged", "already_applied"))
+                    if x.get("status") not in (SchoolStatus.OK, SchoolStatus.UNCHANGED,
+                                               SchoolStatus.ALREADY_APPLIED))
     if others:
         log.info("run %s: schools not ok: %s", run_id,
                  ", ".join(f"{u} ({per_school[u]['status']})" for u in others))
@@ -233,7 +236,7 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
 
 
 #: per-school statuses the apply's outcome may turn into ``partial`` or ``failed``
-_WRITING_STATUSES = ("ok", "collateral", "unchanged")
+_WRITING_STATUSES = (SchoolStatus.OK, SchoolStatus.COLLATERAL, SchoolStatus.UNCHANGED)
 
 
 def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, Any],
@@ -267,7 +270,7 @@ def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, 
                  pending=sum(waiting.values()), failed_by=bad, pending_by=waiting)
         if uai not in held and s.get("status") in _WRITING_STATUSES and (
                 s["failed"] or s["pending"]):
-            s["status"] = "partial" if s["written"] else "failed"
+            s["status"] = (SchoolStatus.PARTIAL if s["written"] else SchoolStatus.FAILED).value
         for k in CATEGORIES:
             totals["planned"][k] += planned[k]
             totals["written"][k] += done[k]
@@ -288,15 +291,15 @@ def fail_run(settings: Settings, run_id: str, reason: str) -> None:
     closed = False
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
-        if run is not None and run.status in ("running", "awaiting_approval"):
-            run.status, run.ended_at = "failed", utcnow()
+        if run is not None and run.status in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
+            run.status, run.ended_at = RunStatus.FAILED.value, utcnow()
             run.summary = {**(run.summary or {}), "error": reason[:2000]}
             closed = True
         academy = run.academy if run is not None else None
     if academy:
         release_lock(settings, academy, run_id)
         if closed:
-            metrics.count_run(settings, academy, "failed")
+            metrics.count_run(settings, academy, RunStatus.FAILED.value)
 
 
 
