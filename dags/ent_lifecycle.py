@@ -23,6 +23,7 @@ import datetime as dt
 from typing import Any
 
 import pendulum
+from _entsync_airflow import fail_fast, run_settings
 from airflow.sdk import dag, task
 
 from etl.config import load_academies
@@ -48,17 +49,11 @@ def ent_lifecycle() -> None:
     for code in load_academies():
 
         @task(task_id=f"purge__{code.replace('-', '_')}")
+        @fail_fast  # the same connection handling and retry policy as the sync DAGs
         def purge(academy: str = code) -> dict[str, Any]:
-            # the same connection handling and retry policy as the sync DAGs
-            from ent_sync import _settings, retry_policy
+            from etl import run as pipeline
 
-            from etl.discover.quarantine import purge_quarantine
-            from etl.ops.retention import purge_expired, purge_staging
-
-            with retry_policy():
-                st = _settings()
-                return {**purge_expired(st, academy), "staging": purge_staging(st, academy),
-                        "quarantine": purge_quarantine(st, academy)}
+            return pipeline.purge_academy(run_settings(), academy)
 
         purge()
 

@@ -50,165 +50,21 @@ defined, the `ENTSYNC_*` environment variables are used.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import pendulum
+from _entsync_airflow import DISCOVER, RUN_KEY, fail_fast, on_task_failure, run_settings
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Asset, BaseOperatorLink, Param, TaskGroup, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from etl.config import Academy, load_academies
 from etl.report.assets import directory_asset_name, directory_asset_uri
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: the task ids other tasks, the report link and the failure callback look up
-DISCOVER = "read.discover"
-#: discover's XCom holding the sync run (id, rejected, held, ...); its return value is the list
-#: of schools read_validate maps over (Airflow maps only over a task's return value)
-RUN_KEY = "run"
 HELD_PLANS, APPROVAL = "review.held_plans", "review.approval"
-
-
-def _connection(conn_id: str) -> Any | None:
-    """The Airflow connection, or None when it is not defined (other errors propagate).
-
-    In Airflow 3 task context `Connection.get` asks the API server through the supervisor and
-    raises `AirflowNotFoundException` for an unknown id; anything else (API down, bad secrets
-    backend) must fail the task rather than silently fall back to the environment.
-    """
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-
-
-#: Settings already built in this process, by DagRun (see `_settings`)
-_SETTINGS: dict[tuple[str, str], Any] = {}
-
-
-def _settings() -> Any:
-    """The run's settings, built once per DagRun and process: every task of a run in one
-    process (`airflow dags test`, or a task's failure callback) reuses them instead of asking
-    the API server for the three connections again."""
-    try:
-        ti = get_current_context()["ti"]
-        key: tuple[str, str] | None = (str(ti.dag_id), str(ti.run_id))
-    except (RuntimeError, KeyError):  # outside a task (tests, the CLI): nothing to share
-        key = None
-    if key is not None and key in _SETTINGS:
-        return _SETTINGS[key]
-    st = _build_settings()
-    from etl.runtime.cpu import yield_cpu
-
-    yield_cpu(st)  # the task's process: CPU-bound batch work yields to the directory server
-    if key is not None:
-        _SETTINGS.clear()  # one run at a time: a long-lived process keeps no stale settings
-        _SETTINGS[key] = st
-    return st
-
-
-def _build_settings() -> Any:
-    """Settings from the ENTSYNC_* environment, with Airflow connections taking precedence."""
-    from etl.config import Settings
-
-    over: dict[str, Any] = {}
-    ldap = _connection("entsync_ldap")
-    if ldap is not None:
-        extra = ldap.extra_dejson or {}
-        url = extra.get("url")
-        if not url and ldap.host:
-            scheme, port = ("ldaps", 636) if extra.get("ssl") else ("ldap", 389)
-            url = f"{scheme}://{ldap.host}:{ldap.port or port}"
-        over.update(
-            ldap_url=url,
-            ldap_bind_dn=ldap.login,
-            ldap_password=ldap.password,
-            ldap_base=extra.get("base"),
-            ldap_ca_file=extra.get("ca_file"),
-        )
-    state = _connection("entsync_state")
-    if state is not None:
-        url = (state.extra_dejson or {}).get("sqlalchemy_url") or state.get_uri()
-        # Airflow's "postgres" conn type renders postgres://, which SQLAlchemy 2 rejects.
-        over["state_url"] = url.replace("postgres://", "postgresql://", 1)
-    staging = _connection("entsync_staging")
-    if staging is not None:
-        # the staging area through Airflow's object storage, with this connection's
-        # credentials; its URL: the connection's extra "url", else ENTSYNC_STAGING_URL
-        import os
-
-        from airflow.sdk import ObjectStoragePath
-
-        url = (staging.extra_dejson or {}).get("url") or os.environ.get("ENTSYNC_STAGING_URL")
-        if url:
-            over["staging_url"] = url
-            over["staging_path"] = ObjectStoragePath(url, conn_id="entsync_staging")
-    return Settings.from_env(**over)
-
-
-@contextlib.contextmanager
-def retry_policy() -> Iterator[None]:
-    """Let Airflow retry only what a retry can fix (`etl.errors.is_transient`); any other
-    error becomes AirflowFailException, which fails the task at once whatever its retries.
-    Airflow's own exceptions (skip, fail, defer) pass through."""
-    try:
-        yield
-    except AirflowException:
-        raise
-    except Exception as e:
-        from etl.errors import is_transient
-
-        if is_transient(e):
-            raise
-        # the error type only: an exception's text may quote a record
-        raise AirflowFailException(f"{type(e).__name__}: not retried (no retry can fix it)") from e
-
-
-def fail_fast(fn: F) -> F:
-    """`retry_policy` around a task's callable (under `@task`, which keeps its signature)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with retry_policy():
-            return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _root_error(err: BaseException | None) -> BaseException | None:
-    """The error a task failed on (the cause of the AirflowFailException `retry_policy`
-    raised)."""
-    if isinstance(err, AirflowFailException) and err.__cause__ is not None:
-        return err.__cause__
-    return err
-
-
-def _on_task_failure(context: Any) -> None:
-    """A task gave up: say which stage and school, close the sync run as failed (which also
-    releases the academy's lock, so the next run need not wait for it to go stale)."""
-    import logging
-
-    from etl import run as pipeline
-
-    ti = context["ti"]
-    school = getattr(ti, "rendered_map_index", None) or "-"
-    err = _root_error(context.get("exception"))
-    logging.getLogger("entsync.dag").error(
-        "task %s failed (school %s): %s", ti.task_id, school,
-        type(err).__name__ if err is not None else "unknown error")
-    disc = ti.xcom_pull(task_ids=DISCOVER, key=RUN_KEY) or {}
-    if disc.get("run_id"):
-        pipeline.fail_run(_settings(), disc["run_id"],
-                          f"Airflow task {ti.task_id} (school {school}) failed: "
-                          f"{type(err).__name__ if err is not None else 'error'}")
+APPROVE, REJECT = "Approve", "Reject"
 
 
 def _mode() -> str | None:
@@ -222,45 +78,24 @@ def _params() -> tuple[bool, list[str]]:
     return bool(p.get("dry_run")), [s for s in (p.get("schools") or []) if s]
 
 
-def _groups(schools: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
-    """The schools in groups of ``size``, one mapped read_validate each: the first school's
-    UAI and name label the task, ``schools`` lists them all, ``more`` says there are others."""
-    out = []
-    for i in range(0, len(schools), size):
-        part = schools[i:i + size]
-        out.append({"uai": part[0]["uai"], "name": part[0].get("name"), "schools": part,
-                    "more": len(part) > 1})
-    return out
+def _run(code: str, disc: dict[str, Any]) -> Any:
+    """The sync run the tasks work for (`etl.contracts.RunRef`): discover's XCom `run`."""
+    from etl.contracts import RunRef
+
+    dry, _ = _params()
+    return RunRef(academy=code, run_id=str(disc["run_id"]), dry_run=dry)
 
 
-def _results(results: Sequence[list[dict[str, Any]] | None]) -> list[dict[str, Any]]:
-    """The mapped read_validate results (a list of schools each) as one list, in one XCom
-    request.
+def _results(results: Sequence[list[dict[str, Any]] | None]) -> list[Any]:
+    """The mapped read_validate results (a list of schools each) as one list of
+    `SchoolResult`, in one XCom request.
 
     Slicing fetches them all at once; iterating the lazy sequence would probe one index past
     the end and log an "XCom not found" error on every run. An empty run gives [].
     """
-    return [r for group in results[:] if group for r in group if r]
+    from etl.contracts import results_of
 
-
-APPROVE, REJECT = "Approve", "Reject"
-#: the summary's per-school counts that are writes to the directory
-WRITES = ("created", "updated", "disabled", "restored", "deleted")
-
-
-def _approval_body(rec: dict[str, Any]) -> str:
-    """Markdown shown to the approver: per school, counts per action, the guards that
-    tripped, a sample of affected accounts (opaque DNs only: no personal data)."""
-    lines = ["Each school below tripped a disaster guard; its changes were **not** written.",
-             "Approve applies exactly these plans (checked by hash); Reject discards them.", ""]
-    for uai, h in sorted(rec["held"].items()):
-        counts = ", ".join(f"{k} {v}" for k, v in h["counts"].items() if v)
-        lines.append(f"### {uai}: {counts or 'no change'}")
-        for g in h["guards"]:
-            lines.append(f"- guard **{g['guard']}**: {g['detail']} (limit {g['limit']})")
-        lines.append(f"- plan `{h['plan']}` sha256 `{h['hash'][:16]}…`")
-        lines.append("")
-    return "\n".join(lines)
+    return results_of([r for group in results[:] if group for r in group])
 
 
 def _responder(answer: dict[str, Any]) -> str:
@@ -272,18 +107,6 @@ def _responder(answer: dict[str, Any]) -> str:
     if user:
         return str(user)
     return "airflow (timeout)" if answer.get("timedout") else "airflow"
-
-
-def _decide(run_id: str, held: dict[str, Any], approve: bool, by: str) -> dict[str, Any]:
-    """One decision per held school, each checked against the plan hash that was shown."""
-    from etl import run as pipeline
-
-    out, st = {}, _settings()
-    for uai, h in sorted(held.items()):
-        res = pipeline.decide(st, run_id, approve, uai, by=by, expected_hash=h["hash"])
-        out[uai] = {k: v for k, v in res["schools"][uai].items()
-                    if k in ("decision", "applied", "failed")}
-    return out
 
 
 class RunReportLink(BaseOperatorLink):
@@ -357,7 +180,7 @@ def make_dag(academy: Academy) -> Any:
             "retry_delay": dt.timedelta(minutes=1),
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": dt.timedelta(minutes=15),
-            "on_failure_callback": _on_task_failure,
+            "on_failure_callback": on_task_failure,
         },
     )
     def ent_sync() -> None:
@@ -371,24 +194,12 @@ def make_dag(academy: Academy) -> Any:
                 together, and one task process reads them all), each school with its name when
                 its STS-web export gives it (the UI's label of the mapped task)."""
                 from etl import run as pipeline
-                from etl.report.page import school_name
+                from etl.contracts import dump_all
 
                 dry, schools = _params()
-                st = _settings()
-                run_id = pipeline.new_run_id(code)
-                try:
-                    pipeline.start_run(st, code, dry, trigger="airflow", run_id=run_id)
-                    out = pipeline.discover_files(st, code, run_id, schools or None)
-                    found = [{"uai": u, "docs": d, "name": school_name(d)}
-                             for u, d in out.pop("schools").items()]
-                    batches = _groups(found, st.read_group)
-                except Exception as e:
-                    # each try opens a run of its own: close it (no XCom names it yet, so the
-                    # failure callback could not), a retry must not leave runs "running"
-                    pipeline.fail_run(st, run_id, f"discover failed: {type(e).__name__}")
-                    raise
-                get_current_context()["ti"].xcom_push(key=RUN_KEY, value=out)
-                return batches
+                run, groups = pipeline.open_run(run_settings(), code, dry, schools or None)
+                get_current_context()["ti"].xcom_push(key=RUN_KEY, value=run.to_json())
+                return dump_all(groups)
 
             # each mapped task is labelled by its schools: "<UAI> <school name>" for one,
             # "<first UAI> <name> … <last UAI> (N schools)" for a group
@@ -407,12 +218,12 @@ def make_dag(academy: Academy) -> Any:
                 batch: dict[str, Any], disc: dict[str, Any]
             ) -> list[dict[str, Any]]:
                 from etl import run as pipeline
+                from etl.contracts import ReadGroup, dump_all
 
-                dry, _ = _params()
-                return pipeline.read_validate_schools(
-                    _settings(), code, disc["run_id"],
-                    {x["uai"]: x["docs"] for x in batch["schools"]}, dry,
-                )
+                run = _run(code, disc)
+                return dump_all(pipeline.read_validate_schools(
+                    run_settings(), code, run.run_id, ReadGroup.from_json(batch).docs(),
+                    run.dry_run))
 
             found = discover()
             d = cast(Any, found)[RUN_KEY]  # the sync run (its XCom "run"), for later tasks
@@ -428,10 +239,9 @@ def make_dag(academy: Academy) -> Any:
             ) -> dict[str, Any]:
                 from etl import run as pipeline
 
-                dry, _ = _params()
-                return pipeline.reconcile(
-                    _settings(), code, disc["run_id"], _results(results), dry, _mode()
-                )
+                run = _run(code, disc)
+                return pipeline.reconcile(run_settings(), code, run.run_id, _results(results),
+                                          run.dry_run, _mode()).to_json()
 
             rec = reconcile(d, res)
 
@@ -443,12 +253,14 @@ def make_dag(academy: Academy) -> Any:
                 disc: dict[str, Any], rec: dict[str, Any],
                 results: Sequence[list[dict[str, Any]] | None],
             ) -> dict[str, Any]:
+                """Write the plan (`results`: only so that it waits for read_validate)."""
                 from etl import run as pipeline
+                from etl.contracts import Reconciled
 
-                dry, _ = _params()
-                return pipeline.apply_plan(
-                    _settings(), code, disc["run_id"], rec["plan"], _results(results), dry
-                )
+                run = _run(code, disc)
+                return pipeline.apply_plan(run_settings(), code, run.run_id,
+                                           Reconciled.from_json(rec).plan,
+                                           dry_run=run.dry_run).to_json()
 
             app = apply(d, rec, res)
 
@@ -463,27 +275,13 @@ def make_dag(academy: Academy) -> Any:
                 app: dict[str, Any],
             ) -> dict[str, Any]:
                 from etl import run as pipeline
-                from etl.errors import EntsyncError
+                from etl.contracts import Applied, Discovery, Reconciled
 
-                dry, _ = _params()
-                s = pipeline.finish_run(
-                    _settings(), code, disc["run_id"], disc, _results(results), rec, app, dry
-                )
-                if s["status"] == "failed":  # the directory down: its one line
-                    raise EntsyncError(s.get("error")
-                                       or f"run {s['run_id']}: {s['failed']} changes failed")
-                return {
-                    "run_id": s["run_id"],
-                    "status": s["status"],
-                    "changes": s["changes"],
-                    "applied": s["applied"],
-                    "report_dir": s["report_dir"],
-                    # the schools whose entries this run wrote (held ones wait for review)
-                    "written": sorted(
-                        u for u, v in s["schools"].items()
-                        if v.get("status") in ("ok", "quarantined", "collateral")
-                        and any(v.get(k) for k in WRITES)),
-                }
+                return pipeline.close_run(
+                    run_settings(), _run(code, disc), Discovery.from_json(disc),
+                    _results(results), Reconciled.from_json(rec) if rec else None,
+                    Applied.from_json(app) if app else None,
+                ).to_json()
 
             @task(task_id="publish", outlets=[directory], multiple_outputs=False)
             def publish_run(rep: dict[str, Any]) -> dict[str, Any]:
@@ -499,14 +297,14 @@ def make_dag(academy: Academy) -> Any:
         with TaskGroup("review", tooltip="changes a disaster guard held: approve or reject"):
 
             @task.short_circuit
-            def held_plans(rec: dict[str, Any]) -> dict[str, Any] | None:
+            def held_plans(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:
                 """What a guard held tonight, as the approver will see it; nothing held (or a
                 dry run): the review stage is skipped."""
-                dry, _ = _params()
-                if dry or not rec.get("held"):
-                    return None
-                return {"run_id": rec["plan"].split("/")[-2],
-                        "uais": ", ".join(sorted(rec["held"])), "body": _approval_body(rec)}
+                from etl import run as pipeline
+                from etl.contracts import Reconciled
+
+                req = pipeline.review_request(_run(code, disc), Reconciled.from_json(rec))
+                return None if req is None else req.to_json()
 
             # subject and body are rendered from held_plans' XCom when the task starts
             approval = HITLOperator(
@@ -526,9 +324,14 @@ def make_dag(academy: Academy) -> Any:
             def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
                 """Apply exactly the held plans that were shown (their hashes), or discard
                 them."""
+                from etl import run as pipeline
+                from etl.contracts import Reconciled
+
                 answer = get_current_context()["ti"].xcom_pull(task_ids=APPROVAL) or {}
                 approve = APPROVE in (answer.get("chosen_options") or [])
-                return _decide(disc["run_id"], rec["held"], approve, _responder(answer))
+                return pipeline.decide_held(run_settings(), str(disc["run_id"]),
+                                            Reconciled.from_json(rec).held, approve,
+                                            _responder(answer))
 
             @task(task_id="publish", outlets=[directory], multiple_outputs=False)
             def publish_decision(disc: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
@@ -538,7 +341,7 @@ def make_dag(academy: Academy) -> Any:
                                 [u for u, n in applied.items() if n])
 
             decision = apply_decision(d, rec)
-            rep >> held_plans(rec) >> approval >> decision
+            rep >> held_plans(d, rec) >> approval >> decision
             publish_decision(d, decision)
 
     return ent_sync()

@@ -80,14 +80,17 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_check(a: argparse.Namespace) -> int:
     """Discovery + read + validate + normalize, nothing written to the directory."""
     from etl import run as pipeline
+    from etl.contracts import RunRef, dump_all
 
     st = _settings(a)
     pipeline.yield_cpu(st)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
-    disc = pipeline.discover_files(st, a.academy, run_id, a.school or None)
-    results = pipeline.read_validate_schools(st, a.academy, run_id, disc["schools"],
-                                             dry_run=True)
-    summary = pipeline.finish_run(st, a.academy, run_id, disc, results, None, None, True)
+    found = pipeline.discover_files(st, a.academy, run_id, a.school or None)
+    read = pipeline.read_validate_schools(st, a.academy, run_id, found.school_docs(),
+                                          dry_run=True)
+    summary = pipeline.finish_run(st, RunRef(academy=a.academy, run_id=run_id, dry_run=True),
+                                  found, read)
+    disc, results = found.to_json(), dump_all(read)
     out = {"run_id": run_id, "schools": {r["uai"]: {
         "status": r["status"], "counts": r["counts"], "rejected": r["rejected"],
         "quarantined": r["quarantined"], "report": r["report"]} for r in results},
@@ -114,10 +117,12 @@ def _check_table(out: dict[str, Any]) -> str:
 
 def cmd_sync(a: argparse.Namespace) -> int:
     from etl import run as pipeline
+    from etl.contracts import RunRequest
 
     st = _settings(a)
-    summary = pipeline.run_sync(st, a.academy, dry_run=a.dry_run, schools=a.school or None,
-                                workers=a.workers, mode=a.mode)
+    summary = pipeline.run_sync(st, RunRequest(a.academy, dry_run=a.dry_run,
+                                               schools=a.school or None, workers=a.workers,
+                                               mode=a.mode))
     _print(summary, a.json, _sync_table)
     if summary.get("error"):  # the directory went down mid-apply: one line, exit 1
         print(f"entsync: {summary['error']}", file=sys.stderr)

@@ -1,18 +1,20 @@
 """One run of an academy's sync, stage by stage: what the CLI and the DAG tasks both call.
 
-Each stage takes and returns small JSON-able values (paths, ids, counts) so Airflow's XCom
-carries nothing else; the data itself goes through the staging folder and the state DB.
+Each stage takes and returns small typed values (``etl.contracts``: references, ids, counts)
+whose JSON form is all Airflow's XCom carries; the data itself goes through the staging folder
+and the state DB. ``open_run``, ``close_run``, ``review_request`` and ``decide_held`` are the
+DAG tasks' calls around the stages.
 
 start -> discover -> read_validate_schools (per group of schools) -> reconcile -> apply -> finish
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +23,22 @@ from etl import staging
 from etl.apply.stage import apply_plan
 from etl.approve.decide import decide, pending_approvals
 from etl.config import Settings, get_academy
+from etl.contracts import (
+    WRITTEN_STATUSES,
+    Applied,
+    Discovery,
+    GroupSchool,
+    HeldPlan,
+    ReadGroup,
+    Reconciled,
+    ReviewRequest,
+    RunOutcome,
+    RunRef,
+    RunRequest,
+    RunStatus,
+    SchoolResult,
+    SchoolStatus,
+)
 from etl.discover.tonight import discover_files
 from etl.errors import RunLocked
 from etl.plan.reconcile import CATEGORIES, reconcile
@@ -35,9 +53,10 @@ from etl.store.models import (
 from etl.validate.school import read_validate_schools
 
 #: the stages, as the CLI and the DAG tasks call them
-__all__ = ["apply_plan", "decide", "discover_files", "fail_run", "finish_run", "heartbeat",
-           "last_runs", "new_run_id", "pending_approvals", "read_validate_schools", "reconcile",
-           "run_sync", "start_run", "yield_cpu"]
+__all__ = ["apply_plan", "close_run", "decide", "decide_held", "discover_files", "fail_run",
+           "finish_run", "heartbeat", "last_runs", "new_run_id", "open_run",
+           "pending_approvals", "purge_academy", "read_groups", "read_validate_schools",
+           "reconcile", "review_request", "run_sync", "start_run", "yield_cpu"]
 
 log = logging.getLogger(__name__)
 
@@ -86,74 +105,76 @@ def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
 
 
 
-def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: dict[str, Any],
-               schools: list[dict[str, Any]], reconciled: dict[str, Any] | None,
-               applied: dict[str, Any] | None, dry_run: bool = False) -> dict[str, Any]:
+def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
+               schools: Sequence[SchoolResult], reconciled: Reconciled | None = None,
+               applied: Applied | None = None) -> dict[str, Any]:
     """The run's summary and plan report: state DB, ``reports/<run_id>/summary.json`` and
-    ``report.html``."""
+    ``report.html``. The summary (returned) is that file's content: a document with a row
+    per school, what ``entsync sync --json`` prints."""
     from etl.report.page import write_run_report
 
+    academy_code, run_id, dry_run = run.academy, run.run_id, run.dry_run
     metrics.stage_start()
     t0 = time.monotonic()
-    rec = reconciled or {}
     per_school: dict[str, dict[str, Any]] = {}
-    plan_counts = rec.get("per_school", {})
-    guards = rec.get("guards", {})
-    held = rec.get("held", {})
+    plan_counts = reconciled.per_school if reconciled is not None else {}
+    guards = reconciled.guards if reconciled is not None else {}
+    held = reconciled.held if reconciled is not None else {}
     zero = dict.fromkeys((*CATEGORIES, "unchanged"), 0)
     for r in schools:
-        if not r:
-            continue
-        pc = plan_counts.get(r["uai"], {})
-        per_school[r["uai"]] = {
-            "status": "awaiting_approval" if r["uai"] in held else r["status"],
-            **{k: pc.get(k, 0) for k in zero}, "rejected": r.get("rejected", 0),
-            "report": r.get("report"), "guards": guards.get(r["uai"], []),
+        pc = plan_counts.get(r.uai, {})
+        per_school[r.uai] = {
+            "status": SchoolStatus.AWAITING_APPROVAL.value if r.uai in held else r.status.value,
+            **{k: pc.get(k, 0) for k in zero}, "rejected": r.rejected,
+            "report": r.report, "guards": guards.get(r.uai, []),
         }
-        if r.get("error"):
-            per_school[r["uai"]]["error"] = r["error"]
-        if r.get("reason"):  # a file changed since discovery
-            per_school[r["uai"]]["reason"] = r["reason"]
-        if r["uai"] in held:
-            per_school[r["uai"]]["held"] = held[r["uai"]]["guards"]
+        if r.error:
+            per_school[r.uai]["error"] = r.error
+        if r.reason:  # a file changed since discovery
+            per_school[r.uai]["reason"] = r.reason
+        if r.uai in held:
+            per_school[r.uai]["held"] = held[r.uai].guards
     for uai, pc in plan_counts.items():
         if uai not in per_school:  # not synced tonight; its groups lose someone disabled
-            per_school[uai] = {"status": "collateral", **{k: pc.get(k, 0) for k in zero},
+            per_school[uai] = {"status": SchoolStatus.COLLATERAL.value,
+                               **{k: pc.get(k, 0) for k in zero},
                                "rejected": 0, "guards": guards.get(uai, [])}
-    for uai, why in discovered.get("held", {}).items():
-        if uai in held or per_school.get(uai, {}).get("status") not in (None, "ok",
-                                                                        "unchanged"):
+    for uai, why in discovered.held.items():
+        if uai in held or per_school.get(uai, {}).get("status") not in (
+                None, SchoolStatus.OK, SchoolStatus.UNCHANGED):
             continue  # its plan awaits approval (older_export), or it was not read
-        per_school[uai] = {"status": "held", "reason": why, **zero, "rejected": 0,
-                           "guards": [{"guard": "older_export", "tripped": True,
-                                       "detail": why}]}
-    for uai in discovered.get("already_applied", []):
-        per_school[uai] = {"status": "already_applied", **zero, "rejected": 0}
+        per_school[uai] = {"status": SchoolStatus.HELD.value, "reason": why, **zero,
+                           "rejected": 0, "guards": [{"guard": "older_export", "tripped": True,
+                                                      "detail": why}]}
+    for uai in discovered.already_applied:
+        per_school[uai] = {"status": SchoolStatus.ALREADY_APPLIED.value, **zero, "rejected": 0}
     written = _count_writes(per_school, plan_counts, held, applied, dry_run)
-    quarantined = [q for r in schools if r for q in r.get("quarantined", [])]
-    failed = bool(applied and (applied.get("failed") or applied.get("stopped"))) or any(
-        r and r.get("status") == "error" for r in schools)
+    quarantined = [q for r in schools for q in r.quarantined]
+    failed = bool(applied and (applied.failed or applied.stopped)) or any(
+        r.status == SchoolStatus.ERROR for r in schools)
     if failed:
-        status = "failed"
+        status = RunStatus.FAILED
     elif dry_run:
-        status = "dry_run"
+        status = RunStatus.DRY_RUN
     elif held:
-        status = "awaiting_approval"
+        status = RunStatus.AWAITING_APPROVAL
     else:
-        status = "success"
+        status = RunStatus.SUCCESS
+    errors = applied.errors if applied is not None and applied.errors else []
     summary: dict[str, Any] = {
-        "run_id": run_id, "academy": academy_code, "status": status, "dry_run": dry_run,
-        "mode": rec.get("mode"), "schools": per_school, "quarantined": quarantined,
-        "rejected_files": discovered.get("rejected", []),
-        "changes": rec.get("changes", 0),
-        "held_changes": sum(sum(v["counts"].get(k, 0) for k in CATEGORIES)
+        "run_id": run_id, "academy": academy_code, "status": status.value, "dry_run": dry_run,
+        "mode": reconciled.mode if reconciled is not None else None, "schools": per_school,
+        "quarantined": quarantined,
+        "rejected_files": [f.to_json() for f in discovered.rejected],
+        "changes": reconciled.changes if reconciled is not None else 0,
+        "held_changes": sum(sum(v.counts.get(k, 0) for k in CATEGORIES)
                             for v in held.values()),
-        "applied": (applied or {}).get("applied", 0),
-        "failed": (applied or {}).get("failed", 0),
+        "applied": applied.applied if applied is not None else 0,
+        "failed": applied.failed if applied is not None else 0,
         **written,
-        "errors": (applied or {}).get("errors", []),
-        "matches": rec.get("matches", {}),
-        "duplicates": rec.get("duplicates", []),
+        "errors": list(errors),
+        "matches": reconciled.matches if reconciled is not None else {},
+        "duplicates": reconciled.duplicates if reconciled is not None else [],
     }
     out = settings.reports_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -165,15 +186,15 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     summary["staged_reports"] = f"{run_id}/reports"
     run_seconds = 0.0
     with session_factory(settings.state_url)() as s, s.begin():
-        run = s.get(Run, run_id)
-        if run is not None and run.status == "abandoned":  # taken over meanwhile: it stays so
-            run.summary = {**summary, "abandoned": (run.summary or {}).get("abandoned"),
-                           "finished_after_abandoned": status}
+        row = s.get(Run, run_id)
+        if row is not None and row.status == RunStatus.ABANDONED:  # taken over: it stays so
+            row.summary = {**summary, "abandoned": (row.summary or {}).get("abandoned"),
+                           "finished_after_abandoned": status.value}
             log.warning("run %s ended after it was closed as abandoned: left abandoned",
                         run_id)
-        elif run is not None:
-            run.status, run.ended_at, run.summary = status, utcnow(), summary
-            run_seconds = (run.ended_at - run.started_at).total_seconds()
+        elif row is not None:
+            row.status, row.ended_at, row.summary = status.value, utcnow(), summary
+            run_seconds = (row.ended_at - row.started_at).total_seconds()
     release_lock(settings, academy_code, run_id)
     by_status: dict[str, int] = defaultdict(int)
     for x in per_school.values():
@@ -186,8 +207,8 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
         **{f"written.{k}": v for k, v in summary["written"].items()},
         **{f"failed.{k}": v for k, v in summary["failed_by"].items()},
         "files_quarantined": len(quarantined),
-        "records_read": sum(int(r.get("records_read", 0)) for r in schools if r),
-        "records_rejected": sum(int(r.get("rejected", 0)) for r in schools if r),
+        "records_read": sum(int(r.records_read or 0) for r in schools),
+        "records_rejected": sum(r.rejected for r in schools),
         **{f"schools.{k}": v for k, v in sorted(by_status.items())},
     })
     metrics.record_schools(settings, run_id, academy_code, "report", {
@@ -195,10 +216,10 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
             **{f"written.{k}": x.get(k, 0) for k in CATEGORIES}}
         for u, x in per_school.items() if x.get("written") or x.get("failed")
         or x.get("pending")})
-    metrics.count_run(settings, academy_code, status)
+    metrics.count_run(settings, academy_code, status.value)
     # counts, not a line per school (680 schools at the region's size): each school's own
     # are in the report and `entsync status`; a non-ok school is named apart
-    log.info("run %s %s: %d schools (%s); %s: %s; failed %d, pending %d", run_id, status,
+    log.info("run %s %s: %d schools (%s); %s: %s; failed %d, pending %d", run_id, status.value,
              len(per_school), ", ".join(f"{n} {k}" for k, n in sorted(by_status.items())),
              "planned (dry run)" if dry_run else "written",
              ", ".join(f"{k} {sum(int(x.get(k, 0)) for x in per_school.values())}"
@@ -206,7 +227,8 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
     if summary.get("error"):
         log.error("run %s: %s", run_id, summary["error"])
     others = sorted(u for u, x in per_school.items()
-                    if x.get("status") not in ("ok", "unchanged", "already_applied"))
+                    if x.get("status") not in (SchoolStatus.OK, SchoolStatus.UNCHANGED,
+                                               SchoolStatus.ALREADY_APPLIED))
     if others:
         log.info("run %s: schools not ok: %s", run_id,
                  ", ".join(f"{u} ({per_school[u]['status']})" for u in others))
@@ -214,11 +236,11 @@ def finish_run(settings: Settings, academy_code: str, run_id: str, discovered: d
 
 
 #: per-school statuses the apply's outcome may turn into ``partial`` or ``failed``
-_WRITING_STATUSES = ("ok", "collateral", "unchanged")
+_WRITING_STATUSES = (SchoolStatus.OK, SchoolStatus.COLLATERAL, SchoolStatus.UNCHANGED)
 
 
 def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, Any],
-                  held: dict[str, Any], applied: dict[str, Any] | None,
+                  held: Mapping[str, Any], applied: Applied | None,
                   dry_run: bool) -> dict[str, Any]:
     """Turn the plan's per-school counts into what was written (``finish_run``).
 
@@ -228,7 +250,7 @@ def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, 
     directory went down) with their categories in ``failed_by`` and ``pending_by``. A school
     with failed or left writes is ``partial`` (some of its changes written) or ``failed``
     (none). The run's totals are returned."""
-    tally = (applied or {}).get("written_counts") or {}
+    tally = (applied.written_counts if applied is not None else None) or {}
     by_school = tally.get("schools") or {}
     zero = dict.fromkeys(CATEGORIES, 0)
     totals = {k: dict(zero) for k in ("planned", "written", "failed_by", "pending_by")}
@@ -248,18 +270,18 @@ def _count_writes(per_school: dict[str, dict[str, Any]], plan_counts: dict[str, 
                  pending=sum(waiting.values()), failed_by=bad, pending_by=waiting)
         if uai not in held and s.get("status") in _WRITING_STATUSES and (
                 s["failed"] or s["pending"]):
-            s["status"] = "partial" if s["written"] else "failed"
+            s["status"] = (SchoolStatus.PARTIAL if s["written"] else SchoolStatus.FAILED).value
         for k in CATEGORIES:
             totals["planned"][k] += planned[k]
             totals["written"][k] += done[k]
             totals["failed_by"][k] += bad[k]
             totals["pending_by"][k] += waiting[k]
     out: dict[str, Any] = {**totals, "pending": sum(totals["pending_by"].values())}
-    if applied and applied.get("stopped"):
-        out["left"] = int(applied.get("left", 0))
-        out["connection_failures"] = int(applied.get("connection_failures", 0))
-        out["error"] = (f"{applied['stopped']}; {applied.get('applied', 0)} changes written, "
-                        f"{applied.get('failed', 0)} failed, {out['left']} left: run the sync "
+    if applied is not None and applied.stopped:
+        out["left"] = int(applied.left or 0)
+        out["connection_failures"] = int(applied.connection_failures or 0)
+        out["error"] = (f"{applied.stopped}; {applied.applied} changes written, "
+                        f"{applied.failed} failed, {out['left']} left: run the sync "
                         "again once the directory answers")
     return out
 
@@ -269,42 +291,149 @@ def fail_run(settings: Settings, run_id: str, reason: str) -> None:
     closed = False
     with session_factory(settings.state_url)() as s, s.begin():
         run = s.get(Run, run_id)
-        if run is not None and run.status in ("running", "awaiting_approval"):
-            run.status, run.ended_at = "failed", utcnow()
+        if run is not None and run.status in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL):
+            run.status, run.ended_at = RunStatus.FAILED.value, utcnow()
             run.summary = {**(run.summary or {}), "error": reason[:2000]}
             closed = True
         academy = run.academy if run is not None else None
     if academy:
         release_lock(settings, academy, run_id)
         if closed:
-            metrics.count_run(settings, academy, "failed")
+            metrics.count_run(settings, academy, RunStatus.FAILED.value)
 
 
 
 
-def run_sync(settings: Settings, academy_code: str, dry_run: bool = False,
-             schools: list[str] | None = None, trigger: str = "cli", workers: int = 4,
-             mode: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
-    """The whole sync in one process (what the DAG does task by task)."""
+def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
+    """The whole sync in one process (what the DAG does task by task); the run's summary
+    (``finish_run``)."""
+    q = request
     yield_cpu(settings)
-    run_id = start_run(settings, academy_code, dry_run, trigger)
+    run_id = start_run(settings, q.academy, q.dry_run, q.trigger)
     try:
-        disc = discover_files(settings, academy_code, run_id, schools, today)
+        disc = discover_files(settings, q.academy, run_id, q.schools, q.today)
         from etl.runtime.cpuslots import cpu_slot
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
         # is not put behind one that has not for its planning (and its first write)
-        with cpu_slot(settings.cpu_slots if goes_first(settings, academy_code, dry_run)
+        with cpu_slot(settings.cpu_slots if goes_first(settings, q.academy, q.dry_run)
                       else 0):
-            results = read_validate_schools(settings, academy_code, run_id, disc["schools"],
-                                            dry_run)
-            rec = reconcile(settings, academy_code, run_id, results, dry_run, mode, today)
-        app = apply_plan(settings, academy_code, run_id, rec["plan"], dry_run=dry_run,
-                         workers=workers)
-        return finish_run(settings, academy_code, run_id, disc, results, rec, app, dry_run)
+            results = read_validate_schools(settings, q.academy, run_id, disc.school_docs(),
+                                            q.dry_run)
+            rec = reconcile(settings, q.academy, run_id, results, q.dry_run, q.mode, q.today)
+        app = apply_plan(settings, q.academy, run_id, rec.plan, dry_run=q.dry_run,
+                         workers=q.workers)
+        return finish_run(settings, RunRef(academy=q.academy, run_id=run_id,
+                                           dry_run=q.dry_run), disc, results, rec, app)
     except BaseException as e:
         fail_run(settings, run_id, f"{type(e).__name__}: {e}")
         raise
+
+
+# ------------------------------------------------------------------------------------------
+# the DAG's tasks (``dags/ent_sync.py``): one call each, JSON-able contracts in and out
+# ------------------------------------------------------------------------------------------
+
+
+def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
+             schools: list[str] | None = None,
+             trigger: str = "airflow") -> tuple[Discovery, list[ReadGroup]]:
+    """Open a run and discover its exports (the DAG's ``discover``): the run without its
+    schools' documents, and the schools in groups of ``settings.read_group`` (one mapped
+    read_validate each, labelled by the first school's UAI and name).
+
+    Each try opens a run of its own: one that fails here is closed at once (nothing names it
+    to the failure callback yet), a retry must not leave runs ``running``."""
+    from etl.report.page import school_name
+
+    run_id = new_run_id(academy_code)
+    try:
+        start_run(settings, academy_code, dry_run, trigger=trigger, run_id=run_id)
+        disc = discover_files(settings, academy_code, run_id, schools or None)
+        found = [GroupSchool(uai=u, docs=d, name=school_name(d))
+                 for u, d in disc.school_docs().items()]
+        groups = read_groups(found, settings.read_group)
+    except Exception as e:
+        fail_run(settings, run_id, f"discover failed: {type(e).__name__}")
+        raise
+    return disc.without_schools(), groups
+
+
+def read_groups(schools: Sequence[GroupSchool], size: int) -> list[ReadGroup]:
+    """The schools in groups of ``size``: the first school's UAI and name label the group,
+    ``more`` says there are others."""
+    out = []
+    for i in range(0, len(schools), size):
+        part = list(schools[i:i + size])
+        out.append(ReadGroup(uai=part[0].uai, name=part[0].name, schools=part,
+                             more=len(part) > 1))
+    return out
+
+
+def close_run(settings: Settings, run: RunRef, discovered: Discovery,
+              schools: Sequence[SchoolResult], reconciled: Reconciled | None,
+              applied: Applied | None) -> RunOutcome:
+    """Write the run's summary and report (``finish_run``: the DAG's ``report``); a run that
+    failed (the directory down, changes refused) raises with its one line."""
+    from etl.errors import EntsyncError
+
+    s = finish_run(settings, run, discovered, schools, reconciled, applied)
+    if s["status"] == RunStatus.FAILED:
+        raise EntsyncError(s.get("error") or f"run {s['run_id']}: {s['failed']} changes failed")
+    return RunOutcome(
+        run_id=s["run_id"], status=RunStatus(s["status"]), changes=s["changes"],
+        applied=s["applied"], report_dir=s["report_dir"],
+        written=sorted(u for u, v in s["schools"].items()
+                       if v.get("status") in WRITTEN_STATUSES
+                       and any(v.get(k) for k in CATEGORIES)))
+
+
+def review_request(run: RunRef, reconciled: Reconciled) -> ReviewRequest | None:
+    """What a guard held tonight, as the approver sees it (the DAG's ``held_plans``); None
+    when nothing was held or in a dry run (no review)."""
+    if run.dry_run or not reconciled.held:
+        return None
+    return ReviewRequest(run_id=run.run_id, uais=", ".join(sorted(reconciled.held)),
+                         body=_approval_body(reconciled.held))
+
+
+def _approval_body(held: Mapping[str, HeldPlan]) -> str:
+    """Markdown shown to the approver: per school, counts per action, the guards that
+    tripped, its plan and hash (opaque references only: no personal data)."""
+    lines = ["Each school below tripped a disaster guard; its changes were **not** written.",
+             "Approve applies exactly these plans (checked by hash); Reject discards them.", ""]
+    for uai, h in sorted(held.items()):
+        counts = ", ".join(f"{k} {v}" for k, v in h.counts.items() if v)
+        lines.append(f"### {uai}: {counts or 'no change'}")
+        for g in h.guards:
+            lines.append(f"- guard **{g['guard']}**: {g['detail']} (limit {g['limit']})")
+        lines.append(f"- plan `{h.plan}` sha256 `{h.hash[:16]}…`")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def decide_held(settings: Settings, run_id: str, held: Mapping[str, HeldPlan], approve: bool,
+                by: str) -> dict[str, dict[str, Any]]:
+    """One decision per held school (the DAG's ``apply_decision``), each checked against the
+    plan hash the approver was shown: per school its decision, applied and failed counts."""
+    out = {}
+    for uai, h in sorted(held.items()):
+        res = decide(settings, run_id, approve, uai, by=by, expected_hash=h.hash)
+        out[uai] = {k: v for k, v in res["schools"][uai].items()
+                    if k in ("decision", "applied", "failed")}
+    return out
+
+
+def purge_academy(settings: Settings, academy_code: str) -> dict[str, Any]:
+    """The lifecycle DAG's daily task: accounts disabled past their retention deleted
+    (``purge_expired``), then old runs' staging (``purge_staging``) and quarantine folders
+    (``purge_quarantine``) removed."""
+    from etl.discover.quarantine import purge_quarantine
+    from etl.ops.retention import purge_expired, purge_staging
+
+    return {**purge_expired(settings, academy_code),
+            "staging": purge_staging(settings, academy_code),
+            "quarantine": purge_quarantine(settings, academy_code)}
 
 
 def last_runs(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from etl.apply.journal import Journal
 from etl.config import Settings
+from etl.contracts import Applied
 from etl.errors import ConfigError
 from etl.plan.files import read_plan_file
 from etl.plan.reconcile import _CAT_KEY, CATEGORIES
@@ -155,9 +156,9 @@ class WriteTally:
 
 
 def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: str, *,
-               dry_run: bool = False, workers: int = 4) -> dict[str, Any]:
+               dry_run: bool = False, workers: int = 4) -> Applied:
     """Write the plan of the schools that passed the guards (held schools wait).
-    ``plan_path``: the plan's reference in the staging area."""
+    ``plan_path``: the plan's reference in the staging area (``Reconciled.plan``)."""
     metrics.stage_start()
     t0 = time.monotonic()
     header, changes = read_plan_file(settings, plan_path)
@@ -175,7 +176,7 @@ def apply_plan(settings: Settings, academy_code: str, run_id: str, plan_path: st
                                       "connection_failures")},
         "schools_failed": len(out.get("failed_schools") or []),
     })
-    return out
+    return Applied.from_json(out)
 
 
 def _export_date_of(s: Any, run_id: str, sha: str) -> str | None:

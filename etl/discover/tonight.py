@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from etl.config import Settings, get_academy
+from etl.contracts import Discovery
 from etl.discover.landing import Discovered, discover
 from etl.errors import FileChanged
 from etl.read.canonical import Tables
@@ -32,20 +33,21 @@ KIND_ORDER = ("STRUCTURES", "NOMENCLATURES", "ELEVES", "RESPONSABLES", "STS")
 
 def discover_files(settings: Settings, academy_code: str, run_id: str,
                    schools: list[str] | None = None,
-                   today: dt.date | None = None) -> dict[str, Any]:
+                   today: dt.date | None = None) -> Discovery:
     """Find tonight's documents, register them, choose one per school and kind (see
     ``_discover_files``; ``today``: the run's day when not today, the end of which is "now"
     for export dates); the stage's numbers go to the run's metrics."""
     metrics.stage_start()
     t0 = time.monotonic()
-    out = _discover_files(settings, academy_code, run_id, schools, today)
+    out = Discovery.from_json(_discover_files(settings, academy_code, run_id, schools, today))
+    docs = out.school_docs()
     metrics.record(settings, run_id, academy_code, "discover", {
         "duration_s": time.monotonic() - t0,
-        "schools": len(out["schools"]),
-        "files": sum(len(d) for d in out["schools"].values()),
-        "files_rejected": len(out["rejected"]),
-        "schools_held": len(out["held"]),
-        "schools_already_applied": len(out["already_applied"]),
+        "schools": len(docs),
+        "files": sum(len(d) for d in docs.values()),
+        "files_rejected": len(out.rejected),
+        "schools_held": len(out.held),
+        "schools_already_applied": len(out.already_applied),
     })
     return out
 

@@ -7,10 +7,12 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from etl import staging
 from etl.config import Settings, get_academy
+from etl.contracts import Reconciled, SchoolResult
 from etl.plan.files import _write_plan
 from etl.plan.stored import StoredView, load_stored
 from etl.read.canonical import Tables
@@ -34,23 +36,24 @@ def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
 
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
-              schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
-              today: dt.date | None = None) -> dict[str, Any]:
+              schools: Sequence[SchoolResult], dry_run: bool = False, mode: str | None = None,
+              today: dt.date | None = None) -> Reconciled:
     """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
     stage's numbers (changes by kind and operation) go to the run's metrics."""
     metrics.stage_start()
     t0 = time.monotonic()
-    out = cpu_bound(settings, _reconcile, settings, academy_code, run_id, schools, dry_run, mode,
-                    today, slot=goes_first(settings, academy_code, dry_run))
+    out = Reconciled.from_json(cpu_bound(
+        settings, _reconcile, settings, academy_code, run_id, [r.to_json() for r in schools],
+        dry_run, mode, today, slot=goes_first(settings, academy_code, dry_run)))
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
-        "changes": out["changes"],
-        "schools_held": len(out["held"]),
-        "changes_held": sum(sum(h["counts"].get(k, 0) for k in CATEGORIES)
-                            for h in out["held"].values()),
-        "absent": out["absent"],
-        "new_identities": out["new_identities"],
-        **{f"changes.{k}": v for k, v in sorted(out["by_kind_op"].items())},
+        "changes": out.changes,
+        "schools_held": len(out.held),
+        "changes_held": sum(sum(h.counts.get(k, 0) for k in CATEGORIES)
+                            for h in out.held.values()),
+        "absent": out.absent,
+        "new_identities": out.new_identities,
+        **{f"changes.{k}": v for k, v in sorted(out.by_kind_op.items())},
     })
     return out
 

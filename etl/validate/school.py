@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from etl import staging
 from etl.config import Settings, get_academy
+from etl.contracts import SchoolResult
 from etl.discover.landing import Discovered
 from etl.discover.tonight import _file_changed, _quarantine
 from etl.errors import FileChanged, FileRejected
@@ -33,12 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
-                          schools: dict[str, list[dict[str, Any]]], dry_run: bool = False,
-                          group: int | None = None) -> list[dict[str, Any]]:
+                          schools: Mapping[str, list[dict[str, Any]]], dry_run: bool = False,
+                          group: int | None = None) -> list[SchoolResult]:
     """Read, normalize, validate and stage schools (``_read_validate_schools``), as CPU-bound
-    work (``cpu_bound``)."""
-    return cpu_bound(settings, _read_validate_schools, settings, academy_code, run_id, schools,
-                     dry_run, group, slot=goes_first(settings, academy_code, dry_run))
+    work (``cpu_bound``). ``schools``: UAI -> its documents (``Discovery.schools``,
+    ``ReadGroup.docs()``)."""
+    out = cpu_bound(settings, _read_validate_schools, settings, academy_code, run_id,
+                    dict(schools), dry_run, group, slot=goes_first(settings, academy_code,
+                                                                   dry_run))
+    return [SchoolResult.from_json(r) for r in out]
 
 
 def _read_validate_schools(settings: Settings, academy_code: str, run_id: str,

@@ -102,7 +102,11 @@ def _clean_env(airflow_home: Path) -> dict[str, str]:
 def _snippet(code: str, home: Path, *args: str) -> dict[str, Any]:
     """Run a probe snippet in a fresh interpreter (the DAG file imported there, Airflow's
     settings from ``home``); its last stdout line is JSON."""
-    out = subprocess.run([sys.executable, "-c", code, *args], env=_clean_env(home),
+    env = _clean_env(home)
+    # the DAGs folder on sys.path, as Airflow's bundle DagBag puts it (the DAG files import
+    # dags/_entsync_airflow.py)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(DAGS), env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -175,6 +179,28 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
             assert dag["trigger_rules"][tid] == "none_failed"
 
 
+FOLDER = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "dags": sorted(bag.dags),
+                  "files": sorted({d.fileloc.rsplit("/", 1)[-1] for d in bag.dags.values()})}))
+"""
+
+
+def test_the_dags_folder_holds_one_sync_dag_per_academy_and_the_lifecycle(tmp_path: Path) -> None:
+    """The folder as Airflow parses it: one sync DAG per academy configured, the lifecycle
+    DAG, and the shared module (`_entsync_airflow.py`, in .airflowignore) no DAG file."""
+    got = _snippet(FOLDER, tmp_path / "home", str(DAGS))
+    assert got["errors"] == {}
+    academies = load_academies()
+    assert len(got["dags"]) == len(academies) + 1
+    assert set(got["dags"]) == {a.dag_id for a in academies.values()} | {"ent_lifecycle"}
+    assert got["files"] == ["ent_lifecycle.py", "ent_sync.py"]
+    assert "_entsync_airflow.py" in (DAGS / ".airflowignore").read_text("utf-8").split()
+
+
 LIFECYCLE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
@@ -243,7 +269,7 @@ class Pipeline:
 import etl
 etl.run = Pipeline  # what `from etl import pipeline` inside the callback picks up
 sys.modules["etl.run"] = Pipeline
-dag_file["_on_task_failure"].__globals__["_settings"] = lambda: "settings"
+dag_file["on_task_failure"].__globals__["run_settings"] = lambda: "settings"
 class TI:
     task_id = "read.read_validate"
     rendered_map_index = "0670001A"
@@ -254,7 +280,7 @@ try:
     raise AirflowFailException("DirectoryError: not retried") from DirectoryError("x")
 except AirflowFailException as e:
     err = e
-dag_file["_on_task_failure"]({"ti": TI(), "exception": err})
+dag_file["on_task_failure"]({"ti": TI(), "exception": err})
 out["callback"] = calls
 print(json.dumps(out))
 """
@@ -297,7 +323,7 @@ settings = Settings.from_env({"ENTSYNC_WORKDIR": sys.argv[2]})
 holder = pipeline.start_run(settings, "ac-reims", trigger="cli")  # holds the lock
 task = dag_file["ent_sync__ac_reims"].get_task("read.discover")
 g = task.python_callable.__wrapped__.__globals__
-g["_settings"] = lambda: settings
+g["run_settings"] = lambda: settings
 g["_params"] = lambda: (False, [])
 try:
     task.python_callable()

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 from etl.discover import xmlsafe
 from etl.errors import FileRejected
@@ -206,7 +207,7 @@ def first_night(server: LdapServer, tmp_path_factory: pytest.TempPathFactory) ->
     env = _settings(folder, server)
     write_a(env.landing, FIRST)
     write_b(env.landing, FIRST, newcomer=False)
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert first["status"] == "success" and first["failed"] == 0, first
     return FirstNight(folder, _dump(server))
 
@@ -233,7 +234,7 @@ def night(tmp_path: Path, server: LdapServer, first_night: FirstNight) -> Callab
         (folder / ELEVES_ZIP).unlink()
         bad(folder)
         write_b(env.landing, NEXT, newcomer=True)
-        summary = pipeline.run_sync(env, ACADEMY)
+        summary = pipeline.run_sync(env, RunRequest(ACADEMY))
         assert summary["status"] == status, summary
         return Night(env, server, before, summary)
 

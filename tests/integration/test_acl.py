@@ -16,6 +16,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -49,7 +50,7 @@ def synced(server: LdapServer, tmp_path_factory: pytest.TempPathFactory) -> dict
                  [Pupil("1", "MARTIN", "Zoé", "3A"), Pupil("2", "PETIT", "Léo", "3A")],
                  [Guardian("501", "MARTIN", "Claire", ["1"])],
                  [Teacher("9001", "LEBLANC", "Henri", ["3A"])])
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success" and summary["failed"] == 0, summary
     # a second night: a name change (modify) and a pupil moved to a new class (add, member
     # delete and add)
@@ -57,7 +58,7 @@ def synced(server: LdapServer, tmp_path_factory: pytest.TempPathFactory) -> dict
                  [Pupil("1", "MARTIN-LOPEZ", "Zoé", "3A"), Pupil("2", "PETIT", "Léo", "3B")],
                  [Guardian("501", "MARTIN", "Claire", ["1"])],
                  [Teacher("9001", "LEBLANC", "Henri", ["3A"])], date="02/10/2026")
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["status"] == "success" and again["failed"] == 0 and again["applied"] > 0
     admin = admin_connection(server)
     try:

@@ -19,6 +19,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import ENTSYNC_SCHEMA, LdapServer, ssha_hash, start_slapd, stop_slapd
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -77,7 +78,7 @@ def people(server: LdapServer, tmp_path_factory: pytest.TempPathFactory) -> dict
                  [Guardian("501", "MARTIN", "Claire", ["1"], email=MAILS["501"]),
                   Guardian("502", "PETIT", "Paul", ["2"], email=MAILS["502"])],
                  [Teacher("9001", "LEBLANC", "Henri", ["3A"], head_of=["3A"])])
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success" and summary["failed"] == 0, summary
     admin = admin_connection(server)
     try:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer
 from etl.ops.undo import undo_run
 from etl.store.db import get_engine
@@ -46,7 +47,7 @@ def drop(env: Settings, *names: str) -> None:
 
 
 def sync(env: Settings) -> dict[str, Any]:
-    summary = pipeline.run_sync(env, ACADEMY, mode="normal")
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY, mode="normal"))
     assert summary["status"] == "success", summary
     assert summary["schools"][UAI]["status"] == "ok", summary["schools"]
     return summary

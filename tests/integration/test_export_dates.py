@@ -14,6 +14,7 @@ import pytest
 from etl import cli
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer
 from tests.integration.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b, search
 
@@ -65,10 +66,10 @@ def test_a_school_frozen_by_an_applied_future_export_is_released(
     export applies, without a hold."""
     lax = replace(env, export_future_tolerance_minutes=200 * 366 * 24 * 60)  # older versions
     school_a(env.landing, date="01/10/2099")
-    assert pipeline.run_sync(lax, ACADEMY)["schools"][UAI_A]["status"] == "ok"
+    assert pipeline.run_sync(lax, RunRequest(ACADEMY))["schools"][UAI_A]["status"] == "ok"
     assert sn_of_pupil(server) == ["MARTIN"]
     school_a(env.landing, date="02/10/2026", pupil_last="NOUVEAU")
-    s = pipeline.run_sync(env, ACADEMY)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert s["status"] == "success" and s["schools"][UAI_A]["status"] == "ok"
     assert sn_of_pupil(server) == ["NOUVEAU"]
 
@@ -78,7 +79,7 @@ def test_an_older_export_is_held_pending_and_approved(env: Settings, server: Lda
                                                       capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
     school_a(env.landing, date="02/10/2026")
-    assert pipeline.run_sync(env, ACADEMY)["status"] == "success"
+    assert pipeline.run_sync(env, RunRequest(ACADEMY))["status"] == "success"
     school_a(env.landing, date="01/10/2026", pupil_last="ANCIEN")
     rc, s = run_cli(env, server, monkeypatch, capsys, "sync", "--academy", ACADEMY)
     assert rc == 3, s
@@ -100,7 +101,7 @@ def test_an_older_export_is_held_pending_and_approved(env: Settings, server: Lda
     (a,) = [x for x in st["academies"][0]["schools"] if x["uai"] == UAI_A]
     assert a["status"] == "approved"
     assert a["last_applied_exports"]["ELEVES"].startswith("2026-10-01")
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["status"] == "success"
     assert again["schools"][UAI_A]["status"] == "already_applied"
     assert pipeline.pending_approvals(env) == []
@@ -109,14 +110,15 @@ def test_an_older_export_is_held_pending_and_approved(env: Settings, server: Lda
 def test_an_older_export_of_the_same_content_is_held_too(env: Settings,
                                                          server: LdapServer) -> None:
     school_a(env.landing, date="02/10/2026")
-    pipeline.run_sync(env, ACADEMY)
+    pipeline.run_sync(env, RunRequest(ACADEMY))
     school_a(env.landing, date="01/10/2026")
-    s = pipeline.run_sync(env, ACADEMY)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert s["status"] == "awaiting_approval" and s["schools"][UAI_A]["held"]
     assert [a["uai"] for a in pipeline.pending_approvals(env)] == [UAI_A]
     res = pipeline.decide(env, s["run_id"], approve=True)
     assert res["schools"][UAI_A]["applied"] == 0
-    assert pipeline.run_sync(env, ACADEMY)["schools"][UAI_A]["status"] == "already_applied"
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
+    assert again["schools"][UAI_A]["status"] == "already_applied"
 
 
 def test_a_rejected_older_export_is_not_proposed_again(env: Settings, server: LdapServer,
@@ -124,22 +126,22 @@ def test_a_rejected_older_export_is_not_proposed_again(env: Settings, server: Ld
                                                        capsys: pytest.CaptureFixture[str]
                                                        ) -> None:
     school_a(env.landing, date="02/10/2026")
-    pipeline.run_sync(env, ACADEMY)
+    pipeline.run_sync(env, RunRequest(ACADEMY))
     school_a(env.landing, date="01/10/2026", pupil_last="ANCIEN")
-    held = pipeline.run_sync(env, ACADEMY)
+    held = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert held["status"] == "awaiting_approval"
     rc, d = run_cli(env, server, monkeypatch, capsys, "reject", held["run_id"])
     assert rc == 0 and d["schools"][UAI_A]["decision"] == "rejected"
     assert sn_of_pupil(server) == ["MARTIN"]
     # the same files the next night: dropped, not held again
-    s = pipeline.run_sync(env, ACADEMY)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert s["status"] == "success" and pipeline.pending_approvals(env) == []
     dropped = [f for f in s["rejected_files"] if "rejected by an operator" in f["reason"]]
     assert len(dropped) == 3  # the three SIECLE exports; the STS one was not older
     assert sn_of_pupil(server) == ["MARTIN"]
     # a newer export is read as usual
     school_a(env.landing, date="03/10/2026", pupil_last="RECENT")
-    s = pipeline.run_sync(env, ACADEMY)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert s["status"] == "success" and s["schools"][UAI_A]["status"] == "ok"
     assert sn_of_pupil(server) == ["RECENT"]
 

@@ -14,6 +14,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.errors import ConfigError
 from etl.report.feed import changed_attributes, changes_since
 from tests.integration.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
@@ -33,12 +34,12 @@ def test_changed_attributes_per_operation() -> None:
 
 def test_feed_since_a_run_and_since_a_time(env: Settings) -> None:
     school_a(env.landing)
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert first["status"] == "success" and first["applied"] > 0
     t_between = dt.datetime.now(dt.UTC)
 
     school_b(env.landing, extra=True)
-    second = pipeline.run_sync(env, ACADEMY)
+    second = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert second["status"] == "success" and second["applied"] > 0
 
     # since the first run: only the second run's changes, each once, in journal order
@@ -81,7 +82,7 @@ def test_feed_since_a_run_and_since_a_time(env: Settings) -> None:
 
 def test_entsync_changes_cli(env: Settings, tmp_path: Path) -> None:
     school_a(env.landing)
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("ENTSYNC_")}
     child_env["ENTSYNC_STATE_URL"] = env.state_url
     child_env["ENTSYNC_WORKDIR"] = str(env.workdir)

@@ -13,6 +13,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer
 from tests.conftest import FIXTURES
 from tests.integration.test_lifecycle import NOV
@@ -35,7 +36,7 @@ def drop(env: Settings, fixture: str, uai: str) -> None:
 
 
 def sync(env: Settings) -> dict[str, Any]:
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     assert s["status"] == "success", s
     return s
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from etl import run as pipeline
 from etl.apply import stage as apply_stage
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
 from etl.errors import EntsyncError, RunLocked, UndoRefused
@@ -53,7 +54,7 @@ def drop(env: Settings, pupils: list[Pupil], day: int, uai: str = UAI,
 
 
 def sync(env: Settings, **kw: Any) -> dict[str, Any]:
-    return pipeline.run_sync(env, ACADEMY, today=NOV, **kw)
+    return pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV, **kw))
 
 
 def pupil(server: LdapServer, eleve_id: str, uai: str = UAI) -> dict[str, Any]:
@@ -325,12 +326,12 @@ def test_create_only_and_no_disable_modes(env: Settings, server: LdapServer) -> 
     drop(env, roster(30), day=1)
     sync(env)
     drop(env, roster(31, skip={3}), day=2)  # one leaves, one arrives
-    s = pipeline.run_sync(env, ACADEMY, mode="no_disable", today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, mode="no_disable", today=NOV))
     assert s["schools"][UAI]["disabled"] == 0 and s["schools"][UAI]["created"] >= 1
     assert pupil(server, "1003")["entSyncStatus"] == ["ACTIVE"]
     # in the roll-over window the default mode does not disable either
     drop(env, roster(31, skip={3, 4}), day=3)
-    s = pipeline.run_sync(env, ACADEMY, today=dt.date(2026, 9, 5))
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=dt.date(2026, 9, 5)))
     assert s["mode"] == "no_disable" and s["schools"][UAI]["disabled"] == 0
 
 
@@ -433,7 +434,7 @@ def test_rollover_archives_last_years_classes(env: Settings, server: LdapServer)
         p.division = "4" + p.division[1:]
     write_school(env.landing, ACADEMY, UAI, nxt, [], [Teacher("77", "PROF", "Ada", ["4A"])],
                  date="01/09/2027", year=2027)
-    s = pipeline.run_sync(env, ACADEMY, today=dt.date(2027, 9, 3))
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=dt.date(2027, 9, 3)))
     assert s["status"] == "success", s
     assert s["mode"] == "no_disable"  # roll-over window: absences wait
     live = {c["cn"][0] for c in search(server, "(objectClass=ENTClasse)",
@@ -455,7 +456,7 @@ def test_rollover_archives_last_years_classes(env: Settings, server: LdapServer)
     # and the next night changes nothing (the archive is not removed as stale)
     write_school(env.landing, ACADEMY, UAI, nxt, [], [Teacher("77", "PROF", "Ada", ["4A"])],
                  date="02/09/2027", year=2027)
-    again = pipeline.run_sync(env, ACADEMY, today=dt.date(2027, 9, 4))
+    again = pipeline.run_sync(env, RunRequest(ACADEMY, today=dt.date(2027, 9, 4)))
     assert again["changes"] == 0, again
 
 

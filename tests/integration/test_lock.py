@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import Discovery, RunRef
 from etl.errors import RunLocked
 from etl.store import locks
 from etl.store.db import session_factory
@@ -32,6 +33,13 @@ def st(tmp_path: Path, each_state_url: str) -> Iterator[Settings]:
                              "ENTSYNC_STATE_URL": each_state_url})
     locks._stop_all()
 
+
+
+def _finish(st: Settings, run_id: str) -> dict[str, Any]:
+    """Close a run that discovered nothing (``finish_run`` with empty stages)."""
+    return pipeline.finish_run(st, RunRef(academy="ac-reims", run_id=run_id),
+                               Discovery(run_id=run_id, rejected=[], held={},
+                                         already_applied=[]), [])
 
 def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"ENTSYNC_WORKDIR": str(tmp_path),
@@ -115,7 +123,7 @@ def test_second_run_of_an_academy_is_refused_until_the_first_ends(tmp_path: Path
     assert other and dry
     pipeline.fail_run(st, first, "test")
     second = pipeline.start_run(st, "ac-reims")
-    pipeline.finish_run(st, "ac-reims", second, {}, [], None, None)
+    _finish(st, second)
     pipeline.start_run(st, "ac-reims")
 
 
@@ -164,7 +172,7 @@ def test_a_run_taken_over_that_ends_late_stays_abandoned(st: Settings) -> None:
     locks.stop_beating(st.state_url, late)
     age(st, late, st.lock_stale_after + 5, host="another-host")
     taker = pipeline.start_run(st, "ac-reims")
-    pipeline.finish_run(st, "ac-reims", late, {}, [], None, None)
+    _finish(st, late)
     run = run_row(st, late)
     assert run.status == "abandoned"
     assert (run.summary or {}).get("finished_after_abandoned") and (run.summary or {})["abandoned"]
@@ -260,7 +268,7 @@ def test_the_holder_beats_from_a_thread_until_it_releases(st: Settings) -> None:
     beater = locks._beaters[(st.state_url, rid)]
     assert beater.is_alive() and beater.every <= 30
     assert locks.beat(st.state_url, "ac-reims", rid)
-    pipeline.finish_run(st, "ac-reims", rid, {}, [], None, None)
+    _finish(st, rid)
     assert (st.state_url, rid) not in locks._beaters and beater.stopped.is_set()
     assert not locks.beat(st.state_url, "ac-reims", rid)  # nothing left to keep alive
     with session_factory(st.state_url)() as s:

@@ -8,6 +8,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer
 from etl.plan import files as plan_files
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -31,7 +32,7 @@ def test_guardian_of_pupils_in_two_schools_has_one_account(env: Settings,
                  [Pupil("22", "KELLER", "Hugo", "2NDE1", ine="222222222BB")],
                  [Guardian("9001", "Keller", "Sophie ", ["22"], email="S.Keller@example.org")],
                  [])
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     assert s["status"] == "success"
     assert s["matches"].get("guardian_name_email") == 1
     tut = people(server, "(ENTPersonProfils=National_TUT)")
@@ -49,7 +50,7 @@ def test_same_name_guardians_without_shared_evidence_are_not_merged(
                  [Guardian("501", "MARTIN", "Julie", ["11"], email="julie1@example.org")], [])
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
                  [Guardian("601", "MARTIN", "Julie", ["22"], email="julie2@example.org")], [])
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     tut = people(server, "(ENTPersonProfils=National_TUT)")
     assert len(tut) == 2
     assert len({t["ENTPersonLogin"][0] for t in tut}) == 2
@@ -64,7 +65,7 @@ def test_teacher_in_two_schools_has_one_account_with_both_schools_classes(
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "C", "D", "2NDE1")], [],
                  [Teacher("31", "DURAND", "Michel", ["2NDE1"], birth="1975-03-12"),
                   Teacher("32", "DURAND", "Michel", ["2NDE1"], birth="1980-01-01")])
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     assert s["matches"].get("staff_name_birth") == 1
     ens = people(server, "(ENTPersonProfils=National_ENS)")
     assert len(ens) == 2  # the namesake born in 1980 is someone else
@@ -83,7 +84,7 @@ def test_homonym_pupils_in_one_school_get_two_accounts_and_are_reported(
                  [Pupil("11", "MULLER", "Lucas", "6A", ine="333333333CC", birth="02/03/2014"),
                   Pupil("12", "MÜLLER", "Lucas", "6B", ine="444444444DD", birth="09/10/2014")],
                  [], [])
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     elv = people(server, "(ENTPersonProfils=National_ELV)")
     assert len(elv) == 2
     assert sorted(p["ENTPersonLogin"][0] for p in elv) == ["lucas.muller", "lucas.muller2"]
@@ -104,7 +105,7 @@ def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None
                  [Guardian("501", "MARTIN", "Julie", ["11"])], [])
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
                  [Guardian("601", "MARTIN", "Julie", ["22"])], [])
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     keep, other = next(d for d in s["duplicates"] if d["rule"] == "guardian_name")["uids"]
     before = dump(server)
     login = people(server, f"(uid={keep})")[0]["ENTPersonLogin"]
@@ -123,7 +124,7 @@ def test_merge_two_accounts_then_undo(env: Settings, server: LdapServer) -> None
                  [Guardian("501", "MARTIN", "Julie", ["11"])], [], date="02/10/2026")
     write_school(env.landing, ACADEMY, UAI_2, [Pupil("22", "MARTIN", "Léo", "6A")],
                  [Guardian("601", "MARTIN", "Julie", ["22"])], [], date="02/10/2026")
-    again = pipeline.run_sync(env, ACADEMY, today=NOV)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     _header, planned = plan_files.read_plan_file(env, f"{again['run_id']}/plan.json")
     assert again["changes"] == 0, [(c.dn, c.op, c.mods) for c in planned]
     # undo of the merge puts the directory back as it was

@@ -12,6 +12,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.report.metrics import StatsdClient, metric_part, run_metrics, statsd_lines
 from tests.integration.test_sync import ACADEMY, NASTY, UAI_A, school_a
 
@@ -48,7 +49,7 @@ def _by(rows: list[dict[str, object]]) -> dict[tuple[str, str | None], dict[str,
 @pytest.mark.ldap
 def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
     school_a(env.landing)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     m = _by(run_metrics(env, summary["run_id"]))
     assert set(m) == {("discover", None), ("read_validate", UAI_A), ("reconcile", None),
@@ -86,7 +87,7 @@ def test_a_sync_records_its_metrics_per_stage(env: Settings) -> None:
 
     # the same exports again: a quiet night, recorded as such
     school_a(env.landing, date="05/10/2026")
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     m2 = _by(run_metrics(env, again["run_id"]))
     # (same records in a new export: recognised by content in discovery, not even read)
     assert ("read_validate", UAI_A) not in m2
@@ -102,7 +103,7 @@ def test_statsd_receives_the_stage_metrics_and_no_personal_data(
     st = dataclasses.replace(env, statsd_host="127.0.0.1", statsd_port=port,
                              statsd_prefix="ent.test")
     school_a(st.landing)
-    summary = pipeline.run_sync(st, ACADEMY)
+    summary = pipeline.run_sync(st, RunRequest(ACADEMY))
     lines = _received(udp)
     assert lines, "no StatsD datagram received"
     names: dict[str, str] = {}

@@ -20,6 +20,7 @@ import pytest
 from etl import cli
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRef, RunRequest
 from etl.devtools.slapd import LdapServer
 from etl.discover import quarantine as quarantine_mod
 from etl.store.models import utcnow
@@ -60,7 +61,7 @@ def test_same_named_files_of_two_schools_are_both_kept(env: Settings,
     school_a(env.landing)
     school_b(env.landing)
     originals = {u: truncate_pupils(env.landing, u).read_bytes() for u in (UAI_A, UAI_B)}
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     assert {summary["schools"][u]["status"] for u in (UAI_A, UAI_B)} == {"quarantined"}
     q = {e["uai"]: e for e in summary["quarantined"]}
@@ -105,7 +106,7 @@ def test_a_zip_of_two_schools_is_kept_once_and_left_while_a_member_is_good(
         env: Settings, server: LdapServer) -> None:
     zpath = _two_school_zip(env.landing, bad={UAI_A})
     data = zpath.read_bytes()
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["schools"][UAI_A]["status"] == "quarantined"
     assert summary["schools"][UAI_B]["status"] == "ok"  # its member was read, and applied
     assert len(people(server, "ELV")) == 1
@@ -120,7 +121,7 @@ def test_a_zip_of_two_schools_is_kept_once_and_left_while_a_member_is_good(
     # both members bad: the zip is kept once, with both problems, and then leaves the landing
     zpath = _two_school_zip(env.landing, bad={UAI_A, UAI_B})
     data = zpath.read_bytes()
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert len(summary["quarantined"]) == 2
     assert len({q["moved_to"] for q in summary["quarantined"]}) == 1
     why = reason_of(summary["quarantined"][0])
@@ -150,7 +151,7 @@ def test_dry_run_and_check_move_nothing(env: Settings, server: LdapServer,
     school_a(env.landing)
     bad = truncate_pupils(env.landing, UAI_A)
     data = bad.read_bytes()
-    summary = pipeline.run_sync(env, ACADEMY, dry_run=True)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY, dry_run=True))
     assert summary["schools"][UAI_A]["status"] == "quarantined"
     assert summary["quarantined"][0]["moved_to"] == str(bad)
     for k, v in server.env().items():
@@ -177,7 +178,7 @@ def test_quarantine_on_another_filesystem(env: Settings, server: LdapServer,
         st = replace(env, workdir=work)
         school_a(st.landing)
         data = truncate_pupils(st.landing, UAI_A).read_bytes()
-        summary = pipeline.run_sync(st, ACADEMY)
+        summary = pipeline.run_sync(st, RunRequest(ACADEMY))
         (e,) = summary["quarantined"]
         kept = Path(e["moved_to"])
         assert kept.is_relative_to(work) and kept.read_bytes() == data
@@ -206,12 +207,12 @@ def test_a_crash_between_copy_and_removal_loses_nothing(env: Settings, server: L
 
     monkeypatch.setattr(quarantine_mod, "_remove_original", crash)
     with pytest.raises(Crash):
-        pipeline.run_sync(env, ACADEMY)
+        pipeline.run_sync(env, RunRequest(ACADEMY))
     monkeypatch.undo()
     assert bad.read_bytes() == data  # the original is still there ...
     copies = [p for p in env.quarantine_dir.rglob(PUPILS_ZIP)]
     assert len(copies) == 1 and copies[0].read_bytes() == data  # ... and so is its copy
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["schools"][UAI_A]["status"] == "quarantined"
     (e,) = again["quarantined"]
     assert Path(e["moved_to"]).read_bytes() == data and not bad.exists()
@@ -225,18 +226,18 @@ def test_a_retried_read_finds_the_file_it_already_kept(env: Settings,
     truncate_pupils(env.landing, UAI_A)
     run_id = pipeline.start_run(env, ACADEMY)
     disc = pipeline.discover_files(env, ACADEMY, run_id)
-    (first,) = pipeline.read_validate_schools(env, ACADEMY, run_id, disc["schools"])
-    (retry,) = pipeline.read_validate_schools(env, ACADEMY, run_id, disc["schools"])
-    assert first["status"] == retry["status"] == "quarantined"
-    assert [q["moved_to"] for q in retry["quarantined"]] == [
-        q["moved_to"] for q in first["quarantined"]]
+    (first,) = pipeline.read_validate_schools(env, ACADEMY, run_id, disc.school_docs())
+    (retry,) = pipeline.read_validate_schools(env, ACADEMY, run_id, disc.school_docs())
+    assert first.status == retry.status == "quarantined"
+    assert [q["moved_to"] for q in retry.quarantined] == [
+        q["moved_to"] for q in first.quarantined]
 
 
 def test_status_and_report_point_to_the_kept_file(env: Settings, server: LdapServer,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     school_a(env.landing)
     truncate_pupils(env.landing, UAI_A)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     (e,) = summary["quarantined"]
     assert cli.main(["status", "--state-url", env.state_url, "--workdir", str(env.workdir),
                      "--academy", ACADEMY, "--json"]) == 0
@@ -256,7 +257,7 @@ def test_old_quarantine_folders_are_purged(env: Settings, server: LdapServer) ->
 
     school_a(env.landing)
     truncate_pupils(env.landing, UAI_A)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     folder = env.quarantine_dir / ACADEMY / summary["run_id"]
     assert folder.is_dir()
     assert quarantine_mod.purge_quarantine(env, ACADEMY)["runs"] == 0  # ended today
@@ -279,10 +280,11 @@ def _sync_in_stages(env: Settings, between: Any) -> dict[str, Any]:
     run_id = pipeline.start_run(env, ACADEMY)
     disc = pipeline.discover_files(env, ACADEMY, run_id)
     between()
-    results = pipeline.read_validate_schools(env, ACADEMY, run_id, disc["schools"])
+    results = pipeline.read_validate_schools(env, ACADEMY, run_id, disc.school_docs())
     rec = pipeline.reconcile(env, ACADEMY, run_id, results)
-    app = pipeline.apply_plan(env, ACADEMY, run_id, rec["plan"])
-    return pipeline.finish_run(env, ACADEMY, run_id, disc, results, rec, app)
+    app = pipeline.apply_plan(env, ACADEMY, run_id, rec.plan)
+    return pipeline.finish_run(env, RunRef(academy=ACADEMY, run_id=run_id), disc, results, rec,
+                               app)
 
 
 def _no_quarantine(env: Settings) -> bool:
@@ -312,7 +314,7 @@ def test_a_file_rewritten_after_discovery_is_refused_not_quarantined(
     assert not search(server, "(sn=LEBLANX)", f"ou=people,{server.base}")
     assert {p["sn"][0] for p in people(server, "ELV")} == {"ROBERT"}  # nothing of A
     # the next run discovers it again and applies it
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["schools"][UAI_A]["status"] == "ok"
     assert search(server, "(sn=LEBLANX)", f"ou=people,{server.base}")
 

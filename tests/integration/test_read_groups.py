@@ -12,6 +12,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import dump_all
 from etl.devtools.generate import uai_check_letter
 from etl.validate import school as validate_school
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -48,12 +49,12 @@ def _read(env: Settings, grouped: int | None) -> dict[str, dict[str, Any]]:
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
     if grouped is None:
-        res = [pipeline.read_validate_schools(env, ACADEMY, rid, {u: d}, True)[0]
-               for u, d in disc["schools"].items()]
+        res = [r for u, d in disc.school_docs().items()
+               for r in pipeline.read_validate_schools(env, ACADEMY, rid, {u: d}, True)]
     else:
-        res = pipeline.read_validate_schools(env, ACADEMY, rid, disc["schools"], True,
+        res = pipeline.read_validate_schools(env, ACADEMY, rid, disc.school_docs(), True,
                                              group=grouped)
-    return _summary(res)
+    return _summary(dump_all(res))
 
 
 def test_a_group_reads_what_each_school_reads_alone(tmp_path: Path, state_url: str) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer
 from tests.builders import Guardian, Pupil, Teacher, write_school
 from tests.integration.test_sync import people, search
@@ -114,7 +115,7 @@ def test_eleves_date_naissance_iso(env: Settings, server: LdapServer) -> None:
     on that pupil is shown as its consequence, not as a problem of its own."""
     name = "eleves_date_naissance_iso.xml"
     school(env.landing, ELEVES=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     assert summary["schools"][UAI]["status"] == "ok"
     p = pages(summary)
@@ -146,7 +147,7 @@ def test_eleves_date_naissance_iso(env: Settings, server: LdapServer) -> None:
 def test_eleves_eleve_id_en_double(env: Settings, server: LdapServer) -> None:
     name = "eleves_eleve_id_en_double.xml"
     school(env.landing, ELEVES=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     p = pages(summary)
     [r] = p.rejected("unique")
     assert (r["file"], r["line"], r["element"]) == (
@@ -164,7 +165,7 @@ def test_eleves_eleve_id_en_double(env: Settings, server: LdapServer) -> None:
 def test_eleves_deux_divisions(env: Settings, server: LdapServer) -> None:
     name = "eleves_deux_divisions.xml"
     school(env.landing, ELEVES=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     p = pages(summary)
     [r] = p.rejected("one_division")
     assert (r["file"], r["element"]) == (name, "STRUCTURES_ELEVE")
@@ -183,7 +184,7 @@ def test_eleves_deux_divisions(env: Settings, server: LdapServer) -> None:
 def test_sts_individu_en_double(env: Settings, server: LdapServer) -> None:
     name = "sts_individu_en_double.xml"
     school(env.landing, STS=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     p = pages(summary)
     [r] = p.rejected("unique")
     assert (r["file"], r["line"], r["element"]) == (name, line_of(name, 'ID="9002"', 2),
@@ -199,7 +200,7 @@ def test_sts_individu_en_double(env: Settings, server: LdapServer) -> None:
 def test_sts_date_naissance_francaise(env: Settings, server: LdapServer) -> None:
     name = "sts_date_naissance_francaise.xml"
     school(env.landing, STS=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     p = pages(summary)
     [r] = p.rejected("date_format")
     assert (r["file"], r["line"], r["element"]) == (name, line_of(name, 'ID="9002"'),
@@ -217,7 +218,7 @@ def test_responsables_element_inconnu(env: Settings, server: LdapServer,
     name = "responsables_element_inconnu.xml"
     school(env.landing, RESPONSABLES=name)
     with caplog.at_level(logging.WARNING):
-        summary = pipeline.run_sync(env, ACADEMY)
+        summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["schools"][UAI]["status"] == "ok"
     p = pages(summary)
     [w] = p.report["warnings"]
@@ -239,7 +240,7 @@ def test_responsables_element_inconnu(env: Settings, server: LdapServer,
 def test_structures_mef_element_inconnu(env: Settings, server: LdapServer) -> None:
     name = "structures_mef_element_inconnu.xml"
     school(env.landing, STRUCTURES=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     p = pages(summary)
     [w] = p.report["warnings"]
     assert (w["file"], w["line"], w["element"]) == (
@@ -255,7 +256,7 @@ def test_eleves_nom_bidi(env: Settings, server: LdapServer) -> None:
     """Bidi overrides and zero-width characters are removed from names, and reported."""
     name = "eleves_nom_bidi.xml"
     school(env.landing, ELEVES=name)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["schools"][UAI]["status"] == "ok"
     by_key = {k: x for x in people(server, "ELV") for k in x["ENTPersonJointure"]}
     assert by_key[key("1001")]["sn"] == ["MARNITR"]
@@ -298,7 +299,7 @@ FAMILIES_2 = [Guardian(g.personne_id, g.last, g.first, g.pupils,
 def test_a_refused_pupils_file_is_the_schools_one_problem(env: Settings, server: LdapServer,
                                                           case: str, refused: bool) -> None:
     school(env.landing, pupils=MANY, guardians=FAMILIES)
-    assert pipeline.run_sync(env, ACADEMY)["status"] == "success"
+    assert pipeline.run_sync(env, RunRequest(ACADEMY))["status"] == "success"
     sdn = f"ENTStructureUAI={UAI},ou=structures,{server.base}"
     before = sorted((e["dn"], sorted(e.get("entryCSN", [])))
                     for e in search(server, "(objectClass=*)", f"ou=people,{server.base}",
@@ -307,7 +308,7 @@ def test_a_refused_pupils_file_is_the_schools_one_problem(env: Settings, server:
     # next night: the pupils export cannot be used; the guardians' export is fine (8 links
     # to pupils it cannot find: past the error budget of 5)
     d = school(env.landing, date="02/10/2026", pupils=MANY, guardians=FAMILIES_2, ELEVES=case)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     assert summary["schools"][UAI]["status"] == "quarantined"
     # one problem: the pupils file; the guardians' file is not quarantined, it stays
@@ -331,7 +332,7 @@ def test_a_refused_pupils_file_is_the_schools_one_problem(env: Settings, server:
     write_school(env.landing / "night3", ACADEMY, UAI, MANY, FAMILIES, TEACHERS)
     shutil.copyfile(env.landing / "night3" / ACADEMY / UAI / EXPORTS["ELEVES"],
                     d / EXPORTS["ELEVES"])
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["schools"][UAI]["status"] == "ok"
     assert pages(again).report["quarantine"] == {}
     assert search(server, "(mail=parent0@example.org)", f"ou=people,{server.base}")

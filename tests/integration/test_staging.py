@@ -17,6 +17,7 @@ import pytest
 from etl import run as pipeline
 from etl import staging
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.plan import files as plan_files
 from etl.read.canonical import Tables, frame
 from tests.integration.test_sync import ACADEMY, UAI_A, UAI_B, school_a, school_b
@@ -82,7 +83,7 @@ def test_a_whole_sync_stages_nothing_on_local_disk(env: Settings) -> None:
     st = dataclasses.replace(env, staging_url=root)
     school_a(st.landing)
     school_b(st.landing)
-    summary = pipeline.run_sync(st, ACADEMY)
+    summary = pipeline.run_sync(st, RunRequest(ACADEMY))
     assert summary["status"] == "success" and summary["applied"] > 0
     rid = summary["run_id"]
     fs = fsspec.filesystem("memory")

@@ -14,6 +14,7 @@ from sqlalchemy import inspect, text
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import start_slapd, stop_slapd
 from etl.store.db import get_engine
 from tests.conftest import fresh_pg_database
@@ -42,10 +43,10 @@ def test_sync_with_postgres_state(tmp_path: Path, pg_url: str) -> None:
                                  "ENTSYNC_WORKDIR": str(tmp_path / "work"),
                                  "ENTSYNC_STATE_URL": pg_url, **server.env()})
         school_a(env.landing)
-        first = pipeline.run_sync(env, ACADEMY)
+        first = pipeline.run_sync(env, RunRequest(ACADEMY))
         assert first["status"] == "success" and first["applied"] > 0
         school_a(env.landing, date="05/10/2026")
-        again = pipeline.run_sync(env, ACADEMY)
+        again = pipeline.run_sync(env, RunRequest(ACADEMY))
         assert again["schools"][UAI_A]["status"] == "already_applied"  # same records
         assert again["changes"] == 0
         with get_engine(pg_url).connect() as c:

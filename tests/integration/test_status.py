@@ -11,6 +11,7 @@ import pytest
 from etl import cli
 from etl import run as pipeline
 from etl.config import Settings, load_academies
+from etl.contracts import RunRequest
 from etl.store import models
 from etl.store.db import session_factory
 from etl.store.models import Approval
@@ -44,7 +45,7 @@ def test_status_before_any_run(env: Settings, capsys: pytest.CaptureFixture[str]
 def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     school_a(env.landing)
     school_b(env.landing)
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert first["status"] == "success"
 
     out = _status(env, capsys, "--json", "--academy", ACADEMY)
@@ -74,7 +75,7 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
         text = zf.read(member)
     with zipfile.ZipFile(pupils_zip, "w") as zf:  # a truncated pupils export
         zf.writestr(member, text[: len(text) // 2])
-    second = pipeline.run_sync(env, ACADEMY)
+    second = pipeline.run_sync(env, RunRequest(ACADEMY))
     out = _status(env, capsys, "--json", "--academy", ACADEMY)
     assert out["academies"][0]["last_run"]["run_id"] == second["run_id"]
     a, b = _school(out, UAI_A), _school(out, UAI_B)
@@ -87,7 +88,7 @@ def test_status_after_runs(env: Settings, capsys: pytest.CaptureFixture[str]) ->
     assert out["academies"][0]["last_run"]["counts"]["quarantined_files"] >= 1
 
     # a dry run is the last run, but does not change what the schools' status says
-    dry = pipeline.run_sync(env, ACADEMY, dry_run=True)
+    dry = pipeline.run_sync(env, RunRequest(ACADEMY, dry_run=True))
     out = _status(env, capsys, "--json", "--academy", ACADEMY)
     assert out["academies"][0]["last_run"]["run_id"] == dry["run_id"]
     assert out["academies"][0]["last_run"]["dry_run"] is True

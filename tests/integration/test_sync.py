@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import generate_academy, uai_check_letter
 from etl.devtools.slapd import LdapServer
 from etl.store.db import get_engine
@@ -97,7 +98,7 @@ def journal_count(env: Settings) -> int:
 
 def test_first_sync_writes_the_contract(env: Settings, server: LdapServer) -> None:
     school_a(env.landing)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success", summary
     assert summary["failed"] == 0
 
@@ -162,17 +163,17 @@ def test_first_sync_writes_the_contract(env: Settings, server: LdapServer) -> No
 
 def test_rerun_of_same_exports_writes_nothing(env: Settings, server: LdapServer) -> None:
     school_a(env.landing)
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert first["status"] == "success" and first["applied"] > 0
     csn = search(server, "(objectClass=*)", server.base, ["contextCSN"])[0]["contextCSN"]
     n = journal_count(env)
     # the very same files: recognised as already applied
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["schools"][UAI_A]["status"] == "already_applied"
     # the same content exported again (new export date, so new files): recognised by the
     # files' content past their headers, not even read
     school_a(env.landing, date="02/10/2026")
-    third = pipeline.run_sync(env, ACADEMY)
+    third = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert third["schools"][UAI_A]["status"] == "already_applied"
     assert third["changes"] == 0 and third["applied"] == 0
     with Session(get_engine(env.state_url)) as s:
@@ -183,7 +184,7 @@ def test_rerun_of_same_exports_writes_nothing(env: Settings, server: LdapServer)
     with Session(get_engine(env.state_url)) as s, s.begin():
         s.query(SourceFile).update({"content_sha256": None})
     school_a(env.landing, date="03/10/2026")
-    fourth = pipeline.run_sync(env, ACADEMY)
+    fourth = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert fourth["schools"][UAI_A]["status"] == "unchanged"
     assert fourth["changes"] == 0 and fourth["applied"] == 0
     # and without the fingerprint shortcut the planner itself finds nothing to change
@@ -191,7 +192,7 @@ def test_rerun_of_same_exports_writes_nothing(env: Settings, server: LdapServer)
         s.query(SchoolState).update({"fingerprint": None})
         s.query(SourceFile).update({"content_sha256": None})
     school_a(env.landing, date="04/10/2026")
-    fifth = pipeline.run_sync(env, ACADEMY)
+    fifth = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert fifth["schools"][UAI_A]["status"] == "ok"
     assert fifth["changes"] == 0 and fifth["applied"] == 0
     assert fifth["schools"][UAI_A]["unchanged"] > 0
@@ -209,27 +210,28 @@ def test_a_leaving_date_that_comes_makes_unchanged_exports_read_again(
                   Pupil("2003", "BIENTOT", "Parti", "6A", leave=ahead.strftime("%d/%m/%Y"))],
                  [Guardian("601", "ROBERT", "Eva", ["2001"])],
                  [Teacher("9101", "BLANC", "Luc", ["6A"])])
-    first = pipeline.run_sync(env, ACADEMY)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert first["schools"][UAI_B]["status"] == "ok"
     with Session(get_engine(env.state_url)) as s:
         assert s.get(SchoolState, (ACADEMY, UAI_B)).reread_on == ahead.isoformat()
-    assert pipeline.run_sync(env, ACADEMY)["schools"][UAI_B]["status"] == "already_applied"
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
+    assert again["schools"][UAI_B]["status"] == "already_applied"
     # the day comes (moved into the past here rather than waiting a month)
     with Session(get_engine(env.state_url)) as s, s.begin():
         s.get(SchoolState, (ACADEMY, UAI_B)).reread_on = "2000-01-01"
-    again = pipeline.run_sync(env, ACADEMY)
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert again["schools"][UAI_B]["status"] == "unchanged"  # read, same tables
 
 
 def test_name_change_updates_entry_keeps_uid_and_login(env: Settings,
                                                        server: LdapServer) -> None:
     school_a(env.landing)
-    pipeline.run_sync(env, ACADEMY)
+    pipeline.run_sync(env, RunRequest(ACADEMY))
     flt = f"(ENTPersonJointure={PREFIX}$SIECLE${UAI_A}$1001)"
     before = search(server, flt, f"ou=people,{server.base}")[0]
     assert before["sn"] == ["MARTIN"]
     school_a(env.landing, date="03/10/2026", pupil_last="MARTIN-LOPEZ")
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     after = search(server, flt, f"ou=people,{server.base}")[0]
     assert after["sn"] == ["MARTIN-LOPEZ"]
@@ -244,14 +246,14 @@ def test_quarantined_school_is_untouched_while_others_sync(env: Settings,
                                                            server: LdapServer) -> None:
     school_a(env.landing)
     school_b(env.landing)
-    pipeline.run_sync(env, ACADEMY)
+    pipeline.run_sync(env, RunRequest(ACADEMY))
     sdn_a = f"ENTStructureUAI={UAI_A},ou=structures,{server.base}"
     members_before = search(server, "(cn=3A)", sdn_a)[0]["member"]
     n_people = len(search(server, "(objectClass=ENTPerson)", f"ou=people,{server.base}"))
     # next night: school A's pupils file is truncated, school B has a newcomer
     school_a(env.landing, date="04/10/2026", pupil_last="CHANGED", broken=True)
     school_b(env.landing, date="04/10/2026", extra=True)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success"
     assert summary["schools"][UAI_A]["status"] == "quarantined"
     assert summary["schools"][UAI_B]["created"] == 1
@@ -270,7 +272,7 @@ def test_quarantined_school_is_untouched_while_others_sync(env: Settings,
 
 def test_dry_run_writes_nothing(env: Settings, server: LdapServer) -> None:
     school_a(env.landing)
-    summary = pipeline.run_sync(env, ACADEMY, dry_run=True)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY, dry_run=True))
     assert summary["status"] == "dry_run"
     assert summary["changes"] > 0 and summary["applied"] == 0
     assert search(server, "(objectClass=ENTPerson)", f"ou=people,{server.base}") == []
@@ -279,7 +281,7 @@ def test_dry_run_writes_nothing(env: Settings, server: LdapServer) -> None:
         assert s.scalar(select(func.count()).select_from(Identity)) == 0
     assert journal_count(env) == 0
     # and the real run afterwards still applies everything
-    assert pipeline.run_sync(env, ACADEMY)["applied"] == summary["changes"]
+    assert pipeline.run_sync(env, RunRequest(ACADEMY))["applied"] == summary["changes"]
 
 
 def test_cli_sync_json_on_generated_exports(tmp_path: Path, env: Settings,

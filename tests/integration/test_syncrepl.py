@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.slapd import LdapServer, find_program
 from etl.store.db import get_engine
 from etl.store.models import JournalEntry
@@ -59,7 +60,7 @@ def test_refresh_and_persist_consumer_sees_the_runs_persons(
         assert _wait_for(lambda: people_base.lower() in map(str.lower, _dns(out)), 10), (
             f"consumer not started: {err.read_text()}")
         school_a(env.landing)
-        summary = pipeline.run_sync(env, ACADEMY)
+        summary = pipeline.run_sync(env, RunRequest(ACADEMY))
         assert summary["status"] == "success" and summary["applied"] > 0
 
         with Session(get_engine(env.state_url)) as s:

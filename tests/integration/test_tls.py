@@ -15,6 +15,7 @@ import pytest
 from etl import run as pipeline
 from etl.apply.writer import LdapTarget, connect
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import (
     LdapServer,
@@ -103,7 +104,7 @@ def test_sync_over_starttls(tmp_path: Path, tls_slapd: LdapServer) -> None:
     env = _settings(tmp_path, tls_slapd.env())
     assert env.ldap.url and env.ldap.url.startswith("ldap://") and env.ldap.ca_file
     _school(env.landing, UAI)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success", summary
     assert summary["applied"] > 0 and summary["failed"] == 0
     assert _people_of(tls_slapd, UAI) == 3
@@ -114,7 +115,7 @@ def test_sync_over_ldaps(tmp_path: Path, tls_slapd: LdapServer) -> None:
     assert tls_slapd.ldaps_url is not None
     env = _settings(tmp_path, {**tls_slapd.env(), "ENTSYNC_LDAP_URL": tls_slapd.ldaps_url})
     _school(env.landing, uai)
-    summary = pipeline.run_sync(env, ACADEMY)
+    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
     assert summary["status"] == "success", summary
     assert summary["applied"] > 0 and summary["failed"] == 0
     assert _people_of(tls_slapd, uai) == 3
@@ -132,7 +133,7 @@ def test_wrong_ca_stops_the_run_before_any_write(tmp_path: Path, tls_slapd: Ldap
     env = _settings(tmp_path, env_vars)
     _school(env.landing, uai)
     with pytest.raises(DirectoryError, match=r"certificate is not trusted by .*other/tls/ca\.pem"):
-        pipeline.run_sync(env, ACADEMY)
+        pipeline.run_sync(env, RunRequest(ACADEMY))
     assert _people_of(tls_slapd, uai) == 0
     assert pipeline.last_runs(env)[0]["status"] == "failed"
 

@@ -15,6 +15,7 @@ import pytest
 from etl import run as pipeline
 from etl.cli import _sync_table
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
 from etl.report.metrics import run_metrics
@@ -67,7 +68,7 @@ def test_refused_writes_are_counted_and_the_school_is_not_ok(
     drop(env, UAI_OK, roster(6, UAI_OK), day=1)
     drop(env, UAI_BAD, roster(6, UAI_BAD), day=1)
     _squat_school_entry(server, UAI_BAD)
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
 
     assert s["status"] == "failed" and s["failed"] == 1, s["errors"]
     bad, ok = s["schools"][UAI_BAD], s["schools"][UAI_OK]
@@ -104,12 +105,12 @@ def test_refused_writes_are_counted_and_the_school_is_not_ok(
 def test_a_held_school_shows_nothing_written_and_what_is_pending(
         env: Settings, server: LdapServer, caplog: pytest.LogCaptureFixture) -> None:
     drop(env, UAI_OK, roster(30, UAI_OK), day=1)
-    first = pipeline.run_sync(env, ACADEMY, today=NOV)
+    first = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     assert first["status"] == "success"
     # a truncated-looking export: a third of the pupils missing, the school is held
     drop(env, UAI_OK, roster(30, UAI_OK, skip=set(range(0, 30, 3))), day=2)
     caplog.set_level(logging.INFO, logger="etl.run")
-    s = pipeline.run_sync(env, ACADEMY, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
     assert s["status"] == "awaiting_approval"
     sch = s["schools"][UAI_OK]
     assert sch["status"] == "awaiting_approval"
@@ -143,7 +144,7 @@ def test_a_held_school_shows_nothing_written_and_what_is_pending(
 
 def test_a_dry_run_counts_the_plan_and_writes_nothing(env: Settings, server: LdapServer) -> None:
     drop(env, UAI_OK, roster(4, UAI_OK), day=1)
-    s = pipeline.run_sync(env, ACADEMY, dry_run=True, today=NOV)
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, dry_run=True, today=NOV))
     sch = s["schools"][UAI_OK]
     assert s["status"] == "dry_run" and s["applied"] == 0
     assert sch["written"] == 0 and sch["created"] == sch["planned"]["created"] > 0

@@ -11,6 +11,7 @@ from typing import Any
 from etl import run as pipeline
 from etl import staging
 from etl.config import Settings, get_academy
+from etl.contracts import dump_all
 from etl.match.identity import write_identities
 from etl.match.resolve import match_records
 from etl.plan.desired import DesiredState, PlanContext, Shared, build_desired, read_night
@@ -36,8 +37,8 @@ def _read_school_a(tmp_path: Path, state_url: str) -> tuple[Settings, str, list[
     school_a(env.landing)
     rid = pipeline.start_run(env, ACADEMY, dry_run=True)
     disc = pipeline.discover_files(env, ACADEMY, rid)
-    return env, rid, [pipeline.read_validate_schools(env, ACADEMY, rid, {u: d}, True)[0]
-                      for u, d in disc["schools"].items()]
+    return env, rid, dump_all(pipeline.read_validate_schools(env, ACADEMY, rid,
+                                                             disc.school_docs(), True))
 
 
 def _desired(tables: Tables, res: list[Any], env: Settings, rid: str, s: Any,

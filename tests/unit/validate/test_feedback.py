@@ -37,10 +37,10 @@ def _validation_json(tmp_path: Path) -> Path:
                             "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}"})
     run_id = pipeline.start_run(st, ACADEMY, dry_run=True, trigger="test")
     disc = pipeline.discover_files(st, ACADEMY, run_id)
-    (res,) = pipeline.read_validate_schools(st, ACADEMY, run_id, {UAI: disc["schools"][UAI]},
-                                            dry_run=True)
-    assert res["status"] == "ok" and res["rejected"] >= 4, res
-    return Path(res["report_json"])
+    (res,) = pipeline.read_validate_schools(st, ACADEMY, run_id,
+                                            {UAI: disc.school_docs()[UAI]}, dry_run=True)
+    assert res.status == "ok" and res.rejected >= 4, res
+    return Path(str(res.report_json))
 
 
 def test_feedback_page_explains_each_rule_and_shows_no_name(tmp_path: Path) -> None:
