@@ -1,0 +1,1 @@
+"""Approval: held plans listed, approved exactly as shown, or rejected."""

@@ -1,0 +1,1 @@
+"""Matching: the night's records to accounts (identity rules, logins); decisions, not writes."""

@@ -1,0 +1,1 @@
+"""Operator actions outside the nightly sync: undo, merge, deletion past retention."""

@@ -1,0 +1,1 @@
+"""Planning: desired entries, scope and absence, guards, the pure diff against a stored view."""

@@ -1,0 +1,1 @@
+"""Reports: the run page, entsync status, metrics, the change feed, Airflow asset names."""

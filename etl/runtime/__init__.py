@@ -1,0 +1,1 @@
+"""How the sync shares the machine: CPU slots, priority, GC deferral, file locks."""

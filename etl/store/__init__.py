@@ -1,0 +1,1 @@
+"""The state DB: models, engine and migrations, run locks and heartbeats."""

@@ -1,0 +1,1 @@
+"""Validation: great-expectations suites, cross-file rules, a school's reports and French page."""
