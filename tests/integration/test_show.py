@@ -10,6 +10,7 @@ import pytest
 from etl import cli
 from etl import run as pipeline
 from etl.config import Settings
+from etl.contracts import RunRequest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
 from tests.builders import Guardian, Pupil, Teacher, write_school
@@ -45,7 +46,7 @@ def test_show_filters_by_academy(env: Settings, server: LdapServer,
                  [Pupil("1", "MULLER", "Anna", "6B")], [],
                  [Teacher("91", "SCHMITT", "Paul", ["6B"])])
     for academy in ("ac-reims", "ac-strasbourg"):
-        assert pipeline.run_sync(env, academy, today=NOV)["status"] == "success"
+        assert pipeline.run_sync(env, RunRequest(academy, today=NOV))["status"] == "success"
     every = _show(env, server, monkeypatch, capsys)
     reims = _show(env, server, monkeypatch, capsys, "--academy", "ac-reims")
     stras = _show(env, server, monkeypatch, capsys, "--academy", "ac-strasbourg")
