@@ -81,15 +81,6 @@ def start_run(settings: Settings, academy_code: str, dry_run: bool = False,
     return rid
 
 
-def acquire_lock(settings: Settings, academy_code: str, run_id: str) -> None:
-    """One writing run per academy at a time (the lock lives in the state DB, so it holds
-    across Airflow workers), held by this process (``etl.store.locks.acquire``: a lock whose run
-    ended or whose holder is dead is taken over at once)."""
-    from etl.store import locks
-
-    locks.acquire(settings, academy_code, run_id)
-
-
 def heartbeat(settings: Settings, academy_code: str, run_id: str) -> None:
     """Refresh the run's lock and keep beating from this process (``etl.store.locks.heartbeat``)."""
     from etl.store import locks
