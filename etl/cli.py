@@ -16,9 +16,11 @@
 
 Settings come from ENTSYNC_* environment variables; flags override them.
 Exit codes: 0 done (even with quarantined files), 1 failure (also: the academy's lock is
-held by a live run, the state DB unreachable or locked), 2 usage or configuration error (also:
-a state DB URL SQLAlchemy cannot use), 3 a school's changes are held by a guard, awaiting
-approval. Errors are one line on stderr, never a traceback (``-v`` logs it).
+held by a live run, the state DB unreachable or locked, the directory unreachable or the bind
+refused), 2 usage or configuration error (also: a state DB URL SQLAlchemy cannot use, a
+missing landing folder, an unwritable workdir or state DB: ``etl/preflight.py`` checks them
+before ``sync`` and ``check`` read anything), 3 a school's changes are held by a guard,
+awaiting approval. Errors are one line on stderr, never a traceback (``-v`` logs it).
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ def cmd_check(a: argparse.Namespace) -> int:
     """Discovery + read + validate + normalize, nothing written to the directory."""
     from etl import run as pipeline
     from etl.contracts import RunRef, dump_all
+    from etl.preflight import preflight
 
     st = _settings(a)
+    preflight(st, a.academy, ldap=False)
     pipeline.yield_cpu(st)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
     found = pipeline.discover_files(st, a.academy, run_id, a.school or None)
@@ -118,8 +122,10 @@ def _check_table(out: dict[str, Any]) -> str:
 def cmd_sync(a: argparse.Namespace) -> int:
     from etl import run as pipeline
     from etl.contracts import RunRequest
+    from etl.preflight import preflight
 
     st = _settings(a)
+    preflight(st, a.academy, ldap=not a.dry_run)
     summary = pipeline.run_sync(st, RunRequest(a.academy, dry_run=a.dry_run,
                                                schools=a.school or None, workers=a.workers,
                                                mode=a.mode))
@@ -362,11 +368,22 @@ def _print(obj: dict[str, Any], as_json: bool, table: Any) -> None:
         print(table(obj))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("entsync")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     academies = list(load_academies())
     p = argparse.ArgumentParser(prog="entsync", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at debug level, and a traceback for an unexpected error")
+    p.add_argument("--version", action="version", version=f"entsync {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports for an academy "

@@ -335,8 +335,10 @@ def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
 
     Each try opens a run of its own: one that fails here is closed at once (nothing names it
     to the failure callback yet), a retry must not leave runs ``running``."""
+    from etl.preflight import preflight
     from etl.report.page import school_name
 
+    preflight(settings, academy_code, ldap=not dry_run)
     run_id = new_run_id(academy_code)
     try:
         start_run(settings, academy_code, dry_run, trigger=trigger, run_id=run_id)

@@ -206,6 +206,10 @@ def state_db_error(url: str | None, e: BaseException) -> EntsyncError:
         return ConfigError(f"{where}: not a URL SQLAlchemy can use ({describe(e)}); e.g. "
                            "postgresql+psycopg2://user@host:5432/entsync or "
                            "sqlite:////var/lib/entsync/state.db")
+    if isinstance(e, ImportError):  # postgresql:// picks a driver this install does not have
+        return ConfigError(f"{where}: its database driver is not installed ({describe(e)}); "
+                           "name the installed one, e.g. postgresql+psycopg2://user@host:5432/"
+                           "entsync")
     if isinstance(e, CommandError):
         return StateDBError(f"{where}: its schema cannot be migrated: {describe(e)} (a newer "
                             "entsync migrated it?)")

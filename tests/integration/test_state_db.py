@@ -99,10 +99,12 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path) -> None:
 def test_a_state_db_path_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
+    (tmp_path / "landing" / "ac-reims").mkdir(parents=True)
     p = entsync("sync", "--academy", "ac-reims", "--state-url",
-                f"sqlite:///{blocker / 'state.db'}", ENTSYNC_WORKDIR=str(tmp_path))
-    assert p.returncode == 1
-    assert one_line(p).startswith("entsync: state DB sqlite:///")
+                f"sqlite:///{blocker / 'state.db'}", ENTSYNC_WORKDIR=str(tmp_path),
+                ENTSYNC_LANDING=str(tmp_path / "landing"))
+    assert p.returncode == 2  # a configuration to fix, found before anything is read
+    assert one_line(p).startswith("entsync: configuration error: state DB sqlite:///")
 
 
 def test_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
