@@ -513,8 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a service stop, Airflow killing a task) ends the run as Ctrl-C does: closed
+    as failed, its lock released, what was written journaled."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     a = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -530,9 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     except EntsyncError as e:
         print(f"entsync: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("entsync: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = bool(e.args)
+        print(f"entsync: interrupted ({'SIGTERM' if term else 'SIGINT'}); a run in progress is "
+              "closed as failed, its lock released", file=sys.stderr)
+        return 143 if term else 130
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         return _unexpected(e, a.verbose)
 

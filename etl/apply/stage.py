@@ -17,6 +17,7 @@ from etl.plan.files import read_plan_file
 from etl.plan.reconcile import _CAT_KEY, CATEGORIES
 from etl.report import metrics
 from etl.runtime.cpu import full_collections_deferred
+from etl.runtime.interrupts import interrupt
 from etl.store import locks
 from etl.store.db import session_factory
 from etl.store.models import (
@@ -122,6 +123,10 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
         "applied": res.applied, "failed": res.failed, "reconciled": res.reconciled,
         "retries": res.retries, "errors": res.errors[:50],
         "failed_schools": sorted(failed_schools), **tally.as_dict()}
+    if res.interrupted is not None:  # journaled and recorded above: now the interrupt
+        log.error("apply %s %s: %d changes written, %d failed, %d left for a rerun", run_id,
+                  res.stopped, res.applied, res.failed, res.left)
+        raise interrupt(res.interrupted)
     if res.stopped:
         out.update(left=res.left, stopped=res.stopped,
                    connection_failures=res.connection_failures)

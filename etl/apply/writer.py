@@ -49,6 +49,7 @@ from ldap3.core.results import RESULT_CODES
 from etl.apply import wire as ldapwire
 from etl.errors import DirectoryUnavailable
 from etl.plan.diff import Change, apply_order, diff_attrs, wave_key
+from etl.runtime.interrupts import deferred_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class ApplyResult:
     stopped: str | None = None
     #: connection failures counted towards ``max_connect_failures`` (consecutive runs of them)
     connection_failures: int = 0
+    #: the signal (SIGINT, SIGTERM) that stopped the apply (``etl.runtime.interrupts``): the
+    #: stage journals what was written, then raises it
+    interrupted: int | None = None
 
 
 def connect(target: LdapTarget) -> ldap3.Connection:
@@ -630,6 +634,8 @@ class DirectoryWriter:
             running = len(futs)
             while running:
                 batch = outcomes_q.get()
+                if stop.requested:  # SIGINT/SIGTERM: nothing more is sent; what is in
+                    todo.clear()  # flight is still answered, handled and journaled
                 if batch is None:
                     running -= 1
                     continue
@@ -649,8 +655,14 @@ class DirectoryWriter:
             for fut in as_completed(futs):
                 for outcome in outcomes(fut, futs.pop(fut)):
                     handle(*outcome)
+                if stop.requested:  # batches not started are left; started ones end
+                    for f in list(futs):
+                        if f.cancel():
+                            for ch in futs.pop(f):
+                                left(ch)
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
+        with deferred_interrupts() as stop, \
+                ThreadPoolExecutor(self.workers, thread_name_prefix="ldap") as pool:
             chunk: list[Change] = [first]
             key = wave_key(first)
             stopped = False
@@ -664,17 +676,18 @@ class DirectoryWriter:
                 if k != key or len(chunk) >= self.chunk_size:
                     run(pool, chunk)  # the chunk completes before the next one starts
                     chunk, key = [], k
-                    if self._down is not None:
+                    if self._down is not None or stop.requested:
                         stopped = True
                         left(ch)
                         break
                 chunk.append(ch)
             if not stopped:
                 run(pool, chunk)
-        if self._down is not None:
+        if self._down is not None or stop.requested:
             for ch in stream:  # the rest of the plan: read, counted, not written
                 left(ch)
-            res.stopped = self._down
+            res.stopped = self._down or stop.describe()
+            res.interrupted = stop.signum
         res.connection_failures = self.connection_failures
         self.close()
         return res

@@ -6,9 +6,11 @@ credentials, an unreachable directory. Nothing is read or recorded before that."
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from etl.devtools.generate import uai_check_letter
 from etl.devtools.slapd import LdapServer
 from tests.builders import Pupil, write_school
+from tests.ldap_fixture import admin_connection
 
 pytestmark = pytest.mark.ldap
 ACADEMY = "ac-reims"
@@ -131,3 +134,57 @@ def test_version() -> None:
                        text=True, timeout=60)
     assert r.returncode == 0
     assert r.stdout.startswith("entsync ")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_apply_closes_the_run(tmp_path: Path, server: LdapServer,
+                                                  sig: signal.Signals) -> None:
+    """Ctrl-C or a service stop in the middle of the writes: the process ends soon (it sends
+    nothing more), the run is closed as failed, its lock released, and every entry it wrote is
+    in the journal; the next sync finishes the job."""
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from etl.devtools.generate import generate_academy
+    from etl.store.models import AcademyLock, JournalEntry, Run
+
+    generate_academy(tmp_path / "landing", ACADEMY, 3, 250, 11)
+    env = _env(tmp_path, server, ENTSYNC_LDAP_URL=server.url)
+    p = subprocess.Popen([sys.executable, "-m", "etl.cli", "sync", "--academy", ACADEMY,
+                          "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    engine = create_engine(env["ENTSYNC_STATE_URL"])
+    try:
+        deadline = time.monotonic() + 300
+        journaled = 0
+        while journaled == 0 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                with Session(engine) as s:
+                    journaled = s.scalar(select(func.count()).select_from(JournalEntry)) or 0
+            except Exception:
+                journaled = 0
+        assert p.poll() is None, "the sync ended before it could be interrupted"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == (130 if sig == signal.SIGINT else 143), err
+        assert "interrupted" in err and "Traceback" not in err
+        with Session(engine) as s:
+            run = s.scalars(select(Run)).one()
+            assert run.status == "failed"
+            assert s.scalars(select(AcademyLock).where(
+                AcademyLock.academy == ACADEMY, AcademyLock.run_id.is_not(None))).first() \
+                is None
+            created = s.scalar(select(func.count()).select_from(JournalEntry).where(
+                JournalEntry.op == "add")) or 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+        engine.dispose()
+    conn = admin_connection(server)
+    people = conn.extend.standard.paged_search(
+        server.base, "(objectClass=ENTPerson)", attributes=["uid"], generator=False)
+    in_directory = len([e for e in people if e.get("type") == "searchResEntry"])
+    assert 0 < in_directory <= created  # nothing written without its journal line
+    r = _entsync(env, "sync", "--academy", ACADEMY)
+    assert r.returncode == 0, r.stderr
