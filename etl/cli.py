@@ -141,8 +141,14 @@ def cmd_pending(a: argparse.Namespace) -> int:
     from etl import run as pipeline
 
     rows = pipeline.pending_approvals(_settings(a), a.run_id)
+
+    def counts(c: Any) -> str:
+        if not isinstance(c, dict):
+            return ""
+        return ", ".join(f"{k} {v}" for k, v in c.items() if v) or "no change"
+
     _print({"pending": rows}, a.json, lambda o: "\n".join(
-        f"{r['run_id']}  {r['uai']}  {r['summary'].get('counts')}  "
+        f"{r['run_id']}  {r['uai']}  {counts(r['summary'].get('counts'))}  "
         + "; ".join(str(g.get('detail')) for g in r["guards"]) for r in o["pending"])
         or "nothing awaits approval")
     return 0
@@ -163,10 +169,32 @@ def cmd_decide(a: argparse.Namespace) -> int:
 def cmd_undo(a: argparse.Namespace) -> int:
     from etl.ops.undo import undo_run
 
-    res = undo_run(_settings(a), a.run_id)
+    st = _settings(a)
+    preview = undo_run(st, a.run_id, dry_run=True)  # refusals come here, before any question
+    if a.dry_run:
+        _print(preview, a.json, lambda o: f"undo of {o['undo_of']} would revert "
+               f"{o['changes']} changes ({_ops(o['ops'])}), e.g.:\n"
+               + "\n".join(f"  {dn}" for dn in o["sample_dns"]))
+        return 0
+    if not a.yes:
+        if not sys.stdin.isatty():
+            print(f"entsync: undo of {a.run_id} reverts {preview['changes']} changes "
+                  f"({_ops(preview['ops'])}): confirm with --yes (--dry-run shows them)",
+                  file=sys.stderr)
+            return 2
+        answer = input(f"revert {preview['changes']} changes of run {a.run_id} "
+                       f"({_ops(preview['ops'])}) in the directory? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes", "o", "oui"):
+            print("entsync: undo not confirmed, nothing changed", file=sys.stderr)
+            return 1
+    res = undo_run(st, a.run_id)
     _print(res, a.json, lambda o: f"undo of {o['undo_of']} ({o['run_id']}): {o['applied']} "
            f"changes reverted, {o['failed']} failed")
     return 0 if res["status"] == "success" else 1
+
+
+def _ops(ops: dict[str, int]) -> str:
+    return ", ".join(f"{n} {op}" for op, n in sorted(ops.items())) or "none"
 
 
 def cmd_merge(a: argparse.Namespace) -> int:
@@ -256,67 +284,21 @@ def cmd_ldap(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    """What the directory holds: accounts per profile, a sample entry, a class and members;
-    with ``--academy``, only that academy's schools and the people whose source keys are
-    its own (``ENTPersonJointure`` starts with its jointure prefix)."""
-    import ldap3
-    from ldap3.utils.conv import escape_filter_chars
-
+    """What the directory holds (``etl.report.show``): accounts per profile (active and
+    disabled), schools, classes, groups, a sample pupil and class; with ``--academy``, only that
+    academy's schools and the people whose source keys are its own. No value of a person's
+    entry without ``--values``."""
     from etl.apply.stage import ldap_target_from_settings
     from etl.apply.writer import connect
-    from etl.config import get_academy
+    from etl.report.show import overview, render
 
     st = _settings(a)
-    target = ldap_target_from_settings(st)
-    academy = get_academy(a.academy) if a.academy else None
-    conn = connect(target)
-    base = st.ldap.base
-
-    def people(f: str) -> str:
-        if academy is None:
-            return f
-        return f"(&{f}(ENTPersonJointure={escape_filter_chars(academy.jointure_prefix)}$*))"
-
-    counts: dict[str, int] = {}
-    for prof in ("ELV", "TUT", "ENS", "DIR", "EVS", "DOC", "ETA"):
-        _s, _r, resp, _q = conn.search(f"ou=people,{base}",
-                                       people(f"(ENTPersonProfils=National_{prof})"),
-                                       attributes=["uid"], paged_size=1000)
-        counts[f"National_{prof}"] = sum(1 for e in resp if e.get("type") == "searchResEntry")
-    school_filter = "(objectClass=ENTEtablissement)" if academy is None else (
-        f"(&(objectClass=ENTEtablissement)"
-        f"(ENTStructureAcademie={escape_filter_chars(academy.code)}))")
-    _s, _r, schools, _q = conn.search(f"ou=structures,{base}", school_filter,
-                                      search_scope=ldap3.LEVEL, attributes=["ENTStructureUAI"])
-    schools = [e for e in schools if e.get("type") == "searchResEntry"]
-    # classes and groups live below their school: the academy's schools, or all of them
-    bases = [f"ou=structures,{base}"] if academy is None else [e["dn"] for e in schools]
-    classes: list[dict[str, Any]] = []
-    groups: list[dict[str, Any]] = []
-    for b in bases:
-        if not classes:
-            _s, _r, found, _q = conn.search(b, "(objectClass=ENTClasse)", size_limit=1,
-                                            attributes=["cn", "member", "description"])
-            classes = [e for e in found if e.get("type") == "searchResEntry"]
-        _s, _r, found, _q = conn.search(b, "(objectClass=ENTGroupe)", attributes=["cn"])
-        groups += [e for e in found if e.get("type") == "searchResEntry"]
-    _s, _r, sample, _q = conn.search(f"ou=people,{base}",
-                                     people("(ENTPersonProfils=National_ELV)"),
-                                     attributes=["*"], size_limit=1)
-    lines = [f"directory {target.url} base {base}"
-             + (f" academy {academy.code}" if academy else ""), "accounts per profile:"]
-    lines += [f"  {k:14} {v}" for k, v in counts.items() if v]
-    lines.append(f"schools: {len(schools)}, groups: {len(groups)}")
-    for e in sample[:1]:
-        lines.append(f"sample pupil entry (synthetic data): {e['dn']}")
-        for k, v in sorted(e["attributes"].items()):
-            lines.append(f"  {k}: {v if isinstance(v, str) else ', '.join(map(str, v))}")
-    for e in classes[:1]:
-        members = e["attributes"].get("member", [])
-        lines.append(f"class {e['dn']} ({len(members)} members):")
-        lines += [f"  member: {m}" for m in members[:40]]
-    print("\n".join(lines))
-    conn.unbind()
+    conn = connect(ldap_target_from_settings(st))
+    try:
+        out = overview(conn, st, a.academy, values=a.values)
+    finally:
+        conn.unbind()
+    _print(out, a.json, render)
     return 0
 
 
@@ -438,8 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pe)
     pe.set_defaults(fn=cmd_pending)
 
-    un = sub.add_parser("undo", help="revert a run's directory changes from the journal")
+    un = sub.add_parser("undo", help="revert a run's directory changes from the journal",
+                        description="Revert what a run wrote to the directory, from its "
+                        "journal (refused when a later run changed the same entries). Asks "
+                        "for confirmation on a terminal; elsewhere needs --yes.",
+                        epilog="example: entsync undo ac-reims-20261201T013000-ab12 --dry-run")
     un.add_argument("run_id")
+    un.add_argument("--dry-run", action="store_true",
+                    help="say what would be reverted (counts, sample DNs), change nothing")
+    un.add_argument("--yes", "-y", action="store_true", help="no confirmation question")
     un.add_argument("--json", action="store_true")
     _common(un)
     un.set_defaults(fn=cmd_undo)
@@ -468,9 +457,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="throwaway CA and certificate: StartTLS on ldap:// and an ldaps:// port")
     ld.set_defaults(fn=cmd_ldap)
 
-    sh = sub.add_parser("show", help="what the directory holds (counts, samples)")
+    sh = sub.add_parser("show", help="what the directory holds (counts, samples)",
+                        description="Count the directory's accounts (per profile, active and "
+                        "disabled), schools, classes and groups, page by page, and show a "
+                        "sample pupil entry by its attribute names (values with --values).",
+                        epilog="example: entsync show --academy ac-reims")
     sh.add_argument("--academy", choices=academies,
                     help="only this academy's schools, classes, groups and people")
+    sh.add_argument("--values", action="store_true",
+                    help="print the sample entry's values (personal data: only when needed)")
+    sh.add_argument("--json", action="store_true")
     sh.add_argument("--ldap-url")
     sh.add_argument("--ldap-base")
     _common(sh)

@@ -21,8 +21,10 @@ from etl.store.models import JournalEntry, Run, SourceFile
 log = logging.getLogger(__name__)
 
 
-def undo_run(settings: Settings, run_id: str) -> dict[str, Any]:
-    """Revert a run's directory changes, or refuse if a later run touched the same entries."""
+def undo_run(settings: Settings, run_id: str, dry_run: bool = False) -> dict[str, Any]:
+    """Revert a run's directory changes, or refuse if a later run touched the same entries.
+    ``dry_run``: only say what would be reverted (counts per operation, a few DNs), writing
+    nothing, not even a run."""
     Session = session_factory(settings.state_url)
     with Session() as s:
         run = s.get(Run, run_id)
@@ -74,6 +76,13 @@ def undo_run(settings: Settings, run_id: str) -> dict[str, Any]:
                 changes.append(Change("modify", dn, kind, uai, "update", mods=mods,
                                       before=after, after=before,
                                       uid=person_uid(kind, before)))
+    if dry_run:
+        ops: dict[str, int] = {}
+        for ch in changes:
+            ops[ch.op] = ops.get(ch.op, 0) + 1
+        return {"run_id": None, "undo_of": run_id, "academy": academy, "dry_run": True,
+                "changes": len(changes), "ops": ops,
+                "sample_dns": [ch.dn for ch in changes[:10]], "status": "dry_run"}
     undo_id = new_run(settings, academy, "undo")
     res = apply_changes(settings, undo_id, academy, changes)
     status = "failed" if res["failed"] else "success"

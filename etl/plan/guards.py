@@ -87,8 +87,11 @@ def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                     f"pupils export has {pupils} pupils, last applied one had {st.pupils}")
         year = years.get(uai)
         if st is not None and st.school_year and year:
-            g.check("school_year", year, st.school_year, year < st.school_year,
-                    f"school year {year} is before the applied {st.school_year}")
+            older = year < st.school_year
+            g.check("school_year", year, st.school_year, older,
+                    f"the export's school year {year} is before the applied {st.school_year}"
+                    if older else f"the export's school year {year}, the applied one "
+                    f"{st.school_year}")
         out[uai] = g
     return out
 

@@ -479,3 +479,34 @@ def test_a_rejected_record_is_skipped_not_disabled(env: Settings, server: LdapSe
         assert now == old  # skipped: untouched
         code = old["ENTEleveClasses"][0].rsplit("$", 1)[1]
         assert now["dn"] in class_members(server, code)
+
+
+def test_entsync_undo_shows_first_and_asks(env: Settings, server: LdapServer,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`undo --dry-run` says what it would revert and changes nothing; without a terminal and
+    without --yes it refuses (exit 2, nothing changed); --yes reverts."""
+    from etl import cli
+
+    drop(env, roster(12), day=1)
+    sync(env)
+    before = dump(server)
+    changed = roster(12)
+    changed[0].last = "RENAMED"
+    drop(env, changed, day=2)
+    s = sync(env)
+    after = dump(server)
+    assert after != before
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    common = ["--state-url", env.state_url, "--workdir", str(env.workdir)]
+    capsys.readouterr()
+    assert cli.main(["undo", s["run_id"], "--dry-run", "--json", *common]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    assert preview["changes"] >= 1 and preview["ops"].get("modify", 0) >= 1
+    assert preview["sample_dns"] and dump(server) == after
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+    assert cli.main(["undo", s["run_id"], *common]) == 2
+    assert "--yes" in capsys.readouterr().err and dump(server) == after
+    assert cli.main(["undo", s["run_id"], "--yes", *common]) == 0
+    assert dump(server) == before

@@ -60,4 +60,29 @@ def test_show_filters_by_academy(env: Settings, server: LdapServer,
     # its sample pupil and class are the academy's own
     assert f"cn=3A,ou=groups,ENTStructureUAI={REIMS}" in reims and STRASBOURG not in reims
     assert f"cn=6B,ou=groups,ENTStructureUAI={STRASBOURG}" in stras and REIMS not in stras
+    assert "AC-STRASBOURG$" not in stras  # no value of a person's entry unless asked
+    stras = _show(env, server, monkeypatch, capsys, "--academy", "ac-strasbourg", "--values")
     assert "AC-STRASBOURG$" in stras and "AC-REIMS$" not in stras
+    assert "ENTPersonJointure" in reims and "MARTIN" not in reims and "Zo" not in reims
+
+
+def test_show_counts_beyond_one_page_and_disabled_apart(env: Settings, server: LdapServer,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """1,205 pupils: more than one page of the server's (and ldap3's) 1,000; a night later 5
+    of them gone (DISABLED) are counted apart."""
+    pupils = [Pupil(str(1000 + i), f"NOM{i}", "Eve", f"6{chr(65 + i % 8)}")
+              for i in range(1205)]
+    write_school(env.landing, "ac-reims", REIMS, pupils, [], [])
+    assert pipeline.run_sync(env, RunRequest("ac-reims", today=NOV))["status"] == "success"
+    out = _show(env, server, monkeypatch, capsys, "--academy", "ac-reims", "--json")
+    import json
+
+    o = json.loads(out)
+    assert o["accounts"]["National_ELV"] == {"active": 1205, "disabled": 0}
+    write_school(env.landing, "ac-reims", REIMS, pupils[5:], [], [], date="02/10/2026")
+    assert pipeline.run_sync(env, RunRequest("ac-reims", today=NOV + dt.timedelta(days=1))
+                             )["status"] == "success"
+    out = _show(env, server, monkeypatch, capsys, "--academy", "ac-reims")
+    assert re.search(r"^\s*National_ELV\s+1200\s+\(\+5 disabled\)$", out, re.M), out
