@@ -18,6 +18,7 @@ from etl.plan.reconcile import _CAT_KEY, CATEGORIES
 from etl.report import metrics
 from etl.runtime.cpu import full_collections_deferred
 from etl.runtime.interrupts import interrupt
+from etl.runtime.progress import Progress
 from etl.store import locks
 from etl.store.db import session_factory
 from etl.store.models import (
@@ -73,7 +74,11 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
         pending.clear()
         last_flush[0] = time.monotonic()
 
+    progress = Progress(f"apply {academy_code}", int(plan.get("change_count", 0)) or None,
+                        "changes")
+
     def on_applied(ch: Change) -> None:
+        progress.add()
         # small batches, at least every second: a worker killed mid-apply leaves few applied
         # changes unjournaled (the rerun finds them in the directory and journals them)
         tally.add("written", ch)
@@ -82,6 +87,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
             flush()
 
     def on_failed(ch: Change, _r: dict[str, Any]) -> None:
+        progress.add()
         tally.add("failed", ch)
         if ch.uai:
             failed_schools.add(ch.uai)
@@ -97,6 +103,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
                            on_left=on_left)
     finally:
         flush()
+        progress.close()
     with Session() as s, s.begin():
         for uai, docs in plan.get("docs", {}).items():
             if uai in failed_schools or res.stopped:

@@ -62,11 +62,13 @@ def _read_validate_schools(settings: Settings, academy_code: str, run_id: str,
     exception's text may quote a record) and lets the others go on; the run then ends
     ``failed`` so that someone looks at it. Should the group's GX run crash, each school
     runs its own."""
+    from etl.runtime.progress import Progress
     from etl.validate.rules import run_suites
 
     out: list[dict[str, Any]] = []
     items = list(schools.items())
     group = group or settings.read_group
+    progress = Progress(f"read {academy_code}", len(items), "schools")
     for i in range(0, len(items), group):
         metrics.stage_start()
         done: dict[str, dict[str, Any]] = {}
@@ -106,6 +108,8 @@ def _read_validate_schools(settings: Settings, academy_code: str, run_id: str,
         for uai, _docs in items[i:i + group]:
             _record_read(settings, academy_code, run_id, done[uai], spent[uai], peak)
             out.append(done[uai])
+            progress.add()
+    progress.close()
     return out
 
 
