@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
 
-    c = sub.add_parser("check", help="read, validate and normalize an academy's exports")
+    c = sub.add_parser("check", help="read, validate and normalize an academy's exports "
+                       "(never writes to the directory)")
     c.add_argument("--academy", required=True, choices=academies)
     c.add_argument("--school", action="append", help="only this UAI (repeatable)")
     c.add_argument("--json", action="store_true")
@@ -506,7 +507,64 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--schools", type=int, default=2, help="schools per generated academy")
     af.add_argument("--pupils", type=int, default=120, help="pupils per generated school")
     af.set_defaults(fn=cmd_airflow)
+    _describe(sub)
     return p
+
+
+#: each subcommand's description (``entsync CMD -h``) and an example
+DOCS: dict[str, tuple[str, str]] = {
+    "generate": ("Write synthetic SIECLE/STS-web exports (fictional people) into a landing "
+                 "folder, for one academy or the whole region, deterministic for a seed.",
+                 "entsync generate --academy ac-reims --schools 3 --pupils-per-school 300 "
+                 "--seed 1 --out var/landing"),
+    "check": ("Read, validate and normalize an academy's exports as a sync would, and say per "
+              "school what was read, rejected and quarantined. Never writes to the directory; "
+              "it records a dry-run run in the state DB, writes the reports under "
+              "<workdir>/reports/<run id>/ and stages the tables it read (purged by "
+              "lifecycle).", "entsync check --academy ac-reims --school 0510001A"),
+    "sync": ("Sync an academy's exports into the directory: discover, read, validate, match, "
+             "plan, guard, write, report. Checks the landing folder, workdir, state DB and LDAP "
+             "bind first. Exit 0 done, 1 failed, 2 configuration, 3 held for approval.",
+             "entsync sync --academy ac-reims --dry-run"),
+    "approve": ("Apply a held school's plan exactly as it was shown (refused if it changed).",
+                "entsync approve ac-reims-20261201T013000-ab12 --school 0510001A --by alice"),
+    "reject": ("Discard a held school's plan: its exports are not proposed again.",
+               "entsync reject ac-reims-20261201T013000-ab12 --school 0510001A --by alice"),
+    "pending": ("List the plans held by a guard and awaiting a decision: run, school, "
+                "changes, guards.", "entsync pending -o json"),
+    "merge": ("Merge two accounts of one person (from the duplicates report): the other's "
+              "memberships move to the kept one, the other is removed.",
+              "entsync merge 8f3a2c1d9e 1b7c4e2a6f"),
+    "lifecycle": ("Delete accounts disabled past their retention and purge old staged and "
+                  "quarantined files (what ent_lifecycle runs daily).",
+                  "entsync lifecycle --academy ac-reims --dry-run"),
+    "ldap": ("Start or stop the project's own OpenLDAP slapd (Debian package) with the "
+             "project's schema; `up` prints the ENTSYNC_LDAP_* exports.",
+             "entsync ldap up --dir var/slapd > var/ldap.env"),
+    "status": ("Per academy, the last run, its lock and each school's state (last applied "
+               "export, counts, held plans).", "entsync status --academy ac-reims"),
+    "unlock": ("Release an academy's run lock whose holder is dead (refused while alive).",
+               "entsync unlock --academy ac-reims --by alice"),
+    "changes": ("What the syncs changed since a run or a time (DNs and attribute names; "
+                "values only with --values).",
+                "entsync changes --since 2026-12-01T00:00 --academy ac-reims -o json"),
+    "airflow": ("Run Airflow locally (standalone) on the demo data: the DAGs of this checkout, "
+                "an embedded slapd, generated exports.", "entsync airflow --port 8080"),
+}
+
+
+def _describe(sub: Any) -> None:
+    """A description and an example for every subcommand (``DOCS``, or the one it set), and
+    ``-o table|json`` beside each ``--json``."""
+    for name, sp in sub.choices.items():
+        doc = DOCS.get(name)
+        if doc and not sp.description:
+            sp.description = doc[0]
+        if doc and not sp.epilog:
+            sp.epilog = f"example: {doc[1]}"
+        if "--json" in sp._option_string_actions and "-o" not in sp._option_string_actions:
+            sp.add_argument("-o", "--output", choices=["table", "json"],
+                            help="output format (--json is -o json)")
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -520,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     a = build_parser().parse_args(argv)
+    if getattr(a, "output", None) == "json":
+        a.json = True
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,

@@ -129,13 +129,6 @@ def test_state_db_server_down(tmp_path: Path, server: LdapServer) -> None:
     assert "state DB" in line and "refused" in line.lower()
 
 
-def test_version() -> None:
-    r = subprocess.run([sys.executable, "-m", "etl.cli", "--version"], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0
-    assert r.stdout.startswith("entsync ")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_the_apply_closes_the_run(tmp_path: Path, server: LdapServer,
                                                   sig: signal.Signals) -> None:
