@@ -239,6 +239,17 @@ def _sync_table(s: dict[str, Any]) -> str:
     for uai, r in sorted(s["schools"].items()):
         lines.append(f"{uai:10} {r['status']:17} "
                      + " ".join(f"{r.get(c, 0):>9}" for c in _SYNC_COLUMNS))
+    for uai, r in sorted(s["schools"].items()):
+        if not r.get("held"):
+            continue
+        waiting = {k: v for k, v in (r.get("pending_by") or {}).items() if v}
+        guards = "; ".join(f"{g.get('guard')} {g.get('value')} > {g.get('limit')}"
+                           if g.get("limit") is not None else str(g.get("detail") or
+                                                                 g.get("guard"))
+                           for g in r["held"] if g.get("tripped", True))
+        lines.append(f"held {uai}: would " + (", ".join(f"{k} {v}" for k, v in waiting.items())
+                                              or "change nothing")
+                     + f" (guard: {guards}); entsync pending, approve or reject")
     for q in s["quarantined"]:
         lines.append(f"quarantined: {q['file']}: {q['reason']}")
     by_cat = s.get("planned" if s.get("dry_run") else "written") or {}

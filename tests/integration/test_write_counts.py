@@ -137,6 +137,9 @@ def test_a_held_school_shows_nothing_written_and_what_is_pending(
     head = next(x for x in table.splitlines() if x.startswith("school")).split()
     assert int(row[head.index("disabled")]) == 0
     assert int(row[head.index("pending")]) == sch["pending"]
+    # and what waits, with the guard, on a line of its own
+    held = next(x for x in table.splitlines() if x.startswith(f"held {UAI_OK}: would "))
+    assert "disabled 20" in held and "guard: " in held, held
     m = {(x["uai"], x["name"]): x["value"] for x in run_metrics(env, s["run_id"])
          if x["stage"] == "report"}
     assert m[(UAI_OK, "pending")] == sch["pending"] and m[(UAI_OK, "written")] == 0
