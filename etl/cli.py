@@ -400,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports (or AAF) for an academy "
-                       "(--academy) or the whole region (--region --scale S)")
+    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports (or the AAF) for "
+                       "an academy (--academy) or the whole region (--region --scale S)")
     g.add_argument("--academy", choices=academies)
     g.add_argument("--region", action="store_true",
                    help="the three Grand Est academies with realistic proportions")
