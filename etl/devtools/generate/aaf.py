@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime
 import io
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -377,8 +377,3 @@ def aaf_files(folder: Path, kind: str = "Complet", aaf_type: str | None = None) 
     pattern = f"*_{kind}_*_{aaf_type or '*'}_[0-9][0-9][0-9][0-9].xml"
     return sorted(folder.glob(pattern))
 
-
-def records_text(records: Iterable[str]) -> str:
-    """A whole ``ficAlimMENESR`` document holding `records` (tests, fixtures)."""
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n{DOCTYPE}\n<ficAlimMENESR>\n'
-            + "".join(records) + "</ficAlimMENESR>\n")
