@@ -20,7 +20,9 @@ writes, no dbnosync):
    dags test` runs it (DAG.test). A night's Airflow time is its DagRuns' window (first start
    to last end in Airflow's metadata DB, what the UI shows); the table also gives the time
    in the Airflow processes per night, and the processes' one-off start (`airflow dags
-   test` pays that start, and the Execution API's build inside the DagRun, at every run).
+   test` pays that start, and the Execution API's build inside the DagRun, at every run);
+5. the AAF night (bench/aaf.py): the same region as its academies' AAF; the SIECLE/STS and
+   AAF readers' speed in MB/s beside a bare lxml iterparse of the same bytes.
 
 Prints one table and writes bench/results/latest.json (and <utc stamp>.json). Only ratios
 within one run mean something (see shared/docs/performance.md).
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.aaf import Row, aaf_night
 from bench.ldif import filter_dump, journal_count, journal_rows, write_changes
 from bench.mutate import mutate_landing
 from etl.config import load_academies
@@ -497,11 +500,14 @@ class Bench:
             "airflow_process_with_start_vs_cli": round(
                 (af_process + r["airflow_start_s"]) / cli_total, 3),
         })
-        self.table(initial, noop, delta, check_s, af, cli_same)
+        aaf, aaf_rows = aaf_night(self, self.landing("initial"), NIGHTS["initial"])  # bench/aaf.py
+        r.update(aaf)
+        self.table(initial, noop, delta, check_s, af, cli_same, aaf_rows)
         return r
 
     def table(self, initial: Night, noop: Night, delta: Night, check_s: float,
-              af: dict[str, Night], cli_same: dict[str, float]) -> None:
+              af: dict[str, Night], cli_same: dict[str, float],
+              extra: list[Row] | None = None) -> None:
         r = self.results
         mode = ", 3 at once" if self.parallel else ""
         dags = "3 DAGs at once" if self.parallel else "3 DAGs"
@@ -526,6 +532,7 @@ class Bench:
                          f"CLI {cli_same[night]:.1f} s", n.seconds / cli_same[night]))
             rows.append(("  Airflow process, per DagRun", n.process_s, None, None,
                          f"CLI {cli_same[night]:.1f} s", n.process_s / cli_same[night]))
+        rows.extend(extra or [])
         head = (f"{'stage':34} {'wall s':>8} {'records/s':>10} {'writes':>8}  "
                 f"{'reference':24} {'ratio':>7}")
         print()

@@ -2,6 +2,7 @@
 
     entsync generate --academy A --schools N --pupils-per-school M --seed S --out DIR
     entsync generate --region --scale S [--seed N] --out DIR
+    entsync generate ... --format aaf [--part-records N] | --aaf-delta-from DIR --out DIR
     entsync check --academy A [--json]
     entsync sync --academy A [--dry-run] [--school UAI ...] [--json]
     entsync ldap up [--dir D] [--port P] | entsync ldap down --dir D
@@ -56,11 +57,18 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from etl.devtools.generate import generate_academy, generate_region
 
     export = dt.date.fromisoformat(a.export_date) if a.export_date else None
+    if a.part_records < 1:
+        print("entsync: --part-records must be >= 1", file=sys.stderr)
+        return 2
+    if a.aaf_delta_from:
+        return _generate_aaf_delta(a, export)
+    fmt = {"fmt": a.format, "part_records": a.part_records}
     if a.region:
         if a.academy:
             print("entsync: --region and --academy exclude each other", file=sys.stderr)
             return 2
-        r = generate_region(Path(a.out), a.scale, a.seed, year=a.year, export_date=export)
+        r = generate_region(Path(a.out), a.scale, a.seed, year=a.year, export_date=export,
+                            **fmt)
         print(json.dumps({"scale": r.scale, "seed": r.seed, "schools": r.schools,
                           "pupils": r.pupils, "guardians": r.guardians, "teachers": r.teachers,
                           "files": r.files, "out": str(Path(a.out)),
@@ -72,10 +80,33 @@ def cmd_generate(a: argparse.Namespace) -> int:
         print("entsync: generate needs --academy A or --region", file=sys.stderr)
         return 2
     s = generate_academy(Path(a.out), a.academy, a.schools, a.pupils_per_school, a.seed,
-                         year=a.year, export_date=export)
+                         year=a.year, export_date=export, **fmt)
     print(json.dumps({"academy": s.academy, "schools": s.schools, "pupils": s.pupils,
                       "guardians": s.guardians, "teachers": s.teachers,
                       "files": len(s.files), "out": str(Path(a.out) / a.academy)}, indent=2))
+    return 0
+
+
+def _generate_aaf_delta(a: argparse.Namespace, export: Any) -> int:
+    """The AAF night after a generated AAF landing: a Delta per academy (2 % of the people
+    changed by default), dated --export-date or the day after the last Complet."""
+    import datetime as dt
+
+    from etl.devtools.generate.aaf_delta import generate_aaf_delta, latest_complet_date
+
+    previous = Path(a.aaf_delta_from)
+    last = latest_complet_date(previous) if previous.is_dir() else None
+    if last is None:
+        print(f"entsync: no AAF Complet under {previous}/<academy>/", file=sys.stderr)
+        return 2
+    date = export or last + dt.timedelta(days=1)
+    night = generate_aaf_delta(previous, Path(a.out), date, a.seed, share=a.delta_share,
+                               part_records=a.part_records)
+    print(json.dumps({"date": date.isoformat(), "mutations": dict(night.mutations),
+                      "academies": {k: {"add": v.add, "modify": v.modify, "delete": v.delete,
+                                        "files": len(v.files)}
+                                    for k, v in night.delta.items()},
+                      "out": str(Path(a.out))}, indent=2))
     return 0
 
 
@@ -379,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"entsync {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports for an academy "
-                       "(--academy) or the whole region (--region --scale S)")
+    g = sub.add_parser("generate", help="write synthetic SIECLE/STS exports (or the AAF) for "
+                       "an academy (--academy) or the whole region (--region --scale S)")
     g.add_argument("--academy", choices=academies)
     g.add_argument("--region", action="store_true",
                    help="the three Grand Est academies with realistic proportions")
@@ -391,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--year", type=int, default=2026)
     g.add_argument("--export-date", help="YYYY-MM-DD (default: 1 October of --year)")
+    g.add_argument("--format", choices=("siecle", "aaf"), default="siecle",
+                   help="siecle: each school's SIECLE zips and STS file; aaf: the academy's "
+                   "AAF Complet (ENT_Complet_<date>_<Type>_<NNNN>.xml in <out>/<academy>/)")
+    g.add_argument("--part-records", type=int, default=10_000,
+                   help="AAF: records per file part before the next _NNNN part")
+    g.add_argument("--aaf-delta-from", metavar="DIR",
+                   help="AAF: write the night after the AAF landing DIR (<academy>/ folders) "
+                   "as a Delta per academy in --out")
+    g.add_argument("--delta-share", type=float, default=0.02,
+                   help="with --aaf-delta-from: share of the people changed")
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
 

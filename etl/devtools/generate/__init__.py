@@ -8,7 +8,8 @@ in two schools, both responsables conventions, ISO-8859-15 and UTF-8). Same seed
 The academy is planned first with cheap records (families, teachers, school layouts), so that
 cross-school links exist; then each school's files are streamed out, never built as trees.
 Planning: plan.py (an academy), region.py (Grand Est), people.py, layout.py; writers:
-eleves.py, responsables.py, structures.py, sts.py, laid out by landing.py.
+eleves.py, responsables.py, structures.py, sts.py, laid out by landing.py; the same academy
+as its AAF feed: aaf.py (Complet) and aaf_delta.py (the next night's Delta).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import random
 from pathlib import Path
 
+from etl.devtools.generate.aaf import DEFAULT_PART_RECORDS, _write_aaf_academy
 from etl.devtools.generate.catalog import ACADEMIES, ACADEMY_DEPARTMENTS
 from etl.devtools.generate.landing import _write_school
 from etl.devtools.generate.layout import _layout_school
@@ -28,11 +30,19 @@ from etl.devtools.generate.plan import (
 )
 from etl.devtools.generate.pupils_file import generate_pupils_file
 from etl.devtools.generate.records import GenerateSummary
-from etl.devtools.generate.region import RegionSummary, generate_region, region_school_counts
+from etl.devtools.generate.region import (
+    FORMATS,
+    RegionSummary,
+    _check_format,
+    generate_region,
+    region_school_counts,
+)
 from etl.discover.landing import uai_check_letter
 
 __all__ = [
     "ACADEMY_DEPARTMENTS",
+    "DEFAULT_PART_RECORDS",
+    "FORMATS",
     "GenerateSummary",
     "RegionSummary",
     "generate_academy",
@@ -51,13 +61,18 @@ def generate_academy(
     seed: int,
     year: int = 2026,
     export_date: datetime.date | None = None,
+    *,
+    fmt: str = "siecle",
+    part_records: int = DEFAULT_PART_RECORDS,
 ) -> GenerateSummary:
     """Write `out/<academy>/<UAI>/` SIECLE zips and an STS file per school; same seed, same bytes.
 
     Collèges and lycées (every third school from the second is a lycée); every third school
     (index 2, 5, ...) uses the older RESP_LEGAL convention; STS files alternate UTF-8 and
-    ISO-8859-15.
+    ISO-8859-15. ``fmt="aaf"``: the same academy as its AAF Complet in `out/<academy>/`
+    (aaf.py), parts of `part_records` records.
     """
+    _check_format(fmt)
     if academy not in ACADEMIES:
         raise ValueError(f"unknown academy {academy!r}; expected one of {sorted(ACADEMIES)}")
     if schools < 1 or pupils_per_school < 1:
@@ -75,6 +90,10 @@ def generate_academy(
     summary = GenerateSummary(
         academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0, files=[]
     )
+    if fmt == "aaf":
+        _write_aaf_academy(out / academy, rng, f"{seed}:{academy}", info, plan, families,
+                           staff, next_sts, export, summary, part_records)
+        return summary
     for school in plan:
         next_sts = _write_school(
             out / academy, rng, info, school, families, staff, next_sts, year, export, summary

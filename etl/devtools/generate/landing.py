@@ -10,10 +10,16 @@ from pathlib import Path
 
 from etl.devtools.generate.catalog import _AcademyInfo
 from etl.devtools.generate.eleves import _write_eleves
-from etl.devtools.generate.records import GenerateSummary, _Family, _School, _Teacher
-from etl.devtools.generate.responsables import _write_responsables
+from etl.devtools.generate.records import (
+    GenerateSummary,
+    _Family,
+    _School,
+    _SchoolDraws,
+    _Teacher,
+)
+from etl.devtools.generate.responsables import _draw_guardian_ids, _write_responsables
 from etl.devtools.generate.structures import _write_nomenclature, _write_structures
-from etl.devtools.generate.sts import _write_sts
+from etl.devtools.generate.sts import _assign_services, _write_sts
 
 
 def _zip_member(
@@ -26,6 +32,34 @@ def _zip_member(
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     return archive, info
+
+
+def _draw_school(
+    rng: random.Random,
+    school: _School,
+    families: Sequence[_Family],
+    staff: Sequence[_Teacher],
+    next_sts: int,
+    export: datetime.date,
+) -> tuple[_SchoolDraws, int]:
+    """Everything writing one school takes from the random stream, in the stream's order
+    (export hour, guardian ids, STS ids, services); returns the draws and the next STS id."""
+    when = datetime.datetime(
+        export.year,
+        export.month,
+        export.day,
+        rng.randint(6, 19),
+        rng.randrange(60),
+        rng.randrange(60),
+    )
+    family_order, person_ids, address_ids = _draw_guardian_ids(rng, school, families)
+    sts_ids: dict[int, int] = {}  # STS ids are per (school, teacher)
+    for teacher in school.teachers:
+        next_sts += rng.randint(1, 40)
+        sts_ids[teacher] = next_sts
+    services, head = _assign_services(rng, school, staff)
+    draws = _SchoolDraws(when, family_order, person_ids, address_ids, sts_ids, services, head)
+    return draws, next_sts
 
 
 def _write_school(
@@ -41,14 +75,8 @@ def _write_school(
     summary: GenerateSummary,
 ) -> int:
     """Write one school's four SIECLE zips and its STS file; returns the next STS id."""
-    when = datetime.datetime(
-        export.year,
-        export.month,
-        export.day,
-        rng.randint(6, 19),
-        rng.randrange(60),
-        rng.randrange(60),
-    )
+    draws, next_sts = _draw_school(rng, school, families, staff, next_sts, export)
+    when = draws.when
     folder = folder_root / school.uai
     folder.mkdir(parents=True, exist_ok=True)
     mefs = [level.mef for level in school.levels]
@@ -62,7 +90,7 @@ def _write_school(
     path = folder / "ExportXML_ResponsablesAvecAdresses.zip"
     archive, member = _zip_member(path, "ResponsablesAvecAdresses.xml", when)
     with archive, archive.open(member, "w", force_zip64=True) as binary:
-        summary.guardians += _write_responsables(binary, rng, school, families, year, when)
+        summary.guardians += _write_responsables(binary, school, families, draws, year, when)
     summary.files.append(path)
 
     path = folder / "ExportXML_Nomenclature.zip"
@@ -77,13 +105,9 @@ def _write_school(
         _write_structures(binary, school, year, when)
     summary.files.append(path)
 
-    school_ids: dict[int, int] = {}  # STS ids are per (school, teacher)
-    for teacher in school.teachers:
-        next_sts += rng.randint(1, 40)
-        school_ids[teacher] = next_sts
     path = folder / f"sts_emp_{school.uai}_{year}.xml"
     with path.open("wb") as binary:
-        _write_sts(binary, rng, info, school, staff, school_ids, year)
+        _write_sts(binary, info, school, staff, draws, year)
     summary.files.append(path)
     summary.teachers += sum(1 for t in school.teachers if staff[t].function == "ENS")
     return next_sts

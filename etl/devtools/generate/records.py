@@ -99,6 +99,21 @@ class _School:
         return (*core, "030602", "030102", *((_LATIN,) if self.college else ()))
 
 
+@dataclass(slots=True)
+class _SchoolDraws:
+    """What writing one school draws from the academy's random stream, drawn in one place
+    and in the stream's order, so that every output format of the same seed sees the same
+    hours, ids and services (who teaches which class, head teachers)."""
+
+    when: datetime.datetime  # the export's timestamp
+    family_order: list[int]  # families in the order the school meets them
+    person_ids: dict[int, list[int]]  # family -> PERSONNE_ID of each guardian
+    address_ids: dict[int, list[int]]  # family -> ADRESSE_ID of each guardian
+    sts_ids: dict[int, int]  # teacher index -> STS INDIVIDU ID in this school
+    services: dict[str, list[tuple[str, int]]]  # structure -> [(subject, teacher index)]
+    head: dict[int, list[str]]  # teacher index -> divisions they are head teacher of
+
+
 @dataclass
 class GenerateSummary:
     """What `generate_academy` wrote.

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl.devtools.generate.aaf import DEFAULT_PART_RECORDS, _write_aaf_academy
 from etl.devtools.generate.catalog import _LATIN, ACADEMIES, _AcademyInfo
 from etl.devtools.generate.landing import _write_school
 from etl.devtools.generate.layout import _layout_school
@@ -26,6 +27,13 @@ LYCEE_PUPILS = (600, 1500)
 _SIBLING_ELSEWHERE = 0.12
 #: share of teachers who also teach in a second school of the same department
 _SHARED_TEACHERS = 0.10
+#: what `generate_academy` / `generate_region` write: school exports, or the academy's AAF
+FORMATS = ("siecle", "aaf")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {list(FORMATS)}")
 
 
 @dataclass
@@ -173,6 +181,9 @@ def generate_region(
     seed: int,
     year: int = 2026,
     export_date: datetime.date | None = None,
+    *,
+    fmt: str = "siecle",
+    part_records: int = DEFAULT_PART_RECORDS,
 ) -> RegionSummary:
     """Write the three Grand Est academies' landing folders at `scale` (1.0: the real region).
 
@@ -196,6 +207,11 @@ def generate_region(
             academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0,
             files=[],
         )
+        if fmt == "aaf":
+            _write_aaf_academy(out / academy, rng, f"{seed}:{academy}", info, plan, families,
+                               staff, next_sts, export, result, part_records, release=True)
+            summary.academies[academy] = result
+            continue
         for school in plan:
             next_sts = _write_school(
                 out / academy, rng, info, school, families, staff, next_sts, year, export, result

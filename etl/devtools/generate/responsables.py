@@ -7,20 +7,18 @@ import random
 from collections.abc import Sequence
 from typing import IO
 
-from etl.devtools.generate.records import _Family, _School
+from etl.devtools.generate.records import _Family, _School, _SchoolDraws
 from etl.devtools.generate.xmltext import ISO, _esc, _leaf, _siecle_header, _text, _upper
 
 
-def _write_responsables(
-    binary: IO[bytes],
-    rng: random.Random,
-    school: _School,
-    families: Sequence[_Family],
-    year: int,
-    when: datetime.datetime,
-) -> int:
-    """Stream BEE_RESPONSABLES for one school. Returns the number of PERSONNE written."""
-    # Per-school database ids: each family met in this school gets its own PERSONNE_IDs.
+def _draw_guardian_ids(
+    rng: random.Random, school: _School, families: Sequence[_Family]
+) -> tuple[list[int], dict[int, list[int]], dict[int, list[int]]]:
+    """Per-school database ids: each family met in this school gets its own PERSONNE_IDs.
+
+    Returns the families in the order the school meets them, their PERSONNE_IDs and their
+    ADRESSE_IDs (one draw stream, before anything is written).
+    """
     person_ids: dict[int, list[int]] = {}
     address_ids: dict[int, list[int]] = {}
     next_person = rng.randint(100000, 900000)
@@ -41,6 +39,20 @@ def _write_responsables(
                 addresses.append(seen[guardian.address])
             person_ids[pupil.family] = ids
             address_ids[pupil.family] = addresses
+    return family_order, person_ids, address_ids
+
+
+def _write_responsables(
+    binary: IO[bytes],
+    school: _School,
+    families: Sequence[_Family],
+    draws: _SchoolDraws,
+    year: int,
+    when: datetime.datetime,
+) -> int:
+    """Stream BEE_RESPONSABLES for one school. Returns the number of PERSONNE written."""
+    family_order = draws.family_order
+    person_ids, address_ids = draws.person_ids, draws.address_ids
     version = "2.1" if school.resp_legal else "3.0"
     count = 0
     with _text(binary, ISO) as out:

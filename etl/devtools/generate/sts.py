@@ -13,7 +13,7 @@ from etl.devtools.generate.catalog import (
     _SUBJECTS,
     _AcademyInfo,
 )
-from etl.devtools.generate.records import _School, _Teacher
+from etl.devtools.generate.records import _School, _SchoolDraws, _Teacher
 from etl.devtools.generate.xmltext import _attr, _esc, _prolog, _text, _upper
 
 
@@ -57,14 +57,13 @@ def _assign_services(
 
 def _write_sts(
     binary: IO[bytes],
-    rng: random.Random,
     info: _AcademyInfo,
     school: _School,
     staff: Sequence[_Teacher],
-    sts_ids: dict[int, int],
+    draws: _SchoolDraws,
     year: int,
 ) -> None:
-    services, head = _assign_services(rng, school, staff)
+    sts_ids, services, head = draws.sts_ids, draws.services, draws.head
     label = "COLLEGE" if school.college else "LYCEE GENERAL ET TECHNOLOGIQUE"
     with _text(binary, school.sts_encoding) as out:
         out.write(
