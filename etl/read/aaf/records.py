@@ -181,9 +181,14 @@ def iter_aaf_records(source: XmlSource, *, rejected: list[RecordRejected] | None
                         for child in el:
                             _unknown(name, child, bad)
                     continue
-                if root is None or el.getparent() is not root:
-                    raise FileRejected(name, f"<{el.tag}> outside the <{ROOT}> root element",
+                if root is None:
+                    top = el.getroottree().getroot().tag
+                    shown = top if isinstance(top, str) and len(top) < 64 else "?"
+                    raise FileRejected(name, f"root element is <{shown}>, not <{ROOT}>",
                                        line=el.sourceline)
+                if el.getparent() is not root:
+                    raise FileRejected(name, f"<{el.tag}> is not a child of the <{ROOT}> "
+                                       "root element", line=el.sourceline)
                 for sib in el.itersiblings(preceding=True):
                     _unknown(name, sib, bad)
                 got = _request(name, el, category)
