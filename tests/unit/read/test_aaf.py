@@ -86,6 +86,16 @@ def test_dtd_other_than_the_plain_line_refuses_the_file(name: str) -> None:
     assert str(e.value).startswith(f"{name}:2: ") and "\n" not in str(e.value)
 
 
+def test_dtd_past_the_first_chunk_names_its_line(tmp_path: Path) -> None:
+    """A DOCTYPE after a long prolog is found in a later chunk: its line is still named."""
+    p = tmp_path / "late_doctype.xml"
+    p.write_bytes(b"<?xml version='1.0'?>\n" + b"<!-- padding -->\n" * 8_000
+                  + b'<!DOCTYPE ficAlimMENESR [<!ENTITY a "b">]>\n<ficAlimMENESR/>\n')
+    with pytest.raises(FileRejected) as e:
+        read(p)
+    assert e.value.line == 8_002 and "refused by design" in e.value.reason
+
+
 def test_other_root_refuses_the_file() -> None:
     with pytest.raises(FileRejected) as e:
         read(AAF / "other_root.xml")
