@@ -307,10 +307,13 @@ def check_prolog(head: bytes, name: str) -> tuple[int, int] | None:
     if b"\x00" in probe[:4096]:
         raise FileRejected(name, "not an XML text file (binary or UTF-16 content)")
     span = allowed_doctype(probe)
-    rest = probe if span is None else probe[:span[0]] + probe[span[1]:]
+    # the accepted DOCTYPE blanked out (same length: positions, hence lines, are kept)
+    rest = probe if span is None else (probe[:span[0]] + b" " * (span[1] - span[0])
+                                       + probe[span[1]:])
     upper = rest.upper()
-    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise FileRejected(name, _DTD_REFUSED)
+    at = [i for m in (b"<!DOCTYPE", b"<!ENTITY") if (i := upper.find(m)) >= 0]
+    if at:
+        raise FileRejected(name, _DTD_REFUSED, line=probe.count(b"\n", 0, min(at)) + 1)
     if not probe.strip():
         raise FileRejected(name, "empty file")
     return None if span is None else (span[0] + bom, span[1] + bom)
@@ -334,14 +337,19 @@ class _PrologCheckingReader(io.RawIOBase):
         self._raw, self._name, self._checked = raw, name, False
         self._buf = b""
         self._tail = b""
+        self._lines = 0  # newlines handed on so far (the line of a DTD found later)
 
     def readable(self) -> bool:
         return True
 
     def _scan(self, data: bytes) -> None:
         window = self._tail + data
-        if any(m in window for m in _DTD_MARKERS):
-            raise FileRejected(self._name, _DTD_REFUSED)
+        at = [i for m in _DTD_MARKERS if (i := window.find(m)) >= 0]
+        if at:
+            # lines before this window, then those of the window up to the marker
+            line = self._lines - self._tail.count(b"\n") + window.count(b"\n", 0, min(at)) + 1
+            raise FileRejected(self._name, _DTD_REFUSED, line=line)
+        self._lines += data.count(b"\n")
         self._tail = window[-_OVERLAP:]
 
     def read(self, size: int | None = -1) -> bytes:
@@ -352,6 +360,7 @@ class _PrologCheckingReader(io.RawIOBase):
             span = check_prolog(head, self._name)
             self._checked = True
             self._buf = head
+            self._lines = head.count(b"\n")
             # the accepted DOCTYPE is no marker for what follows: blanked in the tail only
             seen = head if span is None else head[:span[0]] + b" " + head[span[1]:]
             self._tail = seen[-_OVERLAP:]
