@@ -157,7 +157,7 @@ class AafDocument:
 
     @property
     def files(self) -> list[str]:
-        return [p.name for p in self.parts]
+        return [p.source.short_name for p in self.parts]
 
 
 def group_documents(found: Iterable[Discovered]) -> tuple[list[AafDocument],
@@ -359,7 +359,7 @@ def prepare_night(settings: Settings, academy: Academy, run_id: str, found: list
         return night
     docs, aside = group_documents(found)
     for d, aside_why in aside:
-        night.files.append({"file": d.name, "reason": aside_why})
+        night.files.append({"file": d.source.short_name, "reason": aside_why})
     stored, markers = load_state(s, academy.code)
     night.fed = set(stored) | set(markers)
     academy_complets: dict[str, str] = {}
@@ -412,11 +412,11 @@ def prepare_night(settings: Settings, academy: Academy, run_id: str, found: list
             log.error("%s", reason)
             for p in doc.parts:
                 if doc.incomplete:  # left where it is: the missing part may come
-                    night.files.append({"file": p.name, "reason": reason})
+                    night.files.append({"file": p.source.short_name, "reason": reason})
                     continue
                 q = keep(settings, academy.code, run_id, p.as_dict(), why, rule="aaf_document",
                          dry_run=dry_run)
-                night.files.append({"file": p.name, "reason": reason, "quarantined": True,
+                night.files.append({"file": p.source.short_name, "reason": reason, "quarantined": True,
                                     "moved_to": q.get("moved_to")})
             break
         ids = apply_document(view, doc.key, requests, problems)

@@ -243,7 +243,7 @@ def _record_aaf_files(s: Any, academy_code: str, run_id: str, found: list[Discov
     ignored (why), refused or quarantined; refused ones in the run's rejected files."""
     why = {f["file"]: f for f in night.files}
     for d in found:
-        f = why.get(d.name)
+        f = why.get(d.source.short_name)
         status = ("quarantined" if f and f.get("quarantined") else "rejected"
                   if d.status == "rejected" else "ignored" if f else "discovered")
         reason = f["reason"] if f else d.reason
