@@ -119,3 +119,121 @@ def test_complet_then_delta_then_nothing_new(env: Settings, server: LdapServer) 
     # and again nothing new: 0 writes
     s4 = sync(env)
     assert writes(s4) == 0 and s4["changes"] == 0, s4
+
+
+def test_a_delta_without_its_base_is_held(env: Settings, server: LdapServer) -> None:
+    aaf.write(env.landing, ACADEMY, "Delta", "20261002", "EtabEducNat",
+              [[aaf.etab("100", UAI_A)]])
+    aaf.write(env.landing, ACADEMY, "Delta", "20261002", "Eleve",
+              [[aaf.eleve("100", PUPILS[0], GUARDIANS)]])
+    s1 = sync(env)
+    assert s1["status"] == "awaiting_approval", s1
+    row = s1["schools"][UAI_A]
+    assert row["status"] == "awaiting_approval"
+    held = {g["guard"]: g["detail"] for g in row["held"]}
+    assert "aaf_gap" in held and "no Eleve Complet" in held["aaf_gap"]
+    assert writes(s1) == 0 and not people(server, "ELV")
+    with Session(get_engine(env.state_url)) as s:  # the state waits with the plan
+        assert s.get(AafSchool, (ACADEMY, UAI_A, "Eleve")) is None
+    # held again the next night (nothing guessed); approved, it is applied and the chain
+    # goes on from it
+    s2 = sync(env)
+    assert s2["schools"][UAI_A]["status"] == "awaiting_approval"
+    res = pipeline.decide(env, s2["run_id"], True, UAI_A, by="test")
+    assert res["schools"][UAI_A]["decision"] == "approved"
+    assert sorted(by_key(server, "ELV")) == [f"{PREFIX}$71001"]
+    with Session(get_engine(env.state_url)) as s:
+        mark = s.get(AafSchool, (ACADEMY, UAI_A, "Eleve"))
+        assert mark is not None and (mark.complet_date, mark.applied_stamp) == (
+            None, "2026-10-02/D")
+    assert sync(env)["schools"][UAI_A]["status"] == "already_applied"
+
+
+def test_a_delta_older_than_the_applied_complet_is_ignored(env: Settings,
+                                                           server: LdapServer) -> None:
+    feed_a(env, date="20261003")
+    assert sync(env)["status"] == "success"
+    old = aaf.write(env.landing, ACADEMY, "Delta", "20261002", "Eleve",
+                    [[aaf.delete("Eleve", "71001")]])
+    s2 = sync(env)
+    assert s2["status"] == "success", s2
+    assert writes(s2) == 0
+    assert by_key(server, "ELV")[f"{PREFIX}$71001"]["entSyncStatus"] == ["ACTIVE"]
+    files = {f["file"]: f["reason"] for f in s2["aaf"]["files"]}
+    assert "older than the Eleve Complet of 2026-10-03" in files[old[0].name]
+    with Session(get_engine(env.state_url)) as s:
+        st = s.scalars(select(SourceFile.status).where(SourceFile.path == str(old[0]),
+                                                       SourceFile.run_id == s2["run_id"]))
+        assert list(st) == ["ignored"]
+
+
+def test_a_school_moving_from_its_exports_to_the_aaf_keeps_uids_and_logins(
+        env: Settings, server: LdapServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    write_school(env.landing, ACADEMY, UAI_A, PUPILS, GUARDIANS, TEACHERS, date="01/10/2026")
+    s1 = sync(env)
+    assert s1["status"] == "success", s1
+    before = {prof: {p["uid"][0]: p["ENTPersonLogin"][0] for p in people(server, prof)}
+              for prof in ("ELV", "TUT", "ENS")}
+    assert [len(v) for v in before.values()] == [3, 2, 2]
+    # the school moves to the AAF (its old exports still lie in the landing zone)
+    academies = tmp_path / "academies.toml"
+    from etl import config
+
+    academies.write_text(config.ACADEMIES_FILE.read_text("utf-8").replace(
+        'jointure_prefix = "AC-REIMS"',
+        f'jointure_prefix = "AC-REIMS"\nschool_sources = {{ "{UAI_A}" = "aaf" }}'), "utf-8")
+    monkeypatch.setattr(config, "ACADEMIES_FILE", academies)
+    feed_a(env, date="20261002")
+    s2 = sync(env)
+    row = s2["schools"][UAI_A]
+    assert row["status"] == "awaiting_approval", s2
+    # named a source switch (every account's jointure changes: the update share trips too)
+    assert {g["guard"] for g in row["held"]} == {"source_switch", "update_share"}
+    assert row["disabled"] == 0 and row["created"] == 0
+    pipeline.decide(env, s2["run_id"], True, UAI_A, by="test")
+    after = {prof: {p["uid"][0]: p["ENTPersonLogin"][0] for p in people(server, prof)}
+             for prof in ("ELV", "TUT", "ENS")}
+    assert after == before
+    for p in people(server, "ELV") + people(server, "ENS") + people(server, "TUT"):
+        assert p["entSyncStatus"] == ["ACTIVE"]
+        assert any(j.count("$") == 1 for j in p["ENTPersonJointure"])  # the AAF key
+        assert not any("$SIECLE$" in j or "$STS$" in j for j in p["ENTPersonJointure"])
+    # the next nights: from the AAF alone, nothing new, nothing held
+    s3 = sync(env)
+    assert s3["status"] == "success" and writes(s3) == 0, s3
+    # a pupil the AAF deletes is disabled (their old SIECLE key does not keep them)
+    aaf.write(env.landing, ACADEMY, "Delta", "20261003", "Eleve",
+              [[aaf.delete("Eleve", "71002")]])
+    s4 = sync(env)
+    assert s4["status"] == "success", s4
+    gone = [p for p in people(server, "ELV") if p["sn"] == ["DURAND"]]
+    assert gone[0]["entSyncStatus"] == ["DISABLED"]
+
+
+def test_both_sources_one_night_the_authoritative_one_wins(
+        env: Settings, server: LdapServer) -> None:
+    # ac-reims: SIECLE is authoritative; the AAF also feeds UAI_A (left aside) and UAI_B
+    write_school(env.landing, ACADEMY, UAI_A, PUPILS[:1], GUARDIANS[:1], TEACHERS[:1])
+    feed_a(env)
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "EtabEducNat",
+              [[aaf.etab("100", UAI_A), aaf.etab("200", UAI_B)]])
+    other = Pupil("2001", "ROBERT", "Jules", "6A", ine="333333333CC")
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "Eleve",
+              [[aaf.eleve("100", p, GUARDIANS) for p in PUPILS] + [aaf.eleve("200", other)]],
+              prefix="ENT")
+    s1 = sync(env)
+    assert s1["status"] == "success", s1
+    assert "AAF's records of this school were left aside" in s1["ignored_sources"][UAI_A]
+    assert s1["schools"][UAI_A]["ignored_source"] == s1["ignored_sources"][UAI_A]
+    elv = by_key(server, "ELV")
+    # UAI_A from its own exports only: one pupil, by its SIECLE key; never merged with AAF
+    a = [p for p in elv.values() if p["ENTPersonStructRattach"][0].startswith(
+        f"ENTStructureUAI={UAI_A},")]
+    assert len(a) == 1
+    assert sorted(a[0]["ENTPersonJointure"]) == [f"{PREFIX}$INE$070876696HA",
+                                                 f"{PREFIX}$SIECLE${UAI_A}$1001"]
+    assert f"{PREFIX}$72001" in elv  # UAI_B from the AAF
+    with Session(get_engine(env.state_url)) as s:
+        assert s.get(AafSchool, (ACADEMY, UAI_A, "Eleve")) is None  # its AAF state: none
+        assert s.get(AafSchool, (ACADEMY, UAI_B, "Eleve")) is not None
