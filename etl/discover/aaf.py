@@ -190,7 +190,8 @@ def group_documents(found: Iterable[Discovered]) -> tuple[list[AafDocument],
             if len({c.sha256 for c in copies}) > 1:
                 doc.bad = doc.bad or (f"part {part:04d} is present twice with different "
                                       "contents")
-            aside.extend((c, f"the same part as {copies[0].name}") for c in copies[1:])
+            aside.extend((c, f"the same part as {copies[0].source.short_name}")
+                         for c in copies[1:])
         nums = sorted(by_part)
         if nums and nums != list(range(nums[0], nums[0] + len(nums))):
             missing = sorted(set(range(nums[0], nums[-1])) - set(nums))
@@ -199,7 +200,7 @@ def group_documents(found: Iterable[Discovered]) -> tuple[list[AafDocument],
             doc.incomplete = True
         refused = [p for p in doc.parts if p.status == "rejected"]
         if refused:
-            doc.bad = doc.bad or f"{refused[0].name}: {refused[0].reason}"
+            doc.bad = doc.bad or f"{refused[0].source.short_name}: {refused[0].reason}"
         docs.append(doc)
     docs.sort(key=lambda d: (d.stamp, AAF_TYPES.index(d.key.type)))
     return docs, aside
@@ -416,8 +417,8 @@ def prepare_night(settings: Settings, academy: Academy, run_id: str, found: list
                     continue
                 q = keep(settings, academy.code, run_id, p.as_dict(), why, rule="aaf_document",
                          dry_run=dry_run)
-                night.files.append({"file": p.source.short_name, "reason": reason, "quarantined": True,
-                                    "moved_to": q.get("moved_to")})
+                night.files.append({"file": p.source.short_name, "reason": reason,
+                                    "quarantined": True, "moved_to": q.get("moved_to")})
             break
         ids = apply_document(view, doc.key, requests, problems)
         if doc.key.mode == COMPLET:
@@ -512,6 +513,10 @@ def _stage_school(settings: Settings, academy: Academy, run_id: str, uai: str, r
         "files": sorted({n for doc in chain if doc.key in ch.new for n in doc.files}),
         "covers": ch.covers, "complets": sorted(ch.complets), "holds": holds,
         "name": _school_label(etab),
+        # a record of the school changed (one of another school's too, a teacher of both):
+        # read it whole even if its tables look the same, so that a person's entry is built
+        # from every school of theirs that changed
+        "changed": not diff.empty,
     }
     return d.as_dict()
 

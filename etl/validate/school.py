@@ -222,8 +222,9 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     missing = quarantined or any(r["kind"] for r in refused)
     fingerprint = tables_fingerprint(tables, kinds) if not missing else None
     tables["schools"] = _school_row(academy_code, uai, year, docs)  # not in the fingerprint
-    if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
-                                                                        academy_code, uai):
+    aaf_changed = any(((x.get("extra") or {}).get("aaf") or {}).get("changed") for x in docs)
+    if fingerprint and not rejected and not aaf_changed and fingerprint == _last_fingerprint(
+            settings, academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
         return {"uai": uai, "status": "unchanged", "staged": None, "school_year": year,
                 "records_read": sum(file_records.values()),

@@ -19,7 +19,7 @@ from etl.store.db import get_engine
 from etl.store.models import AafSchool, AafStateRecord, SourceFile
 from tests import aaf_landing as aaf
 from tests.builders import Guardian, Pupil, Teacher, write_school
-from tests.integration.test_sync import conn_of, people
+from tests.integration.test_sync import people
 
 pytestmark = pytest.mark.ldap
 ACADEMY = "ac-reims"
@@ -237,3 +237,83 @@ def test_both_sources_one_night_the_authoritative_one_wins(
     with Session(get_engine(env.state_url)) as s:
         assert s.get(AafSchool, (ACADEMY, UAI_A, "Eleve")) is None  # its AAF state: none
         assert s.get(AafSchool, (ACADEMY, UAI_B, "Eleve")) is not None
+
+
+def test_a_bad_aaf_file_is_quarantined_whole_and_its_schools_left_untouched(
+        env: Settings, server: LdapServer) -> None:
+    feed_a(env)
+    assert sync(env)["status"] == "success"
+    parts = aaf.write(env.landing, ACADEMY, "Delta", "20261002", "Eleve", [
+        [aaf.delete("Eleve", "71001")], [aaf.delete("Eleve", "71002")]])
+    text = parts[1].read_text("utf-8")
+    parts[1].write_text(text[: len(text) // 2], "utf-8")  # truncated
+    s2 = sync(env)
+    assert writes(s2) == 0, s2
+    assert s2["aaf"]["stopped_at"] == "2026-10-02/D"
+    files = {f["file"]: f for f in s2["aaf"]["files"]}
+    assert all(files[p.name].get("quarantined") for p in parts)  # the whole document
+    assert not any(p.exists() for p in parts)
+    assert all(p["entSyncStatus"] == ["ACTIVE"] for p in people(server, "ELV"))
+    with Session(get_engine(env.state_url)) as s:
+        mark = s.get(AafSchool, (ACADEMY, UAI_A, "Eleve"))
+        assert mark is not None and mark.applied_stamp == "2026-10-01/C"
+    # a DOCTYPE with an internal subset is still refused, and stops the feed the same way
+    evil = env.landing / ACADEMY / "aaf" / "ENT_Delta_20261003_Eleve_0000.xml"
+    evil.write_text('<?xml version="1.0"?>\n<!DOCTYPE ficAlimMENESR [<!ENTITY x "y">]>\n'
+                    "<ficAlimMENESR></ficAlimMENESR>\n", "utf-8")
+    s3 = sync(env)
+    assert writes(s3) == 0
+    assert any(f["file"].endswith(evil.name) and "DOCTYPE" in str(f["reason"])
+               for f in s3["rejected_files"]), s3["rejected_files"]
+
+
+def test_a_bad_record_is_rejected_on_its_schools_page(env: Settings,
+                                                      server: LdapServer) -> None:
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "EtabEducNat",
+              [[aaf.etab("100", UAI_A), aaf.etab("200", UAI_B)]])
+    other = Pupil("2001", "ROBERT", "Jules", "6A", ine="333333333CC")
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "Eleve", [[
+        *(aaf.eleve("100", p) for p in PUPILS),
+        aaf.eleve("100", Pupil("1009", "FAUX", "Né", "3A"), ENTPersonDateNaissance=["31/02/2012"]),
+        aaf.eleve("200", other)]])
+    s1 = sync(env)
+    assert s1["status"] == "success", s1
+    assert s1["schools"][UAI_A]["rejected"] == 1 and s1["schools"][UAI_B]["rejected"] == 0
+    assert sorted(by_key(server, "ELV")) == sorted(
+        [f"{PREFIX}${aaf.pupil_id(p)}" for p in PUPILS] + [f"{PREFIX}$72001"])
+    page = Path(s1["schools"][UAI_A]["report"]).parent / f"retours_{UAI_A}.html"
+    html = page.read_text("utf-8")
+    assert "ENT_Complet_20261001_Eleve_0000.xml" in html and "FAUX" not in html
+
+
+def test_a_teacher_in_two_schools_is_one_account(env: Settings, server: LdapServer) -> None:
+    t = Teacher("9001", "LEBLANC", "Henri", ["3A"], head_of=["3A"])
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "EtabEducNat",
+              [[aaf.etab("100", UAI_A), aaf.etab("200", UAI_B)]])
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "Eleve",
+              [[aaf.eleve("100", PUPILS[0]), aaf.eleve("200", Pupil("2001", "ROBERT", "Jules",
+                                                                      "6A"))]])
+    aaf.write(env.landing, ACADEMY, "Complet", "20261001", "PersEducNat", [[aaf.staff(
+        ["100", "200"], t, ENTAuxEnsClasses=["100$3A", "200$6A"],
+        ENTAuxEnsClassesMatieres=["100$3A$030101", "200$6A$030101"])]])
+    s1 = sync(env)
+    assert s1["status"] == "success", s1
+    ens = people(server, "ENS")
+    assert len(ens) == 1
+    classes = sorted(c.split(",", 1)[0] + "|" + c.rsplit("$", 1)[1]
+                     for c in ens[0]["ENTAuxEnsClasses"])
+    assert classes == [f"ENTStructureUAI={UAI_B}|6A", f"ENTStructureUAI={UAI_A}|3A"] or \
+        len(classes) == 2
+    # the teacher leaves school B in a Delta: still one account, active, in A only
+    aaf.write(env.landing, ACADEMY, "Delta", "20261002", "PersEducNat", [[aaf.modify(
+        "PersEducNat", "39001", {"ENTPersonFonctions": ["100$ENS$ENSEIGNEMENT$L0201$LETTRES"],
+                                 "ENTAuxEnsClasses": ["100$3A"],
+                                 "ENTAuxEnsClassesMatieres": ["100$3A$030101"]})]])
+    s2 = sync(env)
+    assert s2["status"] == "success", s2
+    ens = people(server, "ENS")
+    assert len(ens) == 1 and ens[0]["entSyncStatus"] == ["ACTIVE"]
+    assert all(UAI_A in c for c in ens[0]["ENTAuxEnsClasses"]), (ens[0], s2["schools"])
+    with Session(get_engine(env.state_url)) as s:
+        assert s.get(AafStateRecord, (ACADEMY, UAI_B, "PersEducNat", "39001")) is None
+        assert s.get(AafStateRecord, (ACADEMY, UAI_A, "PersEducNat", "39001")) is not None
