@@ -274,6 +274,14 @@ def aaf_scopes(s: Any, academy: Academy, jointures: Iterable[str]) -> dict[str, 
     return dict(out)
 
 
+def has_aaf_state(s: Any, academy: str) -> bool:
+    """Whether the AAF fed a school of the academy (else no AAF key to scope)."""
+    from etl.store.models import AafSchool
+
+    return s.scalar(select(AafSchool.uai).where(AafSchool.academy == academy).limit(1)) \
+        is not None
+
+
 def fed_by_exports(s: Any, academy: str) -> set[str]:
     """Schools whose own SIECLE or STS-web exports were applied: a first AAF night there is a
     source switch."""

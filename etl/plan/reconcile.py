@@ -128,9 +128,10 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             present = {j for e in targets.values() if e.kind == "person"
                        for j in e.attrs.get("ENTPersonJointure", [])}
             present |= protected
-            from etl.discover.aaf import aaf_scopes
+            from etl.discover.aaf import aaf_scopes, has_aaf_state
 
-            scopes = aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+            scopes = (aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+                      if has_aaf_state(s, academy_code) else None)
             absent = find_absent(view, academy, absence_scope(covered), present, scopes)
             for e in disabled_entries(view, absent, utcnow(), targets, processed, base):
                 targets[e.dn] = e
