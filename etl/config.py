@@ -14,6 +14,9 @@ from etl.errors import ConfigError
 ACADEMIES_FILE = Path(__file__).with_name("academies.toml")
 DEFAULT_BASE = "dc=ent,dc=grandest,dc=fr"
 MODES = ("normal", "create_only", "no_disable")
+#: the sources a school's records may come from (``source``, ``school_sources``): its own
+#: SIECLE and STS-web exports, or the academy's AAF feed
+SOURCES = ("siecle", "aaf")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,15 @@ class Academy:
     rollover_mode: str
     rollover_max_update_share: float
     rollover_archive: str
+    #: the authoritative source of its schools when both feed one on one night (``SOURCES``)
+    source: str = "siecle"
+    #: UAI -> its own authoritative source, over ``source``
+    school_sources: tuple[tuple[str, str], ...] = ()
+
+    def source_for(self, uai: str) -> str:
+        """The source that wins for a school both feed on one night (``etl.discover.aaf``):
+        its own entry of ``school_sources``, else the academy's ``source``."""
+        return dict(self.school_sources).get(uai.upper(), self.source)
 
     @property
     def dag_id(self) -> str:
@@ -118,9 +130,19 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 rollover_mode=str(merged["rollover_mode"]),
                 rollover_max_update_share=float(merged["rollover_max_update_share"]),
                 rollover_archive=str(merged["rollover_archive"]),
+                source=str(merged.get("source", "siecle")).lower(),
+                school_sources=tuple(sorted(
+                    (str(k).upper(), str(v).lower())
+                    for k, v in (merged.get("school_sources") or {}).items())),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")
+            bad = [v for v in (out[merged["code"]].source,
+                               *dict(out[merged["code"]].school_sources).values())
+                   if v not in SOURCES]
+            if bad:
+                raise ConfigError(f"academy {merged['code']}: source must be one of "
+                                  f"{', '.join(SOURCES)}, not {bad[0]!r}")
         except KeyError as e:
             raise ConfigError(f"academies config: academy entry lacks {e}") from e
     return out

@@ -161,6 +161,11 @@ class Discovery(Contract, kw_only=True):
     held: dict[str, str]
     #: schools whose every chosen export was applied before
     already_applied: list[str]
+    #: UAI -> the source left aside for it tonight: both its own exports and the AAF came,
+    #: the authoritative one was read (``academies.toml`` ``source``)
+    ignored_sources: dict[str, str] = msgspec.field(default_factory=dict)
+    #: what the academy's AAF feed brought (``etl.discover.aaf.AafNight.summary``)
+    aaf: dict[str, Any] | UnsetType = UNSET
 
     def school_docs(self) -> dict[str, list[dict[str, Any]]]:
         return {} if isinstance(self.schools, UnsetType) else self.schools
@@ -230,6 +235,9 @@ class SchoolResult(Contract, kw_only=True):
     reread_on: str | UnsetType | None = UNSET
     #: people whose record was rejected: skipped, not absent
     protected: list[str] | UnsetType = UNSET
+    #: a school read from the AAF: the types its state covers, those a Complet brought, the
+    #: guards discovery trips (``etl.discover.aaf``)
+    aaf: dict[str, Any] | UnsetType = UNSET
     docs: list[DocRef]
 
 

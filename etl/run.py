@@ -38,6 +38,7 @@ from etl.contracts import (
     RunStatus,
     SchoolResult,
     SchoolStatus,
+    UnsetType,
 )
 from etl.discover.tonight import discover_files
 from etl.errors import RunLocked
@@ -139,6 +140,9 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
                                                       "detail": why}]}
     for uai in discovered.already_applied:
         per_school[uai] = {"status": SchoolStatus.ALREADY_APPLIED.value, **zero, "rejected": 0}
+    for uai, why in discovered.ignored_sources.items():  # both sources came: one was read
+        if uai in per_school:
+            per_school[uai]["ignored_source"] = why
     written = _count_writes(per_school, plan_counts, held, applied, dry_run)
     quarantined = [q for r in schools for q in r.quarantined]
     failed = bool(applied and (applied.failed or applied.stopped)) or any(
@@ -166,6 +170,8 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
         "errors": list(errors),
         "matches": reconciled.matches if reconciled is not None else {},
         "duplicates": reconciled.duplicates if reconciled is not None else [],
+        "ignored_sources": dict(discovered.ignored_sources),
+        **({} if isinstance(discovered.aaf, UnsetType) else {"aaf": discovered.aaf}),
     }
     out = settings.reports_dir / run_id
     out.mkdir(parents=True, exist_ok=True)

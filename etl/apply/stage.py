@@ -52,6 +52,7 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
     stream (``read_plan_file``). What was written, failed and left (the directory went down:
     ``stopped``) is counted per school and category (``written_counts``)."""
     from etl.apply.writer import DirectoryWriter
+    from etl.discover.aaf import commit_school
     from etl.plan.diff import Change
 
     target = ldap_target_from_settings(settings)
@@ -114,6 +115,10 @@ def _apply_changes(settings: Settings, academy_code: str, run_id: str, plan: dic
                                  content_sha256=d.get("content_sha256"),
                                  member=d["member"], status="applied",
                                  export_date=_export_date_of(s, run_id, d["sha256"])))
+            # a school read from the AAF: its AAF state moves on to what was applied
+            if any(d["kind"] == "AAF" for d in docs):
+                commit_school(settings, s, academy_code, uai,
+                              str(plan.get("run_id") or run_id))
             if uai in plan.get("unchanged", []):
                 continue  # same content as last time: its state stays as it was
             c = plan.get("school_counts", {}).get(uai, {})

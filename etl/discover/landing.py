@@ -1,11 +1,14 @@
 """Landing-zone discovery: which export files arrived, of what kind, for which school.
 
 ``<landing>/<academy>/`` holds zips or bare XML in any sub-folders. The file name does not
-carry the school: each document is identified by its root element and the UAI inside.
+carry the school: each document is identified by its root element and the UAI inside. The
+academy's AAF files are identified by their name (``etl.discover.aaf.parse_aaf_name``) and
+root ``ficAlimMENESR``: kind ``AAF``, no UAI (the feed is the academy's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -41,7 +44,8 @@ KINDS: dict[str, str] = {
 }
 KNOWN_OTHER_ROOTS: dict[str, str] = {
     "EDT_STS": "EDT_STS is the timetable software's export, not STS-web's STS_EDT",
-    "ficAlimMENESR": "AAF files are not supported yet",
+    "ficAlimMENESR": ("an AAF file whose name does not say its mode, date and type: AAF files "
+                      "are named <prefix>_(Complet|Delta)_<YYYYMMDD>_<Type>_<NNNN>.xml"),
 }
 UAI_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
 
@@ -264,13 +268,23 @@ def _discover_file(p: Path, academy: Academy) -> list[Discovered]:
         sources = [XmlSource(p)]
     else:
         return [_rejected(p, None, "not an XML file or a zip of XML files")]
+    from etl.discover.aaf import aaf_header, name_extra, parse_aaf_name
+
     for src in sources:
+        aaf = parse_aaf_name(src.member or src.path.name)
         try:
-            d = read_header(src)
+            d = aaf_header(src, aaf) if aaf is not None else read_header(src)
             d.sha256, d.content_sha256 = digests(src)
             d.size = p.stat().st_size
         except FileRejected as e:
             d = _rejected(src.path, src.member, e.reason)
+            if aaf is not None:  # a part of an AAF document: the document is bad
+                d.kind, d.extra["aaf"] = "AAF", name_extra(aaf)
+                d.export_date = f"{aaf.date}T00:00:00"
+                with contextlib.suppress(FileRejected, OSError, ValueError, EOFError):
+                    d.sha256, d.content_sha256 = digests(src)
+                res.append(d)
+                continue
             uai, d.kind = sniff_header(src)
             d.uai = e.uai or uai
             res.append(d)

@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from etl.config import Settings, get_academy
 from etl.contracts import Discovery
+from etl.discover.aaf import KIND as AAF_KIND
+from etl.discover.aaf import AafNight, prepare_night
 from etl.discover.landing import Discovered, discover
 from etl.errors import FileChanged
 from etl.read.canonical import Tables
@@ -109,7 +111,11 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             select(SourceFile.uai, SourceFile.kind, SourceFile.sha256, SourceFile.run_id)
             .where(SourceFile.academy == academy_code,
                    SourceFile.status == OPERATOR_REJECTED))}
+        aaf_found: list[Discovered] = []
         for d in found:
+            if d.kind == AAF_KIND:  # the academy's feed: no school of its own (below)
+                aaf_found.append(d)
+                continue
             if wanted is not None and d.uai not in wanted:
                 continue
             if (d.status != "rejected" and d.uai is not None and d.kind is not None
@@ -137,6 +143,9 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
                 log.warning("rejected %s: %s", d.name, d.reason)
                 continue
             by_school[d.uai][d.kind].append(d)
+        night = prepare_night(settings, academy, run_id, aaf_found, s, today_, dry_run, wanted)
+        _record_aaf_files(s, academy_code, run_id, aaf_found, night, rejected)
+        ignored = _choose_sources(s, academy, run_id, by_school, night)
         out: dict[str, list[dict[str, Any]]] = {}
         held: dict[str, str] = {}
         for uai in sorted(set(by_school) | set(future)):
@@ -214,9 +223,72 @@ def _discover_files(settings: Settings, academy_code: str, run_id: str,
             if status in ("discovered", "held"):
                 # a held school is read and planned: its plan waits for approval
                 out[uai] = [d.as_dict() for d in [*chosen, *future[uai]]]
-    unchanged = sorted(set(by_school) - set(out) - set(held))
+        for uai, doc in night.schools.items():
+            out[uai] = [doc]
+            s.add(SourceFile(run_id=run_id, academy=academy_code, uai=uai, kind=AAF_KIND,
+                             sha256=doc["sha256"], content_sha256=doc["content_sha256"],
+                             path=doc["path"], member=doc["member"],
+                             export_date=doc["export_date"], status="discovered",
+                             reason="; ".join(doc["extra"]["aaf"]["documents"])))
+    unchanged = sorted((set(by_school) | (night.unchanged if aaf_found else set()))
+                       - set(out) - set(held))
     return {"run_id": run_id, "schools": out, "rejected": rejected, "held": held,
-            "already_applied": unchanged}
+            "already_applied": unchanged, "ignored_sources": ignored,
+            **({"aaf": night.summary()} if aaf_found or night.schools else {})}
+
+
+def _record_aaf_files(s: Any, academy_code: str, run_id: str, found: list[Discovered],
+                      night: AafNight, rejected: list[dict[str, Any]]) -> None:
+    """Tonight's AAF parts in ``source_files`` (no school: the feed is the academy's): read,
+    ignored (why), refused or quarantined; refused ones in the run's rejected files."""
+    why = {f["file"]: f for f in night.files}
+    for d in found:
+        f = why.get(d.source.short_name)
+        status = ("quarantined" if f and f.get("quarantined") else "rejected"
+                  if d.status == "rejected" else "ignored" if f else "discovered")
+        reason = f["reason"] if f else d.reason
+        if d.status == "rejected":
+            rejected.append({"file": d.name, "uai": None, "reason": reason})
+        s.add(SourceFile(run_id=run_id, academy=academy_code, uai=None, kind=AAF_KIND,
+                         sha256=d.sha256, content_sha256=d.content_sha256, path=d.path,
+                         member=d.member, export_date=d.export_date, status=status,
+                         reason=reason))
+
+
+def _choose_sources(s: Any, academy: Any, run_id: str,
+                    by_school: dict[str, dict[str, list[Discovered]]],
+                    night: AafNight) -> dict[str, str]:
+    """A school both its own exports and the AAF feed tonight is read from one only: the
+    authoritative source (``Academy.source_for``, ``academies.toml``); the other is left
+    aside, never merged field by field, and reported (UAI -> why) when it brought something
+    new (exports not applied before, or AAF documents new to the school)."""
+    out: dict[str, str] = {}
+    for uai in sorted(set(by_school) & (night.fed | set(night.schools))):
+        docs = [d for kind in by_school[uai].values() for d in kind]
+        if not docs:
+            continue
+        if academy.source_for(uai) == "aaf":
+            applied = {sha for (sha,) in s.execute(select(SourceFile.sha256).where(
+                SourceFile.academy == academy.code, SourceFile.uai == uai,
+                SourceFile.status == "applied"))}
+            reason = ("its own SIECLE/STS-web exports were left aside: the AAF is its source "
+                      "(academies.toml)")
+            for d in docs:
+                s.add(SourceFile(run_id=run_id, academy=academy.code, uai=uai, kind=d.kind,
+                                 sha256=d.sha256, content_sha256=d.content_sha256,
+                                 path=d.path, member=d.member, school_year=d.school_year,
+                                 export_date=d.export_date, status="ignored", reason=reason))
+            if any(d.sha256 not in applied for d in docs):
+                out[uai] = reason + ": " + ", ".join(sorted(d.name for d in docs))
+                log.warning("school %s: %s", uai, out[uai])
+            del by_school[uai]
+        elif uai in night.schools:
+            doc = night.schools.pop(uai)
+            out[uai] = ("the AAF's records of this school were left aside ("
+                        + ", ".join(doc["extra"]["aaf"]["documents"])
+                        + "): its own SIECLE/STS-web exports are its source (academies.toml)")
+            log.warning("school %s: %s", uai, out[uai])
+    return out
 
 
 def _quarantine(settings: Settings, academy: str, run_id: str, doc: dict[str, Any],

@@ -51,8 +51,13 @@ class GuardResult:
 
 def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                     counts: Mapping[str, Mapping[str, int]],
-                    years: Mapping[str, int | None], mode: str) -> dict[str, GuardResult]:
-    """Guards per school. ``counts``: persons read tonight per school and profile."""
+                    years: Mapping[str, int | None], mode: str,
+                    no_pupil_drop: set[str] | frozenset[str] = frozenset(),
+                    ) -> dict[str, GuardResult]:
+    """Guards per school. ``counts``: persons read tonight per school and profile;
+    ``no_pupil_drop``: schools whose pupils came as an AAF Delta on the last applied state
+    (a Delta removing pupils is no export that vanished: the pupils-drop guard judges
+    complete exports and Complets)."""
     per_school: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for ch in changes:
         if ch.uai and ch.kind == "person":
@@ -80,7 +85,7 @@ def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                 upd >= min_n and ushare > max_update, f"{upd} of {n} accounts would change")
         st = states.get(uai)
         pupils = counts.get(uai, {}).get("ELV")
-        if st is not None and st.pupils and pupils is not None:
+        if st is not None and st.pupils and pupils is not None and uai not in no_pupil_drop:
             drop = 1 - pupils / st.pupils
             g.check("pupil_drop", round(drop, 4), academy.max_pupil_drop_share,
                     drop > academy.max_pupil_drop_share,
@@ -101,10 +106,20 @@ def with_older_exports(guards: Mapping[str, GuardResult],
     """``guards`` with the ``older_export`` guard tripped for the schools discovery held
     because an export is older than the one applied (``held``: UAI -> reasons): their plan
     waits for approval like any held plan. The results given are not changed."""
+    return with_held(guards, {uai: [{"guard": "older_export", "detail": "; ".join(reasons)}]
+                              for uai, reasons in held.items()})
+
+
+def with_held(guards: Mapping[str, GuardResult],
+              held: Mapping[str, list[dict[str, Any]]]) -> dict[str, GuardResult]:
+    """``guards`` with guards discovery tripped (``held``: UAI -> ``{"guard", "detail"}``:
+    an export older than the applied one, an AAF Delta without its base ``aaf_gap``, a
+    school's first AAF night ``source_switch``): their plan waits for approval like any held
+    plan. The results given are not changed."""
     out = dict(guards)
-    for uai, reasons in held.items():
-        had = guards.get(uai) or GuardResult(uai)
-        row = {"guard": "older_export", "value": None, "limit": None, "tripped": True,
-               "detail": "; ".join(reasons)}
-        out[uai] = GuardResult(uai, [*had.tripped, row], [*had.evaluated, row])
+    for uai, rows in held.items():
+        had = out.get(uai) or GuardResult(uai)
+        new = [{"guard": str(g["guard"]), "value": None, "limit": None, "tripped": True,
+                "detail": str(g["detail"])} for g in rows]
+        out[uai] = GuardResult(uai, [*had.tripped, *new], [*had.evaluated, *new])
     return out

@@ -71,7 +71,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     from etl.match.resolve import match_records
     from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
     from etl.plan.diff import apply_order
-    from etl.plan.guards import categorize, evaluate_guards, with_older_exports
+    from etl.plan.guards import categorize, evaluate_guards, with_held, with_older_exports
     from etl.plan.scope import (
         absence_scope,
         covered_scopes,
@@ -82,6 +82,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         preserve_uncovered,
         retype_changes,
         structure_changes,
+        unscoped_keys,
     )
 
     academy = get_academy(academy_code)
@@ -127,7 +128,11 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             present = {j for e in targets.values() if e.kind == "person"
                        for j in e.attrs.get("ENTPersonJointure", [])}
             present |= protected
-            absent = find_absent(view, academy, absence_scope(covered), present)
+            from etl.discover.aaf import aaf_scopes, has_aaf_state
+
+            scopes = (aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+                      if has_aaf_state(s, academy_code) else None)
+            absent = find_absent(view, academy, absence_scope(covered), present, scopes)
             for e in disabled_entries(view, absent, utcnow(), targets, processed, base):
                 targets[e.dn] = e
         archives, removals = structure_changes(view, academy, targets, covered, years, base)
@@ -138,9 +143,17 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             c.category = categorize(c)
         if run_mode == "create_only":
             changes = [c for c in changes if c.op == "add"]
-        guards = evaluate_guards(academy, changes, view, counts, years, run_mode)
+        # a school read from the AAF without an Eleve Complet tonight: its pupils are the
+        # last Complet's plus the Deltas since, no export that could have vanished
+        deltas_only = {r["uai"] for r in ok if r.get("aaf")
+                       and "Eleve" not in (r["aaf"].get("complets") or [])}
+        guards = evaluate_guards(academy, changes, view, counts, years, run_mode,
+                                 no_pupil_drop=deltas_only)
         guards = with_older_exports(guards, view.held_reasons(run_id, [
             r["uai"] for r in schools if r and r.get("status") in ("ok", "unchanged")]))
+        guards = with_held(guards, {r["uai"]: r["aaf"]["holds"] for r in schools
+                                    if r and r.get("status") in ("ok", "unchanged")
+                                    and r.get("aaf") and r["aaf"].get("holds")})
         if dry_run:
             s.rollback()  # a dry run assigns no uid and no login for good
         else:

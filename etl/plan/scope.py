@@ -55,8 +55,15 @@ def jointure_scope(jointure: str) -> tuple[str, str] | None:
     return None
 
 
+#: AAF type -> the source tag of the jointures it covers (a school fed by the AAF is covered
+#: as its own exports would cover it: a school moving from them keeps its judged scopes)
+AAF_TYPE_SOURCE = {"Eleve": "SIECLE", "PersRelEleve": "SIECLE-RESP", "PersEducNat": "STS"}
+
+
 def covered_scopes(school_results: Iterable[Mapping[str, object]]) -> set[tuple[str, str]]:
-    """(UAI, source) pairs whose complete export was read cleanly in this run."""
+    """(UAI, source) pairs whose complete export was read cleanly in this run; for a school
+    read from the AAF, those of the types its AAF state covers completely (``covers``: its
+    last Complet and the Deltas since, without a gap)."""
     out: set[tuple[str, str]] = set()
     for r in school_results:
         if r.get("status") != "ok":
@@ -66,6 +73,11 @@ def covered_scopes(school_results: Iterable[Mapping[str, object]]) -> set[tuple[
             src = KIND_SOURCE.get(d.get("kind", ""))
             if src:
                 out.add((str(r["uai"]), src))
+        aaf = r.get("aaf")
+        if isinstance(aaf, Mapping):
+            for t in aaf.get("covers") or []:
+                if t in AAF_TYPE_SOURCE:
+                    out.add((str(r["uai"]), AAF_TYPE_SOURCE[t]))
     return out
 
 
@@ -91,9 +103,29 @@ class Absence:
     profile: str | None
 
 
+#: a jointure naming no school -> the (UAI, source) scopes it was last applied in (an AAF
+#: key ``<PREFIX>$<id>``: ``etl.discover.aaf.aaf_scopes``)
+Scopes = Mapping[str, set[tuple[str, str]]]
+
+
+def _scopes(j: str, extra: Scopes | None) -> set[tuple[str, str]]:
+    sc = jointure_scope(j)
+    if sc is not None:
+        return {sc}
+    return set(extra.get(j, ())) if extra else set()
+
+
+def unscoped_keys(view: StoredView, academy: Academy, present: set[str]) -> list[str]:
+    """The academy's jointures with no part but the id (AAF keys) not present tonight: the
+    only ones ``find_absent`` needs scopes for."""
+    return [j for j, _uid in view.academy_identities(academy.jointure_prefix)
+            if j.count("$") == 1 and j not in present]
+
+
 def find_absent(view: StoredView, academy: Academy, covered: set[tuple[str, str]],
-                present_jointures: set[str]) -> list[Absence]:
-    """Accounts every one of whose school attachments was covered tonight and not present."""
+                present_jointures: set[str], scopes: Scopes | None = None) -> list[Absence]:
+    """Accounts every one of whose school attachments was covered tonight and not present.
+    ``scopes``: where the keys that name no school (AAF keys) were last applied."""
     candidates: dict[str, set[str]] = defaultdict(set)
     if not covered:
         return []
@@ -104,6 +136,8 @@ def find_absent(view: StoredView, academy: Academy, covered: set[tuple[str, str]
             continue
         parts = j.split("$", 3)
         if len(parts) == 4 and (parts[2], parts[1]) in covered:
+            candidates[uid].add(j)
+        elif scopes and j in scopes and scopes[j] & covered:
             candidates[uid].add(j)
     if not candidates:
         return []
@@ -118,8 +152,7 @@ def find_absent(view: StoredView, academy: Academy, covered: set[tuple[str, str]
         keys = all_keys.get(uid, set())
         if keys & present_jointures:
             continue  # present through another key (another school, the INE)
-        scoped = [jointure_scope(k) for k in keys]
-        if any(sc is not None and sc not in covered for sc in scoped):
+        if any(sc not in covered for k in keys for sc in _scopes(k, scopes)):
             continue  # still listed by a school whose export did not come tonight
         still.append(uid)
     written = view.person_entries(still)

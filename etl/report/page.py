@@ -171,6 +171,11 @@ def school_name(docs: list[dict[str, Any]]) -> str | None:
     from etl.errors import EntsyncError
 
     for d in docs:
+        if d.get("kind") == "AAF":  # the name its EtabEducNat record gives
+            name = ((d.get("extra") or {}).get("aaf") or {}).get("name")
+            if name:
+                return str(name)
+            continue
         if d.get("kind") != "STS" or not d.get("path"):
             continue
         src = XmlSource(Path(d["path"]), d.get("member"))

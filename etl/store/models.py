@@ -8,7 +8,9 @@
 - ``entries``: what the pipeline last wrote for each DN and its content hash, so a quiet night
   is planned without reading the directory back;
 - ``journal``: every change applied (run, DN, operation, before/after);
-- ``rejections``: records skipped, with file, school, line and rule.
+- ``rejections``: records skipped, with file, school, line and rule;
+- ``aaf_records`` / ``aaf_schools``: the AAF feed's records last applied per school and where
+  each school's Complet/Delta chain stands (``etl.discover.aaf``).
 
 Schema changes go through Alembic (``etl/state/migrations``).
 """
@@ -245,3 +247,41 @@ class RunMetric(Base):
     name: Mapped[str] = mapped_column(String(64))  # duration_s, records_read, changes.person.add
     value: Mapped[float] = mapped_column(Float)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AafStateRecord(Base):
+    """The AAF records last applied for a school (``etl.discover.aaf``): each record of the
+    academy's feed (a pupil, a guardian, a staff member, the school itself) under every
+    school it touched, whole (a Delta's ``modifyRequest`` replaced attributes merged in), with
+    the date of the file it last came from. A school's rows change only when its plan was
+    applied: a held school keeps the records it was last applied from."""
+
+    __tablename__ = "aaf_records"
+    academy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uai: Mapped[str] = mapped_column(String(8), primary_key=True)
+    category: Mapped[str] = mapped_column(String(24), primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attrs: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    #: the document it last came from: ``YYYY-MM-DD/C`` (a Complet) or ``/D`` (a Delta)
+    #: (``etl.discover.aafstate.stamp``), its file part and line
+    stamp: Mapped[str] = mapped_column(String(12))
+    file: Mapped[str | None] = mapped_column(Text)
+    line: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class AafSchool(Base):
+    """Where a school's AAF state stands, per AAF type (``EtabEducNat``, ``Eleve``,
+    ``PersRelEleve``, ``PersEducNat``): the date of the Complet it rests on and of the last
+    document (Complet or Delta) applied. A Delta is applied on top of this state, in date
+    order; one no later than ``applied_stamp`` was applied already."""
+
+    __tablename__ = "aaf_schools"
+    academy: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uai: Mapped[str] = mapped_column(String(8), primary_key=True)
+    type: Mapped[str] = mapped_column(String(24), primary_key=True)
+    complet_date: Mapped[str | None] = mapped_column(String(10))
+    #: the stamp of the last document applied (``etl.discover.aafstate.stamp``)
+    applied_stamp: Mapped[str | None] = mapped_column(String(12))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

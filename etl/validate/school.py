@@ -164,6 +164,8 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                  dry_run: bool = False) -> _SchoolRead | dict[str, Any]:
     """Read and normalize a school's documents (unreadable ones quarantined); its result
     when its content is the same as last applied (status ``unchanged``: not validated)."""
+    from etl.discover.aaf import KIND as AAF_KIND
+    from etl.discover.aaf import read_staged
     from etl.discover.quarantine import kept_earlier
     from etl.read import read_document
     from etl.read.normalize import normalize_tables
@@ -186,8 +188,12 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                                 "report_reason": d.reason or "refused"})
             log.error("quarantined %s (school %s): %s", d.name, uai, d.reason)
             continue
+        aaf_files: dict[str, int] | None = None
         try:
-            res = read_document(d, check=True)
+            if d.kind == AAF_KIND:  # read at discovery, the academy's feed at once
+                res, aaf_files = read_staged(settings, d)
+            else:
+                res = read_document(d, check=True)
         except FileChanged as e:
             earlier = None if dry_run else kept_earlier(settings, academy_code, run_id, raw)
             if earlier is None:
@@ -209,7 +215,10 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
         rejected.extend(r.as_dict() for r in res.rejected)
         protected.update(f"{academy.jointure_prefix}${r.source_key}" for r in res.rejected
                          if r.source_key)
-        file_records[d.source.short_name] = res.records
+        if aaf_files is not None:  # each AAF file part's records in this school
+            file_records.update(aaf_files)
+        else:
+            file_records[d.source.short_name] = res.records
         year = year or d.school_year
     tables = normalize_tables(Tables.concat(parts), academy.jointure_prefix, warnings)
     kinds = sorted({str(x["kind"]) for x in docs})
@@ -217,13 +226,14 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
     missing = quarantined or any(r["kind"] for r in refused)
     fingerprint = tables_fingerprint(tables, kinds) if not missing else None
     tables["schools"] = _school_row(academy_code, uai, year, docs)  # not in the fingerprint
-    if fingerprint and not rejected and fingerprint == _last_fingerprint(settings,
-                                                                        academy_code, uai):
+    aaf_changed = any(((x.get("extra") or {}).get("aaf") or {}).get("changed") for x in docs)
+    if fingerprint and not rejected and not aaf_changed and fingerprint == _last_fingerprint(
+            settings, academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
         return {"uai": uai, "status": "unchanged", "staged": None, "school_year": year,
                 "records_read": sum(file_records.values()),
                 "counts": tables.counts(), "rejected": 0, "quarantined": [], "report": None,
-                "report_json": None, "fingerprint": fingerprint,
+                "report_json": None, "fingerprint": fingerprint, **_aaf_of(docs),
                 "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
@@ -258,7 +268,8 @@ def _school_row(academy_code: str, uai: str, year: int | None,
 
     from etl.read.canonical import SCHOOLS, string_dtype
 
-    sources = sorted({"STS" if x.get("kind") == "STS" else "SIECLE" for x in docs})
+    sources = sorted({x["kind"] if x.get("kind") in ("STS", "AAF") else "SIECLE"
+                      for x in docs})
     files = sorted(Discovered(**x).source.short_name for x in docs)
     row = {"uai": uai, "academy": academy_code, "name": None,
            "school_year": None if year is None else str(year),
@@ -301,6 +312,11 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
             q = _quarantine(settings, academy_code, run_id, raw, reason, dry_run,
                             rule="validation")
             quarantined.append({**q, "file": fname})
+        if not match and any(x.get("kind") == "AAF" for x in docs):
+            # an AAF part is the academy's: it stays in the landing zone for the other
+            # schools; this school's part of it is left aside, the school untouched
+            quarantined.append({"file": fname, "uai": uai, "kind": "AAF", "reason": reason,
+                                "rule": "validation", "moved_to": None})
     for q in quarantined:  # the files that could not be read are the school's problem too
         if "short_name" in q:
             outcome.quarantine.setdefault(q.pop("short_name"), q.pop("report_reason"))
@@ -332,9 +348,20 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
             "feedback": str(feedback_path), "fingerprint": fingerprint,
             "reread_on": _reread_on(outcome.tables), "protected": sorted(protected),
+            **_aaf_of(docs),
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
                       "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                      for x in docs]}
+
+
+def _aaf_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"aaf": ...}`` for a school read from the AAF (what reconcile needs of it: the types
+    it covers, those a Complet brought, the guards discovery trips), else nothing."""
+    for x in docs:
+        info = (x.get("extra") or {}).get("aaf")
+        if x.get("kind") == "AAF" and info and "staged" in info:
+            return {"aaf": {k: info[k] for k in ("covers", "complets", "holds", "documents")}}
+    return {}
 
 
 def _reread_on(tables: Tables) -> str | None:

@@ -38,3 +38,17 @@ def test_an_academy_entry_without_its_identity_is_refused(tmp_path: Path) -> Non
     f.write_text('[[academy]]\ncode = "ac-x"\nname = "X"\ndepartments = ["099"]\n', "utf-8")
     with pytest.raises(ConfigError, match="lacks 'jointure_prefix'"):
         load_academies(f)
+
+
+def test_the_source_of_a_school_is_the_academy_s_or_its_own(tmp_path: Path) -> None:
+    assert all(a.source == "siecle" and a.source_for("0510001Z") == "siecle"
+               for a in load_academies().values())
+    f = tmp_path / "academies.toml"
+    f.write_text('[[academy]]\ncode = "ac-x"\nname = "X"\njointure_prefix = "AC-X"\n'
+                 'departments = ["099"]\nsource = "aaf"\n'
+                 '[academy.school_sources]\n"0990001a" = "SIECLE"\n', "utf-8")
+    (x,) = load_academies(f).values()
+    assert x.source_for("0990002B") == "aaf" and x.source_for("0990001A") == "siecle"
+    f.write_text(f.read_text("utf-8").replace('source = "aaf"', 'source = "sts"'), "utf-8")
+    with pytest.raises(ConfigError, match="source must be one of siecle, aaf, not 'sts'"):
+        load_academies(f)
