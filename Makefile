@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 ACADEMY ?= ac-strasbourg
 SCHOOLS ?= 3
 PUPILS ?= 250
+# the demo's exports: siecle (each school's SIECLE/STS-web) or aaf (the academy's AAF feed)
+FORMAT ?= siecle
 DEMO := var/demo
 export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
 
@@ -49,7 +51,7 @@ demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(BIN)/entsync ldap up --dir $(DEMO)/slapd > $(DEMO)/ldap.env
 	$(BIN)/entsync generate --academy $(ACADEMY) --schools $(SCHOOLS) \
-	  --pupils-per-school $(PUPILS) --seed 7 --out $(DEMO)/landing
+	  --pupils-per-school $(PUPILS) --seed 7 --format $(FORMAT) --out $(DEMO)/landing
 	source $(DEMO)/ldap.env && \
 	export ENTSYNC_LANDING=$(CURDIR)/$(DEMO)/landing ENTSYNC_WORKDIR=$(CURDIR)/$(DEMO)/work \
 	  AIRFLOW_HOME=$(CURDIR)/$(DEMO)/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
