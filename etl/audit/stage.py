@@ -216,6 +216,25 @@ def _write_report(settings: Settings, run_id: str, out: dict[str, Any]) -> None:
     out["report_dir"] = str(d)
 
 
+def airflow_audit(settings: Settings, academy_code: str, repair: bool = False,
+                  schools: Sequence[str] | None = None) -> dict[str, Any]:
+    """The ``ent_audit`` DAG's task: the academy's audit (``run_audit``; of the ``schools``
+    it owns when some are given, skipped when it owns none), its summary without the list of
+    differences (the report has it; XCom carries counts)."""
+    academy = get_academy(academy_code)
+    mine = [u.upper() for u in schools or [] if academy.owns_uai(u.upper())]
+    if schools and not mine:
+        return {"academy": academy_code, "skipped": "owns none of the schools asked for"}
+    out = run_audit(settings, academy_code, repair=repair, schools=mine or None,
+                    trigger="airflow-audit")
+    keep = ("run_id", "academy", "status", "differences", "total", "remaining",
+            "entries_read", "report_dir")
+    rep = out.get("repaired") or {}
+    return {**{k: out.get(k) for k in keep},
+            **({"repaired": {k: rep.get(k) for k in ("applied", "failed", "held_changes")},
+                "held": sorted(rep.get("held") or {})} if repair else {})}
+
+
 def exit_code(out: dict[str, Any]) -> int:
     """``entsync audit``'s exit code: 0 nothing differs (or all was written back), 4 some
     difference remains, 3 a repair is held for approval, 1 a repair's write failed."""
@@ -226,4 +245,4 @@ def exit_code(out: dict[str, Any]) -> int:
     return 4 if out.get("remaining") else 0
 
 
-__all__ = ["compare_academy", "exit_code", "run_audit"]
+__all__ = ["airflow_audit", "compare_academy", "exit_code", "run_audit"]
