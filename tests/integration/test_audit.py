@@ -267,3 +267,26 @@ def test_an_account_in_the_directory_is_adopted_not_created_twice(
     assert again["schools"][UAI]["created"] == 0
     assert pupil(server, "1099") == (dn, written)  # one entry, same uid and login
     assert run_audit(env, ACADEMY)["differences"] == 0
+
+
+def test_a_write_reconciled_against_the_directory_keeps_foreign_attributes(
+        env: Settings, server: LdapServer) -> None:
+    """The writer re-reads an entry when the directory disagrees with the state DB (here the
+    state DB lost the entry's row: the add finds it there) and diffs only what the sync owns
+    (``etl.plan.owned``): an attribute set by the ENT survives."""
+    from etl.store.models import Entry
+
+    school(env.landing)
+    pipeline.run_sync(env, RunRequest(ACADEMY))
+    dn, _ = pupil(server, "1003")
+    c = admin_connection(server)
+    assert c.modify(dn, {"preferredLanguage": [(ldap3.MODIFY_REPLACE, ["fr-FR"])],
+                         "sn": [(ldap3.MODIFY_REPLACE, ["AUTRE"])]})
+    c.unbind()
+    with Session(get_engine(env.state_url)) as s, s.begin():
+        s.query(Entry).filter(Entry.dn == dn).delete()
+    sync = resync_from_scratch(env, "02/10/2026")
+    assert sync["status"] == "success" and sync["applied"] == 1
+    after = entries(server, dn)[dn]
+    assert after["preferredLanguage"] == ["fr-FR"] and after["sn"] == ["THOMAS"]
+    assert run_audit(env, ACADEMY)["differences"] == 0
