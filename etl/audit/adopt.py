@@ -227,8 +227,13 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
         return 0
     ou = people_dn(settings.ldap.base)
     with reader:
+        from etl.audit.read import populated
+
+        # source keys are the academy's own: none can be found where it has nothing (a
+        # first load: two searches instead of one per batch)
         keys = [j for j, uid, _r, _run in decisions.identities if uid in new]
-        found = list(reader.find_values(ou, "ENTPersonJointure", keys))
+        found = list(reader.find_values(ou, "ENTPersonJointure", keys)) if populated(
+            reader, academy, settings.ldap.base) else []
         n = 0
         if found:
             c = adopt_entries(s, academy.code, found, run_id)

@@ -152,6 +152,12 @@ def test_audit_reports_exactly_the_drift_and_repair_restores_it(
     assert sync["schools"][UAI]["status"] == "ok"
     assert sync["changes"] == 0 and sync["applied"] == 0
     assert entries(server, kept_dn)[kept_dn]["preferredLanguage"] == ["fr-FR"]
+    # the DAG's task: counts for XCom; an academy owning none of the schools asked is skipped
+    from etl.audit.stage import airflow_audit
+
+    task = airflow_audit(env, ACADEMY)
+    assert task["differences"] == 0 and task["status"] == "success" and "listed" not in task
+    assert "skipped" in airflow_audit(env, ACADEMY, schools=["0670001A"])
 
 
 def test_a_directory_rolled_back_by_a_restore_is_held_not_rewritten(
@@ -226,6 +232,9 @@ def test_a_fresh_state_db_refuses_to_write_until_adopted(
     adopted = run_audit(fresh, ACADEMY, adopt=True)
     assert adopted["adopted"]["accounts"] == 12  # 10 pupils, a guardian, a teacher
     assert adopted["total"]["foreign"] == 0 and exit_code(adopted) == 0, adopted["listed"]
+    assert main(["audit", "--academy", ACADEMY, "--state-url",
+                 f"sqlite:///{tmp_path / 'mistyped.db'}", "--workdir",
+                 str(tmp_path / "work2")]) == 0
     after = pipeline.run_sync(fresh, RunRequest(ACADEMY))
     assert after["status"] == "success", after
     assert after["changes"] == 0 and after["applied"] == 0
