@@ -40,7 +40,7 @@ lint: $(VENV)/.installed
 # database per test on 127.0.0.1:5432; skipped without one, except in CI where they fail)
 PG_TESTS = $(addprefix tests/integration/test_,$(addsuffix .py,\
 	sync lifecycle matching metrics staging status \
-	feed plan_state ine_conflict classes_groups export_dates aaf))
+	feed plan_state ine_conflict classes_groups export_dates aaf audit))
 
 test: install browser-deps lint
 	$(BIN)/python -m pytest -q

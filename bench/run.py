@@ -448,6 +448,11 @@ class Bench:
         ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
         print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
               f"{ldapmodify_s:.1f} s", flush=True)
+        from bench.audit import time_audits  # the weekly audit, on the delta night's state
+
+        r["audit"] = time_audits(a, work_a, self.academies, self.logs)
+        print(f"bench: audit {r['audit']['audit_s']:.1f} s of {r['audit']['entries']} entries;"
+              f" ldapsearch {r['audit']['ldapsearch_s']:.1f} s", flush=True)
 
         # the same three nights through the academy DAGs, on a third slapd
         c = self.slapd("c")

@@ -13,6 +13,8 @@
     entsync status [--academy A] [--json]
     entsync unlock --academy A [--force] [--by NAME]
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
+    entsync audit --academy A [--repair [--foreign keep|disable|delete]] [--adopt] [--values]
+                  [--schools UAI ...] [--json]
     entsync airflow [--port P]
 
 Settings come from ENTSYNC_* environment variables; flags override them.
@@ -21,7 +23,10 @@ held by a live run, the state DB unreachable or locked, the directory unreachabl
 refused), 2 usage or configuration error (also: a state DB URL SQLAlchemy cannot use, a
 missing landing folder, an unwritable workdir or state DB: ``etl/preflight.py`` checks them
 before ``sync`` and ``check`` read anything), 3 a school's changes are held by a guard,
-awaiting approval. Errors are one line on stderr, never a traceback (``-v`` logs it).
+awaiting approval, 4 (``audit``) the directory and the state DB differ, 5 the state DB knows
+nothing of an academy whose part of the directory is populated: the sync refuses to write
+until ``entsync audit --academy A --adopt``. Errors are one line on stderr, never a traceback
+(``-v`` logs it).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.config import Settings, load_academies
-from etl.errors import ConfigError, EntsyncError, SlapdError
+from etl.errors import ConfigError, EntsyncError, SlapdError, StateNotAdopted
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -377,6 +382,26 @@ def cmd_changes(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(a: argparse.Namespace) -> int:
+    """The academy's part of the directory against the state DB (``etl.audit``)."""
+    from etl.audit.stage import exit_code, run_audit
+
+    out = run_audit(_settings(a), a.academy, repair=a.repair, adopt=a.adopt, values=a.values,
+                    schools=a.schools, foreign=a.foreign)
+    _print(out, a.json, lambda o: "\n".join(
+        [f"audit {o['run_id']}: {o['entries_read']} entries read, {o['differences']} "
+         "differences (" + ", ".join(f"{k} {n}" for k, n in o["total"].items()) + ")"]
+        + [f"  {u}: " + ", ".join(f"{k} {n}" for k, n in c.items() if n)
+           for u, c in o["per_school"].items()]
+        + [f"{d['kind']:9} {d['dn']}  [{', '.join(d['attributes'])}]"
+           + (f" {d['values']}" if d.get("values") else "") for d in o["listed"]]
+        + ([f"repair: {o['repaired']['applied']} written, {o['repaired']['failed']} failed, "
+            f"{o['repaired']['held_changes']} held ({', '.join(o['repaired']['held']) or '-'})"]
+           if o.get("repaired") else [])
+        + [f"report: {o.get('report_dir')}"]))
+    return exit_code(out)
+
+
 def cmd_airflow(a: argparse.Namespace) -> int:
     """A local Airflow (api-server, scheduler, dag-processor, triggerer) on the demo data."""
     from etl.devtools.airflow_dev import DevAirflowConfig, serve
@@ -552,6 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
     _common(chg)
     chg.set_defaults(fn=cmd_changes)
 
+    au = sub.add_parser("audit", help="the academy's part of the directory against the state "
+                        "DB; --repair writes the differences back, --adopt rebuilds the state DB")
+    au.add_argument("--academy", required=True, choices=academies)
+    au.add_argument("--repair", action="store_true",
+                    help="write the differences back (journaled, undoable, guards apply)")
+    au.add_argument("--foreign", choices=["keep", "disable", "delete"], default="keep",
+                    help="with --repair: what to do with entries the state DB does not know")
+    au.add_argument("--adopt", action="store_true",
+                    help="first take the sync's entries the state DB does not know into it")
+    au.add_argument("--values", action="store_true",
+                    help="print the differing values (personal data: operators only)")
+    au.add_argument("--schools", nargs="+", metavar="UAI", help="only these schools")
+    au.add_argument("--json", action="store_true")
+    _common(au)
+    au.set_defaults(fn=cmd_audit)
+
     af = sub.add_parser("airflow", help="run the Airflow UI locally on the demo data")
     af.add_argument("--port", type=int, help="API server port (default: a free one)")
     af.add_argument("--demo", default="var/demo", help="slapd, landing and workdir root")
@@ -644,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"entsync: configuration error: {e}", file=sys.stderr)
         return 2
+    except StateNotAdopted as e:
+        print(f"entsync: {e}", file=sys.stderr)
+        return StateNotAdopted.exit_code
     except SlapdError as e:  # slapd's diagnostics span lines: one line here, -v shows them
         return _unexpected(e, a.verbose)
     except EntsyncError as e:

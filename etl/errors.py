@@ -113,6 +113,14 @@ class RunLocked(EntsyncError):
     """Another run holds the academy's lock."""
 
 
+class StateNotAdopted(EntsyncError):
+    """The state DB knows nothing of an academy whose part of the directory is populated (a
+    new or wrong state DB): the sync refuses to write until ``entsync audit --academy A
+    --adopt`` rebuilds its rows from the directory. The CLI exits 5."""
+
+    exit_code = 5
+
+
 class ApprovalRefused(EntsyncError):
     """The held plan cannot be applied (changed, decided, or overtaken by a later run)."""
 

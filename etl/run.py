@@ -22,6 +22,7 @@ from sqlalchemy import select
 from etl import staging
 from etl.apply.stage import apply_plan
 from etl.approve.decide import decide, pending_approvals
+from etl.audit.adopt import require_adopted
 from etl.config import Settings, get_academy
 from etl.contracts import (
     WRITTEN_STATUSES,
@@ -308,6 +309,8 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
     yield_cpu(settings)
     run_id = start_run(settings, q.academy, q.dry_run, q.trigger)
     try:
+        if not q.dry_run:
+            require_adopted(settings, get_academy(q.academy))
         disc = discover_files(settings, q.academy, run_id, q.schools, q.today)
         from etl.runtime.cpuslots import cpu_slot
 
@@ -348,6 +351,8 @@ def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
     run_id = new_run_id(academy_code)
     try:
         start_run(settings, academy_code, dry_run, trigger=trigger, run_id=run_id)
+        if not dry_run:
+            require_adopted(settings, get_academy(academy_code))
         disc = discover_files(settings, academy_code, run_id, schools or None)
         found = [GroupSchool(uai=u, docs=d, name=school_name(d))
                  for u, d in disc.school_docs().items()]

@@ -16,7 +16,9 @@
   answered with an error (a constraint violation...) is ``failed``, never a reason to stop;
 - where the directory disagrees with the state DB (an add that finds the entry, a modify that
   finds none, a value already there or already gone) the entry is read back and the change is
-  recomputed against what is really there, so a rerun after a crash converges;
+  recomputed against what is really there, so a rerun after a crash converges; only the
+  attributes the sync owns are recomputed (``etl.plan.owned``): the others are not its own
+  and survive;
 - each applied change is handed to ``on_applied`` (the journal and the state DB), in order of
   completion;
 - the write requests are encoded by ``etl.apply.wire`` (plain BER) rather than ldap3's pyasn1
@@ -49,6 +51,7 @@ from ldap3.core.results import RESULT_CODES
 from etl.apply import wire as ldapwire
 from etl.errors import DirectoryUnavailable
 from etl.plan.diff import Change, apply_order, diff_attrs, wave_key
+from etl.plan.owned import owned_view
 from etl.runtime.interrupts import deferred_interrupts
 
 log = logging.getLogger(__name__)
@@ -557,7 +560,9 @@ class DirectoryWriter:
                 return False, r
             r = self._call(self._write(ldapwire.add_request(ch.dn, target)), res)
             return r["result"] == 0, r
-        mods = diff_attrs(actual, target)
+        # only what the sync owns (``etl.plan.owned``): a foreign attribute (a
+        # ``preferredLanguage`` the ENT set, an auxiliary class) is never written over
+        mods = diff_attrs(owned_view(actual, also=target), target)
         if not mods:
             return True, {"result": 0}
         r = self._call(self._write(ldapwire.modify_request(ch.dn, mods)), res)

@@ -67,6 +67,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     for approval; ``plan.json`` holds the changes of the other schools. Both are plan files
     (``etl.plan.diff.plan_lines``: a header line, then one change a line in apply order).
     """
+    from etl.audit.adopt import claimed_in_directory
     from etl.match.identity import IdentityDecisions, write_identities
     from etl.match.resolve import match_records
     from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
@@ -103,6 +104,12 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         night = read_night(tables, names, academy, consume=True)
         del tables
         matched = match_records(night.night, academy, view, run_id)
+        # never duplicate: accounts about to be created that the directory holds already are
+        # adopted, logins it holds registered; matched again with what the state DB now knows
+        for _ in range(3):
+            if not claimed_in_directory(settings, s, academy, matched.decisions, run_id):
+                break
+            matched = match_records(night.night, academy, view, run_id)
         # what matching decided is written at once: what planning reads next (absence, the
         # preserved parts of accounts) sees tonight's identities, as it always has
         write_identities(s, academy_code, matched.decisions)

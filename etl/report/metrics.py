@@ -251,6 +251,20 @@ def record_schools(settings: Any, run_id: str, academy: str, stage: str,
         client.send(lines)
 
 
+def record_audit(settings: Any, run_id: str, academy: str, counts: Mapping[str, Any],
+                 values: Mapping[str, float]) -> None:
+    """An audit's numbers (``etl.audit.stage``, stage ``audit``): ``values`` and the
+    differences found per kind (``differences.<kind>``, and ``differences`` in all), then
+    per school (``audit.<UAI>.differences.<kind>``). Counts only, never a DN."""
+    total = counts.get("total") or {}
+    record(settings, run_id, academy, "audit", {
+        **values, "differences": float(counts.get("differences") or 0),
+        **{f"differences.{k}": float(n) for k, n in total.items()}})
+    record_schools(settings, run_id, academy, "audit", {
+        uai: {f"differences.{k}": float(n) for k, n in per.items() if n}
+        for uai, per in (counts.get("per_school") or {}).items() if uai != "-"})
+
+
 def count_run(settings: Any, academy: str, status: str) -> None:
     """A run ended: ``<prefix>.<academy>.runs.<status>`` counter."""
     client = statsd_client(settings.statsd_host, settings.statsd_port, settings.statsd_prefix)

@@ -191,13 +191,15 @@ print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items(
 
 def test_the_dags_folder_holds_one_sync_dag_per_academy_and_the_lifecycle(tmp_path: Path) -> None:
     """The folder as Airflow parses it: one sync DAG per academy configured, the lifecycle
-    DAG, and the shared module (`_entsync_airflow.py`, in .airflowignore) no DAG file."""
+    and audit DAGs, and the shared module (`_entsync_airflow.py`, in .airflowignore) no DAG
+    file."""
     got = _snippet(FOLDER, tmp_path / "home", str(DAGS))
     assert got["errors"] == {}
     academies = load_academies()
-    assert len(got["dags"]) == len(academies) + 1
-    assert set(got["dags"]) == {a.dag_id for a in academies.values()} | {"ent_lifecycle"}
-    assert got["files"] == ["ent_lifecycle.py", "ent_sync.py"]
+    assert len(got["dags"]) == len(academies) + 2
+    assert set(got["dags"]) == {a.dag_id for a in academies.values()} | {"ent_lifecycle",
+                                                                         "ent_audit"}
+    assert got["files"] == ["ent_audit.py", "ent_lifecycle.py", "ent_sync.py"]
     assert "_entsync_airflow.py" in (DAGS / ".airflowignore").read_text("utf-8").split()
 
 
@@ -218,6 +220,31 @@ def test_lifecycle_dag_retries_like_the_sync(tmp_path: Path) -> None:
     assert got["errors"] == {}
     assert got["tasks"] == {f"purge__{c.replace('-', '_')}": [3, 2.0] for c in load_academies()}
     assert "transient" in got["doc_md"]
+
+
+AUDIT = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(sys.argv[1])
+dag = bag.dags["ent_audit"]
+print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "tasks": {t.task_id: [t.retries, t.retry_exponential_backoff]
+                            for t in dag.tasks},
+                  "schedule": getattr(dag.timetable, "expression", None),
+                  "params": {k: dag.params[k] for k in dag.params},
+                  "doc_md": dag.doc_md}))
+"""
+
+
+def test_audit_dag_audits_each_academy_weekly(tmp_path: Path) -> None:
+    """``ent_audit``: one thin task per academy (``etl.audit.stage.airflow_audit``), weekly,
+    with the ``repair`` and ``schools`` params, retried only on transient failures."""
+    got = _snippet(AUDIT, tmp_path / "home", str(DAGS / "ent_audit.py"))
+    assert got["errors"] == {}
+    assert got["tasks"] == {f"audit__{c.replace('-', '_')}": [3, 2.0] for c in load_academies()}
+    assert got["schedule"] == "0 6 * * 0"
+    assert got["params"] == {"repair": False, "schools": []}
+    assert "transient" in got["doc_md"] and "entsync approve" in got["doc_md"]
 
 
 # The DAG file's retry policy and failure callback, called directly (in a subprocess: importing

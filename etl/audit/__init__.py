@@ -1,0 +1,1 @@
+"""The audit stage: the directory and the state DB compared, repaired, adopted."""
