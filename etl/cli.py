@@ -12,13 +12,15 @@
     entsync status [--academy A] [--json]
     entsync unlock --academy A [--force] [--by NAME]
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
+    entsync gar export --academy A --out DIR [--json]
     entsync airflow [--port P]
 
 Settings come from ENTSYNC_* environment variables; flags override them.
 Exit codes: 0 done (even with quarantined files), 1 failure (also: the academy's lock is
 held by a live run, the state DB unreachable or locked), 2 usage or configuration error (also:
 a state DB URL SQLAlchemy cannot use), 3 a school's changes are held by a guard, awaiting
-approval. Errors are one line on stderr, never a traceback (``-v`` logs it).
+approval; `gar export` also: 4 an export file the GAR schema refuses (nothing sent). Errors are
+one line on stderr, never a traceback (``-v`` logs it).
 """
 
 from __future__ import annotations
@@ -347,6 +349,22 @@ def cmd_changes(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gar(a: argparse.Namespace) -> int:
+    """The GAR export: files checked against the schema, archived, delivered (exit 4: refused)."""
+    from etl.errors import GarExportInvalid
+    from etl.gar import export_academy
+
+    try:
+        res = export_academy(_settings(a), a.academy, Path(a.out), schools=a.school,
+                             target=a.target, send=not a.no_send)
+    except GarExportInvalid as e:
+        print(f"entsync: {e}", file=sys.stderr)
+        return 4
+    _print(res, a.json, lambda o: f"{o['academy']}: {len(o['files'])} files {o['counts']}, "
+           f"{o['archive']}" + (f" -> {o['delivered']['target']}" if o["delivered"] else ""))
+    return 0
+
+
 def cmd_airflow(a: argparse.Namespace) -> int:
     """A local Airflow (api-server, scheduler, dag-processor, triggerer) on the demo data."""
     from etl.devtools.airflow_dev import DevAirflowConfig, serve
@@ -485,6 +503,20 @@ def build_parser() -> argparse.ArgumentParser:
     chg.add_argument("--json", action="store_true")
     _common(chg)
     chg.set_defaults(fn=cmd_changes)
+
+    gar = sub.add_parser("gar", help="the GAR export (resource broker): files, tar.gz, md5")
+    gar.add_argument("action", choices=["export"])
+    gar.add_argument("--academy", required=True, choices=academies)
+    gar.add_argument("--out", required=True, help="folder for the files and the archive")
+    gar.add_argument("--school", action="append", help="only this UAI (repeatable)")
+    gar.add_argument("--target", help="deliver there (a folder or sftp://host[:port]/dir; "
+                     "default ENTSYNC_GAR_TARGET, else the academy's gar_target)")
+    gar.add_argument("--no-send", action="store_true", help="export and check, send nothing")
+    gar.add_argument("--json", action="store_true")
+    gar.add_argument("--ldap-url")
+    gar.add_argument("--ldap-base")
+    _common(gar)
+    gar.set_defaults(fn=cmd_gar)
 
     af = sub.add_parser("airflow", help="run the Airflow UI locally on the demo data")
     af.add_argument("--port", type=int, help="API server port (default: a free one)")

@@ -41,6 +41,14 @@ class Academy:
     rollover_mode: str
     rollover_max_update_share: float
     rollover_archive: str
+    #: the GAR export (``etl.gar``): the ENT's id at the GAR (file names; empty: not set up),
+    #: where the export is delivered (a folder or ``sftp://host[:port]/dir``; empty: kept in
+    #: ``--out`` only), and who assigns resources (``GARRespAff``): the staff of these profiles
+    #: and the members of the group of this name each school manages (empty: none)
+    gar_ent_id: str = ""
+    gar_target: str = ""
+    gar_resp_aff_profiles: tuple[str, ...] = ("DIR",)
+    gar_resp_aff_group: str = ""
 
     @property
     def dag_id(self) -> str:
@@ -118,6 +126,10 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 rollover_mode=str(merged["rollover_mode"]),
                 rollover_max_update_share=float(merged["rollover_max_update_share"]),
                 rollover_archive=str(merged["rollover_archive"]),
+                gar_ent_id=str(merged["gar_ent_id"]),
+                gar_target=str(merged["gar_target"]),
+                gar_resp_aff_profiles=tuple(str(x) for x in merged["gar_resp_aff_profiles"]),
+                gar_resp_aff_group=str(merged["gar_resp_aff_group"]),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")
@@ -203,6 +215,29 @@ def _choice_setting(name: str, raw: str | None, choices: tuple[str, ...]) -> str
 
 
 @dataclass(frozen=True)
+class GarSettings:
+    """The GAR export's machine settings (``etl.gar``); what differs per academy (ENT id,
+    target, RespAff policy) is in ``academies.toml``."""
+
+    #: elements per file before the next file begins (``ENTSYNC_GAR_MAX_NODES``)
+    max_nodes: int = 10000
+    #: the ENT's id at the GAR for an academy that sets none (``ENTSYNC_GAR_ENT_ID``)
+    ent_id: str | None = None
+    #: the Ministry's GAR-ENT.xsd (``ENTSYNC_GAR_XSD``; unset: the samples' copy when present)
+    xsd: str | None = None
+    #: overrides the academy's ``gar_target`` (``ENTSYNC_GAR_TARGET``)
+    target: str | None = None
+    #: SFTP login (``ENTSYNC_GAR_SFTP_USER``), password or private key file, and the
+    #: known_hosts file the server's host key must be in (``ENTSYNC_GAR_SFTP_KNOWN_HOSTS``)
+    sftp_user: str | None = None
+    sftp_password: str | None = field(default=None, repr=False)
+    sftp_key_file: str | None = None
+    sftp_known_hosts: str | None = None
+    #: the server's host key itself, ``<type> <base64>`` (``ENTSYNC_GAR_SFTP_HOST_KEY``)
+    sftp_host_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     landing: Path
     workdir: Path
@@ -257,6 +292,7 @@ class Settings:
     #: how far past now an export's date may be (clocks differ) before the export is refused
     #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
     export_future_tolerance_minutes: int = 60
+    gar: GarSettings = field(default_factory=GarSettings)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -307,6 +343,18 @@ class Settings:
                 "ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES",
                 e.get("ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES"), 60, 0, None,
                 "a number of minutes, 0 or more"),
+            gar=GarSettings(
+                max_nodes=_int_setting("ENTSYNC_GAR_MAX_NODES", e.get("ENTSYNC_GAR_MAX_NODES"),
+                                       10000, 1, None, "a number of elements, 1 or more"),
+                ent_id=e.get("ENTSYNC_GAR_ENT_ID") or None,
+                xsd=e.get("ENTSYNC_GAR_XSD") or None,
+                target=e.get("ENTSYNC_GAR_TARGET") or None,
+                sftp_user=e.get("ENTSYNC_GAR_SFTP_USER") or None,
+                sftp_password=e.get("ENTSYNC_GAR_SFTP_PASSWORD") or None,
+                sftp_key_file=e.get("ENTSYNC_GAR_SFTP_KEY_FILE") or None,
+                sftp_known_hosts=e.get("ENTSYNC_GAR_SFTP_KNOWN_HOSTS") or None,
+                sftp_host_key=e.get("ENTSYNC_GAR_SFTP_HOST_KEY") or None,
+            ),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {
