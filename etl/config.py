@@ -49,10 +49,17 @@ class Academy:
     gar_target: str = ""
     gar_resp_aff_profiles: tuple[str, ...] = ("DIR",)
     gar_resp_aff_group: str = ""
+    #: the export's nightly fallback (cron, the academy's timezone), besides the runs the
+    #: sync's directory asset triggers
+    gar_schedule: str = "0 21 * * *"
 
     @property
     def dag_id(self) -> str:
         return "ent_sync__" + self.code.replace("-", "_")
+
+    @property
+    def gar_dag_id(self) -> str:
+        return "gar_export__" + self.code.replace("-", "_")
 
     def owns_uai(self, uai: str) -> bool:
         return uai[:3] in self.departments
@@ -130,6 +137,7 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 gar_target=str(merged["gar_target"]),
                 gar_resp_aff_profiles=tuple(str(x) for x in merged["gar_resp_aff_profiles"]),
                 gar_resp_aff_group=str(merged["gar_resp_aff_group"]),
+                gar_schedule=str(merged["gar_schedule"]),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")

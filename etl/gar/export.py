@@ -87,12 +87,14 @@ class _Directory:
 
 def export_academy(settings: Settings, academy_code: str, out: Path,
                    now: dt.datetime | None = None, schools: list[str] | None = None,
-                   target: str | None = None, send: bool = True) -> dict[str, Any]:
+                   target: str | None = None, send: bool = True,
+                   keep: int | None = None) -> dict[str, Any]:
     """Export the academy's schools (``schools``: only these UAIs) into ``out``; validate
     every file, archive them, then deliver the archive and its md5 to ``target`` (else
     ``ENTSYNC_GAR_TARGET``, else the academy's ``gar_target``; none: kept in ``out``).
     Raises ConfigError (setup), GarExportInvalid (a file the schema refuses: nothing is
-    archived nor sent), GarDeliveryError."""
+    archived nor sent), GarDeliveryError. ``keep``: the exports left in ``out`` afterwards
+    (the newest; None: all)."""
     academy = get_academy(academy_code)
     ent = ent_id_of(settings, academy)
     xsd = xsd_path(settings.gar.xsd)
@@ -189,8 +191,27 @@ def export_academy(settings: Settings, academy_code: str, out: Path,
     }
     if target and send:
         summary["delivered"] = deliver([archive, md5], target, settings.gar)
+    if keep is not None:
+        prune(Path(out), ent, keep)
     log.info("GAR export %s: %s files, %s", academy.code, len(files), dict(counts))
     return summary
 
 
-__all__ = ["ent_id_of", "export_academy"]
+def prune(out: Path, ent: str, keep: int) -> list[str]:
+    """Remove all but the ``keep`` newest exports (folder, archive, md5) of ``ent`` in
+    ``out``; the names removed. Their stamps sort as their times."""
+    start = len(f"{ent}_GAR-ENT_Complet_")
+    stamps = sorted({p.name[start:start + 15] for p in out.glob(
+        f"{ent}_GAR-ENT_Complet_*_2D*")})
+    removed = []
+    for stamp in stamps[:max(0, len(stamps) - max(keep, 1))]:
+        for p in out.glob(f"{ent}_GAR-ENT_Complet_{stamp}_2D*"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p.name)
+    return sorted(removed)
+
+
+__all__ = ["ent_id_of", "export_academy", "prune"]

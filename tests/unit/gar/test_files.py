@@ -154,3 +154,18 @@ def test_build_etab(xsd: Path, tmp_path: Path) -> None:
     validate_files(w.files, xsd, BASE)
     assert etree.parse(str(w.files[0])).findtext(
         f"{{{build.NS}}}GAREtab/{{{build.NS}}}GARStructureNomCourant") == "Collège <Jean> & Co"
+
+
+def test_prune_keeps_the_newest_exports(tmp_path: Path) -> None:
+    from etl.gar.export import prune
+
+    for day in (1, 2, 3):
+        prefix = prefix_of("ENT1", stamp_of(WHEN.replace(day=day)))
+        (tmp_path / prefix).mkdir()
+        (tmp_path / f"{prefix}.tar.gz").write_bytes(b"")
+        (tmp_path / f"{prefix}.md5").write_text("")
+    (tmp_path / "other.txt").write_text("")
+    removed = prune(tmp_path, "ENT1", 2)
+    assert removed == sorted(f"ENT1_GAR-ENT_Complet_20261001_210005_2D{x}"
+                             for x in ("", ".md5", ".tar.gz"))
+    assert len(list(tmp_path.iterdir())) == 7
