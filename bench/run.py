@@ -445,6 +445,12 @@ class Bench:
         ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
         print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
               f"{ldapmodify_s:.1f} s", flush=True)
+        from bench.gar import export_region  # the GAR export of the region after the nights
+
+        r["gar"] = export_region(a, work_a, self.academies, self.root / "gar", self.logs)
+        print(f"bench: GAR export {r['gar']['s']:.1f} s, {r['gar']['elements']} elements, "
+              f"peak RSS {r['gar']['rss_mib']} MiB (delta sync {delta.rss_mib:.1f} MiB)",
+              flush=True)
 
         # the same three nights through the academy DAGs, on a third slapd
         c = self.slapd("c")
