@@ -21,7 +21,7 @@ from lxml import etree
 from etl.config import get_academy
 from etl.devtools.airflow_dev import DevAirflowConfig, RunningAirflow, running
 from etl.devtools.generate import generate_academy
-from etl.devtools.slapd import start_slapd, stop_slapd
+from etl.devtools.slapd import stop_slapd
 from tests.paths import SAMPLES
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ldap]
@@ -56,7 +56,7 @@ def _api(af: RunningAirflow, method: str, path: str, body: Any = None) -> Any:
                                  json.dumps(body).encode(), headers={
                                      "Authorization": f"Bearer {af.token}",
                                      "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read().decode("utf-8"))
 
 
