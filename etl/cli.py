@@ -360,7 +360,8 @@ def cmd_gar(a: argparse.Namespace) -> int:
     except GarExportInvalid as e:
         print(f"entsync: {e}", file=sys.stderr)
         return 4
-    _print(res, a.json, lambda o: f"{o['academy']}: {len(o['files'])} files {o['counts']}, "
+    _print(res, a.json, lambda o: f"{o['academy']}: {o['skipped']}, nothing exported"
+           if o.get("skipped") else f"{o['academy']}: {len(o['files'])} files {o['counts']}, "
            f"{o['archive']}" + (f" -> {o['delivered']['target']}" if o["delivered"] else ""))
     return 0
 

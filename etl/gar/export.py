@@ -92,8 +92,10 @@ def export_academy(settings: Settings, academy_code: str, out: Path,
     """Export the academy's schools (``schools``: only these UAIs) into ``out``; validate
     every file, archive them, then deliver the archive and its md5 to ``target`` (else
     ``ENTSYNC_GAR_TARGET``, else the academy's ``gar_target``; none: kept in ``out``).
-    Raises ConfigError (setup), GarExportInvalid (a file the schema refuses: nothing is
-    archived nor sent), GarDeliveryError. ``keep``: the exports left in ``out`` afterwards
+    An academy with no school in the directory is not exported (``skipped``): a complete
+    export of nothing would empty the GAR's copy. Raises ConfigError (setup),
+    GarExportInvalid (a file the schema refuses: nothing is archived nor sent),
+    GarDeliveryError. ``keep``: the exports left in ``out`` afterwards
     (the newest; None: all)."""
     academy = get_academy(academy_code)
     ent = ent_id_of(settings, academy)
@@ -105,6 +107,16 @@ def export_academy(settings: Settings, academy_code: str, out: Path,
     stamp = stamp_of(when)
     prefix = prefix_of(ent, stamp)
     folder = Path(out) / prefix
+    Session = session_factory(settings.state_url)
+    with Session() as session:
+        if not GarSource(session, academy, settings.ldap.base).load_schools(schools):
+            # a complete export of nothing would empty the GAR's copy of the academy: the
+            # directory has no school yet (before the first sync), nothing is written or sent
+            log.warning("GAR export %s: no school in the directory, nothing exported",
+                        academy.code)
+            return {"academy": academy.code, "ent_id": ent, "stamp": stamp, "files": [],
+                    "counts": {}, "schools": 0, "skipped": "no school in the directory",
+                    "delivered": None}
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -113,7 +125,6 @@ def export_academy(settings: Settings, academy_code: str, out: Path,
     no_mail: list[str] = []
     files: list[Path] = []
     max_nodes = settings.gar.max_nodes
-    Session = session_factory(settings.state_url)
     directory = _Directory(settings)
     with Session() as session, contextlib.closing(directory):
         src = GarSource(session, academy, base)

@@ -246,3 +246,12 @@ def test_a_class_code_the_schema_refuses_stops_delivery(
     line = capsys.readouterr().err.strip()
     assert line.startswith("entsync: GAR export invalid, not delivered:") and "\n" not in line
     assert not dest.exists()
+
+
+def test_an_academy_with_no_school_yet_exports_nothing(gar_env: Settings,
+                                                       tmp_path: Path) -> None:
+    """Before the first sync: a complete export of nothing would empty the GAR's copy."""
+    dest = tmp_path / "inbox"
+    res = export_academy(gar_env, ACADEMY, tmp_path / "out", target=str(dest))
+    assert res["skipped"] and res["files"] == [] and res["delivered"] is None
+    assert not (tmp_path / "out").exists() and not dest.exists()
