@@ -454,6 +454,13 @@ class Bench:
         print(f"bench: audit {r['audit']['audit_s']:.1f} s of {r['audit']['entries']} entries;"
               f" ldapsearch {r['audit']['ldapsearch_s']:.1f} s", flush=True)
 
+        from bench.gar import export_region  # the GAR export of the region after the nights
+
+        r["gar"] = export_region(a, work_a, self.academies, self.root / "gar", self.logs)
+        print(f"bench: GAR export {r['gar']['s']:.1f} s, {r['gar']['elements']} elements, "
+              f"peak RSS {r['gar']['rss_mib']} MiB (delta sync {delta.rss_mib:.1f} MiB)",
+              flush=True)
+
         # the same three nights through the academy DAGs, on a third slapd
         c = self.slapd("c")
         af = self.airflow(c, self.root / "work-c", self.root / "airflow")

@@ -1,7 +1,7 @@
 """What the entsync DAGs share: connections -> Settings, the retry policy, the failure callback.
 
-Imported by the DAG files (`ent_sync.py`, `ent_lifecycle.py`); not a DAG file itself (listed
-in `.airflowignore`). Airflow puts the DAGs folder on `sys.path`, so it imports as
+Imported by the DAG files (`ent_sync.py`, `ent_lifecycle.py`, `gar_export.py`); not a DAG file
+itself (listed in `.airflowignore`). Airflow puts the DAGs folder on `sys.path`, so it imports as
 `_entsync_airflow`.
 """
 
@@ -102,6 +102,28 @@ def build_settings() -> Any:
             over["staging_url"] = url
             over["staging_path"] = ObjectStoragePath(url, conn_id="entsync_staging")
     return Settings.from_env(**over)
+
+
+def gar_settings(settings: Any) -> Any:
+    """``settings`` with the GAR delivery's SFTP credentials of the `entsync_gar_sftp`
+    connection when it is defined (host, port, login, password; extra `path`, `host_key`
+    (`<type> <base64>`), `known_hosts`, `key_file`); else ENTSYNC_GAR_* as they are."""
+    from dataclasses import replace
+
+    conn = _connection("entsync_gar_sftp")
+    if conn is None:
+        return settings
+    extra = conn.extra_dejson or {}
+    gar = replace(
+        settings.gar,
+        target=f"sftp://{conn.host}:{conn.port or 22}/{str(extra.get('path', '')).lstrip('/')}",
+        sftp_user=conn.login or settings.gar.sftp_user,
+        sftp_password=conn.password or settings.gar.sftp_password,
+        sftp_host_key=extra.get("host_key") or settings.gar.sftp_host_key,
+        sftp_known_hosts=extra.get("known_hosts") or settings.gar.sftp_known_hosts,
+        sftp_key_file=extra.get("key_file") or settings.gar.sftp_key_file,
+    )
+    return replace(settings, gar=gar)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@
     entsync changes --since RUN_ID|TIMESTAMP [--json] [--values]
     entsync audit --academy A [--repair [--foreign keep|disable|delete]] [--adopt] [--values]
                   [--schools UAI ...] [--json]
+    entsync gar export --academy A --out DIR [--json]
     entsync airflow [--port P]
 
 Settings come from ENTSYNC_* environment variables; flags override them.
@@ -25,7 +26,8 @@ missing landing folder, an unwritable workdir or state DB: ``etl/preflight.py`` 
 before ``sync`` and ``check`` read anything), 3 a school's changes are held by a guard,
 awaiting approval, 4 (``audit``) the directory and the state DB differ, 5 the state DB knows
 nothing of an academy whose part of the directory is populated: the sync refuses to write
-until ``entsync audit --academy A --adopt``. Errors are one line on stderr, never a traceback
+until ``entsync audit --academy A --adopt``; ``gar export``: 4 an export file the GAR
+schema refuses (nothing sent). Errors are one line on stderr, never a traceback
 (``-v`` logs it).
 """
 
@@ -400,6 +402,21 @@ def cmd_audit(a: argparse.Namespace) -> int:
            if o.get("repaired") else [])
         + [f"report: {o.get('report_dir')}"]))
     return exit_code(out)
+def cmd_gar(a: argparse.Namespace) -> int:
+    """The GAR export: files checked against the schema, archived, delivered (exit 4: refused)."""
+    from etl.errors import GarExportInvalid
+    from etl.gar import export_academy
+
+    try:
+        res = export_academy(_settings(a), a.academy, Path(a.out), schools=a.school,
+                             target=a.target, send=not a.no_send)
+    except GarExportInvalid as e:
+        print(f"entsync: {e}", file=sys.stderr)
+        return 4
+    _print(res, a.json, lambda o: f"{o['academy']}: {o['skipped']}, nothing exported"
+           if o.get("skipped") else f"{o['academy']}: {len(o['files'])} files {o['counts']}, "
+           f"{o['archive']}" + (f" -> {o['delivered']['target']}" if o["delivered"] else ""))
+    return 0
 
 
 def cmd_airflow(a: argparse.Namespace) -> int:
@@ -592,6 +609,19 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--json", action="store_true")
     _common(au)
     au.set_defaults(fn=cmd_audit)
+    gar = sub.add_parser("gar", help="the GAR export (resource broker): files, tar.gz, md5")
+    gar.add_argument("action", choices=["export"])
+    gar.add_argument("--academy", required=True, choices=academies)
+    gar.add_argument("--out", required=True, help="folder for the files and the archive")
+    gar.add_argument("--school", action="append", help="only this UAI (repeatable)")
+    gar.add_argument("--target", help="deliver there (a folder or sftp://host[:port]/dir; "
+                     "default ENTSYNC_GAR_TARGET, else the academy's gar_target)")
+    gar.add_argument("--no-send", action="store_true", help="export and check, send nothing")
+    gar.add_argument("--json", action="store_true")
+    gar.add_argument("--ldap-url")
+    gar.add_argument("--ldap-base")
+    _common(gar)
+    gar.set_defaults(fn=cmd_gar)
 
     af = sub.add_parser("airflow", help="run the Airflow UI locally on the demo data")
     af.add_argument("--port", type=int, help="API server port (default: a free one)")

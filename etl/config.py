@@ -53,10 +53,25 @@ class Academy:
         """The source that wins for a school both feed on one night (``etl.discover.aaf``):
         its own entry of ``school_sources``, else the academy's ``source``."""
         return dict(self.school_sources).get(uai.upper(), self.source)
+    #: the GAR export (``etl.gar``): the ENT's id at the GAR (file names; empty: not set up),
+    #: where the export is delivered (a folder or ``sftp://host[:port]/dir``; empty: kept in
+    #: ``--out`` only), and who assigns resources (``GARRespAff``): the staff of these profiles
+    #: and the members of the group of this name each school manages (empty: none)
+    gar_ent_id: str = ""
+    gar_target: str = ""
+    gar_resp_aff_profiles: tuple[str, ...] = ("DIR",)
+    gar_resp_aff_group: str = ""
+    #: the export's nightly fallback (cron, the academy's timezone), besides the runs the
+    #: sync's directory asset triggers
+    gar_schedule: str = "0 21 * * *"
 
     @property
     def dag_id(self) -> str:
         return "ent_sync__" + self.code.replace("-", "_")
+
+    @property
+    def gar_dag_id(self) -> str:
+        return "gar_export__" + self.code.replace("-", "_")
 
     def owns_uai(self, uai: str) -> bool:
         return uai[:3] in self.departments
@@ -134,6 +149,11 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 school_sources=tuple(sorted(
                     (str(k).upper(), str(v).lower())
                     for k, v in (merged.get("school_sources") or {}).items())),
+                gar_ent_id=str(merged["gar_ent_id"]),
+                gar_target=str(merged["gar_target"]),
+                gar_resp_aff_profiles=tuple(str(x) for x in merged["gar_resp_aff_profiles"]),
+                gar_resp_aff_group=str(merged["gar_resp_aff_group"]),
+                gar_schedule=str(merged["gar_schedule"]),
             )
             if out[merged["code"]].mode not in MODES:
                 raise ConfigError(f"academy {merged['code']}: mode must be one of {MODES}")
@@ -225,6 +245,29 @@ def _choice_setting(name: str, raw: str | None, choices: tuple[str, ...]) -> str
 
 
 @dataclass(frozen=True)
+class GarSettings:
+    """The GAR export's machine settings (``etl.gar``); what differs per academy (ENT id,
+    target, RespAff policy) is in ``academies.toml``."""
+
+    #: elements per file before the next file begins (``ENTSYNC_GAR_MAX_NODES``)
+    max_nodes: int = 10000
+    #: the ENT's id at the GAR for an academy that sets none (``ENTSYNC_GAR_ENT_ID``)
+    ent_id: str | None = None
+    #: the Ministry's GAR-ENT.xsd (``ENTSYNC_GAR_XSD``; unset: the samples' copy when present)
+    xsd: str | None = None
+    #: overrides the academy's ``gar_target`` (``ENTSYNC_GAR_TARGET``)
+    target: str | None = None
+    #: SFTP login (``ENTSYNC_GAR_SFTP_USER``), password or private key file, and the
+    #: known_hosts file the server's host key must be in (``ENTSYNC_GAR_SFTP_KNOWN_HOSTS``)
+    sftp_user: str | None = None
+    sftp_password: str | None = field(default=None, repr=False)
+    sftp_key_file: str | None = None
+    sftp_known_hosts: str | None = None
+    #: the server's host key itself, ``<type> <base64>`` (``ENTSYNC_GAR_SFTP_HOST_KEY``)
+    sftp_host_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     landing: Path
     workdir: Path
@@ -279,6 +322,7 @@ class Settings:
     #: how far past now an export's date may be (clocks differ) before the export is refused
     #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
     export_future_tolerance_minutes: int = 60
+    gar: GarSettings = field(default_factory=GarSettings)
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -329,6 +373,18 @@ class Settings:
                 "ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES",
                 e.get("ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES"), 60, 0, None,
                 "a number of minutes, 0 or more"),
+            gar=GarSettings(
+                max_nodes=_int_setting("ENTSYNC_GAR_MAX_NODES", e.get("ENTSYNC_GAR_MAX_NODES"),
+                                       10000, 1, None, "a number of elements, 1 or more"),
+                ent_id=e.get("ENTSYNC_GAR_ENT_ID") or None,
+                xsd=e.get("ENTSYNC_GAR_XSD") or None,
+                target=e.get("ENTSYNC_GAR_TARGET") or None,
+                sftp_user=e.get("ENTSYNC_GAR_SFTP_USER") or None,
+                sftp_password=e.get("ENTSYNC_GAR_SFTP_PASSWORD") or None,
+                sftp_key_file=e.get("ENTSYNC_GAR_SFTP_KEY_FILE") or None,
+                sftp_known_hosts=e.get("ENTSYNC_GAR_SFTP_KNOWN_HOSTS") or None,
+                sftp_host_key=e.get("ENTSYNC_GAR_SFTP_HOST_KEY") or None,
+            ),
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {

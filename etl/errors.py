@@ -150,6 +150,26 @@ class PlanFormatError(EntsyncError, ValueError):
     format, or the older one-document form. A ValueError too, as it always was."""
 
 
+class GarExportInvalid(EntsyncError):
+    """A GAR export file the GAR-ENT schema refuses (``etl.gar.validate``): the export is not
+    delivered. Names the file, the record (uid or DN) and the schema's rule; exit code 4."""
+
+    def __init__(self, file: str, record: str, rule: str, line: int | None = None) -> None:
+        self.file, self.record, self.rule, self.line = file, record, rule, line
+        where = file + (f":{line}" if line else "")
+        super().__init__(f"GAR export invalid, not delivered: {where}: {record}: {rule}")
+
+
+class GarDeliveryError(EntsyncError):
+    """The GAR export could not be delivered to its target (``etl.gar.deliver``): the server
+    unreachable, a host key not the one configured, a login refused, a folder not writable.
+    ``transient``: whether a later attempt may succeed (a server down or busy)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
 class StateDBError(EntsyncError):
     """The state DB cannot be opened, migrated or used (``etl.store.db``): unreachable,
     locked, unwritable, or a schema this version does not know. ``transient``: whether a
@@ -218,7 +238,8 @@ def is_transient(exc: BaseException) -> bool:
     Everything else is not: a rejected file, a configuration error, bad directory
     credentials or an untrusted certificate (``DirectoryError``), a refused approval, a bug.
     An error raised ``from`` a transient one is transient, unless it is an ``EntsyncError``,
-    whose class decides (a ``StateDBError`` is when its ``transient`` says so).
+    whose class decides (a ``StateDBError`` or ``GarDeliveryError`` is when its ``transient``
+    says so).
     """
     seen: set[int] = set()
     cur: BaseException | None = exc
@@ -226,7 +247,7 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(cur))
         if isinstance(cur, EntsyncError):
             return isinstance(cur, (RunLocked, DirectoryUnavailable)) or (
-                isinstance(cur, StateDBError) and cur.transient)
+                isinstance(cur, (StateDBError, GarDeliveryError)) and cur.transient)
         for check in (_ldap_transient, _sql_transient):
             verdict = check(cur)
             if verdict is not None:

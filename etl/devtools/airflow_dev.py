@@ -92,6 +92,8 @@ class DevAirflowConfig:
     #: False: the scheduler creates no cron run (tests trigger their own runs only)
     schedules: bool = True
     academies: tuple[str, ...] = field(default_factory=lambda: tuple(load_academies()))
+    #: more ENTSYNC_* variables for the tasks (e.g. the GAR export's ENT id and target)
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def local(port: int | None = None, demo: Path = Path("var/demo"),
@@ -205,6 +207,7 @@ def airflow_env(cfg: DevAirflowConfig, ldap_env: Mapping[str, str],
         "ENTSYNC_WORKDIR": str(cfg.workdir),
         "ENTSYNC_STATE_URL": f"sqlite:///{cfg.workdir / 'state.db'}",
         **ldap_env,
+        **dict(cfg.extra_env),
     })
     return env
 

@@ -190,16 +190,17 @@ print(json.dumps({"errors": {str(k): str(v) for k, v in bag.import_errors.items(
 
 
 def test_the_dags_folder_holds_one_sync_dag_per_academy_and_the_lifecycle(tmp_path: Path) -> None:
-    """The folder as Airflow parses it: one sync DAG per academy configured, the lifecycle
-    and audit DAGs, and the shared module (`_entsync_airflow.py`, in .airflowignore) no DAG
-    file."""
+    """The folder as Airflow parses it: one sync DAG and one GAR export DAG per academy
+    configured, the lifecycle and audit DAGs, and the shared module (`_entsync_airflow.py`, in
+    .airflowignore) no DAG file."""
     got = _snippet(FOLDER, tmp_path / "home", str(DAGS))
     assert got["errors"] == {}
     academies = load_academies()
-    assert len(got["dags"]) == len(academies) + 2
-    assert set(got["dags"]) == {a.dag_id for a in academies.values()} | {"ent_lifecycle",
-                                                                         "ent_audit"}
-    assert got["files"] == ["ent_audit.py", "ent_lifecycle.py", "ent_sync.py"]
+    assert len(got["dags"]) == 2 * len(academies) + 2
+    assert set(got["dags"]) == ({a.dag_id for a in academies.values()}
+                                | {a.gar_dag_id for a in academies.values()}
+                                | {"ent_lifecycle", "ent_audit"})
+    assert got["files"] == ["ent_audit.py", "ent_lifecycle.py", "ent_sync.py", "gar_export.py"]
     assert "_entsync_airflow.py" in (DAGS / ".airflowignore").read_text("utf-8").split()
 
 
