@@ -671,6 +671,17 @@ DOCS: dict[str, tuple[str, str]] = {
     "changes": ("What the syncs changed since a run or a time (DNs and attribute names; "
                 "values only with --values).",
                 "entsync changes --since 2026-12-01T00:00 --academy ac-reims -o json"),
+    "audit": ("Read the academy's part of the directory and compare it with what the state DB "
+              "says the sync wrote: missing entries, changed owned attributes, stray members, "
+              "foreign entries, orphan rows. --repair writes the differences back through the "
+              "plan/apply path (journaled, guards apply); --adopt rebuilds a lost state DB from "
+              "the directory. Exit 0 nothing differs, 4 something does.",
+              "entsync audit --academy ac-reims --json"),
+    "gar": ("The nightly GAR export (the national resource broker): the academy's active "
+            "pupils, teachers and staff, schools, classes and groups, as files valid against "
+            "the GAR's schema, a tar.gz and its md5, delivered to a folder or by SFTP. Exit 4 "
+            "when a file is refused by the schema (nothing sent).",
+            "entsync gar export --academy ac-reims --out var/gar --no-send"),
     "airflow": ("Run Airflow locally (standalone) on the demo data: the DAGs of this checkout, "
                 "an embedded slapd, generated exports.", "entsync airflow --port 8080"),
 }
