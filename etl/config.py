@@ -257,6 +257,13 @@ class Settings:
     #: how far past now an export's date may be (clocks differ) before the export is refused
     #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
     export_future_tolerance_minutes: int = 60
+    #: where each school's French page is delivered, one folder per school
+    #: (``ENTSYNC_SCHOOL_PAGES_DIR``; default ``<workdir>/schools``): ``etl.report.schools``
+    school_pages: Path | None = None
+    #: the Airflow UI's address (``ENTSYNC_AIRFLOW_URL``, e.g. ``https://airflow.example``):
+    #: the run report links back to its DAG run; unset, the link is relative to the api-server
+    #: that serves the report
+    airflow_url: str | None = None
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -307,6 +314,9 @@ class Settings:
                 "ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES",
                 e.get("ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES"), 60, 0, None,
                 "a number of minutes, 0 or more"),
+            school_pages=(Path(e["ENTSYNC_SCHOOL_PAGES_DIR"])
+                          if e.get("ENTSYNC_SCHOOL_PAGES_DIR") else None),
+            airflow_url=e.get("ENTSYNC_AIRFLOW_URL") or None,
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {
@@ -331,3 +341,7 @@ class Settings:
     @property
     def reports_dir(self) -> Path:
         return self.workdir / "reports"
+
+    @property
+    def school_pages_dir(self) -> Path:
+        return self.school_pages or self.workdir / "schools"
