@@ -309,10 +309,14 @@ class _Labels:
         """The record as the school finds it in SIECLE: a pupil's class and INE, a guardian's
         child's; a record the exports do not say more of by its kind."""
         el = str(r.get("element", ""))
-        found = [w for w in (locator_text(self.locators.get(x.strip()))
-                             for x in ref.split("→")) if w]
+        refs = [x.strip() for x in ref.split("→") if x.strip()]
+        pupils = [x for x in refs if x.startswith("ELEVE_ID ")]
+        found = [w for w in (locator_text(self.locators.get(x))
+                             for x in (pupils[:1] if len(refs) > 1 and pupils else refs)) if w]
         if found:
-            return " → ".join(found)
+            label = _ELEMENT_LABEL.get(el, el)
+            text = " ; ".join(found)
+            return f"{label} : {text}" if label and el not in ("ELEVE", "PERSONNE") else text
         if el == "INDIVIDU" or ref.startswith("INDIVIDU"):
             return "personnel (STS-web)"
         return _ELEMENT_LABEL.get(el, el) or "enregistrement"

@@ -362,12 +362,12 @@ def stored_ines(settings: Settings, jointures: list[str]) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     with session_factory(settings.state_url)() as s:
-        uids = dict(s.execute(select(Identity.jointure, Identity.uid)
-                              .where(Identity.jointure.in_(jointures))).tuples())
+        uids = {j: u for j, u in s.execute(select(Identity.jointure, Identity.uid)
+                                           .where(Identity.jointure.in_(jointures)))}
         if not uids:
             return {}
-        attrs = dict(s.execute(select(Entry.uid, Entry.attrs).where(
-            Entry.uid.in_(set(uids.values())), Entry.kind == "person")).tuples())
+        attrs = {u: a for u, a in s.execute(select(Entry.uid, Entry.attrs).where(
+            Entry.uid.in_(set(uids.values())), Entry.kind == "person"))}
     for j, uid in uids.items():
         ine = (attrs.get(uid) or {}).get("ENTEleveINE") or []
         if ine:
