@@ -50,7 +50,7 @@ STATUS_FR: Final = {
     "approved": "validé", "rejected": "refusé"}
 #: SourceFile statuses as the page's export table says them
 _FILE_STATE: Final = {"rejected": "refused", "superseded": "superseded", "held": "held",
-                      "skipped_applied": "already_applied", "changed": "not_read"}
+                      "skipped_applied": "already_applied", "changed": "not_applied"}
 #: how many earlier runs' summaries a school's name is looked for in
 NAME_LOOKBACK: Final = 30
 
@@ -93,7 +93,8 @@ def school_nights(settings: Settings, summary: Mapping[str, Any],
                                   SourceFile.uai.in_(uais), SourceFile.status == "applied",
                                   SourceFile.run_id != run_id)
                            .order_by(SourceFile.id)).all()
-    names = _earlier_names(settings, str(summary.get("academy")), run_id, uais)
+    unnamed = [u for u in uais if not (u in results and isinstance(results[u].name, str))]
+    names = _earlier_names(settings, str(summary.get("academy")), run_id, unnamed)
     usual: dict[str, dict[str, str | None]] = {}
     for uai, kind, exp in before:
         if uai and kind:
@@ -153,7 +154,7 @@ def _school_state(status: str) -> str:
     if status in ("unchanged", "already_applied"):
         return "already_applied"
     if status in ("quarantined", "error", "file_changed"):
-        return "not_read"
+        return "not_applied"
     return "read"
 
 
@@ -163,6 +164,8 @@ def _earlier_names(settings: Settings, academy: str, run_id: str,
     the STS-web one that names a school)."""
     out: dict[str, str] = {}
     want = set(uais)
+    if not want:
+        return out
     with session_factory(settings.state_url)() as s:
         rows = s.scalars(select(Run.summary).where(Run.academy == academy, Run.id != run_id)
                          .order_by(Run.started_at.desc()).limit(NAME_LOOKBACK))

@@ -394,7 +394,7 @@ def render_school_feedback(report: dict[str, Any], school_name: str | None = Non
          "</head><body>",
          f"<h1>Synchronisation ENT : retours pour l'établissement {e(who)}</h1>"]
     if night.get("date"):
-        p.append(f"<p class=meta>Synchronisation de la nuit du {e(str(night['date']))}"
+        p.append(f"<p class=meta>Synchronisation du {e(str(night['date']))}"
                  + (f", académie {e(str(night['academy_name']))}"
                     if night.get("academy_name") else "") + "</p>")
     if night:
@@ -517,7 +517,7 @@ _EXPORT_NAMES: Final = ("ElevesSansAdresses", "ElevesAvecAdresses",
 _STATE_FR: Final = {"read": "pris en compte", "quarantined": "non traité",
                     "refused": "refusé à l'arrivée", "superseded": "remplacé par un plus récent",
                     "held": "en attente de validation", "already_applied": "déjà pris en compte",
-                    "not_read": "non lu ce soir"}
+                    "not_applied": "lu, non appliqué ce soir"}
 
 
 def _fr_date(iso: str | None) -> str:

@@ -89,7 +89,7 @@ def test_nothing_to_fix_then_a_missing_export(env: Settings, server: LdapServer)
     assert s1["schools"][UAI]["status"] == "ok"
     text = page(env, s1)
     assert f"{NAME} ({UAI})" in text
-    assert re.search(r"Synchronisation de la nuit du \d\d/\d\d/\d{4} à \d\d:\d\d", text)
+    assert re.search(r"Synchronisation du \d\d/\d\d/\d{4} à \d\d:\d\d", text)
     exports = section(text, "Exports reçus ce soir")
     for label, kind in (("ElevesSansAdresses", "élèves"),
                         ("ResponsablesAvecAdresses", "responsables"),
@@ -144,7 +144,8 @@ def test_quarantined_file_page_says_why_and_what_to_do(env: Settings,
     q = section(text, "Fichiers non traités")
     assert "ElevesSansAdresses (export SIECLE du 01/10/2026)" in q
     assert "incomplet ou abîmé" in q and "refaire l'export et le déposer de nouveau" in q
-    assert "non traité" in section(text, "Exports reçus ce soir")
+    received = section(text, "Exports reçus ce soir")
+    assert "non traité" in received and "lu, non appliqué ce soir" in received
     # the technical name stays a detail, not the locator
     assert re.search(r"class=tech><code>ExportXML_ElevesSansAdresses\.zip!", q)
     no_personal_data(text)
@@ -178,8 +179,8 @@ def test_held_plan_page_says_what_would_change_and_why(env: Settings,
     assert "20 désactivation(s)" in held  # 10 pupils and their 10 guardians
     assert ("33 % des élèves ont disparu de l'export : il compte 20 élèves, le dernier pris "
             "en compte en comptait 30") in held
-    assert "10 des 70 comptes de l'établissement seraient désactivés" in held or \
-        "comptes de l'établissement seraient désactivés" in held
+    # 61 accounts: 30 pupils, their 30 guardians and the teacher
+    assert "20 des 61 comptes de l'établissement seraient désactivés (33 %" in held
     assert "Que faire" in held
     assert "en attente de validation" in section(text, "Exports reçus ce soir")
     no_personal_data(text)
