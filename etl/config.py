@@ -323,6 +323,13 @@ class Settings:
     #: as dated in the future (``ENTSYNC_EXPORT_FUTURE_TOLERANCE_MINUTES``)
     export_future_tolerance_minutes: int = 60
     gar: GarSettings = field(default_factory=GarSettings)
+    #: where each school's French page is delivered, one folder per school
+    #: (``ENTSYNC_SCHOOL_PAGES_DIR``; default ``<workdir>/schools``): ``etl.report.schools``
+    school_pages: Path | None = None
+    #: the Airflow UI's address (``ENTSYNC_AIRFLOW_URL``, e.g. ``https://airflow.example``):
+    #: the run report links back to its DAG run; unset, the link is relative to the api-server
+    #: that serves the report
+    airflow_url: str | None = None
 
     @staticmethod
     def from_env(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -385,6 +392,9 @@ class Settings:
                 sftp_known_hosts=e.get("ENTSYNC_GAR_SFTP_KNOWN_HOSTS") or None,
                 sftp_host_key=e.get("ENTSYNC_GAR_SFTP_HOST_KEY") or None,
             ),
+            school_pages=(Path(e["ENTSYNC_SCHOOL_PAGES_DIR"])
+                          if e.get("ENTSYNC_SCHOOL_PAGES_DIR") else None),
+            airflow_url=e.get("ENTSYNC_AIRFLOW_URL") or None,
         )
         ldap_over = {k[5:]: v for k, v in overrides.items() if k.startswith("ldap_") and v}
         plain: dict[str, Any] = {
@@ -409,3 +419,7 @@ class Settings:
     @property
     def reports_dir(self) -> Path:
         return self.workdir / "reports"
+
+    @property
+    def school_pages_dir(self) -> Path:
+        return self.school_pages or self.workdir / "schools"

@@ -239,6 +239,10 @@ class SchoolResult(Contract, kw_only=True):
     #: guards discovery trips (``etl.discover.aaf``)
     aaf: dict[str, Any] | UnsetType = UNSET
     docs: list[DocRef]
+    #: the school's name when its STS-web export gives it
+    name: str | UnsetType | None = UNSET
+    #: the exports read: {"file", "kind", "export_date", "records"} (its French page)
+    exports: list[dict[str, Any]] | UnsetType = UNSET
 
 
 # ------------------------------------------------------------------------------------------

@@ -176,6 +176,7 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
     }
     out = settings.reports_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
+    _school_pages(settings, summary, schools)  # names, times, links, the schools' pages
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     write_run_report(summary, out / "report.html")
     for name in ("summary.json", "report.html"):  # a copy any worker or operator can read
@@ -194,6 +195,7 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
             row.status, row.ended_at, row.summary = status.value, utcnow(), summary
             run_seconds = (row.ended_at - row.started_at).total_seconds()
     release_lock(settings, academy_code, run_id)
+    _history(settings, academy_code, run_id)
     by_status: dict[str, int] = defaultdict(int)
     for x in per_school.values():
         by_status[str(x["status"])] += 1
@@ -231,6 +233,34 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
         log.info("run %s: schools not ok: %s", run_id,
                  ", ".join(f"{u} ({per_school[u]['status']})" for u in others))
     return summary
+
+
+def _school_pages(settings: Settings, summary: dict[str, Any],
+                  schools: Sequence[SchoolResult]) -> None:
+    """The run report's times and links (``etl.report.page.run_context``), and each school's
+    French page of the whole night, their index and delivery (``etl.report.schools``): added
+    to the summary. A page that cannot be written is logged, never fails the run."""
+    from etl.report.page import run_context
+    from etl.report.schools import write_school_pages
+
+    try:
+        summary.update(run_context(settings, summary["run_id"]))
+        write_school_pages(settings, summary, schools)
+        summary["history"] = "history.html"
+    except (OSError, ValueError) as e:
+        log.error("run %s: the schools' pages could not be written: %s", summary["run_id"],
+                  type(e).__name__)
+
+
+def _history(settings: Settings, academy_code: str, run_id: str) -> None:
+    """The academy's history page (``etl.report.history``), once the run is in the state DB."""
+    from etl.report.history import write_history
+
+    try:
+        write_history(settings, academy_code, run_id)
+    except (OSError, ValueError) as e:
+        log.error("run %s: the history page could not be written: %s", run_id,
+                  type(e).__name__)
 
 
 #: per-school statuses the apply's outcome may turn into ``partial`` or ``failed``

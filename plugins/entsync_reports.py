@@ -2,7 +2,9 @@
 
 ``<base_url>/entsync/reports/<run_id>/report.html`` (and the other pages and JSON of the run's
 folder, e.g. ``summary.json``, ``schools/<UAI>/validation_<UAI>.html``) from
-``$ENTSYNC_WORKDIR/reports/<run_id>/``. The report task's *Run report* link points here.
+``$ENTSYNC_WORKDIR/reports/<run_id>/``, and the academy's history
+(``<base_url>/entsync/reports/<academy>/history.html``). The report task's *Run report* link
+points here.
 
 Airflow does not authenticate plugin apps: each request is checked here, with Airflow's own
 session (the UI's cookie, or a bearer token) and the auth manager's verdict on reading the

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from etl.errors import ReportNotFound
@@ -23,25 +23,88 @@ def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
+def _duration(seconds: Any) -> str:
+    try:
+        sec = float(seconds)
+    except (TypeError, ValueError):
+        return ""
+    m, s = divmod(round(sec), 60)
+    return f"{m} min {s:02d} s" if m else f"{sec:.1f} s"
+
+
+def _times(summary: dict[str, Any]) -> str:
+    """Start, end, duration of the run and of each stage (``run_context``)."""
+    t = summary.get("times") or {}
+    if not t:
+        return ""
+    stages = " — ".join(f"{_e(k)} {_e(_duration(v))}" for k, v in (t.get("stages") or {}).items())
+    return (f"<p>Started {_e(t.get('started_at') or '?')}, ended {_e(t.get('ended_at') or '?')}"
+            + (f" ({_e(_duration(t['duration_s']))})" if t.get("duration_s") is not None else "")
+            + (f"; stages: {stages}" if stages else "") + ".</p>")
+
+
+def _links(summary: dict[str, Any]) -> str:
+    """The run's Airflow DAG run, the schools' pages, the academy's history."""
+    out = []
+    af = summary.get("airflow") or {}
+    if af.get("url"):
+        out.append(f"<a href='{_e(af['url'])}'>Airflow run {_e(af.get('dag_id'))} / "
+                   f"{_e(af.get('dag_run_id'))}</a>")
+    if summary.get("school_index"):
+        out.append(f"<a href='{_e(summary['school_index'])}'>schools' pages (French)</a>")
+    if summary.get("history"):
+        out.append(f"<a href='{_e(summary['history'])}'>academy history</a>")
+    return f"<p>{' — '.join(out)}</p>" if out else ""
+
+
+def _decisions(summary: dict[str, Any]) -> str:
+    """Decisions taken on the held plans after the run (``decisions``: UAI -> decision, by,
+    at)."""
+    dec = summary.get("decisions") or {}
+    if not dec:
+        return ""
+    rows = "".join(f"<tr><td>{_e(u)}</td><td>{_e(_name(summary, u))}</td>"
+                   f"<td class='st {_e(d.get('decision'))}'>{_e(d.get('decision'))}</td>"
+                   f"<td>{_e(d.get('by'))}</td><td>{_e(d.get('at'))}</td></tr>"
+                   for u, d in sorted(dec.items()))
+    return ("<h2>Decisions on held plans</h2><table><tr><th>UAI</th><th>school</th>"
+            f"<th>decision</th><th>by</th><th>at</th></tr>{rows}</table>")
+
+
+def _name(summary: dict[str, Any], uai: str) -> str:
+    return str(((summary.get("schools") or {}).get(uai) or {}).get("name") or "")
+
+
 def render_run_report(summary: dict[str, Any]) -> str:
     rows = []
+    decisions = summary.get("decisions") or {}
     for uai, s in sorted(summary.get("schools", {}).items()):
         cells = "".join(f"<td class=n>{_e(s.get(c, 0))}</td>" for c in COLUMNS)
         tripped = [g for g in s.get("guards", []) if g.get("tripped")]
         guards = "; ".join(_e(g.get("detail", g.get("guard"))) for g in tripped) or "—"
         link = (f"<a href='{_e(Path(s['report']).relative_to(Path(s['report']).parents[2]))}'>"
                 "validation</a>" if s.get("report") else "")
-        rows.append(f"<tr><td>{_e(uai)}</td><td class='st {_e(s.get('status'))}'>"
-                    f"{_e(s.get('status'))}</td>{cells}<td>{guards}</td><td>{link}</td></tr>")
+        if s.get("retours"):
+            link += f" <a href='{_e(s['retours'])}' hreflang=fr>page de l'établissement</a>"
+        status = _e(s.get("status"))
+        if uai in decisions:
+            d = decisions[uai]
+            status += f" → {_e(d.get('decision'))} by {_e(d.get('by'))}"
+        rows.append(f"<tr><td>{_e(uai)}</td><td>{_e(s.get('name') or '')}</td>"
+                    f"<td class='st {_e(s.get('status'))}'>{status}</td>{cells}<td>{guards}</td>"
+                    f"<td>{link}</td></tr>")
     guard_rows = []
     for uai, s in sorted(summary.get("schools", {}).items()):
         for g in s.get("guards", []):
             guard_rows.append(
-                f"<tr><td>{_e(uai)}</td><td>{_e(g.get('guard'))}</td><td>{_e(g.get('value'))}"
+                f"<tr><td>{_e(uai)}</td><td>{_e(s.get('name') or '')}</td>"
+                f"<td>{_e(g.get('guard'))}</td><td>{_e(g.get('value'))}"
                 f"</td><td>{_e(g.get('limit'))}</td><td>{'TRIPPED' if g.get('tripped') else 'ok'}"
                 f"</td><td>{_e(g.get('detail'))}</td></tr>")
     quarantined = "".join(
-        f"<li>{_e(q['file'])} (school {_e(q.get('uai') or '-')}): {_e(q['reason'])}"
+        f"<li>{_e(q['file'])} (school {_e(q.get('uai') or '-')}"
+        + (f", {_e(_name(summary, str(q.get('uai'))))}" if _name(summary, str(q.get("uai")))
+           else "") + f"): {_e(q['reason'])}"
         + (f" — kept at <code>{_e(q['moved_to'])}</code>" if q.get("moved_to") else "")
         + (f", why in <code>{_e(q['reason_file'])}</code>" if q.get("reason_file") else "")
         + "</li>" for q in summary.get("quarantined", []))
@@ -78,15 +141,15 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}td.n{{text-align:right}}
 {_e(summary.get('mode') or 'normal')} — {_e(summary.get('changes', 0))} changes planned,
 {_e(summary.get('applied', 0))} applied, {_e(summary.get('failed', 0))} failed,
 {_e(summary.get('held_changes', 0))} held for approval, {_e(summary.get('pending', 0))}
-pending.</p>{stopped}
+pending.</p>{stopped}{_times(summary)}{_links(summary)}{_decisions(summary)}
 <h2>Changes by category</h2><table><tr><th></th>{cat_head}</tr>{by_cat}</table>
 <h2>Schools</h2><p>Counts are what was written{
 ' (a dry run: what would be)' if summary.get('dry_run') else ''}; a school with failed or
 pending writes is <i>partial</i> (some written) or <i>failed</i> (none).</p>
-<table><tr><th>UAI</th><th>status</th>{head}<th>guards tripped</th><th></th>
+<table><tr><th>UAI</th><th>school</th><th>status</th>{head}<th>guards tripped</th><th></th>
 </tr>{''.join(rows)}</table>
-<h2>Guards evaluated</h2><table><tr><th>UAI</th><th>guard</th><th>value</th><th>limit</th>
-<th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
+<h2>Guards evaluated</h2><table><tr><th>UAI</th><th>school</th><th>guard</th><th>value</th>
+<th>limit</th><th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
 <h2>Identity</h2><p>Accounts matched across schools or sources by rule: {matches}.</p>
 <h3>Suspected duplicates (never merged automatically; <code>entsync merge KEEP OTHER</code>)</h3>
 <table><tr><th>rule</th><th>score</th><th>accounts (uid)</th><th>records (source keys)</th>
@@ -101,6 +164,54 @@ pending writes is <i>partial</i> (some written) or <i>failed</i> (none).</p>
 def write_run_report(summary: dict[str, Any], path: Path) -> Path:
     path.write_text(render_run_report(summary), "utf-8")
     return path
+
+
+#: the Airflow task's environment names its DAG run (Airflow exports its context there)
+AIRFLOW_ENV: Final = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID")
+
+
+def airflow_run_url(base: str | None, dag_id: str, dag_run_id: str) -> str:
+    """The Airflow UI's page of a DAG run: ``<base>/dags/<dag_id>/runs/<run_id>``; without a
+    base, relative to a report the api-server serves (``<base_url>/entsync/reports/<run>/``)."""
+    path = f"dags/{quote(dag_id, safe='')}/runs/{quote(dag_run_id, safe='')}"
+    return f"{base.rstrip('/')}/{path}" if base else f"../../../{path}"
+
+
+def run_context(settings: Any, run_id: str, env: Mapping[str, str] | None = None,
+                ) -> dict[str, Any]:
+    """What the run report shows beside the summary's counts: ``times`` (start, end, duration,
+    per stage the durations ``run_metrics`` holds: a stage run per school, the sum of its
+    schools'), and ``airflow`` (its DAG run and the address of its page) when the run was made
+    by an Airflow task."""
+    import os
+
+    from sqlalchemy import select
+
+    from etl.store.db import session_factory
+    from etl.store.models import Run, RunMetric, utcnow
+
+    env = os.environ if env is None else env
+    now = utcnow()
+    stages: dict[str, float] = {}
+    with session_factory(settings.state_url)() as s:
+        run = s.get(Run, run_id)
+        for stage, value in s.execute(select(RunMetric.stage, RunMetric.value).where(
+                RunMetric.run_id == run_id, RunMetric.name == "duration_s")
+                .order_by(RunMetric.id)):
+            stages[stage] = stages.get(stage, 0.0) + float(value)
+    out: dict[str, Any] = {}
+    if run is not None:
+        started = run.started_at
+        out["times"] = {"started_at": started.isoformat(timespec="seconds") + "Z",
+                        "ended_at": now.isoformat(timespec="seconds") + "Z",
+                        "duration_s": round((now - started).total_seconds(), 1),
+                        "stages": {k: round(v, 2) for k, v in stages.items()}}
+    dag_id, dag_run = (env.get(k) for k in AIRFLOW_ENV)
+    if dag_id and dag_run:
+        out["airflow"] = {"dag_id": dag_id, "dag_run_id": dag_run,
+                          "url": airflow_run_url(getattr(settings, "airflow_url", None),
+                                                 dag_id, dag_run)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,8 +233,9 @@ def report_url(base_url: str, run_id: str, name: str = "report.html") -> str:
 
 
 def academy_of_run(run_id: str, codes: Iterable[str]) -> str | None:
-    """The academy a sync run belongs to (run ids are ``<academy>-<timestamp>-<hex>``)."""
-    found = [c for c in codes if run_id.startswith(f"{c}-")]
+    """The academy a sync run belongs to (run ids are ``<academy>-<timestamp>-<hex>``); the
+    academy's own folder (``reports/<academy>/history.html``) is its academy's too."""
+    found = [c for c in codes if run_id.startswith(f"{c}-") or run_id == c]
     return max(found, key=len) if found else None
 
 

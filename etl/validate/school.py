@@ -22,6 +22,7 @@ from etl.discover.tonight import _file_changed, _quarantine
 from etl.errors import FileChanged, FileRejected
 from etl.read.canonical import Tables
 from etl.report import metrics
+from etl.report.page import school_name
 from etl.runtime.cpu import cpu_bound, goes_first
 from etl.store import locks
 from etl.store.db import session_factory
@@ -157,6 +158,8 @@ class _SchoolRead:
     #: the school's files refused at discovery: {"file", "reason", "kind"} (kind when it is
     #: one the school sent nothing else of tonight)
     refused: list[dict[str, Any]] | None = None
+    #: the school's name, when its STS-web export gives it (``etl.report.page.school_name``)
+    name: str | None = None
 
 
 def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
@@ -231,6 +234,7 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
             settings, academy_code, uai):
         log.info("school %s: same content as the last applied exports, nothing to do", uai)
         return {"uai": uai, "status": "unchanged", "staged": None, "school_year": year,
+                "name": school_name(docs), "exports": _exports(docs, file_records),
                 "records_read": sum(file_records.values()),
                 "counts": tables.counts(), "rejected": 0, "quarantined": [], "report": None,
                 "report_json": None, "fingerprint": fingerprint, **_aaf_of(docs),
@@ -238,7 +242,7 @@ def _read_school(settings: Settings, academy_code: str, run_id: str, uai: str,
                           "content_sha256": x.get("content_sha256"), "kind": x["kind"]}
                          for x in docs]}
     return _SchoolRead(uai, docs, tables, rejected, quarantined, file_records, protected, year,
-                       fingerprint, read_rejected, warnings, refused)
+                       fingerprint, read_rejected, warnings, refused, school_name(docs))
 
 
 def _refused_files(settings: Settings, run_id: str, uai: str,
@@ -283,7 +287,7 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
     """Validate a school read by ``_read_school``, quarantine what must be, write its
     reports and stage its tables. ``suite_results``: its GX results, when computed with other
     schools' (``etl.validate.rules.run_suites``)."""
-    from etl.validate.feedback import write_school_feedback
+    from etl.validate.feedback import add_report_keys, record_locators, write_school_feedback
     from etl.validate.rules import validate_school, write_validation_report
 
     academy = get_academy(academy_code)
@@ -327,7 +331,11 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
     unread_refused = any(r["kind"] for r in read.refused or [])
     reports = settings.reports_dir / run_id / "schools"
     html_path, json_path = write_validation_report(outcome, reports / uai)
-    feedback_path = write_school_feedback(json_path, reports / uai, None)
+    # how the school finds each record in SIECLE (class, INE), for its French page
+    add_report_keys(json_path, locators=record_locators(
+        tables, [*rejected, *(w.as_dict() for w in outcome.warnings)],
+        lambda keys: stored_ines(settings, keys)))
+    feedback_path = write_school_feedback(json_path, reports / uai, read.name)
     status = "quarantined" if quarantined or unread_refused else "ok"
     staged = f"{run_id}/{uai}"  # a reference in the staging area, for reconcile
     if status == "ok":
@@ -347,6 +355,7 @@ def _validate_read(settings: Settings, academy_code: str, run_id: str, read: _Sc
             "counts": counts, "rejected": len(rejected),
             "quarantined": quarantined, "report": str(html_path), "report_json": str(json_path),
             "feedback": str(feedback_path), "fingerprint": fingerprint,
+            "name": read.name, "exports": _exports(docs, file_records),
             "reread_on": _reread_on(outcome.tables), "protected": sorted(protected),
             **_aaf_of(docs),
             "docs": [{"path": x["path"], "member": x["member"], "sha256": x["sha256"],
@@ -362,6 +371,39 @@ def _aaf_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
         if x.get("kind") == "AAF" and info and "staged" in info:
             return {"aaf": {k: info[k] for k in ("covers", "complets", "holds", "documents")}}
     return {}
+
+
+def _exports(docs: list[dict[str, Any]], records: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The exports a school sent tonight, as its French page lists them: file, kind, export
+    date and records read (None: not read)."""
+    out = []
+    for x in docs:
+        d = Discovered(**x)
+        out.append({"file": d.source.short_name, "kind": d.kind, "export_date": d.export_date,
+                    "records": records.get(d.source.short_name)})
+    return out
+
+
+def stored_ines(settings: Settings, jointures: list[str]) -> dict[str, str]:
+    """The INE the directory holds for pupils (by jointure) the exports of tonight could not
+    give one for (their record was rejected by a reader): what the school searches SIECLE by."""
+    from etl.store.models import Entry, Identity
+
+    if not jointures:
+        return {}
+    out: dict[str, str] = {}
+    with session_factory(settings.state_url)() as s:
+        uids = {j: u for j, u in s.execute(select(Identity.jointure, Identity.uid)
+                                           .where(Identity.jointure.in_(jointures)))}
+        if not uids:
+            return {}
+        attrs = {u: a for u, a in s.execute(select(Entry.uid, Entry.attrs).where(
+            Entry.uid.in_(set(uids.values())), Entry.kind == "person"))}
+    for j, uid in uids.items():
+        ine = (attrs.get(uid) or {}).get("ENTEleveINE") or []
+        if ine:
+            out[j] = str(ine[0])
+    return out
 
 
 def _reread_on(tables: Tables) -> str | None:

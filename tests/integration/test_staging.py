@@ -78,7 +78,8 @@ def test_remove_tree_and_children_on_a_remote_url() -> None:
 @pytest.mark.ldap
 def test_a_whole_sync_stages_nothing_on_local_disk(env: Settings) -> None:
     """Staging on memory://: the run succeeds, so every stage found what the previous one
-    staged there; the workdir holds reports and quarantine only, no staged file."""
+    staged there; the workdir holds reports, quarantine and the schools' delivered pages
+    only, no staged file."""
     root = f"memory://entsync-{secrets.token_hex(4)}/staging"
     st = dataclasses.replace(env, staging_url=root)
     school_a(st.landing)
@@ -101,7 +102,8 @@ def test_a_whole_sync_stages_nothing_on_local_disk(env: Settings) -> None:
     assert summary["staged_reports"] == f"{rid}/reports"
     local = [p.relative_to(st.workdir) for p in st.workdir.rglob("*") if p.is_file()]
     assert not (st.workdir / "staging").exists()
-    assert all(p.parts[0] in ("reports", "quarantine") or p.name.startswith("state.db")
+    assert all(p.parts[0] in ("reports", "quarantine", "schools")
+               or p.name.startswith("state.db")
                for p in local), local
     assert not [p for p in local if p.suffix == ".pkl" or p.name == "plan.json"]
 

@@ -64,15 +64,17 @@ def test_feedback_page_explains_each_rule_and_shows_no_name(tmp_path: Path) -> N
         assert len(section) == 2, f"no section {title!r}"
         assert screen in section[1].split("<h2>", 1)[0], f"{title}: no {screen!r}"
     assert "STS-web" in page
-    # file and line of each record, its SIECLE number; never a name, birth date or INE
-    assert "ElevesSansAdresses.xml" in page and "ResponsablesAvecAdresses.xml" in page
+    # each record as SIECLE finds it (class and INE), the export by its SIECLE name; file,
+    # line and SIECLE number as a technical detail; never a name nor a birth date
+    assert "élève de 9Z, INE 070876696HA" in page
+    assert "ElevesSansAdresses" in page and "ResponsablesAvecAdresses.xml" in page
     lines = {str(r["line"]) for r in report["rejected"] if r["line"]}
-    assert all(f"<td>{n}</td>" in page for n in lines)
+    assert all(f"ligne <span class=line>{n}</span>" in page for n in lines)
     assert "ELEVE_ID 1001" in page or "ELEVE_ID 1002" in page
     text = re.sub(r"<[^>]+>", " ", page)
     for name in (*NAMES, "ROUX", "Claire", "Henri", "PETIT"):
         assert name.lower() not in text.lower().replace("retours", ""), name
-    for secret in ("070876696HA", "111111111AA", "01/02/2012", "2012-02-01"):
+    for secret in ("111111111AA", "01/02/2012", "2012-02-01"):  # an INE of no problem
         assert secret not in page
     assert "<script>" not in page
 
@@ -88,7 +90,9 @@ def test_clean_school_and_quarantined_file(tmp_path: Path) -> None:
         "ElevesSansAdresses.xml": "error budget exceeded: 9 of 10 records rejected"}}))
     page = write_school_feedback(q, tmp_path / "out", "Lycée <b>").read_text("utf-8")
     assert "Fichiers non traités" in page and "error budget exceeded" in page
-    assert "Lycée &lt;b&gt;" in page and "Exports XML" in page
+    assert "Trop d&#x27;enregistrements de ce fichier ne sont pas conformes (9 sur 10)" in page
+    assert "puis refaire l&#x27;export" in page and "rien à corriger" not in page
+    assert "Lycée &lt;b&gt;" in page
 
 
 def test_advice_and_references() -> None:
