@@ -132,3 +132,5 @@ class GenerateSummary:
     guardians: int
     teachers: int
     files: list[Path]
+    #: the next school year's export set, when one was asked for (rentree.py)
+    rentree: GenerateSummary | None = None
