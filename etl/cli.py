@@ -73,7 +73,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
         try:
             fmt["rentree"] = Rentree(Path(a.rentree_out), dt.date.fromisoformat(a.rentree_date)
                                      if a.rentree_date else None,
-                                     RentreeShares.parse(a.rentree_share or []))
+                                     RentreeShares.parse(a.rentree_share or []),
+                                     renumber=not a.rentree_keep_codes)
         except ValueError as e:
             print(f"entsync: {e}", file=sys.stderr)
             return 2
@@ -460,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rentree-share", action="append", metavar="KEY=VALUE",
                    help="with --rentree-out: to_lycee, repeat, move_away, arrivals, sibling, "
                    "guardian_change, teacher_move, teacher_turnover (repeatable)")
+    g.add_argument("--rentree-keep-codes", action="store_true",
+                   help="with --rentree-out: classes and groups keep last year's codes (new "
+                   "classes all the same) instead of being renumbered")
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
 

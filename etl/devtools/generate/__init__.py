@@ -102,8 +102,8 @@ def generate_academy(
         raise ValueError("a rentrée export set is written as SIECLE/STS only")
     rentree_rng = random.Random(f"{seed}:rentree")
     rentree_export = (rentree.export or default_rentree_date(year)) if rentree else export
-    nxt = (plan_rentree(rentree_rng, plan, families, staff, year, rentree_export, rentree.shares)
-           if rentree is not None else None)
+    nxt = (plan_rentree(rentree_rng, plan, families, staff, year, rentree_export,
+                        rentree.shares, rentree.renumber) if rentree is not None else None)
     drawn: dict[str, _SchoolDraws] | None = {} if nxt is not None else None
     next_sts = rng.randint(1000, 9000)
     summary = GenerateSummary(

@@ -227,7 +227,7 @@ def generate_region(
         rentree_export = (rentree.export or default_rentree_date(year)) if rentree else export
         if rentree is not None:
             nxt = plan_rentree(rentree_rng, plan, families, staff, year, rentree_export,
-                               rentree.shares)
+                               rentree.shares, rentree.renumber)
         drawn: dict[str, _SchoolDraws] | None = {} if nxt is not None else None
         next_sts = rng.randint(1000, 9000)
         result = GenerateSummary(

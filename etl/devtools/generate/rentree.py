@@ -18,10 +18,11 @@ random stream of its own (tonight's bytes do not change when a rentrée is asked
   (``arrivals``), new families with new guardians (``sibling`` of them younger siblings of a
   family the school has); leavers' guardians are gone with them; ``guardian_change`` of the
   families who stay get new contact details (e-mail, mobile or address);
-- every class and group is renumbered (``_School.code_sep``: 6A → 6-1, 6LV2ESP → 6-LV2ESP) and
-  cut again; services are drawn again for the new classes; ``teacher_move`` of the teachers
-  move to another school of the academy teaching their subject, ``teacher_turnover`` leave
-  and are replaced by new ones;
+- every class and group is renumbered (``_School.code_sep``: 6A → 6-1, 6LV2ESP → 6-LV2ESP;
+  ``Rentree.renumber=False``: the codes come back, on new classes) and cut again; services
+  are drawn again for the new classes; ``teacher_move`` of the teachers move to another
+  school of the academy teaching their subject, ``teacher_turnover`` leave and are replaced
+  by new ones;
 - ids are what a school's databases keep from one year to the next: ELEVE_ID and ELENOET of
   the pupils who stay, PERSONNE_ID of the guardians whose family stays, STS ids of the
   teachers who stay; newcomers get new ones.
@@ -98,6 +99,9 @@ class Rentree:
     out: Path
     export: datetime.date | None = None  # default: default_rentree_date(year)
     shares: RentreeShares = field(default_factory=RentreeShares)
+    #: every class and group renumbered (6A -> 6-1); False: this year's codes come back, as
+    #: new classes of new pupils (6A of next year is not last year's 6A)
+    renumber: bool = True
 
 
 @dataclass
@@ -122,12 +126,14 @@ def plan_rentree(
     year: int,
     export: datetime.date,
     shares: RentreeShares,
+    renumber: bool = True,
 ) -> _NextYear:
     """The academy of school year ``year + 1`` from this year's, laid out (module docstring).
     Nothing of this year's records is changed."""
     nxt = _NextYear(
         schools=[dataclasses.replace(s, divisions=[], groups=[], pupils=[], level_counts=[],
-                                     teachers=list(s.teachers), code_sep="-")
+                                     teachers=list(s.teachers),
+                                     code_sep="-" if renumber else "")
                  for s in schools],
         families=[_Family(guardians=f.guardians) for f in families],
         staff=list(staff),
