@@ -22,7 +22,10 @@ writes, no dbnosync):
    in the Airflow processes per night, and the processes' one-off start (`airflow dags
    test` pays that start, and the Execution API's build inside the DagRun, at every run);
 5. the AAF night (bench/aaf.py): the same region as its academies' AAF; the SIECLE/STS and
-   AAF readers' speed in MB/s beside a bare lxml iterparse of the same bytes.
+   AAF readers' speed in MB/s beside a bare lxml iterparse of the same bytes;
+6. la rentrée (bench/rentree.py): the next school year's first export, inside the roll-over
+   window on A (against `ldapmodify -c` of its journaled changes on B plus `entsync check`)
+   and outside it on C (every school held, then approved); the first load's first write.
 
 Prints one table and writes bench/results/latest.json (and <utc stamp>.json). Only ratios
 within one run mean something (see shared/docs/performance.md).
@@ -48,6 +51,7 @@ from typing import Any
 from bench.aaf import Row, aaf_night
 from bench.ldif import filter_dump, journal_count, journal_rows, write_changes
 from bench.mutate import mutate_landing
+from bench.rentree import rentree_for, rentree_nights
 from etl.config import load_academies
 from etl.devtools.generate import generate_region
 from etl.devtools.slapd import LdapServer, find_program, start_slapd, stop_slapd
@@ -219,7 +223,7 @@ class Bench:
         for night, date in NIGHTS.items():
             start = time.perf_counter()
             summary = generate_region(self.landing(night), self.scale, self.seed,
-                                      export_date=date)
+                                      export_date=date, rentree=rentree_for(self, night))
             self.results.setdefault("generate_s", round(time.perf_counter() - start, 2))
             self.results.setdefault("schools", summary.schools)
             self.results.setdefault("pupils", summary.pupils)
@@ -233,9 +237,11 @@ class Bench:
 
     # -- the pipeline ---------------------------------------------------------------------------
     def sync(self, server: LdapServer, workdir: Path, night: str, academies: list[str],
-             tag: str, parallel: bool | None = None) -> Night:
+             tag: str, parallel: bool | None = None, extra: list[str] | None = None,
+             ok: tuple[int, ...] = (0,)) -> Night:
         """`entsync sync` of each academy, a process each: at once (as the three academy DAGs
-        run each night) unless the bench runs ``--sequential``. Each academy keeps its own
+        run each night) unless the bench runs ``--sequential``; `extra`: more arguments
+        (``--today``), `ok`: the exit codes expected (3: held). Each academy keeps its own
         state DB (``workdir/<academy>``): state is per academy, and three processes writing
         one SQLite file would measure SQLite's lock, not the sync (PostgreSQL is the
         production state DB)."""
@@ -248,7 +254,8 @@ class Bench:
                             ENTSYNC_LANDING=str(self.landing(night)), **server.env())
             timings[academy] = timed(
                 [str(BIN / "entsync"), "sync", "--academy", academy, "--json", "--workers",
-                 str(self.workers)], env, self.logs / f"{tag}-{night}-{academy}.log",
+                 str(self.workers), *(extra or [])], env,
+                self.logs / f"{tag}-{night}-{academy}.log",
                 stdout=self.logs / f"{tag}-{night}-{academy}.json")
 
         start = time.perf_counter()
@@ -256,7 +263,8 @@ class Bench:
         result.seconds = time.perf_counter() - start
         for academy in academies:
             t = timings[academy]
-            _check(t, f"entsync sync {academy} ({night})")
+            if t.rc not in ok:
+                _check(t, f"entsync sync {academy} ({night})")
             summary = json.loads((self.logs / f"{tag}-{night}-{academy}.json")
                                  .read_text("utf-8"))
             run_id = summary["run_id"]
@@ -276,17 +284,20 @@ class Bench:
                                            "status": summary["status"]}
         return result
 
-    def check(self, academies: list[str]) -> float:
-        """The reference for parsing the delta's exports: `entsync check` (read, normalize,
-        validate; no planning, no directory), run like the syncs (at once or one by one)."""
+    def check(self, academies: list[str], night: str = "delta",
+              extra: list[str] | None = None) -> float:
+        """The reference for parsing a night's exports (the delta's by default): `entsync
+        check` (read, normalize, validate; no planning, no directory), run like the syncs (at
+        once or one by one)."""
         timings: dict[str, Timed] = {}
 
         def one(academy: str) -> None:
-            env = clean_env(ENTSYNC_WORKDIR=str(self.root / "work-check" / academy),
-                            ENTSYNC_LANDING=str(self.landing("delta")))
+            env = clean_env(ENTSYNC_WORKDIR=str(self.root / f"work-check-{night}" / academy),
+                            ENTSYNC_LANDING=str(self.landing(night)))
             timings[academy] = timed(
-                [str(BIN / "entsync"), "check", "--academy", academy, "--json"], env,
-                self.logs / f"check-delta-{academy}.log", stdout=Path(os.devnull))
+                [str(BIN / "entsync"), "check", "--academy", academy, "--json",
+                 *(extra or [])], env, self.logs / f"check-{night}-{academy}.log",
+                stdout=Path(os.devnull))
 
         start = time.perf_counter()
         _each(one, academies, self.parallel)
@@ -514,7 +525,10 @@ class Bench:
         })
         aaf, aaf_rows = aaf_night(self, self.landing("initial"), NIGHTS["initial"])  # bench/aaf.py
         r.update(aaf)
-        self.table(initial, noop, delta, check_s, af, cli_same, aaf_rows)
+        rentree, rentree_rows = rentree_nights(self, a, b, work_a, c, self.root / "work-c",
+                                               initial)  # bench/rentree.py
+        r.update(rentree)
+        self.table(initial, noop, delta, check_s, af, cli_same, aaf_rows + rentree_rows)
         return r
 
     def table(self, initial: Night, noop: Night, delta: Night, check_s: float,

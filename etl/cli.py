@@ -3,6 +3,7 @@
     entsync generate --academy A --schools N --pupils-per-school M --seed S --out DIR
     entsync generate --region --scale S [--seed N] --out DIR
     entsync generate ... --format aaf [--part-records N] | --aaf-delta-from DIR --out DIR
+    entsync generate ... --rentree-out DIR [--rentree-date D] [--rentree-share KEY=V ...]
     entsync check --academy A [--json]
     entsync sync --academy A [--dry-run] [--school UAI ...] [--json]
     entsync ldap up [--dir D] [--port P] | entsync ldap down --dir D
@@ -34,6 +35,7 @@ schema refuses (nothing sent). Errors are one line on stderr, never a traceback
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import sys
@@ -58,9 +60,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-url", help="SQLAlchemy URL of the state DB (ENTSYNC_STATE_URL)")
 
 
-def cmd_generate(a: argparse.Namespace) -> int:
-    import datetime as dt
+def _today(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--today", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="the run's day when not today (replays, benches): the roll-over "
+                   "window and the latest credible export date follow it")
 
+
+def cmd_generate(a: argparse.Namespace) -> int:
     from etl.devtools.generate import generate_academy, generate_region
 
     export = dt.date.fromisoformat(a.export_date) if a.export_date else None
@@ -69,7 +75,21 @@ def cmd_generate(a: argparse.Namespace) -> int:
         return 2
     if a.aaf_delta_from:
         return _generate_aaf_delta(a, export)
-    fmt = {"fmt": a.format, "part_records": a.part_records}
+    fmt: dict[str, Any] = {"fmt": a.format, "part_records": a.part_records}
+    if a.rentree_out:
+        from etl.devtools.generate import Rentree, RentreeShares
+
+        try:
+            fmt["rentree"] = Rentree(Path(a.rentree_out), dt.date.fromisoformat(a.rentree_date)
+                                     if a.rentree_date else None,
+                                     RentreeShares.parse(a.rentree_share or []),
+                                     renumber=not a.rentree_keep_codes)
+        except ValueError as e:
+            print(f"entsync: {e}", file=sys.stderr)
+            return 2
+        if a.format != "siecle":
+            print("entsync: --rentree-out writes SIECLE/STS exports only", file=sys.stderr)
+            return 2
     if a.region:
         if a.academy:
             print("entsync: --region and --academy exclude each other", file=sys.stderr)
@@ -81,16 +101,26 @@ def cmd_generate(a: argparse.Namespace) -> int:
                           "files": r.files, "out": str(Path(a.out)),
                           "academies": {k: {"schools": len(v.schools), "pupils": v.pupils,
                                             "guardians": v.guardians, "teachers": v.teachers}
-                                        for k, v in r.academies.items()}}, indent=2))
+                                        for k, v in r.academies.items()},
+                          **({"rentree": {"out": a.rentree_out, "pupils": r.rentree.pupils,
+                                          "guardians": r.rentree.guardians,
+                                          "teachers": r.rentree.teachers,
+                                          "files": r.rentree.files}} if r.rentree else {})},
+                         indent=2))
         return 0
     if not a.academy:
         print("entsync: generate needs --academy A or --region", file=sys.stderr)
         return 2
     s = generate_academy(Path(a.out), a.academy, a.schools, a.pupils_per_school, a.seed,
                          year=a.year, export_date=export, **fmt)
+    nxt = s.rentree
     print(json.dumps({"academy": s.academy, "schools": s.schools, "pupils": s.pupils,
                       "guardians": s.guardians, "teachers": s.teachers,
-                      "files": len(s.files), "out": str(Path(a.out) / a.academy)}, indent=2))
+                      "files": len(s.files), "out": str(Path(a.out) / a.academy),
+                      **({"rentree": {"out": str(Path(a.rentree_out) / a.academy),
+                                      "pupils": nxt.pupils, "guardians": nxt.guardians,
+                                      "teachers": nxt.teachers, "files": len(nxt.files)}}
+                         if nxt else {})}, indent=2))
     return 0
 
 
@@ -127,7 +157,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     preflight(st, a.academy, ldap=False)
     pipeline.yield_cpu(st)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
-    found = pipeline.discover_files(st, a.academy, run_id, a.school or None)
+    found = pipeline.discover_files(st, a.academy, run_id, a.school or None, a.today)
     read = pipeline.read_validate_schools(st, a.academy, run_id, found.school_docs(),
                                           dry_run=True)
     summary = pipeline.finish_run(st, RunRef(academy=a.academy, run_id=run_id, dry_run=True),
@@ -166,7 +196,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
     preflight(st, a.academy, ldap=not a.dry_run)
     summary = pipeline.run_sync(st, RunRequest(a.academy, dry_run=a.dry_run,
                                                schools=a.school or None, workers=a.workers,
-                                               mode=a.mode))
+                                               mode=a.mode, today=a.today))
     _print(summary, a.json, _sync_table)
     if summary.get("error"):  # the directory went down mid-apply: one line, exit 1
         print(f"entsync: {summary['error']}", file=sys.stderr)
@@ -474,6 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "as a Delta per academy in --out")
     g.add_argument("--delta-share", type=float, default=0.02,
                    help="with --aaf-delta-from: share of the people changed")
+    g.add_argument("--rentree-out", metavar="DIR",
+                   help="also write the first export of the next school year (la rentrée: "
+                   "ANNEE_SCOLAIRE + 1, classes renumbered, 3e/terminale out, 6e/2nde in) in DIR")
+    g.add_argument("--rentree-date", metavar="YYYY-MM-DD",
+                   help="with --rentree-out: its export date (default: 3 September of the next "
+                   "year, inside the default roll-over window)")
+    g.add_argument("--rentree-share", action="append", metavar="KEY=VALUE",
+                   help="with --rentree-out: to_lycee, repeat, move_away, arrivals, sibling, "
+                   "guardian_change, teacher_move, teacher_turnover (repeatable)")
+    g.add_argument("--rentree-keep-codes", action="store_true",
+                   help="with --rentree-out: classes and groups keep last year's codes (new "
+                   "classes all the same) instead of being renumbered")
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
 
@@ -482,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--academy", required=True, choices=academies)
     c.add_argument("--school", action="append", help="only this UAI (repeatable)")
     c.add_argument("--json", action="store_true")
+    _today(c)
     _common(c)
     c.set_defaults(fn=cmd_check)
 
@@ -493,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=4, help="LDAP connections in flight")
     s.add_argument("--mode", choices=["normal", "create_only", "no_disable"],
                    help="override the academy's operation mode for this run")
+    _today(s)
     s.add_argument("--ldap-url")
     s.add_argument("--ldap-base")
     _common(s)

@@ -27,8 +27,9 @@ SINGLE_VALUED = frozenset({
 #: apply order: parents before children, people before the groups naming them
 KIND_ORDER = {"school": 0, "ou": 1, "person": 2, "class": 3, "group": 3}
 #: the category of the delete of an entry added back at once at the same DN with another
-#: structural class (a group's DN that becomes a class's: ``etl.plan.scope.retype_changes``);
-#: LDAP cannot change an entry's structural class in place
+#: structural class (a group's DN that becomes a class's: ``etl.plan.scope.retype_changes``;
+#: LDAP cannot change an entry's structural class in place), or as a new entry (this year's
+#: class with last year's code at the roll-over: ``etl.plan.scope.structure_changes``)
 RETYPE = "retype"
 
 

@@ -71,7 +71,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     from etl.match.identity import IdentityDecisions, write_identities
     from etl.match.resolve import match_records
     from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
-    from etl.plan.diff import apply_order
+    from etl.plan.diff import RETYPE, apply_order
     from etl.plan.guards import categorize, evaluate_guards, with_held, with_older_exports
     from etl.plan.scope import (
         absence_scope,
@@ -144,8 +144,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                 targets[e.dn] = e
         archives, removals = structure_changes(view, academy, targets, covered, years, base)
         targets.update(archives)
-        changes = apply_order(retype_changes(view, targets, _plan_against_state(view, targets))
-                              + removals)
+        renewed = {c.dn for c in removals if c.category == RETYPE}
+        changes = apply_order(retype_changes(view, targets, _plan_against_state(view, targets),
+                                             renewed) + removals)
         for c in changes:
             c.category = categorize(c)
         if run_mode == "create_only":

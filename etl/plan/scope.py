@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from etl.config import Academy
@@ -413,8 +413,11 @@ def structure_changes(view: StoredView, academy: Academy, targets: Mapping[str, 
     removed; at the school-year roll-over (``ANNEE_SCOLAIRE`` advances), last year's classes
     and groups are first archived under ``ou=<year>,ou=archives,ou=groups,<school>``
     (``rollover_archive = "archive"``, read-only history) or just removed (``"remove"``), so
-    last year's and this year's compositions are never mixed. Returns (the archive entries to
-    add to the desired ones, none of which is there yet; the removals)."""
+    last year's and this year's compositions are never mixed: a class or group of this year
+    with last year's code is a new entry at that DN (last year's is deleted first, category
+    ``retype``; ``retype_changes`` turns its planned modify into the add), not last year's
+    entry modified. Returns (the archive entries to add to the desired ones, none of which is
+    there yet; the removals)."""
     adds: dict[str, DesiredEntry] = {}
     deletes: list[Change] = []
     judged = {u for u, src in covered if src == "SIECLE"}
@@ -446,21 +449,36 @@ def structure_changes(view: StoredView, academy: Academy, targets: Mapping[str, 
             add(f"{rdn},{ydn}", DesiredEntry(f"{rdn},{ydn}", "archive", e.uai, copy))
         if e.dn not in targets:
             deletes.append(Change("delete", e.dn, e.kind, e.uai, "delete", before=e.attrs))
+        elif rolled:
+            deletes.append(Change("delete", e.dn, e.kind, e.uai, RETYPE, before=e.attrs))
     return adds, deletes
 
 
 def retype_changes(view: StoredView, targets: Mapping[str, DesiredEntry],
-                   changes: list[Change]) -> list[Change]:
+                   changes: list[Change], renewed: Collection[str] = ()) -> list[Change]:
     """A class or group entry whose DN the directory holds with the other kind (a group at
     ``cn=<CODE>`` when a division gets that code, or such an entry written before classes and
     groups were told apart) cannot be modified into it: LDAP refuses to change a structural
     class. Its planned modify becomes a delete (category ``retype``, written first) and an add
-    of the desired entry."""
+    of the desired entry. ``renewed``: DNs whose delete is already planned (last year's class
+    at the roll-over, ``structure_changes``): their modify becomes the add alone."""
+    out: list[Change] = []
+    if renewed:
+        seen = set()
+        for c in changes:
+            if c.dn in renewed and c.op == "modify":
+                e = targets[c.dn]
+                c = Change("add", c.dn, e.kind, e.uai, "create", attrs=e.attrs, after=e.attrs)
+            seen.add(c.dn)
+            out.append(c)
+        for dn in sorted(set(renewed) - seen):
+            e = targets[dn]
+            out.append(Change("add", dn, e.kind, e.uai, "create", attrs=e.attrs, after=e.attrs))
+        changes, out = out, []
     wanted = {c.dn: c for c in changes if c.op == "modify" and c.kind in ("class", "group")}
     if not wanted:
         return changes
     stored = view.entries(sorted(wanted))
-    out: list[Change] = []
     for c in changes:
         have = stored.get(c.dn) if c.dn in wanted else None
         if have is None or have.kind == c.kind or have.kind not in ("class", "group"):

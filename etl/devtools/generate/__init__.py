@@ -29,13 +29,20 @@ from etl.devtools.generate.plan import (
     _plan_teachers,
 )
 from etl.devtools.generate.pupils_file import generate_pupils_file
-from etl.devtools.generate.records import GenerateSummary
+from etl.devtools.generate.records import GenerateSummary, _SchoolDraws
 from etl.devtools.generate.region import (
     FORMATS,
     RegionSummary,
     _check_format,
     generate_region,
     region_school_counts,
+)
+from etl.devtools.generate.rentree import (
+    Rentree,
+    RentreeShares,
+    default_rentree_date,
+    plan_rentree,
+    write_rentree,
 )
 from etl.discover.landing import uai_check_letter
 
@@ -45,6 +52,9 @@ __all__ = [
     "FORMATS",
     "GenerateSummary",
     "RegionSummary",
+    "Rentree",
+    "RentreeShares",
+    "default_rentree_date",
     "generate_academy",
     "generate_pupils_file",
     "generate_region",
@@ -64,13 +74,15 @@ def generate_academy(
     *,
     fmt: str = "siecle",
     part_records: int = DEFAULT_PART_RECORDS,
+    rentree: Rentree | None = None,
 ) -> GenerateSummary:
     """Write `out/<academy>/<UAI>/` SIECLE zips and an STS file per school; same seed, same bytes.
 
     Collèges and lycées (every third school from the second is a lycée); every third school
     (index 2, 5, ...) uses the older RESP_LEGAL convention; STS files alternate UTF-8 and
     ISO-8859-15. ``fmt="aaf"``: the same academy as its AAF Complet in `out/<academy>/`
-    (aaf.py), parts of `part_records` records.
+    (aaf.py), parts of `part_records` records. `rentree`: also the first export of the
+    next school year in ``rentree.out/<academy>/`` (rentree.py; SIECLE/STS only).
     """
     _check_format(fmt)
     if academy not in ACADEMIES:
@@ -86,6 +98,13 @@ def generate_academy(
     for school in plan:
         _layout_school(rng, school)
     _ensure_rare_cases(rng, plan)
+    if rentree is not None and fmt != "siecle":
+        raise ValueError("a rentrée export set is written as SIECLE/STS only")
+    rentree_rng = random.Random(f"{seed}:rentree")
+    rentree_export = (rentree.export or default_rentree_date(year)) if rentree else export
+    nxt = (plan_rentree(rentree_rng, plan, families, staff, year, rentree_export,
+                        rentree.shares, rentree.renumber) if rentree is not None else None)
+    drawn: dict[str, _SchoolDraws] | None = {} if nxt is not None else None
     next_sts = rng.randint(1000, 9000)
     summary = GenerateSummary(
         academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0, files=[]
@@ -96,6 +115,12 @@ def generate_academy(
         return summary
     for school in plan:
         next_sts = _write_school(
-            out / academy, rng, info, school, families, staff, next_sts, year, export, summary
+            out / academy, rng, info, school, families, staff, next_sts, year, export, summary,
+            drawn=drawn,
         )
+    if rentree is not None and nxt is not None and drawn is not None:
+        summary.rentree = GenerateSummary(academy=academy, schools=[s.uai for s in nxt.schools],
+                                          pupils=0, guardians=0, teachers=0, files=[])
+        write_rentree(rentree.out / academy, rentree_rng, info, nxt, drawn, next_sts, year + 1,
+                      rentree_export, summary.rentree)
     return summary

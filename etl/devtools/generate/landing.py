@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import random
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 
 from etl.devtools.generate.catalog import _AcademyInfo
@@ -73,9 +73,19 @@ def _write_school(
     year: int,
     export: datetime.date,
     summary: GenerateSummary,
+    *,
+    drawn: MutableMapping[str, _SchoolDraws] | None = None,
+    carry: Callable[[_School, _SchoolDraws], None] | None = None,
 ) -> int:
-    """Write one school's four SIECLE zips and its STS file; returns the next STS id."""
+    """Write one school's four SIECLE zips and its STS file; returns the next STS id.
+
+    `carry` may change the draws before they are written (the next school year keeps last
+    year's ids, rentree.py); `drawn` keeps them by UAI (what the next year carries)."""
     draws, next_sts = _draw_school(rng, school, families, staff, next_sts, export)
+    if carry is not None:
+        carry(school, draws)
+    if drawn is not None:
+        drawn[school.uai] = draws
     when = draws.when
     folder = folder_root / school.uai
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ from etl.devtools.generate.records import _Group, _Pupil, _School
 CLASS_SIZE = 28  # divisions are cut so that they hold 25-30 pupils at most
 
 
-def _division_code(level: _Level, index: int, college: bool) -> str:
+def _division_code(level: _Level, index: int, college: bool, sep: str = "") -> str:
+    if sep:  # the next year's numbering (``_School.code_sep``)
+        return f"{level.div_prefix}{sep}{index + 1}"
     if college and index < 26:
         return f"{level.div_prefix}{chr(ord('A') + index)}"
     return f"{level.div_prefix}{index + 1}"
@@ -35,7 +37,8 @@ def _layout_school(rng: random.Random, school: _School) -> None:
         members = by_level[level_index]
         rng.shuffle(members)
         n_div = max(1, math.ceil(len(members) / CLASS_SIZE))
-        codes = [_division_code(level, i, school.college) for i in range(n_div)]
+        codes = [_division_code(level, i, school.college, school.code_sep)
+                 for i in range(n_div)]
         school.divisions.extend((code, level) for code in codes)
         _add_level_groups(school, level, codes)
         for position, pupil in enumerate(members):
@@ -60,13 +63,18 @@ def _layout_school(rng: random.Random, school: _School) -> None:
     school.pupils = sorted(order, key=lambda p: p.eleve_id)
 
 
+def _group_prefix(school: _School, level: _Level) -> str:
+    return f"{level.grp_prefix}{school.code_sep}"
+
+
 def _add_level_groups(school: _School, level: _Level, codes: Sequence[str]) -> None:
     divisions = tuple(codes)
+    prefix = _group_prefix(school, level)
     if level.lv2:
         for suffix, subject, label in _LV2:
             school.groups.append(
                 _Group(
-                    f"{level.grp_prefix}LV2{suffix}",
+                    f"{prefix}LV2{suffix}",
                     f"{level.label} {label} LV2",
                     divisions,
                     subject,
@@ -75,13 +83,13 @@ def _add_level_groups(school: _School, level: _Level, codes: Sequence[str]) -> N
             )
         if school.college:
             school.groups.append(
-                _Group(f"{level.grp_prefix}LATIN", f"{level.label} LATIN", divisions, _LATIN, "CG")
+                _Group(f"{prefix}LATIN", f"{level.label} LATIN", divisions, _LATIN, "CG")
             )
     for subject in level.specialities:
         gestion = _SUBJECTS[subject].gestion.replace("-", "")
         school.groups.append(
             _Group(
-                f"{level.grp_prefix}SPE{gestion}"[:8],
+                f"{prefix}SPE{gestion}"[:8],
                 f"{level.label} SPECIALITE {_SUBJECTS[subject].short}",
                 divisions,
                 subject,
@@ -104,14 +112,15 @@ def _pick_groups(
 ) -> tuple[str, ...]:
     """0 to 2 groups: the LV2 (or latin) group and a half-class or speciality group."""
     groups: list[str] = []
+    prefix = _group_prefix(school, level)
     if level.lv2 and rng.random() < 0.9:
         suffix = "ALL" if rng.random() < (0.6 if alsace else 0.25) else "ESP"
-        groups.append(f"{level.grp_prefix}LV2{suffix}")
+        groups.append(f"{prefix}LV2{suffix}")
     if level.specialities:
         subject = rng.choice(level.specialities)
-        groups.append(f"{level.grp_prefix}SPE{_SUBJECTS[subject].gestion.replace('-', '')}"[:8])
+        groups.append(f"{prefix}SPE{_SUBJECTS[subject].gestion.replace('-', '')}"[:8])
     elif school.college and level.lv2 and not groups and rng.random() < 0.5:
-        groups.append(f"{level.grp_prefix}LATIN")
+        groups.append(f"{prefix}LATIN")
     elif rng.random() < 0.6:
         group = _half_group_code(division, rng.choice((1, 2)))
         if group is not None:

@@ -92,6 +92,9 @@ class _School:
     groups: list[_Group] = field(default_factory=list)
     pupils: list[_Pupil] = field(default_factory=list)
     teachers: list[int] = field(default_factory=list)  # indexes in the academy teacher list
+    #: the school year's class codes: "" tonight's (6A, 2NDE1, 6LV2ESP), "-" the next year's,
+    #: all renumbered (6-1, 2NDE-1, 6-LV2ESP: no code of last year comes back)
+    code_sep: str = ""
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -129,3 +132,5 @@ class GenerateSummary:
     guardians: int
     teachers: int
     files: list[Path]
+    #: the next school year's export set, when one was asked for (rentree.py)
+    rentree: GenerateSummary | None = None

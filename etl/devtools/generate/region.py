@@ -14,7 +14,19 @@ from etl.devtools.generate.layout import _layout_school
 from etl.devtools.generate.names import _GERMAN_SHARE
 from etl.devtools.generate.people import _make_guardians, _make_teacher, _People
 from etl.devtools.generate.plan import _ensure_rare_cases, _new_school
-from etl.devtools.generate.records import GenerateSummary, _Family, _School, _Teacher
+from etl.devtools.generate.records import (
+    GenerateSummary,
+    _Family,
+    _School,
+    _SchoolDraws,
+    _Teacher,
+)
+from etl.devtools.generate.rentree import (
+    Rentree,
+    default_rentree_date,
+    plan_rentree,
+    write_rentree,
+)
 
 #: Grand Est at scale 1.0 (rounded public figures): public collèges and lycées (LGT), and the
 #: share of them in each academy.
@@ -43,6 +55,8 @@ class RegionSummary:
     scale: float
     seed: int
     academies: dict[str, GenerateSummary]
+    #: the next school year's export set, when one was asked for (rentree.py)
+    rentree: RegionSummary | None = None
 
     @property
     def schools(self) -> int:
@@ -184,15 +198,22 @@ def generate_region(
     *,
     fmt: str = "siecle",
     part_records: int = DEFAULT_PART_RECORDS,
+    rentree: Rentree | None = None,
 ) -> RegionSummary:
     """Write the three Grand Est academies' landing folders at `scale` (1.0: the real region).
 
     Scale multiplies the region's school counts (`REGION_COLLEGES`, `REGION_LYCEES`, split by
     `REGION_SHARES`). One academy is planned at a time (cheap records), then written school by
-    school; same seed, same content: a new `export_date` changes only the dates.
+    school; same seed, same content: a new `export_date` changes only the dates. `rentree`:
+    also the first export of the next school year (rentree.py) in ``rentree.out``, from the
+    same academies (tonight's bytes are the same with or without it).
     """
     export = export_date or datetime.date(year, 10, 1)
     summary = RegionSummary(scale=scale, seed=seed, academies={})
+    if rentree is not None:
+        if fmt != "siecle":
+            raise ValueError("a rentrée export set is written as SIECLE/STS only")
+        summary.rentree = RegionSummary(scale=scale, seed=seed, academies={})
     for academy, (colleges, lycees) in region_school_counts(scale).items():
         info = ACADEMIES[academy]
         rng = random.Random(f"{seed}:{academy}")
@@ -202,6 +223,12 @@ def generate_region(
         for school in plan:
             _layout_school(rng, school)
         _ensure_rare_cases(rng, plan)
+        nxt, rentree_rng = None, random.Random(f"{seed}:{academy}:rentree")
+        rentree_export = (rentree.export or default_rentree_date(year)) if rentree else export
+        if rentree is not None:
+            nxt = plan_rentree(rentree_rng, plan, families, staff, year, rentree_export,
+                               rentree.shares, rentree.renumber)
+        drawn: dict[str, _SchoolDraws] | None = {} if nxt is not None else None
         next_sts = rng.randint(1000, 9000)
         result = GenerateSummary(
             academy=academy, schools=[s.uai for s in plan], pupils=0, guardians=0, teachers=0,
@@ -214,8 +241,16 @@ def generate_region(
             continue
         for school in plan:
             next_sts = _write_school(
-                out / academy, rng, info, school, families, staff, next_sts, year, export, result
+                out / academy, rng, info, school, families, staff, next_sts, year, export, result,
+                drawn=drawn,
             )
             school.pupils = []  # written: let the school's records go
         summary.academies[academy] = result
+        if rentree is not None and nxt is not None and drawn is not None:
+            nxt_summary = GenerateSummary(academy=academy, schools=[s.uai for s in nxt.schools],
+                                          pupils=0, guardians=0, teachers=0, files=[])
+            write_rentree(rentree.out / academy, rentree_rng, info, nxt, drawn, next_sts,
+                          year + 1, rentree_export, nxt_summary, release=True)
+            assert summary.rentree is not None
+            summary.rentree.academies[academy] = nxt_summary
     return summary
