@@ -193,7 +193,7 @@ def cmd_sync(a: argparse.Namespace) -> int:
     from etl.preflight import preflight
 
     st = _settings(a)
-    preflight(st, a.academy, ldap=not a.dry_run)
+    preflight(st, a.academy)  # a dry run reads the directory too (accounts to adopt)
     summary = pipeline.run_sync(st, RunRequest(a.academy, dry_run=a.dry_run,
                                                schools=a.school or None, workers=a.workers,
                                                mode=a.mode, today=a.today))

@@ -377,10 +377,12 @@ def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
     from etl.preflight import preflight
     from etl.report.page import school_name
 
-    preflight(settings, academy_code, ldap=not dry_run)
     run_id = new_run_id(academy_code)
     try:
         start_run(settings, academy_code, dry_run, trigger=trigger, run_id=run_id)
+        # before anything is read (a missing landing, a refused bind): the night fails in its
+        # first second, recorded as failed for the ops team
+        preflight(settings, academy_code)
         if not dry_run:
             require_adopted(settings, get_academy(academy_code))
         disc = discover_files(settings, academy_code, run_id, schools or None)

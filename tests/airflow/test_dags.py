@@ -346,8 +346,12 @@ from etl.errors import RunLocked
 from etl.store.db import session_factory
 from etl.store.models import AcademyLock, Run
 
+import etl.preflight
+
 dag_file = runpy.run_path(sys.argv[1])
 settings = Settings.from_env({"ENTSYNC_WORKDIR": sys.argv[2]})
+(settings.landing / "ac-reims").mkdir(parents=True)  # the preflight's landing check passes
+etl.preflight.check_bind = lambda settings: None  # no directory here: this is about the lock
 holder = pipeline.start_run(settings, "ac-reims", trigger="cli")  # holds the lock
 task = dag_file["ent_sync__ac_reims"].get_task("read.discover")
 g = task.python_callable.__wrapped__.__globals__
@@ -588,7 +592,7 @@ def test_academy_dag_runs_end_to_end(
 def test_dag_run_with_no_school_succeeds(airflow_runner: AirflowRunner, tmp_path: Path) -> None:
     """An empty landing zone: read_validate maps over nothing, the run still reports."""
     landing = tmp_path / "landing"
-    landing.mkdir()
+    (landing / "ac-strasbourg").mkdir(parents=True)  # the academy's folder, empty
     summary = airflow_runner.dag_test("ent_sync__ac_strasbourg", tmp_path / "work", landing)
     assert summary["status"] == "success"
     assert summary["schools"] == {} and summary["changes"] == 0 and summary["applied"] == 0
@@ -599,9 +603,10 @@ def test_dag_run_with_no_school_succeeds(airflow_runner: AirflowRunner, tmp_path
 def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
     airflow_runner: AirflowRunner, tmp_path: Path
 ) -> None:
-    """Wrong directory password: `write.apply` fails on its first try (DirectoryError is not
-    transient, retries=3 notwithstanding), the failure callback closes the sync run as failed
-    naming the task and the error type, and the academy's lock is released."""
+    """Wrong directory password: the night's first task, `read.discover`, fails on its first
+    try (its preflight binds before anything is read; DirectoryError is not transient,
+    retries=3 notwithstanding), the failure callback closes the sync run as failed naming the
+    task and the error type, and the academy's lock is released."""
     academy, dag_id = "ac-nancy-metz", "ent_sync__ac_nancy_metz"
     landing, workdir = tmp_path / "landing", tmp_path / "work"
     generate_academy(landing, academy, schools=1, pupils_per_school=20, seed=99)
@@ -614,8 +619,8 @@ def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
                          "FROM task_instance t JOIN dag_run r ON r.run_id = t.run_id "
                          "AND r.dag_id = t.dag_id WHERE t.dag_id = ? AND r.id = "
                          "(SELECT max(id) FROM dag_run WHERE dag_id = ?)", dag_id, dag_id))
-    assert tis["plan.reconcile"] == "success:1", tis
-    assert tis["write.apply"] == "failed:1", (tis, log[-3000:])  # one try, no retry
+    assert tis["read.discover"] == "failed:1", (tis, log[-3000:])  # one try, no retry
+    assert tis["plan.reconcile"] == "upstream_failed:0", tis  # nothing read or planned
     assert tis["close.report"] == "upstream_failed:0"  # never ran
     assert "not retried" in log and "DirectoryError" in log
 
@@ -626,6 +631,6 @@ def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
         run = runs[0]
         assert run.status == "failed" and run.ended_at is not None
         error = str((run.summary or {}).get("error"))
-        assert error == "Airflow task write.apply (school -) failed: DirectoryError", error
+        assert "discover" in error and error.endswith("DirectoryError"), error
         assert s.get(AcademyLock, academy) is None  # released: the next run need not wait
     assert "not-the-password" not in log

@@ -81,8 +81,9 @@ def test_refused_credentials_fail_before_reading(tmp_path: Path, server: LdapSer
     assert r.returncode == 1
     assert "refused" in _one_line(r)
     assert not (tmp_path / "work" / "reports").exists()  # nothing read, nothing reported
-    # a dry run does not write to the directory: it does not need the bind
-    assert _entsync(env, "sync", "--academy", ACADEMY, "--dry-run").returncode == 0
+    # a dry run reads the directory too (the accounts it would adopt): the same early stop
+    r = _entsync(env, "sync", "--academy", ACADEMY, "--dry-run")
+    assert r.returncode == 1 and "refused" in _one_line(r)
 
 
 def test_unreachable_directory(tmp_path: Path, server: LdapServer) -> None:
