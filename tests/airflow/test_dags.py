@@ -517,7 +517,8 @@ def test_academy_dag_runs_end_to_end(
     assert first["applied"] == first["changes"] > 0 and first["failed"] == 0
     # the directory changed: one event of the academy's asset, naming the run and schools
     assert _asset_events(airflow_runner, academy) == [
-        {"run_id": first["run_id"], "applied": first["applied"], "schools": sorted(gen.schools)}]
+        {"run_id": first["run_id"], "academy": academy, "applied": first["applied"],
+         "schools": sorted(gen.schools), "by": "night"}]
     assert set(first["schools"]) == set(gen.schools)
     assert {s["status"] for s in first["schools"].values()} == {"ok"}
     # one mapped task per group of up to 16 schools (their rules run together), labelled
