@@ -687,7 +687,8 @@ def test_the_next_night_runs_while_a_school_awaits_approval(
     assert held["schools"][UAI]["status"] == "awaiting_approval"
     night_runs = _metadata(runner, "SELECT run_id, state FROM dag_run WHERE dag_id = ? "
                            "ORDER BY id", dag_id)
-    assert [s for _r, s in night_runs] == ["success", "success"]
+    assert [s for _r, s in night_runs[-2:]] == ["success", "success"]  # (the module's
+    # other tests ran the academy's DAG too)
     tis = dict(_metadata(runner, "SELECT task_id, state FROM task_instance WHERE dag_id = ? "
                          "AND run_id = ?", dag_id, night_runs[-1][0]))
     assert tis["review.held_plans"] == tis["review.request_approval"] == "success"
