@@ -138,12 +138,18 @@ def record_decisions(settings: Settings, run_id: str,
             if sch.get("status") in (None, "awaiting_approval"):
                 sch["status"] = d["decision"]
             pending = int(sch.get("pending", 0) or 0)
+            # the run's totals by category follow the school's (the report's tables)
+            totals_pending = summary.setdefault("pending_by", {})
+            for k, n in (sch.get("pending_by") or {}).items():
+                totals_pending[k] = max(0, int(totals_pending.get(k, 0) or 0) - int(n or 0))
             sch["pending"], sch["pending_by"] = 0, {k: 0 for k in sch.get("pending_by") or {}}
             summary["pending"] = max(0, int(summary.get("pending", 0) or 0) - pending)
             if d["decision"] == "approved":
                 wc = d.get("written_counts") or {}
+                totals_written = summary.setdefault("written", {})
                 for k, n in (wc.get("written") or {}).items():
                     sch[k] = int(n)
+                    totals_written[k] = int(totals_written.get(k, 0) or 0) + int(n)
                 sch["written"] = int(d.get("applied", 0) or 0)
                 sch["failed"] = int(d.get("failed", 0) or 0)
                 summary["applied"] = int(summary.get("applied", 0) or 0) + sch["written"]

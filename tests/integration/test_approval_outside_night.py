@@ -101,6 +101,9 @@ def test_the_next_night_proceeds_while_a_school_awaits_approval_then_the_decisio
         assert sm["schools"][UAI]["written"] == got[UAI]["applied"]
         assert sm["schools"][UAI]["disabled"] == 20
     assert summary["applied"] == held["applied"] + got[UAI]["applied"]
+    # the run's totals by category too (the report's "written" and "pending" rows)
+    assert summary["written"]["disabled"] == held["written"]["disabled"] + 20
+    assert summary["pending_by"]["disabled"] == 0 and summary["pending"] == 0
     report = (env.reports_dir / held["run_id"] / "report.html").read_text("utf-8")
     page = report.split("</style>", 1)[1]  # the page, not its style sheet
     assert "awaiting_approval" not in page and "approved" in page
