@@ -722,3 +722,29 @@ def test_the_next_night_runs_while_a_school_awaits_approval(
     assert summary["status"] == "success"
     assert summary["decisions"][UAI]["decision"] == "approved"
     assert summary["decisions"][UAI]["by"] == "admin"
+
+
+QUIET = r"""
+import io, json, logging, sys
+sys.path.insert(0, sys.argv[1])
+import _entsync_airflow  # what a task's process imports with the DAG file
+out = io.StringIO()
+handler = logging.StreamHandler(out)
+logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.INFO)
+import great_expectations.data_context.types.base as gx_base  # sets its logger to INFO
+from alembic.runtime import migration
+gx_base.logger.info("Created temporary directory '/tmp/x' for ephemeral docs site")
+migration.log.info("Context impl SQLiteImpl.")
+gx_base.logger.warning("a real GX warning")
+logging.getLogger("etl.run").info("entsync's own line")
+print(json.dumps(out.getvalue().splitlines()))
+"""
+
+
+def test_tasks_do_not_log_great_expectations_and_alembic_chatter(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", QUIET, str(DAGS)], env=_clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = json.loads(out.stdout.strip().splitlines()[-1])
+    assert lines == ["a real GX warning", "entsync's own line"]
