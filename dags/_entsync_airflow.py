@@ -8,7 +8,10 @@ itself (listed in `.airflowignore`). Airflow puts the DAGs folder on `sys.path`,
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
+import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -22,6 +25,45 @@ DISCOVER = "read.discover"
 #: discover's XCom holding the sync run (id, rejected, held, ...); its return value is the list
 #: of schools read_validate maps over (Airflow maps only over a task's return value)
 RUN_KEY = "run"
+#: discover's small XCom holding only the sync run's id: what every later task reads
+RUN_ID_KEY = "run_id"
+#: the DAGs' owner in the UI (`ENTSYNC_AIRFLOW_OWNER`)
+DEFAULT_OWNER = "entsync-ops"
+
+#: libraries whose INFO lines say nothing to the ops team (great-expectations' "ephemeral
+#: docs site", Alembic's "Context impl"): WARNING and above only, in every task. The module
+#: great-expectations logs from sets its own logger to INFO when imported (after this runs),
+#: so a filter on that logger drops the lines, whatever its level.
+QUIET_LOGGERS = ("great_expectations", "great_expectations.data_context.types.base",
+                 "alembic", "alembic.runtime.migration")
+
+
+def _below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+def quiet_loggers() -> None:
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if _below_warning not in logger.filters:
+            logger.addFilter(_below_warning)
+
+
+quiet_loggers()  # the task process imports this module when it parses the DAG file
+
+
+def default_args() -> dict[str, Any]:
+    """The tasks' defaults: the owner, retries with backoff (only transient failures get
+    there: `retry_policy` fails the others at once), the failure callback."""
+    return {
+        "owner": os.environ.get("ENTSYNC_AIRFLOW_OWNER") or DEFAULT_OWNER,
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=15),
+        "on_failure_callback": on_task_failure,
+    }
 
 
 def _connection(conn_id: str) -> Any | None:

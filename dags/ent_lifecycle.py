@@ -23,7 +23,7 @@ import datetime as dt
 from typing import Any
 
 import pendulum
-from _entsync_airflow import fail_fast, run_settings
+from _entsync_airflow import default_args, fail_fast, run_settings
 from airflow.sdk import dag, task
 
 from etl.config import load_academies
@@ -38,6 +38,7 @@ from etl.config import load_academies
     max_active_runs=1,
     tags=["entsync", "lifecycle"],
     default_args={
+        **default_args(),
         # only transient failures get here: retry_policy fails the others at once
         "retries": 3,
         "retry_delay": dt.timedelta(minutes=5),

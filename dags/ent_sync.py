@@ -8,8 +8,8 @@ step: accounts, classes and groups.
 **Task groups, one per stage** (in the Graph view, expand a group to see its tasks):
 
 - **read**: `discover` (identify each file by its root and UAI, open the sync run; its
-  return value is the schools to read in groups, its XCom `run` the sync run: id, rejected
-  and held files) → `read_validate` (one mapped task per group of up to 16 schools,
+  return value is the schools to read in groups, its XCom `run_id` the sync run's id, which
+  every later task reads) → `read_validate` (one mapped task per group of up to 16 schools,
   `ENTSYNC_READ_GROUP`, named by their UAIs and the name the first one's STS-web export
   gives: read, normalize, validate, the group's validation rules run together; a bad file
   is quarantined whole and its school left untouched, the group's other schools go on);
@@ -17,35 +17,50 @@ step: accounts, classes and groups.
 - **write**: `apply` (ldap3, journaled);
 - **close**: `report` (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
   `report.html`; the task's **Run report** link opens the page in the browser) → `publish`;
-- **review** (only when a disaster guard held a school's changes): `held_plans` → `approval`
-  (waits in the UI's *Required actions*; *Approve* applies exactly the plan shown, *Reject*
-  discards it; no answer in 3 days counts as Reject) → `apply_decision` → `publish`.
+- **review** (only when a disaster guard held a school's changes): `held_plans` →
+  `request_approval` (one run of the academy's approval DAG `ent_approval__<academy>` per
+  held school). The night does **not** wait for the answer: it ends, the held school
+  `awaiting_approval`, the others written, and the next nights run as usual.
 
 A night with no new export maps read_validate over nothing (skipped); reconcile, apply and
 report still run and close the run with an empty summary.
 
+**Approvals** (`ent_approval__<academy>`, one run per held school): `panel` (what the guard
+held: counts per action and profile, the guards with value and limit, sample DNs, the run
+report's link, the default and its deadline) → `approval` (waits in the UI's *Required
+actions*; *Approve* applies exactly the plan shown, checked by its hash; *Reject* discards
+it; **no answer in 3 days counts as Reject**) → `apply_decision` (the run's summary, report
+and `entsync status` then say who decided and when) → `publish`. A held school's next export
+supersedes its pending plan (closed `superseded`, the new export planned as usual); the same
+export seen again waits for the decision (the school is not read again).
+
 **Asset**: each `publish` task emits the asset `entsync_directory_<academy>` (uri
-`x-entsync://directory/<academy>`, see `etl/assets.py`) only when its stage wrote changes to
-the directory; it is skipped otherwise (quiet night, dry run, rejection). Consumer DAGs can
-be scheduled on it; the event's extra holds the sync run id and counts per school.
+`x-entsync://directory/<academy>`, see `etl/report/assets.py`) only when its stage wrote
+changes to the directory; it is skipped otherwise (quiet night, dry run, rejection).
+Consumer DAGs can be scheduled on it; the event's extra is flat: `run_id`, `academy`,
+`applied` (changes written), `schools` (their UAIs), `by` (`night` or `approval`).
 
 **Retries**: a task retries (up to 3 times, 1, 2 then 4 minutes apart) only on transient
 failures: directory or state DB unreachable, busy or locked, another run holding the
-academy's lock. An error no retry can fix (rejected file, configuration, directory
-credentials or certificate, refused approval, a bug) fails the task at once. A task that
-gives up closes the sync run as failed (stage, school and error type, never personal data)
-and releases the academy's lock.
+academy's lock (an approved plan waits up to about 2 hours for a night writing the
+academy). An error no retry can fix (rejected file, configuration, directory credentials or
+certificate, refused approval, a bug) fails the task at once. A task that gives up closes
+the sync run as failed (stage, school and error type, never personal data) and releases the
+academy's lock.
 
-Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs;
-`mode` overrides the academy's operation mode for this run (`create_only`, `no_disable`:
-e.g. during the September roll-over).
+Params: `dry_run` plans and reports but writes nothing; `schools` limits the run to some UAIs
+(empty: all); `mode` overrides the academy's operation mode for this run (`create_only`,
+`no_disable`: e.g. during the September roll-over; `default`: the academy's configuration).
+The schedule starts no catch-up run when the DAG is unpaused, and no backfill is offered (a
+night reads the landing zone as it is now, not as it was).
 
 Connections: `entsync_ldap` (host, port, login = bind DN, password, extra `{"base": ...}`,
 optionally `"url"`, `"ssl": true`, `"ca_file"`) and `entsync_state` (extra
 `{"sqlalchemy_url": ...}`), `entsync_staging` (the staging area tasks hand each other files
 through, as an ObjectStoragePath with this connection's credentials; extra `{"url":
 "s3://bucket/entsync/staging"}`, else `ENTSYNC_STAGING_URL`); when a connection is not
-defined, the `ENTSYNC_*` environment variables are used.
+defined, the `ENTSYNC_*` environment variables are used. The DAGs' owner:
+`ENTSYNC_AIRFLOW_OWNER` (default `entsync-ops`).
 """
 
 from __future__ import annotations
@@ -54,23 +69,45 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-import pendulum
-from _entsync_airflow import DISCOVER, RUN_KEY, fail_fast, on_task_failure, run_settings
+from _entsync_airflow import (
+    DISCOVER,
+    RUN_ID_KEY,
+    RUN_KEY,
+    default_args,
+    fail_fast,
+    run_settings,
+)
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Asset, BaseOperatorLink, Param, TaskGroup, dag, get_current_context, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import (
+    Asset,
+    BaseOperatorLink,
+    CronTriggerTimetable,
+    Param,
+    TaskGroup,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 
 from etl.config import Academy, load_academies
 from etl.report.assets import directory_asset_name, directory_asset_uri
 
-HELD_PLANS, APPROVAL = "review.held_plans", "review.approval"
+PANEL, APPROVAL = "panel", "approval"
 APPROVE, REJECT = "Approve", "Reject"
+#: the trigger form's `mode` choices: "default" is the academy's configuration
+MODES = {"default": "the academy's configuration", "normal": "normal",
+         "create_only": "create_only: only new entries",
+         "no_disable": "no_disable: nobody is disabled"}
+#: no answer in this long counts as Reject (`etl.approve.panel.APPROVAL_TIMEOUT`)
+APPROVAL_TIMEOUT = dt.timedelta(days=3)
 
 
 def _mode() -> str | None:
     """The run's operation mode from the `mode` param (None: the academy's configuration)."""
     m = get_current_context()["params"].get("mode")
-    return str(m) if m else None
+    return str(m) if m and m != "default" else None
 
 
 def _params() -> tuple[bool, list[str]]:
@@ -78,12 +115,14 @@ def _params() -> tuple[bool, list[str]]:
     return bool(p.get("dry_run")), [s for s in (p.get("schools") or []) if s]
 
 
-def _run(code: str, disc: dict[str, Any]) -> Any:
-    """The sync run the tasks work for (`etl.contracts.RunRef`): discover's XCom `run`."""
+def _run(code: str) -> Any:
+    """The sync run the tasks work for (`etl.contracts.RunRef`): its id is discover's small
+    XCom `run_id`, read at run time (no graph edge from discover to every task)."""
     from etl.contracts import RunRef
 
     dry, _ = _params()
-    return RunRef(academy=code, run_id=str(disc["run_id"]), dry_run=dry)
+    rid = get_current_context()["ti"].xcom_pull(task_ids=DISCOVER, key=RUN_ID_KEY)
+    return RunRef(academy=code, run_id=str(rid), dry_run=dry)
 
 
 def _results(results: Sequence[list[dict[str, Any]] | None]) -> list[Any]:
@@ -106,7 +145,13 @@ def _responder(answer: dict[str, Any]) -> str:
         return str(user.get("name") or user.get("id") or "airflow")
     if user:
         return str(user)
-    return "airflow (timeout)" if answer.get("timedout") else "airflow"
+    return "nobody (no answer in time: the default)"
+
+
+def _base_url() -> str:
+    from airflow.sdk.configuration import conf
+
+    return str(conf.get("api", "base_url", fallback="/"))
 
 
 class RunReportLink(BaseOperatorLink):
@@ -118,16 +163,13 @@ class RunReportLink(BaseOperatorLink):
     name = "Run report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from airflow.sdk.configuration import conf
         from airflow.sdk.execution_time.xcom import XCom
 
         from etl.report.page import report_url
 
-        disc = XCom.get_one(key=RUN_KEY, dag_id=ti_key.dag_id, task_id=DISCOVER,
-                            run_id=ti_key.run_id, map_index=-1)
-        if not isinstance(disc, dict) or not disc.get("run_id"):
-            return ""
-        return report_url(conf.get("api", "base_url", fallback="/"), str(disc["run_id"]))
+        rid = XCom.get_one(key=RUN_ID_KEY, dag_id=ti_key.dag_id, task_id=DISCOVER,
+                           run_id=ti_key.run_id, map_index=-1)
+        return report_url(_base_url(), str(rid)) if rid else ""
 
 
 def directory_asset(academy_code: str) -> Asset:
@@ -135,12 +177,15 @@ def directory_asset(academy_code: str) -> Asset:
     return Asset(name=directory_asset_name(academy_code), uri=directory_asset_uri(academy_code))
 
 
-def _publish(asset: Asset, run_id: str, applied: int, uais: list[str]) -> dict[str, Any]:
-    """Emit the directory's asset event (sync run id, count, UAIs as its extra), or skip:
-    nothing written, no event."""
+def _publish(asset: Asset, academy: str, run_id: str, applied: int, uais: list[str],
+             by: str) -> dict[str, Any]:
+    """Emit the directory's asset event, or skip: nothing written, no event. Its extra is
+    flat (the Assets view lists it key by key): the sync run, the academy, the changes
+    written, the schools' UAIs, and whether the night or an approval wrote them."""
     if applied <= 0:
         raise AirflowSkipException("nothing was written to the directory: no asset event")
-    extra: dict[str, Any] = {"run_id": run_id, "applied": applied, "schools": sorted(uais)}
+    extra: dict[str, Any] = {"run_id": run_id, "academy": academy, "applied": applied,
+                             "schools": sorted(uais), "by": by}
     get_current_context()["outlet_events"][asset].extra = extra
     return extra
 
@@ -153,35 +198,37 @@ def make_dag(academy: Academy) -> Any:
         dag_id=academy.dag_id,
         description=f"Sync {academy.name} exports into the ENT directory",
         doc_md=__doc__,
-        schedule=academy.schedule,
-        start_date=pendulum.datetime(2026, 1, 1, tz=academy.timezone),
+        # no start_date, and run_immediately=0: unpausing starts no run of a past night
+        # beside the one triggered by hand
+        schedule=CronTriggerTimetable(academy.schedule, timezone=academy.timezone,
+                                      run_immediately=dt.timedelta(0)),
         catchup=False,
         max_active_runs=1,
+        # a night reads the landing zone as it is now: no backfill of past nights
+        allowed_run_types=cast(Any, ["scheduled", "manual"]),  # DagRunType values
         tags=["entsync", code],
         params={
-            "dry_run": Param(False, type="boolean", description="plan and report only"),
+            "dry_run": Param(False, type="boolean", title="Dry run",
+                             description="plan and report only, write nothing"),
             "schools": Param(
                 [],
-                type="array",
+                type=["null", "array"],
                 items={"type": "string"},
-                description="only these UAIs (empty: all)",
+                title="Schools",
+                description="only these UAIs, one a line (empty: every school with exports)",
             ),
             "mode": Param(
-                None,
-                type=["null", "string"],
-                enum=[None, "normal", "create_only", "no_disable"],
-                description="operation mode for this run (empty: the academy's configuration; "
-                "create_only: only new entries; no_disable: nobody is disabled)",
+                "default",
+                type="string",
+                enum=list(MODES),
+                values_display=MODES,
+                title="Mode",
+                description="operation mode for this run (default: the academy's "
+                "configuration; create_only: only new entries; no_disable: nobody is "
+                "disabled)",
             ),
         },
-        default_args={
-            # only transient failures get here: retry_policy fails the others at once
-            "retries": 3,
-            "retry_delay": dt.timedelta(minutes=1),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": dt.timedelta(minutes=15),
-            "on_failure_callback": on_task_failure,
-        },
+        default_args=default_args(),
     )
     def ent_sync() -> None:
         with TaskGroup("read", tooltip="find tonight's exports, read and validate each school"):
@@ -189,16 +236,19 @@ def make_dag(academy: Academy) -> Any:
             @task
             @fail_fast
             def discover() -> list[dict[str, Any]]:
-                """Open the sync run (XCom `run`) and return the schools to read in groups
-                of ENTSYNC_READ_GROUP (16; one mapped read_validate each: their rules run
-                together, and one task process reads them all), each school with its name when
-                its STS-web export gives it (the UI's label of the mapped task)."""
+                """Open the sync run (XCom `run_id`; `run`: what discovery refused or held)
+                and return the schools to read in groups of ENTSYNC_READ_GROUP (16; one
+                mapped read_validate each: their rules run together, and one task process
+                reads them all), each school with its name when its STS-web export gives it
+                (the UI's label of the mapped task)."""
                 from etl import run as pipeline
                 from etl.contracts import dump_all
 
                 dry, schools = _params()
                 run, groups = pipeline.open_run(run_settings(), code, dry, schools or None)
-                get_current_context()["ti"].xcom_push(key=RUN_KEY, value=run.to_json())
+                ti = get_current_context()["ti"]
+                ti.xcom_push(key=RUN_ID_KEY, value=run.run_id)
+                ti.xcom_push(key=RUN_KEY, value=run.to_json())
                 return dump_all(groups)
 
             # each mapped task is labelled by its schools: "<UAI> <school name>" for one,
@@ -214,62 +264,52 @@ def make_dag(academy: Academy) -> Any:
                 max_active_tis_per_dagrun=4,
             )
             @fail_fast
-            def read_validate(
-                batch: dict[str, Any], disc: dict[str, Any]
-            ) -> list[dict[str, Any]]:
+            def read_validate(batch: dict[str, Any]) -> list[dict[str, Any]]:
                 from etl import run as pipeline
                 from etl.contracts import ReadGroup, dump_all
 
-                run = _run(code, disc)
+                run = _run(code)
                 return dump_all(pipeline.read_validate_schools(
                     run_settings(), code, run.run_id, ReadGroup.from_json(batch).docs(),
                     run.dry_run))
 
             found = discover()
-            d = cast(Any, found)[RUN_KEY]  # the sync run (its XCom "run"), for later tasks
-            res = read_validate.partial(disc=d).expand(batch=found)
+            res = read_validate.expand(batch=found)
 
         with TaskGroup("plan", tooltip="identities, logins, plan, disaster guards"):
             # none_failed: also run when read_validate was skipped because no school had new
             # exports, so an empty night still closes its run and writes a summary.
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
-            def reconcile(
-                disc: dict[str, Any], results: Sequence[list[dict[str, Any]] | None]
-            ) -> dict[str, Any]:
+            def reconcile(results: Sequence[list[dict[str, Any]] | None]) -> dict[str, Any]:
                 from etl import run as pipeline
 
-                run = _run(code, disc)
+                run = _run(code)
                 return pipeline.reconcile(run_settings(), code, run.run_id, _results(results),
                                           run.dry_run, _mode()).to_json()
 
-            rec = reconcile(d, res)
+            rec = reconcile(res)
 
         with TaskGroup("write", tooltip="write the plan into the directory (journaled)"):
 
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
-            def apply(
-                disc: dict[str, Any], rec: dict[str, Any],
-                results: Sequence[list[dict[str, Any]] | None],
-            ) -> dict[str, Any]:
-                """Write the plan (`results`: only so that it waits for read_validate)."""
+            def apply(rec: dict[str, Any]) -> dict[str, Any]:
                 from etl import run as pipeline
                 from etl.contracts import Reconciled
 
-                run = _run(code, disc)
+                run = _run(code)
                 return pipeline.apply_plan(run_settings(), code, run.run_id,
                                            Reconciled.from_json(rec).plan,
                                            dry_run=run.dry_run).to_json()
 
-            app = apply(d, rec, res)
+            app = apply(rec)
 
         with TaskGroup("close", tooltip="run report; the directory's asset when it changed"):
 
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def report(
-                disc: dict[str, Any],
                 results: Sequence[list[dict[str, Any]] | None],
                 rec: dict[str, Any],
                 app: dict[str, Any],
@@ -277,8 +317,9 @@ def make_dag(academy: Academy) -> Any:
                 from etl import run as pipeline
                 from etl.contracts import Applied, Discovery, Reconciled
 
+                disc = get_current_context()["ti"].xcom_pull(task_ids=DISCOVER, key=RUN_KEY)
                 return pipeline.close_run(
-                    run_settings(), _run(code, disc), Discovery.from_json(disc),
+                    run_settings(), _run(code), Discovery.from_json(disc),
                     _results(results), Reconciled.from_json(rec) if rec else None,
                     Applied.from_json(app) if app else None,
                 ).to_json()
@@ -286,66 +327,124 @@ def make_dag(academy: Academy) -> Any:
             @task(task_id="publish", outlets=[directory], multiple_outputs=False)
             def publish_run(rep: dict[str, Any]) -> dict[str, Any]:
                 """The directory's asset event when this run wrote to it; skipped otherwise."""
-                return _publish(directory, rep["run_id"], int(rep.get("applied") or 0),
-                                list(rep.get("written") or []))
+                return _publish(directory, code, rep["run_id"], int(rep.get("applied") or 0),
+                                list(rep.get("written") or []), "night")
 
-            rep = report(d, res, rec, app)
+            rep = report(res, rec, app)
             # the button on the report task (the worker computes it when the task ends)
             cast(Any, rep).operator.operator_extra_links = (RunReportLink(),)
             publish_run(rep)
 
-        with TaskGroup("review", tooltip="changes a disaster guard held: approve or reject"):
+        with TaskGroup("review", tooltip="a guard held a school: ask for its approval, "
+                       "outside the night"):
 
             @task.short_circuit
-            def held_plans(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any] | None:
-                """What a guard held tonight, as the approver will see it; nothing held (or a
-                dry run): the review stage is skipped."""
+            def held_plans(rec: dict[str, Any]) -> list[dict[str, Any]] | None:
+                """One approval DAG run per school a guard held (its conf: the sync run, the
+                school, the plan's hash); nothing held (or a dry run): skipped."""
                 from etl import run as pipeline
                 from etl.contracts import Reconciled
 
-                req = pipeline.review_request(_run(code, disc), Reconciled.from_json(rec))
-                return None if req is None else req.to_json()
+                reqs = pipeline.approval_requests(_run(code), Reconciled.from_json(rec))
+                return [{"trigger_run_id": r.dag_run_id, "conf": r.to_json()}
+                        for r in reqs] or None
 
-            # subject and body are rendered from held_plans' XCom when the task starts
-            approval = HITLOperator(
-                task_id="approval",
-                subject=f"{academy.name}: changes of "
-                f"{{{{ ti.xcom_pull(task_ids='{HELD_PLANS}')['uais'] }}}} held by a guard, "
-                "approve or reject",
-                body=f"{{{{ ti.xcom_pull(task_ids='{HELD_PLANS}')['body'] }}}}",
-                options=[APPROVE, REJECT],
-                defaults=[REJECT],
-                response_timeout=dt.timedelta(days=3),
-                retries=0,
-            )
-
-            @task(multiple_outputs=False)
-            @fail_fast
-            def apply_decision(disc: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
-                """Apply exactly the held plans that were shown (their hashes), or discard
-                them."""
-                from etl import run as pipeline
-                from etl.contracts import Reconciled
-
-                answer = get_current_context()["ti"].xcom_pull(task_ids=APPROVAL) or {}
-                approve = APPROVE in (answer.get("chosen_options") or [])
-                return pipeline.decide_held(run_settings(), str(disc["run_id"]),
-                                            Reconciled.from_json(rec).held, approve,
-                                            _responder(answer))
-
-            @task(task_id="publish", outlets=[directory], multiple_outputs=False)
-            def publish_decision(disc: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-                """The directory's asset event when an approved plan was written."""
-                applied = {u: int(v.get("applied") or 0) for u, v in decision.items()}
-                return _publish(directory, disc["run_id"], sum(applied.values()),
-                                [u for u, n in applied.items() if n])
-
-            decision = apply_decision(d, rec)
-            rep >> held_plans(d, rec) >> approval >> decision
-            publish_decision(d, decision)
+            held = held_plans(rec)
+            # the night triggers and ends: the decision waits in the approval DAG's run
+            request = TriggerDagRunOperator.partial(
+                task_id="request_approval", trigger_dag_id=academy.approval_dag_id,
+                logical_date=None, wait_for_completion=False, skip_when_already_exists=True,
+                openlineage_inject_parent_info=False,
+            ).expand_kwargs(held)
+            rep >> held >> request
 
     return ent_sync()
 
 
+def make_approval_dag(academy: Academy) -> Any:
+    code = academy.code
+    directory = directory_asset(code)
+
+    @dag(
+        dag_id=academy.approval_dag_id,
+        description=f"Approve or reject a school of {academy.name} held by a disaster guard",
+        doc_md=__doc__,
+        schedule=None,
+        catchup=False,
+        # a run per held school, each waiting up to 3 days: they must not queue behind
+        # each other, nor behind the nights
+        max_active_runs=64,
+        is_paused_upon_creation=False,
+        allowed_run_types=cast(Any, ["manual", "operator_triggered"]),
+        tags=["entsync", code, "approval"],
+        params={
+            "run_id": Param("", type="string", title="Sync run",
+                            description="the night's sync run that held the school"),
+            "uai": Param("", type="string", title="School (UAI)"),
+            "plan_hash": Param("", type="string", title="Plan hash (sha256)",
+                               description="the held plan shown, checked when applied"),
+        },
+        default_args=default_args(),
+    )
+    def ent_approval() -> None:
+        def request() -> Any:
+            from etl.contracts import ApprovalRequest
+
+            p = get_current_context()["params"]
+            return ApprovalRequest(run_id=str(p["run_id"]), uai=str(p["uai"]).upper(),
+                                   plan_hash=str(p["plan_hash"]))
+
+        @task.short_circuit(task_id=PANEL)
+        @fail_fast
+        def panel() -> dict[str, Any] | None:
+            """What the approver reads, built from the state DB now; None (the rest
+            skipped) when the plan was decided meanwhile or superseded by a newer export."""
+            from etl import run as pipeline
+            from etl.report.page import report_url
+
+            req = request()
+            got = pipeline.approval_panel(run_settings(), req,
+                                          report_url(_base_url(), req.run_id))
+            return None if got is None else got.to_json()
+
+        approval = HITLOperator(
+            task_id=APPROVAL,
+            subject=f"{{{{ ti.xcom_pull(task_ids='{PANEL}')['subject'] }}}}",
+            body=f"{{{{ ti.xcom_pull(task_ids='{PANEL}')['body'] }}}}",
+            options=[APPROVE, REJECT],
+            defaults=[REJECT],
+            response_timeout=APPROVAL_TIMEOUT,
+            retries=0,
+        )
+
+        @task(multiple_outputs=False, retries=12, max_retry_delay=dt.timedelta(minutes=15))
+        @fail_fast
+        def apply_decision() -> dict[str, Any]:
+            """Apply exactly the plan shown (its hash), or discard it; the run's summary,
+            report and status record who decided and when. A night writing the academy
+            holds its lock: the retries wait for it (about 2 hours at most)."""
+            from etl import run as pipeline
+
+            answer = get_current_context()["ti"].xcom_pull(task_ids=APPROVAL) or {}
+            approve = APPROVE in (answer.get("chosen_options") or [])
+            return pipeline.decide_request(run_settings(), request(), approve,
+                                           _responder(answer))
+
+        @task(task_id="publish", outlets=[directory], multiple_outputs=False)
+        def publish_decision(decision: dict[str, Any]) -> dict[str, Any]:
+            """The directory's asset event when the approved plan was written."""
+            p = get_current_context()["params"]
+            applied = {u: int(v.get("applied") or 0) for u, v in decision.items()}
+            return _publish(directory, code, str(p["run_id"]), sum(applied.values()),
+                            [u for u, n in applied.items() if n], "approval")
+
+        decision = apply_decision()
+        panel() >> approval >> cast(Any, decision)
+        publish_decision(decision)
+
+    return ent_approval()
+
+
 for _academy in load_academies().values():
     globals()[_academy.dag_id] = make_dag(_academy)
+    globals()[_academy.approval_dag_id] = make_approval_dag(_academy)

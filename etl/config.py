@@ -73,6 +73,11 @@ class Academy:
     def gar_dag_id(self) -> str:
         return "gar_export__" + self.code.replace("-", "_")
 
+    @property
+    def approval_dag_id(self) -> str:
+        """The DAG deciding the academy's held plans, one run per held school."""
+        return "ent_approval__" + self.code.replace("-", "_")
+
     def owns_uai(self, uai: str) -> bool:
         return uai[:3] in self.departments
 

@@ -23,6 +23,8 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "UNSET",
     "Applied",
+    "ApprovalPanel",
+    "ApprovalRequest",
     "Contract",
     "Discovery",
     "DocRef",
@@ -74,6 +76,11 @@ class SchoolStatus(StrEnum):
     COLLATERAL = "collateral"
     #: an export older than the one applied (discovery's ``older_export``)
     HELD = "held"
+    #: a held plan decided after the run (``etl.approve.decide.record_decisions``)
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    #: a held plan closed by a newer export of the school (``etl.approve.waiting``)
+    SUPERSEDED = "superseded"
     #: every chosen export was applied before
     ALREADY_APPLIED = "already_applied"
     #: some of its changes written, some failed or left
@@ -166,6 +173,9 @@ class Discovery(Contract, kw_only=True):
     ignored_sources: dict[str, str] = msgspec.field(default_factory=dict)
     #: what the academy's AAF feed brought (``etl.discover.aaf.AafNight.summary``)
     aaf: dict[str, Any] | UnsetType = UNSET
+    #: UAI -> the run whose plan of the same exports awaits approval: not read tonight
+    #: (``etl.approve.waiting``)
+    awaiting: dict[str, str] = {}
 
     def school_docs(self) -> dict[str, list[dict[str, Any]]]:
         return {} if isinstance(self.schools, UnsetType) else self.schools
@@ -327,6 +337,31 @@ class ReviewRequest(Contract, kw_only=True):
     uais: str
     #: markdown: per school its counts, the guards that tripped, its plan and hash
     body: str
+
+
+class ApprovalRequest(Contract, kw_only=True):
+    """One held school's plan to decide (the conf of an ``ent_approval__*`` DAG run): the
+    night's sync run, the school, the hash of the plan shown."""
+
+    run_id: str
+    uai: str
+    plan_hash: str
+
+    @property
+    def dag_run_id(self) -> str:
+        """The approval DAG run's id: one per held plan (triggering it twice is a no-op)."""
+        return f"approval__{self.run_id}__{self.uai}"
+
+
+class ApprovalPanel(Contract, kw_only=True):
+    """What the approver reads in *Required actions* (``etl.approve.panel``)."""
+
+    subject: str
+    #: markdown: counts per action and profile, guards with value and limit, sample DNs, the
+    #: report link, the plan's hash, the default and its deadline
+    body: str
+    #: when no answer counts as Reject (ISO 8601, UTC)
+    deadline: str
 
 
 def results_of(values: Sequence[Mapping[str, Any] | SchoolResult | None]) -> list[SchoolResult]:

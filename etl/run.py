@@ -22,11 +22,14 @@ from sqlalchemy import select
 from etl import staging
 from etl.apply.stage import apply_plan
 from etl.approve.decide import decide, pending_approvals
+from etl.approve.waiting import wait_or_supersede
 from etl.audit.adopt import require_adopted
 from etl.config import Settings, get_academy
 from etl.contracts import (
     WRITTEN_STATUSES,
     Applied,
+    ApprovalPanel,
+    ApprovalRequest,
     Discovery,
     GroupSchool,
     HeldPlan,
@@ -55,7 +58,8 @@ from etl.store.models import (
 from etl.validate.school import read_validate_schools
 
 #: the stages, as the CLI and the DAG tasks call them
-__all__ = ["apply_plan", "close_run", "decide", "decide_held", "discover_files", "fail_run",
+__all__ = ["apply_plan", "approval_panel", "approval_requests", "close_run", "decide",
+           "decide_held", "decide_request", "discover_files", "fail_run",
            "finish_run", "heartbeat", "last_runs", "new_run_id", "open_run",
            "pending_approvals", "purge_academy", "read_groups", "read_validate_schools",
            "reconcile", "review_request", "run_sync", "start_run", "yield_cpu"]
@@ -144,6 +148,11 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
     for uai, why in discovered.ignored_sources.items():  # both sources came: one was read
         if uai in per_school:
             per_school[uai]["ignored_source"] = why
+    for uai, pending_run in discovered.awaiting.items():  # not read: its plan awaits approval
+        per_school[uai] = {"status": SchoolStatus.AWAITING_APPROVAL.value, **zero,
+                           "rejected": 0, "pending_run": pending_run,
+                           "reason": f"its plan of run {pending_run} (the same exports) "
+                                     "awaits approval"}
     written = _count_writes(per_school, plan_counts, held, applied, dry_run)
     quarantined = [q for r in schools for q in r.quarantined]
     failed = bool(applied and (applied.failed or applied.stopped)) or any(
@@ -341,7 +350,8 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
     try:
         if not q.dry_run:
             require_adopted(settings, get_academy(q.academy))
-        disc = discover_files(settings, q.academy, run_id, q.schools, q.today)
+        disc = wait_or_supersede(settings, q.academy, discover_files(
+            settings, q.academy, run_id, q.schools, q.today), q.dry_run)
         from etl.runtime.cpuslots import cpu_slot
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
@@ -385,7 +395,8 @@ def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
         preflight(settings, academy_code)
         if not dry_run:
             require_adopted(settings, get_academy(academy_code))
-        disc = discover_files(settings, academy_code, run_id, schools or None)
+        disc = wait_or_supersede(settings, academy_code, discover_files(
+            settings, academy_code, run_id, schools or None), dry_run)
         found = [GroupSchool(uai=u, docs=d, name=school_name(d))
                  for u, d in disc.school_docs().items()]
         groups = read_groups(found, settings.read_group)
@@ -425,17 +436,27 @@ def close_run(settings: Settings, run: RunRef, discovered: Discovery,
 
 
 def review_request(run: RunRef, reconciled: Reconciled) -> ReviewRequest | None:
-    """What a guard held tonight, as the approver sees it (the DAG's ``held_plans``); None
-    when nothing was held or in a dry run (no review)."""
+    """What a guard held tonight, in short (the CLI's and the night's view); None when
+    nothing was held or in a dry run (no review)."""
     if run.dry_run or not reconciled.held:
         return None
     return ReviewRequest(run_id=run.run_id, uais=", ".join(sorted(reconciled.held)),
                          body=_approval_body(reconciled.held))
 
 
+def approval_requests(run: RunRef, reconciled: Reconciled) -> list[ApprovalRequest]:
+    """One approval request per school a guard held tonight (the night's ``held_plans``:
+    each one the conf of an ``ent_approval__*`` DAG run, decided outside the night); none in
+    a dry run."""
+    if run.dry_run:
+        return []
+    return [ApprovalRequest(run_id=run.run_id, uai=uai, plan_hash=h.hash)
+            for uai, h in sorted(reconciled.held.items())]
+
+
 def _approval_body(held: Mapping[str, HeldPlan]) -> str:
-    """Markdown shown to the approver: per school, counts per action, the guards that
-    tripped, its plan and hash (opaque references only: no personal data)."""
+    """Markdown: per school, counts per action, the guards that tripped, its plan and hash
+    (opaque references only: no personal data)."""
     lines = ["Each school below tripped a disaster guard; its changes were **not** written.",
              "Approve applies exactly these plans (checked by hash); Reject discards them.", ""]
     for uai, h in sorted(held.items()):
@@ -448,10 +469,42 @@ def _approval_body(held: Mapping[str, HeldPlan]) -> str:
     return "\n".join(lines)
 
 
+def approval_panel(settings: Settings, req: ApprovalRequest,
+                   report_link: str | None = None) -> ApprovalPanel | None:
+    """The approval DAG's ``panel``: what the approver reads (``etl.approve.panel``); None
+    when the plan no longer awaits approval (decided from the CLI, or superseded)."""
+    from etl.approve.panel import approval_panel as panel
+
+    return panel(settings, req, report_link)
+
+
+def decide_request(settings: Settings, req: ApprovalRequest, approve: bool,
+                   by: str) -> dict[str, dict[str, Any]]:
+    """The approval DAG's ``apply_decision``: apply exactly the plan shown (its hash) or
+    discard it; the run's summary, report and status say who decided and when. A plan
+    decided meanwhile (the CLI, or superseded by a newer export) is left as it is: its
+    decision is returned, nothing applied."""
+    from etl.store.models import Approval
+
+    with session_factory(settings.state_url)() as s:
+        a = s.scalars(select(Approval).where(
+            Approval.run_id == req.run_id, Approval.uai == req.uai,
+            Approval.plan_hash == req.plan_hash).order_by(Approval.id.desc())).first()
+        state = None if a is None else (a.status, a.decided_by)
+    if state is not None and state[0] != "pending":
+        log.info("school %s of run %s: already %s by %s, nothing applied", req.uai,
+                 req.run_id, state[0], state[1])
+        return {req.uai: {"decision": state[0], "by": str(state[1]), "applied": 0}}
+    res = decide(settings, req.run_id, approve, req.uai, by=by, expected_hash=req.plan_hash)
+    out = {k: v for k, v in res["schools"][req.uai].items()
+           if k in ("decision", "applied", "failed")}
+    return {req.uai: {**out, "by": by}}
+
+
 def decide_held(settings: Settings, run_id: str, held: Mapping[str, HeldPlan], approve: bool,
                 by: str) -> dict[str, dict[str, Any]]:
-    """One decision per held school (the DAG's ``apply_decision``), each checked against the
-    plan hash the approver was shown: per school its decision, applied and failed counts."""
+    """One decision per held school, each checked against the plan hash the approver was
+    shown: per school its decision, applied and failed counts."""
     out = {}
     for uai, h in sorted(held.items()):
         res = decide(settings, run_id, approve, uai, by=by, expected_hash=h.hash)

@@ -1,11 +1,15 @@
-"""Held plans: listed, approved (applied exactly as shown) or rejected."""
+"""Held plans: listed, approved (applied exactly as shown), rejected, or superseded by a newer
+export; each decision recorded in the run's summary and report."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,6 +28,9 @@ from etl.store.models import (
     SourceFile,
     utcnow,
 )
+
+#: an approval's statuses once decided (``approvals.status``; pending before)
+DECIDED = ("approved", "rejected", "superseded")
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +59,13 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
     if run is None:
         raise ApprovalRefused(f"no run {run_id}")
     if not pending:
+        with Session() as s:
+            q2 = select(Approval).where(Approval.run_id == run_id)
+            if uai:
+                q2 = q2.where(Approval.uai == uai.upper())
+            seen = "; ".join(f"{a.uai} {a.status} by {a.decided_by}" for a in s.scalars(q2))
         raise ApprovalRefused(f"run {run_id} has no school awaiting approval"
-                              + (f" for {uai}" if uai else ""))
+                              + (f" for {uai}" if uai else "") + (f" ({seen})" if seen else ""))
     results: dict[str, Any] = {}
     for a in pending:
         with tempfile.TemporaryFile() as spool:
@@ -67,23 +79,133 @@ def decide(settings: Settings, run_id: str, approve: bool, uai: str | None = Non
                 results[a.uai] = _approve(settings, a, run, spool, workers)
             else:
                 results[a.uai] = {"decision": "rejected"}
+        at = utcnow()
         with Session() as s, s.begin():
             row = s.get(Approval, a.id)
             assert row is not None
             row.status = "approved" if approve else "rejected"
-            row.decided_at, row.decided_by = utcnow(), by
+            row.decided_at, row.decided_by = at, by
             if not approve:
                 _drop_rejected_exports(s, a, by)
         log.info("school %s of run %s %s by %s", a.uai, run_id,
                  "approved" if approve else "rejected", by)
-    with Session() as s, s.begin():
-        left = s.scalar(select(func.count()).select_from(Approval).where(
-            Approval.run_id == run_id, Approval.status == "pending"))
-        r = s.get(Run, run_id)
-        if r is not None and not left and r.status == "awaiting_approval":
-            failed = any(v.get("failed") for v in results.values())
-            r.status = "failed" if failed else "success"
+        record_decisions(settings, run_id, {a.uai: {
+            "decision": "approved" if approve else "rejected", "by": by, "at": _iso(at),
+            **{k: v for k, v in results[a.uai].items() if k in ("applied", "failed")},
+            "written_counts": (results[a.uai].get("written_counts") or {}).get(
+                "schools", {}).get(a.uai)}})
     return {"run_id": run_id, "schools": results}
+
+
+def _iso(t: dt.datetime) -> str:
+    """A state DB time (naive UTC) as ISO 8601 with its offset: what the summaries say."""
+    return t.replace(tzinfo=dt.UTC).isoformat(timespec="seconds")
+
+
+def _close_run_if_decided(s: Any, run_id: str, failed: bool) -> str | None:
+    """The run's status once no school of it awaits approval any more (``success``, or
+    ``failed`` when an approved plan failed to write); None while some still wait."""
+    left = s.scalar(select(func.count()).select_from(Approval).where(
+        Approval.run_id == run_id, Approval.status == "pending"))
+    r = s.get(Run, run_id)
+    if r is None or left:
+        return None
+    if r.status == "awaiting_approval":
+        r.status = "failed" if failed else "success"
+    return str(r.status)
+
+
+def record_decisions(settings: Settings, run_id: str,
+                     decisions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Write decisions into the run's summary (state DB, ``summary.json``, ``report.html``
+    re-rendered, their staged copies): ``decisions: {uai: {decision, by, at}}``, the school's
+    status (``approved``, ``rejected``, ``superseded``), what an approval wrote (counts and
+    ``applied``), and the run's status once nothing of it awaits approval. Returns the new
+    summary (None: no such run)."""
+    from etl.report.page import write_run_report
+
+    Session = session_factory(settings.state_url)
+    with Session() as s, s.begin():
+        row = s.get(Run, run_id)
+        if row is None:
+            return None
+        summary: dict[str, Any] = json.loads(json.dumps(row.summary or {}))
+        done = dict(summary.get("decisions") or {})
+        schools = summary.setdefault("schools", {})
+        for uai, d in decisions.items():
+            done[uai] = {k: d[k] for k in ("decision", "by", "at") if k in d}
+            sch = schools.setdefault(uai, {})
+            if sch.get("status") in (None, "awaiting_approval"):
+                sch["status"] = d["decision"]
+            pending = int(sch.get("pending", 0) or 0)
+            # the run's totals by category follow the school's (the report's tables)
+            totals_pending = summary.setdefault("pending_by", {})
+            for k, n in (sch.get("pending_by") or {}).items():
+                totals_pending[k] = max(0, int(totals_pending.get(k, 0) or 0) - int(n or 0))
+            sch["pending"], sch["pending_by"] = 0, {k: 0 for k in sch.get("pending_by") or {}}
+            summary["pending"] = max(0, int(summary.get("pending", 0) or 0) - pending)
+            if d["decision"] == "approved":
+                wc = d.get("written_counts") or {}
+                totals_written = summary.setdefault("written", {})
+                for k, n in (wc.get("written") or {}).items():
+                    sch[k] = int(n)
+                    totals_written[k] = int(totals_written.get(k, 0) or 0) + int(n)
+                sch["written"] = int(d.get("applied", 0) or 0)
+                sch["failed"] = int(d.get("failed", 0) or 0)
+                summary["applied"] = int(summary.get("applied", 0) or 0) + sch["written"]
+                summary["failed"] = int(summary.get("failed", 0) or 0) + sch["failed"]
+        summary["decisions"] = dict(sorted(done.items()))
+        # an approved plan that failed to write fails the run (whichever decision came last)
+        failed = any(schools.get(u, {}).get("failed") for u, d in done.items()
+                     if d.get("decision") == "approved")
+        status = _close_run_if_decided(s, run_id, failed)
+        if status is not None:
+            summary["status"] = status
+        row.summary = summary
+    out = settings.reports_dir / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in summary.items() if k not in ("report_dir", "staged_reports")}
+    (out / "summary.json").write_text(json.dumps(public, indent=2, ensure_ascii=False), "utf-8")
+    write_run_report(public, out / "report.html")
+    for name in ("summary.json", "report.html"):
+        staging.copy_in(settings, out / name, f"{run_id}/reports/{name}")
+    _refresh_pages(settings, run_id, {**summary, "run_id": run_id})
+    return summary
+
+
+def _refresh_pages(settings: Settings, run_id: str, summary: dict[str, Any]) -> None:
+    """The schools' French pages and the academy's history say the decision too. A page that
+    cannot be written is logged, never a failed decision (the decision is recorded)."""
+    from etl.report.history import write_history
+    from etl.report.schools import refresh_school_pages
+
+    try:
+        refresh_school_pages(settings, summary)
+        academy = summary.get("academy")
+        if academy:
+            write_history(settings, str(academy), run_id)
+    except (OSError, ValueError, KeyError) as e:
+        log.error("pages of run %s not refreshed after the decision: %s", run_id,
+                  type(e).__name__)
+
+
+def supersede(settings: Settings, academy: str, uai: str, by_run: str) -> list[str]:
+    """Close the school's pending approvals (of runs before ``by_run``) as ``superseded``: a
+    newer export of the school is planned in ``by_run``, the older plan is out of date.
+    Returns the runs whose approval was closed (their summaries and reports say so)."""
+    at = utcnow()
+    with session_factory(settings.state_url)() as s, s.begin():
+        rows = list(s.scalars(select(Approval).where(
+            Approval.academy == academy, Approval.uai == uai, Approval.status == "pending",
+            Approval.run_id != by_run)))
+        for a in rows:
+            a.status, a.decided_at, a.decided_by = "superseded", at, f"run {by_run}"
+    for a in rows:
+        log.info("school %s of run %s: its held plan superseded by run %s", uai, a.run_id,
+                 by_run)
+        record_decisions(settings, a.run_id, {uai: {"decision": "superseded",
+                                                   "by": f"run {by_run}", "at": _iso(at)}})
+    return [a.run_id for a in rows]
 
 
 def _drop_rejected_exports(s: Any, a: Approval, by: str) -> None:

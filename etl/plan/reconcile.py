@@ -204,7 +204,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                 "school_years": {uai: years.get(uai)},
             }, mine)
             summary = {"counts": per_school.get(uai, {}),
-                       "sample": _sample(mine), "guards": guards[uai].tripped}
+                       "sample": _sample(mine), "by_profile": _by_profile(mine),
+                       "guards": guards[uai].tripped}
             held[uai] = {"plan": path, "hash": digest, "guards": guards[uai].tripped,
                          "counts": per_school.get(uai, {})}
             if not dry_run:
@@ -277,14 +278,35 @@ def _per_school_counts(changes: list[Any], targets: dict[str, Any],
     return {u: dict(v) for u, v in out.items()}
 
 
-def _sample(changes: list[Any], n: int = 10) -> list[dict[str, Any]]:
-    """A few affected accounts for the approver: DN, action, changed attributes (no values)."""
+def _sample(changes: list[Any], n: int = 5) -> list[dict[str, Any]]:
+    """A few affected accounts per action for the approver (up to ``n`` each, in plan
+    order): DN, action, changed attributes (no values; a DN's uid is opaque)."""
     out = []
+    taken: dict[str, int] = defaultdict(int)
     for c in changes:
-        if c.kind != "person":
+        if c.kind != "person" or taken[c.category] >= n:
             continue
+        taken[c.category] += 1
         out.append({"dn": c.dn, "action": c.category,
                     "attributes": sorted(c.mods) if c.mods else []})
-        if len(out) >= n:
-            break
     return out
+
+
+#: an account's profile (``ENTPersonProfils``) as the approver reads it
+PROFILES = {"National_ELV": "pupils", "National_TUT": "guardians", "National_ENS": "teachers",
+            "National_DOC": "teachers", "National_EVS": "staff", "National_ETA": "staff",
+            "National_DIR": "staff", "National_COL": "staff"}
+
+
+def _by_profile(changes: list[Any]) -> dict[str, dict[str, int]]:
+    """Changes per action and profile (pupils, guardians, teachers, staff; ``other`` for
+    classes and groups): what a guard's counts mean in people."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for c in changes:
+        profile = "other"
+        if c.kind == "person":
+            attrs = c.after or c.attrs or c.before or {}
+            profs = attrs.get("ENTPersonProfils") or (c.before or {}).get("ENTPersonProfils")
+            profile = next((PROFILES[p] for p in profs or [] if p in PROFILES), "staff")
+        out[_CAT_KEY.get(c.category, "updated")][profile] += 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}

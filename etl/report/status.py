@@ -93,14 +93,24 @@ def academy_status(settings: Settings, academy: str) -> dict[str, Any]:
                     "run_started_at": _iso(run.started_at),
                     "changes": {k: int(v.get(k, 0)) for k in CHANGE_KEYS},
                     "rejected_records": int(v.get("rejected", 0)),
+                    "pending_run": v.get("pending_run"),
                 }
         # a held school's fate: the approval decided after the run's summary was written
-        decided = {(a.run_id, a.uai): a.status for a in s.scalars(
+        # (a night that left the school waiting names the run whose plan waits)
+        decided = {(a.run_id, a.uai): a for a in s.scalars(
             select(Approval).where(Approval.academy == academy))}
         for uai, x in schools.items():
-            if x["status"] == "awaiting_approval":
-                fate = decided.get((x["run_id"], uai), "pending")
-                x["status"] = {"pending": "awaiting_approval"}.get(fate, fate)
+            a = decided.get((x.pop("pending_run", None) or x["run_id"], uai))
+            if a is None:
+                continue
+            if x["status"] == "awaiting_approval" and a.status != "pending":
+                x["status"] = a.status
+            if a.status != "pending":
+                x["decision"] = {"run_id": a.run_id, "decision": a.status,
+                                 "by": a.decided_by, "at": _iso(a.decided_at)}
+            else:
+                x["awaiting_since"] = _iso(a.created_at)
+                x["pending_run"] = a.run_id
         # the export date of the LAST document applied per kind (an older export approved
         # by an operator is the reference from then on)
         applied: dict[str, dict[str, str]] = defaultdict(dict)
@@ -179,4 +189,11 @@ def status_table(out: dict[str, Any]) -> str:
                          f"{ch.get('created', 0):>7} {ch.get('updated', 0):>7} "
                          f"{ch.get('disabled', 0):>8} {x['rejected_records']:>8}  "
                          f"{x['run_id'] or '-'}")
+            d = x.get("decision")
+            if d:
+                lines.append(f"  {'':9} {d['decision']} by {d['by']} at {d['at']} "
+                             f"(plan of run {d['run_id']})")
+            elif x.get("pending_run"):
+                lines.append(f"  {'':9} awaiting approval since {x['awaiting_since']} "
+                             f"(plan of run {x['pending_run']})")
     return "\n".join(lines)

@@ -1,23 +1,28 @@
-"""Issue 4's acceptance: a school held by a disaster guard is approved, or rejected, from Airflow.
+"""Issues 4 and 25: a school held by a disaster guard is approved, or rejected, from Airflow,
+outside the night.
 
-A real `airflow standalone` (``etl.devtools.airflow_dev``: its own AIRFLOW_HOME, free ports, a slapd
-of the test's own) runs ac-strasbourg's DAG on a landing of one hand-made school of 30 pupils
-(`tests.integration.test_lifecycle`'s ``roster``/``drop``). Everything goes through Airflow's
-REST API, the
-same calls the UI makes:
+A real `airflow standalone` (``etl.devtools.airflow_dev``: its own AIRFLOW_HOME, free ports, a
+slapd of the test's own) runs ac-strasbourg's DAGs on a landing of two hand-made schools
+(`tests.integration.test_lifecycle`'s ``roster``/``drop``). The REST API triggers the nights
+and checks the states; Debian's headless chromium (playwright) shows the trigger form and
+answers the held school's *Required action* like an operator:
 
-1. a first night creates the school;
-2. the next export misses 30 % of the pupils: the guard holds the school, the DAG run stops on
-   the ``review.approval`` task in the ``awaiting_input`` state with a *Required action* whose
-   subject and body name the school and the guard; nothing is written yet; the test answers
-   *Approve* (``PATCH .../taskInstances/review.approval/-1/hitlDetails``) and the run goes on:
-   the 10 pupils and their 10 guardians are disabled, the approval is no longer pending, the
-   sync run succeeded, and ``review.publish`` emitted the directory's asset event;
-3. another held night answered *Reject*: the directory is exactly as before, the approval row
-   says ``rejected``, no asset event.
+1. the trigger form: `schools` optional, `mode` with a default and no "null", no backfill;
+2. a first night creates the schools;
+3. the next export of one school misses 30 % of its pupils: the guard holds it, the night's
+   DagRun **succeeds** (the other school written) after asking `ent_approval__ac_strasbourg`
+   for a run, whose ``approval`` task waits for input with the panel (counts per profile,
+   guards, sample DNs, report link, the Reject default and its deadline);
+4. the next night runs; while it writes, the operator clicks *Approve* in the browser; the
+   night succeeds (the other school's new pupils written, the held school waiting), then the
+   approval applies the plan (its retry waited for the night's lock): the pupils and their
+   guardians disabled, the held run's summary.json, report and ``entsync status`` say who
+   approved and when, the approval DAG's ``publish`` emitted the directory's asset event; the
+   report and the school's page are opened in the browser;
+5. another held night answered *Reject* through the API: the directory as before, the
+   approval ``rejected``, no asset event; an answered request cannot be answered again.
 
-The *Required actions* page of the waiting task is opened in Debian's headless chromium
-(playwright) and saved to ``test-artifacts/airflow-approval.png``. Every process started (the
+Screenshots: ``test-artifacts/airflow-approval-*.png``. Every process started (the
 standalone's process group, slapd, chromium) is stopped even on failure.
 """
 
@@ -42,16 +47,19 @@ from etl import run as pipeline
 from etl.config import Settings, get_academy
 from etl.devtools.airflow_dev import USERNAME, DevAirflowConfig, RunningAirflow, running
 from etl.devtools.slapd import LdapServer, start_slapd, stop_slapd
+from etl.report.status import status
 from etl.store.db import session_factory
 from etl.store.models import Approval, Run
 from tests.airflow.test_airflow_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.integration.test_lifecycle import ACADEMY, UAI, drop, dump, roster
+from tests.integration.test_lifecycle import ACADEMY, UAI, UAI_2, drop, dump, roster
 from tests.integration.test_sync import search
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ldap]
 
 DAG_ID = get_academy(ACADEMY).dag_id
+APPROVAL_DAG = get_academy(ACADEMY).approval_dag_id
 RUN_TIMEOUT_S = 150  # one DAG run on a loaded 2-core machine
+DECISION_TIMEOUT_S = 330  # an approval that waited for a night's lock: a retry 1 min later
 THIRD = set(range(0, 30, 3))  # 10 of the 30 pupils: 1000, 1003, ... 1027
 
 
@@ -75,6 +83,7 @@ def airflow(tmp_path: Path) -> Iterator[Setup]:
             "ENTSYNC_LANDING": str(cfg.landing), "ENTSYNC_WORKDIR": str(cfg.workdir),
             "ENTSYNC_STATE_URL": f"sqlite:///{cfg.workdir / 'state.db'}", **server.env()})
         drop(settings, roster(30), day=1)  # the landing exists: devserver generates nothing
+        drop(settings, roster(10, uai=UAI_2), day=1, uai=UAI_2)
         with log.open("ab") as out, running(cfg, output=out) as af:
             yield Setup(af, settings, server, log)
     finally:
@@ -99,8 +108,8 @@ def _api(af: RunningAirflow, method: str, path: str, body: Any = None) -> Any:
         raise AssertionError(f"{method} {path}: {e.code} {e.read()[:800]!r}") from e
 
 
-def _run_path(run_id: str) -> str:
-    return f"/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
+def _run_path(run_id: str, dag_id: str = DAG_ID) -> str:
+    return f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
 
 
 def _trigger(af: RunningAirflow) -> str:
@@ -111,43 +120,61 @@ def _trigger(af: RunningAirflow) -> str:
     return str(run["dag_run_id"])
 
 
-def _task_states(af: RunningAirflow, run_id: str) -> dict[str, str | None]:
-    tis = _api(af, "GET", f"{_run_path(run_id)}/taskInstances?limit=100")["task_instances"]
+def _task_states(af: RunningAirflow, run_id: str,
+                 dag_id: str = DAG_ID) -> dict[str, str | None]:
+    tis = _api(af, "GET", f"{_run_path(run_id, dag_id)}/taskInstances?limit=100")[
+        "task_instances"]
     return {t["task_id"] + ("" if t["map_index"] < 0 else f"[{t['map_index']}]"): t["state"]
             for t in tis}
 
 
-def _wait_run(af: RunningAirflow, run_id: str, timeout: float = RUN_TIMEOUT_S) -> str:
+def _wait_run(af: RunningAirflow, run_id: str, dag_id: str = DAG_ID,
+              timeout: float = RUN_TIMEOUT_S) -> str:
     """Wait until the DAG run has ended; its final state."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = str(_api(af, "GET", _run_path(run_id))["state"])
+        state = str(_api(af, "GET", _run_path(run_id, dag_id))["state"])
         if state in ("success", "failed"):
             return state
         time.sleep(1)
     raise AssertionError(f"run {run_id} still running after {timeout:.0f}s: "
-                         f"{_task_states(af, run_id)}")
+                         f"{_task_states(af, run_id, dag_id)}")
 
 
-def _wait_awaiting_input(af: RunningAirflow, run_id: str) -> None:
-    """Wait until the approval task is parked waiting for a human."""
+def _wait_task(af: RunningAirflow, run_id: str, task_id: str, state: str) -> None:
+    """Wait until a task of a night's DAG run is in ``state``."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     states: dict[str, str | None] = {}
     while time.monotonic() < deadline:
         states = _task_states(af, run_id)
-        if states.get("review.approval") == "awaiting_input":
+        if states.get(task_id) == state:
             return
-        if _api(af, "GET", _run_path(run_id))["state"] in ("success", "failed") or any(
-                s in ("failed", "upstream_failed") for s in states.values()):
+        time.sleep(0.5)
+    raise AssertionError(f"{task_id} of {run_id} not {state}: {states}")
+
+
+def _wait_awaiting_input(af: RunningAirflow, run_id: str) -> None:
+    """Wait until the approval DAG run's approval task is parked waiting for a human."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    states: dict[str, str | None] = {}
+    while time.monotonic() < deadline:
+        try:
+            states = _task_states(af, run_id, APPROVAL_DAG)
+        except AssertionError:  # the run is not there yet
+            time.sleep(1)
+            continue
+        if states.get("approval") == "awaiting_input":
+            return
+        if any(s in ("failed", "upstream_failed") for s in states.values()):
             break
         time.sleep(1)
     raise AssertionError(f"approval of {run_id} is not awaiting input: {states}")
 
 
-def _xcom(af: RunningAirflow, run_id: str, task_id: str) -> Any:
+def _xcom(af: RunningAirflow, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
     """A task's return value (stored as JSON: the API gives it back as is, or as its text)."""
-    value = _api(af, "GET", f"{_run_path(run_id)}/taskInstances/{task_id}/xcomEntries/"
-                 "return_value")["value"]
+    value = _api(af, "GET", f"{_run_path(run_id, dag_id)}/taskInstances/{task_id}/"
+                 "xcomEntries/return_value")["value"]
     return json.loads(value) if isinstance(value, str) else value
 
 
@@ -160,7 +187,7 @@ def _wait_parked(log: Path, run_id: str, timeout: float = 20) -> None:
     instance's state attribute is queued"). A human never answers that fast; a test does.
     No API shows that moment, the scheduler's log line does (if it never comes: go on).
     """
-    mark = f"task_id=review.approval, run_id={run_id},"
+    mark = f"task_id=approval, run_id={run_id},"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with log.open("r", encoding="utf-8", errors="replace") as f:
@@ -170,30 +197,38 @@ def _wait_parked(log: Path, run_id: str, timeout: float = 20) -> None:
         time.sleep(0.5)
 
 
-def _asset_events(af: RunningAirflow, run_id: str) -> list[dict[str, Any]]:
+def _asset_events(af: RunningAirflow, run_id: str,
+                  dag_id: str = DAG_ID) -> list[dict[str, Any]]:
     """The asset events a DAG run emitted (its publish tasks), as the UI lists them."""
-    got = _api(af, "GET", f"/assets/events?source_dag_id={DAG_ID}"
+    got = _api(af, "GET", f"/assets/events?source_dag_id={dag_id}"
                f"&source_run_id={quote(run_id, safe='')}&limit=100")
     return list(got["asset_events"])
 
 
-def _hitl(af: RunningAirflow, run_id: str) -> str:
-    return f"{_run_path(run_id)}/taskInstances/review.approval/-1/hitlDetails"
+def _hitl(run_id: str) -> str:
+    return f"{_run_path(run_id, APPROVAL_DAG)}/taskInstances/approval/-1/hitlDetails"
 
 
-def _held_run(setup: Setup, skip: set[int], day: int) -> tuple[str, str, dict[str, Any]]:
-    """Drop an export missing the ``skip`` pupils, trigger, wait for the approval request.
+def _held_night(setup: Setup, skip: set[int], day: int) -> tuple[str, str, str, dict[str, Any]]:
+    """Drop an export of UAI missing the ``skip`` pupils, trigger, wait for the night's end
+    (it does not wait for the decision) and for the approval DAG run's request.
 
-    Returns the DAG run id, the sync run id and the HITL detail the UI shows.
+    Returns the night's DAG run id, the sync run id, the approval DAG run id and the HITL
+    detail the UI shows.
     """
     af = setup.af
     drop(setup.settings, roster(30, skip=skip), day=day)
     run_id = _trigger(af)
-    _wait_awaiting_input(af, run_id)
-    _wait_parked(setup.log, run_id)
+    assert _wait_run(af, run_id) == "success", _task_states(af, run_id)
+    states = _task_states(af, run_id)
+    assert states["review.held_plans"] == "success"
+    assert states["review.request_approval[0]"] == "success"
     sync_run = str(_xcom(af, run_id, "close.report")["run_id"])
-    detail = _api(af, "GET", _hitl(af, run_id))
-    return run_id, sync_run, detail
+    approval_run = f"approval__{sync_run}__{UAI}"
+    _wait_awaiting_input(af, approval_run)
+    _wait_parked(setup.log, approval_run)
+    detail = _api(af, "GET", _hitl(approval_run))
+    return run_id, sync_run, approval_run, detail
 
 
 def _approval_rows(settings: Settings, sync_run: str) -> list[tuple[str, str, str | None]]:
@@ -212,16 +247,32 @@ def _disabled(server: LdapServer) -> list[dict[str, Any]]:
     return search(server, "(entSyncStatus=DISABLED)", f"ou=people,{server.base}")
 
 
-def _screenshot_required_action(af: RunningAirflow, run_id: str, subject: str) -> Path:
-    """Log in with headless Debian chromium and open the waiting task's Required actions."""
+class Browser:
+    """Debian's headless chromium, logged in as the admin."""
+
+    def __init__(self, page: Any, af: RunningAirflow) -> None:
+        self.page, self.url = page, af.cfg.url
+
+    def shot(self, name: str) -> Path:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"airflow-approval-{name}.png"
+        try:  # the UI keeps polling: settle for a quiet moment, not for silence
+            self.page.wait_for_load_state("networkidle", timeout=5_000)
+        except PlaywrightTimeout:
+            pass
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def browser(airflow: Setup) -> Iterator[Browser]:
     if not CHROMIUM.is_file():
         pytest.fail("Debian chromium is not installed: make browser-deps")
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    url = af.cfg.url
-    shot = ARTIFACTS / "airflow-approval.png"
-    ARTIFACTS.mkdir(exist_ok=True)
+    af = airflow.af
     profile = tempfile.mkdtemp(prefix="entsync-chromium-")
     try:
         with sync_playwright() as pw:
@@ -231,80 +282,133 @@ def _screenshot_required_action(af: RunningAirflow, run_id: str, subject: str) -
             try:
                 page = ctx.new_page()
                 page.set_default_timeout(30_000)
-                page.goto(url)
+                page.goto(af.cfg.url)
                 page.wait_for_url("**/login**")
                 page.get_by_label("username", exact=False).fill(USERNAME)
                 page.get_by_label("password", exact=False).fill(af.password)
                 page.get_by_role("button", name="Sign in").click()
                 page.wait_for_url(lambda u: "login" not in u)
-                page.goto(f"{url}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/"
-                          "review.approval/required_actions")
-                try:
-                    page.get_by_text(subject).first.wait_for()
-                    page.get_by_role("button", name="Approve").first.wait_for()
-                except PlaywrightTimeout:
-                    page.screenshot(path=str(shot), full_page=True)
-                    raise
-                page.screenshot(path=str(shot), full_page=True)
+                yield Browser(page, af)
             finally:
                 ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    return shot
 
 
-def test_a_held_school_is_approved_then_another_rejected_from_airflow(
-        airflow: Setup) -> None:
+def _trigger_form(b: Browser) -> None:
+    """The night's trigger form: Backfill not offered (greyed out), `schools` not required,
+    no "null"."""
+    page = b.page
+    page.goto(f"{b.url}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    try:
+        dialog.get_by_text("Schools").first.wait_for()
+        text = dialog.inner_text()
+        # allowed_run_types (scheduled, manual): the UI greys the Backfill choice out
+        disabled = [r.get_attribute("value") for r in dialog.locator("input[type=radio]").all()
+                    if r.is_disabled()]
+    finally:
+        b.shot("01-trigger-form")
+    assert len(disabled) == 1 and "backfill" in str(disabled[0]).lower(), disabled
+    assert "null" not in text
+    assert "Schools" in text and "Mode" in text
+    page.keyboard.press("Escape")
+
+
+def _approve_in_browser(b: Browser, approval_run: str, subject: str) -> None:
+    """Open the approval DAG run's Required actions and click Approve."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page = b.page
+    page.goto(f"{b.url}/dags/{APPROVAL_DAG}/runs/{quote(approval_run, safe='')}/tasks/"
+              "approval/required_actions")
+    try:
+        page.get_by_text(subject).first.wait_for()
+        page.get_by_text("Default: Reject.").first.wait_for()
+        button = page.get_by_role("button", name="Approve").first
+        button.wait_for()
+    except PlaywrightTimeout:
+        b.shot("02-required-action")
+        raise
+    b.shot("02-required-action")
+    button.click()
+
+
+def test_a_held_school_is_approved_outside_the_night_while_the_next_night_runs(
+        airflow: Setup, browser: Browser) -> None:
     af, settings, server = airflow.af, airflow.settings, airflow.server
+    # the approval DAG is active from the start: a request is never left queued
+    assert _api(af, "GET", f"/dags/{APPROVAL_DAG}")["is_paused"] is False
     _api(af, "PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    _trigger_form(browser)
 
-    # 1. first night: the school is created, nothing to approve
+    # 1. first night: the schools are created, nothing to approve
     first = _trigger(af)
     assert _wait_run(af, first) == "success", _task_states(af, first)
     states = _task_states(af, first)
     assert states["review.held_plans"] == "success"  # ran, found nothing held ...
-    assert states["review.approval"] == states["review.apply_decision"] == "skipped"  # ...
-    # the first night wrote the school: its asset event; nothing to publish after review
-    assert states["close.publish"] == "success" and states["review.publish"] == "skipped"
+    assert states.get("review.request_approval") in ("skipped", None), states  # ...
+    assert states["close.publish"] == "success"
     assert _xcom(af, first, "close.report")["status"] == "success"
     [event] = _asset_events(af, first)
     assert event["source_task_id"] == "close.publish"
-    assert event["extra"]["schools"] == [UAI] and event["extra"]["applied"] > 0
-    assert len(search(server, "(entSyncStatus=ACTIVE)", f"ou=people,{server.base}")) == 61
+    first_sync = _xcom(af, first, "close.report")["run_id"]
+    assert event["extra"] == {"run_id": first_sync, "academy": ACADEMY,
+                              "applied": event["extra"]["applied"],
+                              "schools": sorted([UAI, UAI_2]), "by": "night"}
+    # 30 + 10 pupils, as many guardians, the teacher(s)
+    assert len(search(server, "(entSyncStatus=ACTIVE)", f"ou=people,{server.base}")) >= 81
     assert pipeline.pending_approvals(settings) == []
 
-    # 2. 30 % of the pupils missing: held, shown, approved through the API
+    # 2. 30 % of UAI's pupils missing: held; the night ended; the request waits apart
     before = dump(server)
-    run_id, sync_run, detail = _held_run(airflow, THIRD, day=2)
-    assert UAI in detail["subject"] and UAI in detail["body"]
-    assert "guard **disable_share**" in detail["body"]
-    assert "guard **pupil_drop**" in detail["body"]
-    assert "disabled 20" in detail["body"]
+    _, sync_run, approval_run, detail = _held_night(airflow, THIRD, day=2)
+    assert _sync_status(settings, sync_run) == "awaiting_approval"
+    assert UAI in detail["subject"] and "disabled 20" in detail["subject"]
+    body = detail["body"]
+    for words in ("**disable_share**", "**pupil_drop**", "| disabled | 10 | 10 |",
+                  "- disabled: `uid=", "[Run report](", "**Default: Reject.**",
+                  "counts as Reject", "(Europe/Paris)"):
+        assert words in body, words
     assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
     assert detail["response_received"] is False
-    assert _sync_status(settings, sync_run) == "awaiting_approval"
-    assert not _disabled(server) and dump(server) == before  # nothing written for the school
+    assert not _disabled(server) and dump(server) == before  # nothing written for it
     pending = pipeline.pending_approvals(settings, sync_run)
     assert [p["uai"] for p in pending] == [UAI]
-    assert pending[0]["plan_hash"][:16] in detail["body"]
-    _screenshot_required_action(af, run_id, detail["subject"])
+    assert pending[0]["plan_hash"][:16] in body
 
-    answer = _api(af, "PATCH", _hitl(af, run_id), {"chosen_options": ["Approve"]})
-    assert answer["chosen_options"] == ["Approve"]
-    assert answer["responded_by"]["name"] == USERNAME
-    assert _wait_run(af, run_id) == "success", _task_states(af, run_id)
-    decision = _xcom(af, run_id, "review.apply_decision")
+    # 3. the next night runs; while it writes, the operator approves in the browser
+    drop(settings, roster(12, uai=UAI_2), day=3, uai=UAI_2)
+    third = _trigger(af)
+    _wait_task(af, third, "read.discover", "success")  # the night holds the academy's lock
+    _approve_in_browser(browser, approval_run, detail["subject"])
+    assert _wait_run(af, third) == "success", _task_states(af, third)
+    summary3 = _xcom(af, third, "close.report")
+    night3 = json.loads((settings.reports_dir / summary3["run_id"] / "summary.json")
+                        .read_text("utf-8"))
+    assert night3["status"] == "success"
+    assert night3["schools"][UAI_2]["status"] == "ok"
+    assert night3["schools"][UAI_2]["created"] == 4  # two pupils, their guardians
+    assert night3["schools"][UAI]["status"] == "awaiting_approval"
+    assert night3["schools"][UAI]["pending_run"] == sync_run
+
+    answered = _api(af, "GET", _hitl(approval_run))
+    assert answered["response_received"] is True
+    assert answered["chosen_options"] == ["Approve"]
+    assert answered["responded_by_user"]["name"] == USERNAME
+    assert _wait_run(af, approval_run, APPROVAL_DAG, DECISION_TIMEOUT_S) == "success", \
+        _task_states(af, approval_run, APPROVAL_DAG)
+    decision = _xcom(af, approval_run, "apply_decision", APPROVAL_DAG)
     assert decision[UAI]["decision"] == "approved" and decision[UAI]["failed"] == 0
+    assert decision[UAI]["by"] == USERNAME
     held = {k: v for k, v in pending[0]["summary"]["counts"].items() if k != "unchanged"}
     assert held["disabled"] == 20 and decision[UAI]["applied"] == sum(held.values())
-    # the held run wrote nothing before the approval, then the approved plan: one event,
-    # from the review stage
-    states = _task_states(af, run_id)
-    assert states["close.publish"] == "skipped" and states["review.publish"] == "success"
-    [event] = _asset_events(af, run_id)
-    assert event["source_task_id"] == "review.publish"
-    assert event["extra"] == {"run_id": sync_run, "applied": decision[UAI]["applied"],
-                              "schools": [UAI]}
+    [event] = _asset_events(af, approval_run, APPROVAL_DAG)
+    assert event["source_task_id"] == "publish"
+    assert event["extra"] == {"run_id": sync_run, "academy": ACADEMY,
+                              "applied": decision[UAI]["applied"], "schools": [UAI],
+                              "by": "approval"}
     disabled = _disabled(server)
     assert len(disabled) == 10 + 10  # the pupils and their only guardians
     gone = {f"AC-STRASBOURG$SIECLE${UAI}${1000 + i}" for i in THIRD}
@@ -312,20 +416,41 @@ def test_a_held_school_is_approved_then_another_rejected_from_airflow(
     assert pipeline.pending_approvals(settings) == []
     assert _approval_rows(settings, sync_run) == [(UAI, "approved", USERNAME)]
     assert _sync_status(settings, sync_run) == "success"
+    # the held run's summary, report and status: who approved, when
+    summary = json.loads((settings.reports_dir / sync_run / "summary.json").read_text("utf-8"))
+    assert summary["status"] == "success"
+    assert summary["decisions"][UAI]["decision"] == "approved"
+    assert summary["decisions"][UAI]["by"] == USERNAME and summary["decisions"][UAI]["at"]
+    assert summary["schools"][UAI]["status"] == "approved"
+    [ac] = status(settings, ACADEMY)["academies"]
+    [mine] = [x for x in ac["schools"] if x["uai"] == UAI]
+    assert mine["status"] == "approved" and mine["decision"]["by"] == USERNAME
+    page = browser.page
+    page.goto(f"{browser.url}/entsync/reports/{quote(sync_run, safe='')}/report.html")
+    page.get_by_role("heading", name=f"Run {sync_run}").wait_for()
+    page.get_by_text("approved").first.wait_for()
+    browser.shot("03-report-after-decision")
+    page.goto(f"{browser.url}/entsync/reports/{quote(sync_run, safe='')}/schools/{UAI}/"
+              f"retours_{UAI}.html")
+    page.get_by_text(UAI).first.wait_for()
+    browser.shot("04-school-page-after-decision")
 
-    # 3. another held night (10 more of the remaining 20 pupils missing), rejected
+    # 4. another held night (10 more of the remaining 20 pupils missing), rejected
     before = dump(server)
-    run_id, sync_run, detail = _held_run(airflow, THIRD | set(range(1, 30, 3)), day=3)
-    assert UAI in detail["subject"] and "guard **" in detail["body"]
-    answer = _api(af, "PATCH", _hitl(af, run_id), {"chosen_options": ["Reject"]})
+    _, sync_run, approval_run, detail = _held_night(
+        airflow, THIRD | set(range(1, 30, 3)), day=4)
+    assert UAI in detail["subject"] and "**" in detail["body"]
+    answer = _api(af, "PATCH", _hitl(approval_run), {"chosen_options": ["Reject"]})
     assert answer["chosen_options"] == ["Reject"]
-    assert _wait_run(af, run_id) == "success", _task_states(af, run_id)
-    assert _xcom(af, run_id, "review.apply_decision") == {UAI: {"decision": "rejected"}}
-    assert _asset_events(af, run_id) == []  # rejected: the directory did not change
+    assert _wait_run(af, approval_run, APPROVAL_DAG) == "success", \
+        _task_states(af, approval_run, APPROVAL_DAG)
+    assert _xcom(af, approval_run, "apply_decision", APPROVAL_DAG) == {
+        UAI: {"decision": "rejected", "by": USERNAME}}
+    assert _asset_events(af, approval_run, APPROVAL_DAG) == []  # the directory did not change
     assert dump(server) == before
     assert _approval_rows(settings, sync_run) == [(UAI, "rejected", USERNAME)]
     assert pipeline.pending_approvals(settings) == []
     assert _sync_status(settings, sync_run) == "success"
     # an answered request cannot be answered again
     with pytest.raises(AssertionError, match="409"):
-        _api(af, "PATCH", _hitl(af, run_id), {"chosen_options": ["Approve"]})
+        _api(af, "PATCH", _hitl(approval_run), {"chosen_options": ["Approve"]})

@@ -46,8 +46,17 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 dags = {}
 for dag_id, dag in bag.dags.items():
-    rv = dag.get_task("read.read_validate")
+    rv = dag.get_task("read.read_validate") if "read.read_validate" in dag.task_ids else None
     dags[dag_id] = {
+        "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+        "owner": dag.owner,
+        "allowed_run_types": sorted(str(getattr(r, "value", r))
+                                    for r in dag.allowed_run_types or []),
+        "start_date": str(dag.start_date) if dag.start_date else None,
+        "run_immediately": str(getattr(dag.timetable, "run_immediately", None)),
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "max_active_runs": dag.max_active_runs,
+        "param_schemas": {k: dag.params.get_param(k).schema for k in dag.params},
         "task_ids": sorted(dag.task_ids),
         "schedule": getattr(dag.timetable, "expression", None),
         "timetable_tz": str(getattr(dag.timetable, "timezone", "")),
@@ -55,7 +64,7 @@ for dag_id, dag in bag.dags.items():
         "params": {k: dag.params[k] for k in dag.params},
         "doc_md": dag.doc_md or "",
         "mapped": sorted(t.task_id for t in dag.tasks if "Mapped" in type(t).__name__),
-        "map_index_template": getattr(rv, "map_index_template", None),
+        "map_index_template": getattr(rv, "map_index_template", None) if rv else None,
         "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule)
                           for t in dag.tasks},
         "groups": {t.task_id: t.task_group.group_id for t in dag.tasks},
@@ -71,9 +80,9 @@ for dag_id, dag in bag.dags.items():
                                    if getattr(t, "multiple_outputs", False)),
         # read_validate's arguments: [task id, XCom key] per mapped and per partial argument
         "expand": {k: [v.operator.task_id, v.key]
-                   for k, v in rv.op_kwargs_expand_input.value.items()},
+                   for k, v in rv.op_kwargs_expand_input.value.items()} if rv else None,
         "partial": {k: [v.operator.task_id, v.key]
-                    for k, v in rv.partial_kwargs["op_kwargs"].items()},
+                    for k, v in rv.partial_kwargs["op_kwargs"].items()} if rv else None,
     }
 print(json.dumps({"added": added,
                   "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
@@ -125,7 +134,10 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_dag_file_parses_without_heavy_imports(probe: dict[str, Any]) -> None:
     # airflow.sdk already brings sqlalchemy; what matters is that the DAG file adds none of
     # these, and none of the etl modules that would need them at parse time.
-    heavy = [m for m in probe["added"] if m.split(".")[0] in HEAVY]
+    # (Airflow's own TriggerDagRunOperator, the night's request for an approval, imports
+    # Airflow's ORM models and with them a few sqlalchemy.ext modules: ~0.3 s, Airflow's)
+    heavy = [m for m in probe["added"] if m.split(".")[0] in HEAVY
+             and not m.startswith("sqlalchemy.ext.")]
     assert heavy == []
     etl = {m for m in probe["added"] if m.startswith("etl")}
     assert etl <= {"etl", "etl.config", "etl.errors", "etl.report", "etl.report.assets"}, etl
@@ -135,48 +147,83 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
     assert probe["import_errors"] == {}
     academies = load_academies()
     assert set(probe["dags"]) == {
-        "ent_sync__ac_nancy_metz",
-        "ent_sync__ac_reims",
-        "ent_sync__ac_strasbourg",
+        "ent_sync__ac_nancy_metz", "ent_approval__ac_nancy_metz",
+        "ent_sync__ac_reims", "ent_approval__ac_reims",
+        "ent_sync__ac_strasbourg", "ent_approval__ac_strasbourg",
     }
-    assert set(probe["dags"]) == {a.dag_id for a in academies.values()}
+    assert set(probe["dags"]) == {a.dag_id for a in academies.values()} | {
+        a.approval_dag_id for a in academies.values()}
     for academy in academies.values():
         dag = probe["dags"][academy.dag_id]
-        # one task group per stage, so the ops team reads the graph as the pipeline
+        # one task group per stage, so the ops team reads the graph as the pipeline; the
+        # review only asks: the decision is the approval DAG's
         assert dag["groups"] == {
             "read.discover": "read", "read.read_validate": "read",
             "plan.reconcile": "plan", "write.apply": "write",
             "close.report": "close", "close.publish": "close",
-            "review.held_plans": "review", "review.approval": "review",
-            "review.apply_decision": "review", "review.publish": "review",
+            "review.held_plans": "review", "review.request_approval": "review",
         }
-        assert dag["mapped"] == ["read.read_validate"]
-        # one task fewer: read_validate maps over discover's return value (the schools to
-        # read) and finds the sync run in discover's XCom "run"
+        assert dag["mapped"] == ["read.read_validate", "review.request_approval"]
+        # read_validate maps over discover's return value; the sync run's id is read at run
+        # time (discover's small XCom "run_id"): no edge from discover to every later task
         assert dag["expand"] == {"batch": ["read.discover", "return_value"]}
-        assert dag["partial"] == {"disc": ["read.discover", "run"]}
+        assert dag["partial"] == {}
+        assert dag["upstream"] == {
+            "read.discover": [], "read.read_validate": ["read.discover"],
+            "plan.reconcile": ["read.read_validate"], "write.apply": ["plan.reconcile"],
+            "close.report": ["plan.reconcile", "read.read_validate", "write.apply"],
+            "close.publish": ["close.report"],
+            "review.held_plans": ["close.report", "plan.reconcile"],
+            "review.request_approval": ["review.held_plans"],
+        }
         # a dict a task returns is one XCom, not one more per key (each one a request)
         assert dag["multiple_outputs"] == []
         assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
-        # retries with backoff (only transient failures reach them); the human step never
-        assert dag["retries"]["review.approval"] == 0
-        assert {dag["retries"][t] for t in dag["retries"] if t != "review.approval"} == {3}
+        assert set(dag["retries"].values()) == {3}
         assert dag["backoff"]["write.apply"] == [2.0, 900.0]
-        # the report task's button, and the directory's asset on both publish tasks
-        assert dag["links"] == {"close.report": ["Run report"]}
+        # the report task's button, the request's link to the approval DAG run it made, and
+        # the directory's asset on the night's publish task
+        assert dag["links"] == {"close.report": ["Run report"],
+                                "review.request_approval": ["Triggered DAG"]}
         asset = [f"entsync_directory_{academy.code.replace('-', '_')}",
                  f"x-entsync://directory/{academy.code}"]
-        assert dag["outlets"] == {"close.publish": [asset], "review.publish": [asset]}
+        assert dag["outlets"] == {"close.publish": [asset]}
         assert dag["schedule"] == academy.schedule
-        assert dag["timezone"] == dag["timetable_tz"] == "Europe/Paris"
-        assert dag["params"] == {"dry_run": False, "schools": [], "mode": None}
+        assert dag["timetable_tz"] == "Europe/Paris"
+        # unpausing starts no past night beside the one triggered; no backfill offered
+        assert dag["start_date"] is None and dag["run_immediately"] == "0:00:00"
+        assert dag["allowed_run_types"] == ["manual", "scheduled"]
+        assert dag["max_active_runs"] == 1
+        assert dag["owner"] == "entsync-ops"
+        # the trigger form: schools optional (no "required" asterisk: its type allows
+        # null), mode an enum with a default (no "null" shown)
+        assert dag["params"] == {"dry_run": False, "schools": [], "mode": "default"}
+        assert "null" in dag["param_schemas"]["schools"]["type"]
+        mode = dag["param_schemas"]["mode"]
+        assert mode["type"] == "string" and None not in mode["enum"]
+        assert mode["enum"] == ["default", "normal", "create_only", "no_disable"]
         assert "ENT directory sync" in dag["doc_md"]
         for words in ("Task groups", "Run report", "entsync_directory_<academy>", "Retries",
-                      "transient"):
+                      "transient", "ent_approval__<academy>", "counts as Reject",
+                      "supersedes"):
             assert words in dag["doc_md"], words
         # an empty night (read_validate skipped) must still reconcile, apply and report
         for tid in ("plan.reconcile", "write.apply", "close.report"):
             assert dag["trigger_rules"][tid] == "none_failed"
+
+        # the approval DAG: one run per held school, each one waiting for a human
+        ap = probe["dags"][academy.approval_dag_id]
+        assert ap["upstream"] == {"panel": [], "approval": ["panel"],
+                                  "apply_decision": ["approval"],
+                                  "publish": ["apply_decision"]}
+        assert ap["retries"]["approval"] == 0  # the human step never retries
+        assert ap["retries"]["apply_decision"] == 12  # waits for a night writing the academy
+        assert ap["outlets"] == {"publish": [asset]}
+        assert ap["schedule"] is None and ap["is_paused_upon_creation"] is False
+        assert ap["max_active_runs"] > 1  # held schools do not queue behind each other
+        assert ap["allowed_run_types"] == ["manual", "operator_triggered"]
+        assert ap["params"] == {"run_id": "", "uai": "", "plan_hash": ""}
+        assert ap["owner"] == "entsync-ops"
 
 
 FOLDER = r"""
@@ -196,9 +243,10 @@ def test_the_dags_folder_holds_one_sync_dag_per_academy_and_the_lifecycle(tmp_pa
     got = _snippet(FOLDER, tmp_path / "home", str(DAGS))
     assert got["errors"] == {}
     academies = load_academies()
-    assert len(got["dags"]) == 2 * len(academies) + 2
+    assert len(got["dags"]) == 3 * len(academies) + 2
     assert set(got["dags"]) == ({a.dag_id for a in academies.values()}
                                 | {a.gar_dag_id for a in academies.values()}
+                                | {a.approval_dag_id for a in academies.values()}
                                 | {"ent_lifecycle", "ent_audit"})
     assert got["files"] == ["ent_audit.py", "ent_lifecycle.py", "ent_sync.py", "gar_export.py"]
     assert "_entsync_airflow.py" in (DAGS / ".airflowignore").read_text("utf-8").split()
@@ -297,7 +345,8 @@ class Pipeline:
 import etl
 etl.run = Pipeline  # what `from etl import pipeline` inside the callback picks up
 sys.modules["etl.run"] = Pipeline
-dag_file["on_task_failure"].__globals__["run_settings"] = lambda: "settings"
+on_task_failure = dag_file["default_args"]()["on_failure_callback"]
+on_task_failure.__globals__["run_settings"] = lambda: "settings"
 class TI:
     task_id = "read.read_validate"
     rendered_map_index = "0670001A"
@@ -308,7 +357,7 @@ try:
     raise AirflowFailException("DirectoryError: not retried") from DirectoryError("x")
 except AirflowFailException as e:
     err = e
-dag_file["on_task_failure"]({"ti": TI(), "exception": err})
+on_task_failure({"ti": TI(), "exception": err})
 out["callback"] = calls
 print(json.dumps(out))
 """
@@ -500,7 +549,8 @@ def test_academy_dag_runs_end_to_end(
     assert first["applied"] == first["changes"] > 0 and first["failed"] == 0
     # the directory changed: one event of the academy's asset, naming the run and schools
     assert _asset_events(airflow_runner, academy) == [
-        {"run_id": first["run_id"], "applied": first["applied"], "schools": sorted(gen.schools)}]
+        {"run_id": first["run_id"], "academy": academy, "applied": first["applied"],
+         "schools": sorted(gen.schools), "by": "night"}]
     assert set(first["schools"]) == set(gen.schools)
     assert {s["status"] for s in first["schools"].values()} == {"ok"}
     # one mapped task per group of up to 16 schools (their rules run together), labelled
@@ -634,3 +684,100 @@ def test_a_task_no_retry_can_fix_fails_at_once_and_closes_the_run(
         assert "discover" in error and error.endswith("DirectoryError"), error
         assert s.get(AcademyLock, academy) is None  # released: the next run need not wait
     assert "not-the-password" not in log
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_the_next_night_runs_while_a_school_awaits_approval(
+    airflow_runner: AirflowRunner, server: LdapServer, tmp_path: Path
+) -> None:
+    """Issue 25: a held school no longer keeps the night's DagRun open. The night that
+    holds it ends (success) after asking the academy's approval DAG for one run, which
+    waits for a human; the next night of the same academy runs and succeeds while that run
+    waits (the held school's same export waits, the other school is written); the decision,
+    taken afterwards as the approval DAG's `apply_decision` takes it, is recorded in the
+    held run's summary."""
+    from etl import run as pipeline
+    from etl.config import get_academy
+    from etl.contracts import ApprovalRequest
+    from tests.integration.test_lifecycle import ACADEMY, UAI, UAI_2, drop, roster
+
+    dag_id, approval_dag = get_academy(ACADEMY).dag_id, get_academy(ACADEMY).approval_dag_id
+    landing, workdir = tmp_path / "landing", tmp_path / "work"
+    settings = Settings.from_env({"ENTSYNC_LANDING": str(landing),
+                                  "ENTSYNC_WORKDIR": str(workdir), **server.env()})
+    runner = AirflowRunner(airflow_runner.home, {**airflow_runner.env, **server.env()})
+    normal = {"mode": "normal"}  # whatever the date: no roll-over mode, the guards apply
+
+    drop(settings, roster(30), day=1)
+    drop(settings, roster(10, uai=UAI_2), day=1, uai=UAI_2)
+    assert runner.dag_test(dag_id, workdir, landing, normal)["status"] == "success"
+
+    # night 2: 30 % of UAI's pupils missing: held; the night's DagRun ends all the same
+    drop(settings, roster(30, skip=set(range(0, 30, 3))), day=2)
+    held = runner.dag_test(dag_id, workdir, landing, normal)
+    assert held["status"] == "awaiting_approval"
+    assert held["schools"][UAI]["status"] == "awaiting_approval"
+    night_runs = _metadata(runner, "SELECT run_id, state FROM dag_run WHERE dag_id = ? "
+                           "ORDER BY id", dag_id)
+    assert [s for _r, s in night_runs[-2:]] == ["success", "success"]  # (the module's
+    # other tests ran the academy's DAG too)
+    tis = dict(_metadata(runner, "SELECT task_id, state FROM task_instance WHERE dag_id = ? "
+                         "AND run_id = ?", dag_id, night_runs[-1][0]))
+    assert tis["review.held_plans"] == tis["review.request_approval"] == "success"
+    # ... and asked the approval DAG for one run: that school, that plan
+    [p] = pipeline.pending_approvals(settings, held["run_id"])
+    req = ApprovalRequest(run_id=held["run_id"], uai=UAI, plan_hash=p["plan_hash"])
+    [(run_id, state, conf)] = _metadata(
+        runner, "SELECT run_id, state, conf FROM dag_run WHERE dag_id = ?", approval_dag)
+    assert run_id == req.dag_run_id and state in ("queued", "running")
+    got_conf = json.loads(conf) if isinstance(conf, str) else conf
+    assert got_conf == req.to_json()
+
+    # night 3, while the approval waits: the other school's new pupils are written
+    drop(settings, roster(12, uai=UAI_2), day=3, uai=UAI_2)
+    third = runner.dag_test(dag_id, workdir, landing, normal)
+    assert third["status"] == "success"
+    assert third["schools"][UAI_2]["status"] == "ok" and third["schools"][UAI_2]["created"] == 4
+    assert third["schools"][UAI]["status"] == "awaiting_approval"
+    assert third["schools"][UAI]["pending_run"] == held["run_id"]
+    assert [s for (s,) in _metadata(runner, "SELECT state FROM dag_run WHERE dag_id = ?",
+                                    dag_id)][-1] == "success"
+    # no second request for the same plan
+    assert len(_metadata(runner, "SELECT run_id FROM dag_run WHERE dag_id = ?",
+                         approval_dag)) == 1
+
+    # the decision (the approval DAG's apply_decision) afterwards: recorded in the held run
+    decided = pipeline.decide_request(settings, req, approve=True, by="admin")
+    assert decided[UAI]["decision"] == "approved" and decided[UAI]["applied"] > 0
+    summary = json.loads((workdir / "reports" / held["run_id"] / "summary.json")
+                         .read_text("utf-8"))
+    assert summary["status"] == "success"
+    assert summary["decisions"][UAI]["decision"] == "approved"
+    assert summary["decisions"][UAI]["by"] == "admin"
+
+
+QUIET = r"""
+import io, json, logging, sys
+sys.path.insert(0, sys.argv[1])
+import _entsync_airflow  # what a task's process imports with the DAG file
+out = io.StringIO()
+handler = logging.StreamHandler(out)
+logging.getLogger().addHandler(handler)
+logging.getLogger().setLevel(logging.INFO)
+import great_expectations.data_context.types.base as gx_base  # sets its logger to INFO
+from alembic.runtime import migration
+gx_base.logger.info("Created temporary directory '/tmp/x' for ephemeral docs site")
+migration.log.info("Context impl SQLiteImpl.")
+gx_base.logger.warning("a real GX warning")
+logging.getLogger("etl.run").info("entsync's own line")
+print(json.dumps(out.getvalue().splitlines()))
+"""
+
+
+def test_tasks_do_not_log_great_expectations_and_alembic_chatter(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", QUIET, str(DAGS)], env=_clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = json.loads(out.stdout.strip().splitlines()[-1])
+    assert lines == ["a real GX warning", "entsync's own line"]
