@@ -137,9 +137,10 @@ def test_a_delta_without_its_base_is_held(env: Settings, server: LdapServer) -> 
         assert s.get(AafSchool, (ACADEMY, UAI_A, "Eleve")) is None
     # held again the next night (nothing guessed); approved, it is applied and the chain
     # goes on from it
-    s2 = sync(env)
+    s2 = sync(env)  # the same exports: the school waits for the pending plan, not re-read
     assert s2["schools"][UAI_A]["status"] == "awaiting_approval"
-    res = pipeline.decide(env, s2["run_id"], True, UAI_A, by="test")
+    assert s2["schools"][UAI_A]["pending_run"] == s1["run_id"]
+    res = pipeline.decide(env, s1["run_id"], True, UAI_A, by="test")
     assert res["schools"][UAI_A]["decision"] == "approved"
     assert sorted(by_key(server, "ELV")) == [f"{PREFIX}$71001"]
     with Session(get_engine(env.state_url)) as s:

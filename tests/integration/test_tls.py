@@ -43,19 +43,17 @@ def tls_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LdapServer]:
         stop_slapd(folder)
 
 
-def _settings(tmp_path: Path, env: dict[str, str], state: Path | None = None) -> Settings:
-    """``state``: the state DB of the directory's syncs (one per directory, as in production:
-    a fresh state DB against a populated directory refuses to write)."""
+def _settings(tmp_path: Path, env: dict[str, str]) -> Settings:
     return Settings.from_env({
         "ENTSYNC_LANDING": str(tmp_path / "landing"),
         "ENTSYNC_WORKDIR": str(tmp_path / "work"),
-        "ENTSYNC_STATE_URL": f"sqlite:///{state or tmp_path / 'state.db'}",
+        "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         **env,
     })
 
 
-def _school(landing: Path, uai: str) -> None:
-    write_school(landing, ACADEMY, uai,
+def _school(landing: Path, uai: str, academy: str = ACADEMY) -> None:
+    write_school(landing, academy, uai,
                  [Pupil("1", "MARTIN", "Zoé", "3A", ine="070876696HA")],
                  [Guardian("501", "MARTIN", "Claire", ["1"])],
                  [Teacher("9001", "LEBLANC", "Henri", ["3A"])])
@@ -103,7 +101,7 @@ def test_both_san_names_verify(tls_slapd: LdapServer, host: str) -> None:
 
 
 def test_sync_over_starttls(tmp_path: Path, tls_slapd: LdapServer) -> None:
-    env = _settings(tmp_path, tls_slapd.env(), tls_slapd.dir / "state.db")
+    env = _settings(tmp_path, tls_slapd.env())
     assert env.ldap.url and env.ldap.url.startswith("ldap://") and env.ldap.ca_file
     _school(env.landing, UAI)
     summary = pipeline.run_sync(env, RunRequest(ACADEMY))
@@ -113,12 +111,13 @@ def test_sync_over_starttls(tmp_path: Path, tls_slapd: LdapServer) -> None:
 
 
 def test_sync_over_ldaps(tmp_path: Path, tls_slapd: LdapServer) -> None:
-    uai = "0510002" + uai_check_letter("0510002")
+    # another academy than the StartTLS test's: each test has a state DB of its own, and a
+    # fresh state DB refuses to write an academy the directory already holds
+    uai = "0670002" + uai_check_letter("0670002")
     assert tls_slapd.ldaps_url is not None
-    env = _settings(tmp_path, {**tls_slapd.env(), "ENTSYNC_LDAP_URL": tls_slapd.ldaps_url},
-                    tls_slapd.dir / "state.db")
-    _school(env.landing, uai)
-    summary = pipeline.run_sync(env, RunRequest(ACADEMY))
+    env = _settings(tmp_path, {**tls_slapd.env(), "ENTSYNC_LDAP_URL": tls_slapd.ldaps_url})
+    _school(env.landing, uai, "ac-strasbourg")
+    summary = pipeline.run_sync(env, RunRequest("ac-strasbourg"))
     assert summary["status"] == "success", summary
     assert summary["applied"] > 0 and summary["failed"] == 0
     assert _people_of(tls_slapd, uai) == 3
@@ -133,7 +132,7 @@ def test_wrong_ca_stops_the_run_before_any_write(tmp_path: Path, tls_slapd: Ldap
     if use_ldaps:
         assert tls_slapd.ldaps_url is not None
         env_vars["ENTSYNC_LDAP_URL"] = tls_slapd.ldaps_url
-    env = _settings(tmp_path, env_vars, tls_slapd.dir / "state.db")
+    env = _settings(tmp_path, env_vars)
     _school(env.landing, uai)
     with pytest.raises(DirectoryError, match=r"certificate is not trusted by .*other/tls/ca\.pem"):
         pipeline.run_sync(env, RunRequest(ACADEMY))
