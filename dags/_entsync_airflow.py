@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from etl.runtime.logs import quiet_loggers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,26 +30,6 @@ RUN_KEY = "run"
 RUN_ID_KEY = "run_id"
 #: the DAGs' owner in the UI (`ENTSYNC_AIRFLOW_OWNER`)
 DEFAULT_OWNER = "entsync-ops"
-
-#: libraries whose INFO lines say nothing to the ops team (great-expectations' "ephemeral
-#: docs site", Alembic's "Context impl"): WARNING and above only, in every task. The module
-#: great-expectations logs from sets its own logger to INFO when imported (after this runs),
-#: so a filter on that logger drops the lines, whatever its level.
-QUIET_LOGGERS = ("great_expectations", "great_expectations.data_context.types.base",
-                 "alembic", "alembic.runtime.migration")
-
-
-def _below_warning(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING
-
-
-def quiet_loggers() -> None:
-    for name in QUIET_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.WARNING)
-        if _below_warning not in logger.filters:
-            logger.addFilter(_below_warning)
-
 
 quiet_loggers()  # the task process imports this module when it parses the DAG file
 

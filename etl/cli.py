@@ -763,8 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("alembic", "great_expectations", "py.warnings"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from etl.runtime.logs import quiet_loggers
+
+    quiet_loggers()
     try:
         return int(a.fn(a))
     except ConfigError as e:
