@@ -157,11 +157,17 @@ def cmd_check(a: argparse.Namespace) -> int:
     preflight(st, a.academy, ldap=False)
     pipeline.yield_cpu(st)
     run_id = pipeline.start_run(st, a.academy, dry_run=True, trigger="check")
-    found = pipeline.discover_files(st, a.academy, run_id, a.school or None, a.today)
-    read = pipeline.read_validate_schools(st, a.academy, run_id, found.school_docs(),
-                                          dry_run=True)
-    summary = pipeline.finish_run(st, RunRef(academy=a.academy, run_id=run_id, dry_run=True),
-                                  found, read)
+    try:
+        found = pipeline.discover_files(st, a.academy, run_id, a.school or None, a.today)
+        read = pipeline.read_validate_schools(st, a.academy, run_id, found.school_docs(),
+                                              dry_run=True)
+        summary = pipeline.finish_run(st, RunRef(academy=a.academy, run_id=run_id,
+                                                 dry_run=True), found, read)
+    finally:
+        if not a.record:  # the state DB and the staging area as they were; the reports stay
+            from etl.ops.runs import forget_run
+
+            forget_run(st, run_id)
     disc, results = found.to_json(), dump_all(read)
     out = {"run_id": run_id, "schools": {r["uai"]: {
         "status": r["status"], "counts": r["counts"], "rejected": r["rejected"],
@@ -523,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(never writes to the directory)")
     c.add_argument("--academy", required=True, choices=academies)
     c.add_argument("--school", action="append", help="only this UAI (repeatable)")
+    c.add_argument("--record", action="store_true",
+                   help="keep the check as a dry-run run in the state DB (default: leave the "
+                   "state DB and the staging area as they were)")
     c.add_argument("--json", action="store_true")
     _today(c)
     _common(c)
@@ -685,10 +694,11 @@ DOCS: dict[str, tuple[str, str]] = {
                  "entsync generate --academy ac-reims --schools 3 --pupils-per-school 300 "
                  "--seed 1 --out var/landing"),
     "check": ("Read, validate and normalize an academy's exports as a sync would, and say per "
-              "school what was read, rejected and quarantined. Never writes to the directory; "
-              "it records a dry-run run in the state DB, writes the reports under "
-              "<workdir>/reports/<run id>/ and stages the tables it read (purged by "
-              "lifecycle).", "entsync check --academy ac-reims --school 0510001A"),
+              "school what was read, rejected and quarantined. Never writes to the directory, "
+              "and leaves the state DB and the staging area as it found them (--record keeps "
+              "it as a dry-run run); its only output is the reports, under "
+              "<workdir>/reports/<run id>/ (and a quarantined file's copy).",
+              "entsync check --academy ac-reims --school 0510001A"),
     "sync": ("Sync an academy's exports into the directory: discover, read, validate, match, "
              "plan, guard, write, report. Checks the landing folder, workdir, state DB and LDAP "
              "bind first. Exit 0 done, 1 failed, 2 configuration, 3 held for approval.",

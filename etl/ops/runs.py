@@ -46,3 +46,34 @@ def apply_changes(settings: Settings, run_id: str, academy: str, changes: list[C
     return {"applied": res.applied, "failed": res.failed + res.left,
             "errors": res.errors[:50], "done": applied,
             **({"error": res.stopped} if res.stopped else {})}
+
+
+def forget_run(settings: Settings, run_id: str) -> dict[str, int]:
+    """Remove every trace a dry run left in the state DB and the staging area (``entsync
+    check``: it reads and validates as a sync would, then leaves the state as it found it; its
+    reports stay, they are what it is run for). Refused for a run that wrote anything."""
+    from sqlalchemy import delete, func, select
+
+    from etl import staging
+    from etl.errors import EntsyncError
+    from etl.store import models as m
+
+    removed: dict[str, int] = {}
+    with session_factory(settings.state_url)() as s, s.begin():
+        run = s.get(Run, run_id)
+        if run is None:
+            return removed
+        if not run.dry_run or s.scalar(select(func.count()).select_from(m.JournalEntry)
+                                       .where(m.JournalEntry.run_id == run_id)):
+            raise EntsyncError(f"run {run_id} wrote to the directory: it is kept")
+        for model in (m.SourceFile, m.Rejection, m.RunMetric, m.Approval, m.MatchKey):
+            n = s.scalar(select(func.count()).select_from(model)
+                         .where(model.run_id == run_id)) or 0
+            if n:
+                s.execute(delete(model).where(model.run_id == run_id))
+                removed[model.__tablename__] = n
+        s.delete(run)
+        removed["runs"] = 1
+    if staging.remove_tree(settings, run_id):
+        removed["staging"] = 1
+    return removed
