@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl.plan.diff import Change, diff_attrs
-from etl.plan.owned import owned_view
+from etl.plan.owned import kind_of, owned_view, uai_of
 
 KINDS = ("missing", "attribute", "member", "foreign", "orphan")
 Attrs = dict[str, list[str]]
@@ -56,30 +56,6 @@ class Stored:
     uai: str | None
     uid: str | None
     attrs: Attrs
-
-
-def kind_of(dn: str, attrs: Mapping[str, list[str]]) -> str:
-    """What a directory entry is, by its object classes."""
-    oc = {x.lower() for x in attrs.get("objectClass", [])}
-    if "entperson" in oc or dn.lower().startswith("uid="):
-        return "person"
-    if "entclasse" in oc:
-        return "class"
-    if "entgroupe" in oc:
-        return "group"
-    if "entetablissement" in oc:
-        return "school"
-    return "ou"
-
-
-def uai_of(dn: str, attrs: Mapping[str, list[str]] | None = None) -> str | None:
-    """The school of an entry: the UAI in its DN, else (an account) its main school's."""
-    for part in dn.split(","):
-        if part.lower().startswith("entstructureuai="):
-            return part.split("=", 1)[1]
-    for v in (attrs or {}).get("ENTPersonStructRattach", [])[:1]:
-        return uai_of(v)
-    return None
 
 
 def _norm(attrs: Mapping[str, list[str]]) -> dict[str, tuple[str, set[str]]]:

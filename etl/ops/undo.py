@@ -15,6 +15,7 @@ from etl.config import Settings
 from etl.errors import UndoRefused
 from etl.ops.runs import apply_changes, end_run, new_run
 from etl.plan.diff import RETYPE, Change, diff_attrs
+from etl.plan.owned import kind_of, uai_of
 from etl.store.db import session_factory
 from etl.store.models import JournalEntry, Run, SourceFile
 
@@ -56,18 +57,18 @@ def undo_run(settings: Settings, run_id: str, dry_run: bool = False) -> dict[str
     changes: list[Change] = []
     for dn in dns:
         before, after = first[dn].before, final[dn].after
-        kind = _kind_of(dn, before or after or {})
-        uai = _uai_of(dn)
+        kind = kind_of(dn, before or after or {})
+        uai = uai_of(dn)
         if first[dn].op == "add" and after is not None:
             changes.append(Change("delete", dn, kind, uai, "delete", before=after))
         elif after is None and before is not None:  # deleted by the run: recreate
             changes.append(Change("add", dn, kind, uai, "create", attrs=before, after=before,
                                   uid=person_uid(kind, before)))
         elif (before is not None and after is not None
-              and {_kind_of(dn, before), _kind_of(dn, after)} == {"class", "group"}):
+              and {kind_of(dn, before), kind_of(dn, after)} == {"class", "group"}):
             # the run replaced a group by a class at this DN (``etl.plan.scope.retype_changes``):
             # replaced back, as LDAP cannot change an entry's structural class in place
-            changes.append(Change("delete", dn, _kind_of(dn, after), uai, RETYPE,
+            changes.append(Change("delete", dn, kind_of(dn, after), uai, RETYPE,
                                   before=after))
             changes.append(Change("add", dn, kind, uai, "create", attrs=before, after=before))
         elif before is not None and after is not None:
@@ -102,21 +103,3 @@ def undo_run(settings: Settings, run_id: str, dry_run: bool = False) -> dict[str
     return {"run_id": undo_id, **summary, "status": status}
 
 
-def _kind_of(dn: str, attrs: dict[str, list[str]]) -> str:
-    oc = {x.lower() for x in attrs.get("objectClass", [])}
-    if "entperson" in oc:
-        return "person"
-    if "entclasse" in oc:
-        return "class"
-    if "entgroupe" in oc:
-        return "group"
-    if "entetablissement" in oc:
-        return "school"
-    return "ou"
-
-
-def _uai_of(dn: str) -> str | None:
-    for part in dn.split(","):
-        if part.lower().startswith("entstructureuai="):
-            return part.split("=", 1)[1]
-    return None

@@ -71,5 +71,29 @@ def foreign_names(attrs: Mapping[str, list[str]]) -> list[str]:
     return sorted(k for k, v in attrs.items() if v and k.lower() not in OWNED)
 
 
-__all__ = ["OWNED", "OWNED_ATTRIBUTES", "SYNC_CLASSES", "foreign_names", "is_owned",
-           "owned_view"]
+def kind_of(dn: str, attrs: Mapping[str, list[str]]) -> str:
+    """What a directory entry is, by its object classes."""
+    oc = {x.lower() for x in attrs.get("objectClass", [])}
+    if "entperson" in oc or dn.lower().startswith("uid="):
+        return "person"
+    if "entclasse" in oc:
+        return "class"
+    if "entgroupe" in oc:
+        return "group"
+    if "entetablissement" in oc:
+        return "school"
+    return "ou"
+
+
+def uai_of(dn: str, attrs: Mapping[str, list[str]] | None = None) -> str | None:
+    """The school of an entry: the UAI in its DN, else (an account) its main school's."""
+    for part in dn.split(","):
+        if part.lower().startswith("entstructureuai="):
+            return part.split("=", 1)[1]
+    for v in (attrs or {}).get("ENTPersonStructRattach", [])[:1]:
+        return uai_of(v)
+    return None
+
+
+__all__ = ["OWNED", "OWNED_ATTRIBUTES", "SYNC_CLASSES", "foreign_names", "is_owned", "kind_of",
+           "owned_view", "uai_of"]
