@@ -374,15 +374,12 @@ def cmd_show(a: argparse.Namespace) -> int:
     academy's schools and the people whose source keys are its own. No value of a person's
     entry without ``--values``."""
     from etl.apply.stage import ldap_target_from_settings
-    from etl.apply.writer import connect
+    from etl.audit.read import DirectoryReader
     from etl.report.show import overview, render
 
     st = _settings(a)
-    conn = connect(ldap_target_from_settings(st))
-    try:
-        out = overview(conn, st, a.academy, values=a.values)
-    finally:
-        conn.unbind()
+    with DirectoryReader(ldap_target_from_settings(st)) as reader:
+        out = overview(reader, st, a.academy, values=a.values)
     _print(out, a.json, render)
     return 0
 

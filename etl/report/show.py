@@ -8,42 +8,20 @@ real pupil's entry are printed only with ``values=True`` (an operator's explicit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
 
+from etl.audit.read import DirectoryReader
 from etl.config import Settings, get_academy
 
 PROFILES = ("ELV", "TUT", "ENS", "DIR", "EVS", "DOC", "ETA")
-PAGED = "1.2.840.113556.1.4.319"
-PAGE = 500
 
 
-def paged(conn: ldap3.Connection, base: str, filt: str, attributes: list[str],
-          scope: Any = ldap3.SUBTREE, page: int = PAGE) -> Iterator[dict[str, Any]]:
-    """Every entry of a search, page by page (RFC 2696), on any connection strategy (ldap3's
-    ``paged_search`` needs the connection's shared response, which SAFE_SYNC does not keep)."""
-    cookie: bytes | None = None
-    while True:
-        out = conn.search(base, filt, search_scope=scope, attributes=attributes,
-                          paged_size=page, paged_cookie=cookie)
-        if isinstance(out, tuple):
-            _ok, result, response, _req = out
-        else:
-            result, response = conn.result, conn.response
-        for e in response or []:
-            if e.get("type") == "searchResEntry":
-                yield e
-        controls = (result or {}).get("controls") or {}
-        cookie = controls.get(PAGED, {}).get("value", {}).get("cookie")
-        if not cookie:
-            return
-
-
-def overview(conn: ldap3.Connection, settings: Settings, academy_code: str | None,
+def overview(reader: DirectoryReader, settings: Settings, academy_code: str | None,
              values: bool = False) -> dict[str, Any]:
+    """What ``render`` prints, read page by page with the audit's reader (any size)."""
     base = settings.ldap.base
     academy = get_academy(academy_code) if academy_code else None
 
@@ -55,10 +33,10 @@ def overview(conn: ldap3.Connection, settings: Settings, academy_code: str | Non
     accounts: dict[str, dict[str, int]] = {}
     for prof in PROFILES:
         active = disabled = 0
-        for e in paged(conn, f"ou=people,{base}", people(f"(ENTPersonProfils=National_{prof})"),
-                       ["entSyncStatus"]):
-            status = e["attributes"].get("entSyncStatus") or []
-            if "DISABLED" in (status if isinstance(status, list) else [status]):
+        for e in reader.search(f"ou=people,{base}",
+                               people(f"(ENTPersonProfils=National_{prof})"), ldap3.SUBTREE,
+                               ["entSyncStatus"]):
+            if "DISABLED" in e.attrs.get("entSyncStatus", []):
                 disabled += 1
             else:
                 active += 1
@@ -67,28 +45,26 @@ def overview(conn: ldap3.Connection, settings: Settings, academy_code: str | Non
     school_filter = "(objectClass=ENTEtablissement)" if academy is None else (
         f"(&(objectClass=ENTEtablissement)"
         f"(ENTStructureAcademie={escape_filter_chars(academy.code)}))")
-    schools = [e["dn"] for e in paged(conn, f"ou=structures,{base}", school_filter,
-                                      ["ENTStructureUAI"], scope=ldap3.LEVEL)]
+    schools = [e.dn for e in reader.search(f"ou=structures,{base}", school_filter, ldap3.LEVEL,
+                                           ["ENTStructureUAI"])]
     bases = [f"ou=structures,{base}"] if academy is None else schools
     classes = groups = 0
     sample_class: dict[str, Any] | None = None
     for b in bases:
-        for e in paged(conn, b, "(objectClass=ENTClasse)", ["cn", "member"]):
+        for e in reader.search(b, "(objectClass=ENTClasse)", ldap3.SUBTREE, ["cn", "member"]):
             classes += 1
             if sample_class is None:
-                members = e["attributes"].get("member") or []
-                sample_class = {"dn": e["dn"], "members": len(members),
-                                "sample_members": list(members[:10])}
-        groups += sum(1 for _ in paged(conn, b, "(objectClass=ENTGroupe)", ["cn"]))
+                members = e.attrs.get("member", [])
+                sample_class = {"dn": e.dn, "members": len(members),
+                                "sample_members": members[:10]}
+        groups += sum(1 for _ in reader.search(b, "(objectClass=ENTGroupe)", ldap3.SUBTREE,
+                                               ["cn"]))
     sample: dict[str, Any] | None = None
-    for e in paged(conn, f"ou=people,{base}", people("(ENTPersonProfils=National_ELV)"),
-                   ["*"], page=1):
-        attrs = e["attributes"]
-        sample = {"dn": e["dn"], "attributes": sorted(attrs)}
+    for e in reader.search(f"ou=people,{base}", people("(ENTPersonProfils=National_ELV)"),
+                           ldap3.SUBTREE, ["*"], limit=1):
+        sample = {"dn": e.dn, "attributes": sorted(e.attrs)}
         if values:
-            sample["values"] = {k: v if isinstance(v, str) else [str(x) for x in v]
-                                for k, v in sorted(attrs.items())}
-        break
+            sample["values"] = dict(sorted(e.attrs.items()))
     return {"directory": settings.ldap.url, "base": base, "academy": academy_code,
             "accounts": accounts, "schools": len(schools), "classes": classes,
             "groups": groups, "sample_pupil": sample, "sample_class": sample_class}
