@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import random
 import zipfile
 from collections.abc import Callable, MutableMapping, Sequence
@@ -76,11 +77,14 @@ def _write_school(
     *,
     drawn: MutableMapping[str, _SchoolDraws] | None = None,
     carry: Callable[[_School, _SchoolDraws], None] | None = None,
+    stamp_sts: bool = False,
 ) -> int:
     """Write one school's four SIECLE zips and its STS file; returns the next STS id.
 
     `carry` may change the draws before they are written (the next school year keeps last
-    year's ids, rentree.py); `drawn` keeps them by UAI (what the next year carries)."""
+    year's ids, rentree.py); `drawn` keeps them by UAI (what the next year carries);
+    `stamp_sts`: the STS file's mtime (its export date: STS-web files carry none) set to the
+    export's time, for a set generated before tonight's but exported after it (the rentrée)."""
     draws, next_sts = _draw_school(rng, school, families, staff, next_sts, export)
     if carry is not None:
         carry(school, draws)
@@ -118,6 +122,8 @@ def _write_school(
     path = folder / f"sts_emp_{school.uai}_{year}.xml"
     with path.open("wb") as binary:
         _write_sts(binary, info, school, staff, draws, year)
+    if stamp_sts:
+        os.utime(path, (when.timestamp(), when.timestamp()))
     summary.files.append(path)
     summary.teachers += sum(1 for t in school.teachers if staff[t].function == "ENS")
     return next_sts

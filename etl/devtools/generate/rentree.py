@@ -334,7 +334,8 @@ def write_rentree(
 
     for school in nxt.schools:
         next_sts = _write_school(folder_root, rng, info, school, nxt.families, nxt.staff,
-                                 next_sts, year, export, summary, carry=carry)
+                                 next_sts, year, export, summary, carry=carry,
+                                 stamp_sts=True)
         if release:
             school.pupils = []
     return next_sts
