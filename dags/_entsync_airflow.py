@@ -47,6 +47,19 @@ def default_args() -> dict[str, Any]:
     }
 
 
+def operator_default_args() -> dict[str, Any]:
+    """The tasks' defaults in the DAGs that are no night (lifecycle, audit, GAR export): the
+    owner, and retries further apart (only transient failures get there: `retry_policy` fails
+    the others at once). No sync run to close on failure."""
+    return {
+        "owner": os.environ.get("ENTSYNC_AIRFLOW_OWNER") or DEFAULT_OWNER,
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=5),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+    }
+
+
 def _connection(conn_id: str) -> Any | None:
     """The Airflow connection, or None when it is not defined (other errors propagate).
 

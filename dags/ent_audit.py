@@ -22,11 +22,10 @@ busy or locked) are retried; differences found are not a failure (they are in th
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pendulum
-from _entsync_airflow import fail_fast, run_settings
+from _entsync_airflow import fail_fast, operator_default_args, run_settings
 from airflow.sdk import Param, dag, get_current_context, task
 
 from etl.config import load_academies
@@ -46,13 +45,7 @@ from etl.config import load_academies
         "schools": Param([], type="array", items={"type": "string"},
                          description="only these UAIs (empty: all)"),
     },
-    default_args={
-        # only transient failures get here: retry_policy fails the others at once
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-    },
+    default_args=operator_default_args(),
 )
 def ent_audit() -> None:
     for code in load_academies():

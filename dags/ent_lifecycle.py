@@ -19,11 +19,10 @@ at once. This DAG writes no report and emits no asset.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pendulum
-from _entsync_airflow import default_args, fail_fast, run_settings
+from _entsync_airflow import fail_fast, on_task_failure, operator_default_args, run_settings
 from airflow.sdk import dag, task
 
 from etl.config import load_academies
@@ -37,14 +36,7 @@ from etl.config import load_academies
     catchup=False,
     max_active_runs=1,
     tags=["entsync", "lifecycle"],
-    default_args={
-        **default_args(),
-        # only transient failures get here: retry_policy fails the others at once
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=5),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-    },
+    default_args={**operator_default_args(), "on_failure_callback": on_task_failure},
 )
 def ent_lifecycle() -> None:
     for code in load_academies():

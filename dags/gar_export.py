@@ -25,11 +25,10 @@ mails of who assigns resources), `entsync_gar_sftp` (host, port, login, password
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pendulum
-from _entsync_airflow import fail_fast, gar_settings, run_settings
+from _entsync_airflow import fail_fast, gar_settings, operator_default_args, run_settings
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from etl.config import Academy, load_academies
@@ -54,12 +53,7 @@ def make_dag(academy: Academy) -> Any:
         catchup=False,
         max_active_runs=1,
         tags=["entsync", "gar", code],
-        default_args={
-            "retries": 3,
-            "retry_delay": dt.timedelta(minutes=2),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": dt.timedelta(minutes=30),
-        },
+        default_args=operator_default_args(),
     )
     def gar_export() -> None:
         @task(task_id="export")
