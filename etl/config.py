@@ -305,6 +305,14 @@ class Settings:
     #: (GX's cost is mostly fixed per run); smaller groups spread a DAG's reading over more
     #: workers
     read_group: int = 16
+    #: schools planned and written together in a sync (``ENTSYNC_PLAN_GROUP``): each group is
+    #: read, planned and written before the next is read, the absences judged after the last
+    #: (``etl.plan.stream``); 0: the whole academy read, then planned, then written. A dry run
+    #: (``entsync check``) always plans the academy whole
+    plan_group: int = 16
+    #: the order the groups go in (``ENTSYNC_PLAN_ORDER``): ``uai`` (as discovered),
+    #: ``reverse`` or ``shuffle`` (seeded by the run): the directory is the same whichever
+    plan_order: str = "uai"
     #: days a finished run's staged files (tables, plans) are kept (``ENTSYNC_STAGING_KEEP_DAYS``;
     #: the daily ``ent_lifecycle`` run deletes older ones): a night of the region stages its
     #: tables and plans anew, which would fill the staging area in weeks
@@ -369,6 +377,10 @@ class Settings:
             cpu_slots=_slots_setting(e.get("ENTSYNC_CPU_SLOTS")),
             read_group=_int_setting("ENTSYNC_READ_GROUP", e.get("ENTSYNC_READ_GROUP"), 16, 1,
                                     None, "a number of schools, 1 or more"),
+            plan_group=_int_setting("ENTSYNC_PLAN_GROUP", e.get("ENTSYNC_PLAN_GROUP"), 16, 0,
+                                    None, "a number of schools, 0 for the whole academy"),
+            plan_order=_choice_setting("ENTSYNC_PLAN_ORDER", e.get("ENTSYNC_PLAN_ORDER"),
+                                       ("uai", "reverse", "shuffle")),
             staging_keep_days=_int_setting(
                 "ENTSYNC_STAGING_KEEP_DAYS", e.get("ENTSYNC_STAGING_KEEP_DAYS"), 14, 1, None,
                 "a number of days, 1 or more"),

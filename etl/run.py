@@ -356,18 +356,56 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
         # is not put behind one that has not for its planning (and its first write)
-        with cpu_slot(settings.cpu_slots if goes_first(settings, q.academy, q.dry_run)
-                      else 0):
-            results = read_validate_schools(settings, q.academy, run_id, disc.school_docs(),
-                                            q.dry_run)
-            rec = reconcile(settings, q.academy, run_id, results, q.dry_run, q.mode, q.today)
-        app = apply_plan(settings, q.academy, run_id, rec.plan, dry_run=q.dry_run,
-                         workers=q.workers)
+        slots = settings.cpu_slots if goes_first(settings, q.academy, q.dry_run) else 0
+        if q.dry_run or not settings.plan_group:
+            with cpu_slot(slots):
+                results = read_validate_schools(settings, q.academy, run_id,
+                                                disc.school_docs(), q.dry_run)
+                rec = reconcile(settings, q.academy, run_id, results, q.dry_run, q.mode,
+                                q.today)
+            app = apply_plan(settings, q.academy, run_id, rec.plan, dry_run=q.dry_run,
+                             workers=q.workers)
+        else:
+            with cpu_slot(slots):
+                results, rec, app = _streamed(settings, q, run_id, disc)
         return finish_run(settings, RunRef(academy=q.academy, run_id=run_id,
                                            dry_run=q.dry_run), disc, results, rec, app)
     except BaseException as e:
         fail_run(settings, run_id, f"{type(e).__name__}: {e}")
         raise
+
+
+def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
+              ) -> tuple[list[SchoolResult], Reconciled, Applied]:
+    """A sync group by group (``etl.plan.stream``): each group of ``settings.plan_group``
+    schools read, planned and written before the next is read; the absences judged and
+    written after the last. A group whose apply stopped (the directory went down) stops the
+    run there: no absence is judged on a night not read to its end."""
+    from etl.plan.reconcile import reconcile_absences
+    from etl.plan.stream import merge_applied, merge_reconciled, plan_order
+
+    docs = disc.school_docs()
+    uais = list(docs)
+    size = settings.plan_group
+    groups = plan_order([uais[i:i + size] for i in range(0, len(uais), size)],
+                        settings.plan_order, run_id)
+    results: list[SchoolResult] = []
+    recs: list[Reconciled] = []
+    apps: list[Applied] = []
+    for k, group in enumerate(groups):
+        res = read_validate_schools(settings, q.academy, run_id, {u: docs[u] for u in group})
+        results += res
+        recs.append(reconcile(settings, q.academy, run_id, res, False, q.mode, q.today,
+                              group=f"{k:04d}"))
+        apps.append(apply_plan(settings, q.academy, run_id, recs[-1].plan,
+                               workers=q.workers))
+        if not isinstance(apps[-1].stopped, UnsetType) and apps[-1].stopped:
+            break
+    else:
+        recs.append(reconcile_absences(settings, q.academy, run_id, results, q.mode, q.today))
+        apps.append(apply_plan(settings, q.academy, run_id, recs[-1].plan,
+                               workers=q.workers))
+    return results, merge_reconciled(recs), merge_applied(apps)
 
 
 # ------------------------------------------------------------------------------------------

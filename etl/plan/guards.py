@@ -53,17 +53,20 @@ def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                     counts: Mapping[str, Mapping[str, int]],
                     years: Mapping[str, int | None], mode: str,
                     no_pupil_drop: set[str] | frozenset[str] = frozenset(),
+                    existing: Mapping[str, int] | None = None,
                     ) -> dict[str, GuardResult]:
     """Guards per school. ``counts``: persons read tonight per school and profile;
     ``no_pupil_drop``: schools whose pupils came as an AAF Delta on the last applied state
     (a Delta removing pupils is no export that vanished: the pupils-drop guard judges
-    complete exports and Complets)."""
+    complete exports and Complets); ``existing``: the schools' accounts when they were counted
+    before a write of this run (a streamed run's absences, ``etl.plan.stream``), else now."""
     per_school: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for ch in changes:
         if ch.uai and ch.kind == "person":
             per_school[ch.uai][categorize(ch)] += 1
     uais = sorted(set(per_school) | set(counts))
-    existing = view.school_accounts(uais)
+    if existing is None:
+        existing = view.school_accounts(uais)
     states = view.schools(uais)
     max_update = (academy.rollover_max_update_share if mode != "normal"
                   else academy.max_update_share)

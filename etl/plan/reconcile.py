@@ -13,7 +13,7 @@ from typing import Any
 from etl import staging
 from etl.config import Settings, get_academy
 from etl.contracts import Reconciled, SchoolResult
-from etl.plan.files import _write_plan
+from etl.plan.files import _write_plan, read_plan_file
 from etl.plan.stored import StoredView, load_stored
 from etl.read.canonical import Tables
 from etl.report import metrics
@@ -37,14 +37,16 @@ def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
               schools: Sequence[SchoolResult], dry_run: bool = False, mode: str | None = None,
-              today: dt.date | None = None) -> Reconciled:
+              today: dt.date | None = None, group: str | None = None) -> Reconciled:
     """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
-    stage's numbers (changes by kind and operation) go to the run's metrics."""
+    stage's numbers (changes by kind and operation) go to the run's metrics. ``group``: the
+    tag of one group of a streamed run (``etl.plan.stream``; its absences wait for
+    ``reconcile_absences``)."""
     metrics.stage_start()
     t0 = time.monotonic()
     out = Reconciled.from_json(cpu_bound(
         settings, _reconcile, settings, academy_code, run_id, [r.to_json() for r in schools],
-        dry_run, mode, today, slot=goes_first(settings, academy_code, dry_run)))
+        dry_run, mode, today, group, slot=goes_first(settings, academy_code, dry_run)))
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
         "changes": out.changes,
@@ -60,12 +62,16 @@ def reconcile(settings: Settings, academy_code: str, run_id: str,
 
 def _reconcile(settings: Settings, academy_code: str, run_id: str,
                schools: list[dict[str, Any]], dry_run: bool = False, mode: str | None = None,
-               today: dt.date | None = None) -> dict[str, Any]:
+               today: dt.date | None = None, group: str | None = None) -> dict[str, Any]:
     """Identities, desired state, absences, the plan and the guards.
 
     The plan of a school that trips a guard is written apart (``held/<uai>.json``) and waits
     for approval; ``plan.json`` holds the changes of the other schools. Both are plan files
     (``etl.plan.diff.plan_lines``: a header line, then one change a line in apply order).
+
+    ``group``: one group of a streamed run (``etl.plan.stream``): planned against what the
+    earlier groups wrote and saw, its plan ``plan-<group>.json``, what it saw staged for the
+    next groups and the absences, which it does not judge.
     """
     from etl.audit.adopt import claimed_in_directory
     from etl.match.identity import IdentityDecisions, write_identities
@@ -84,6 +90,15 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         retype_changes,
         structure_changes,
         unscoped_keys,
+    )
+    from etl.plan.stream import (
+        Earlier,
+        Presence,
+        earlier_mains,
+        left_parts,
+        read_presences,
+        tonight_parts,
+        write_presence,
     )
 
     academy = get_academy(academy_code)
@@ -121,15 +136,32 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         # the desired entries, replaced and added to by the lifecycle steps (what each
         # returns); the entries a step replaces are let go
         targets = desired.entries
+        earlier = (Earlier.of(read_presences(settings, run_id, exclude=group)) if group
+                   else Earlier())
+        parts = tonight_parts(targets, processed) if group else {}
         covered = covered_scopes(ok)
         targets.update(preserve_uncovered(view, targets, covered, processed))
-        targets.update(preserve_other_schools(view, targets, processed))
+        mains: dict[str, str] = {}
+        if group:
+            targets.update(earlier_mains(targets, earlier, base))
+        targets.update(preserve_other_schools(view, targets, processed, earlier.processed,
+                                              earlier.parts, earlier.mains,
+                                              mains if group else None))
+        if group:
+            targets.update(left_parts(view, academy.jointure_prefix, processed, targets,
+                                      earlier, base))
         protected = {k for r in ok for k in r.get("protected", [])}
         protected_uids = set(view.identities(protected).values())
         targets.update(keep_protected_members(view, targets, {person_dn(u, base)
                                                               for u in protected_uids}))
         absent = []
-        if run_mode == "normal":
+        if group:
+            present_all = {j for e in targets.values() if e.kind == "person"
+                           for j in e.attrs.get("ENTPersonJointure", [])} | protected
+            seen = Presence(group, sorted(present_all), parts, sorted(processed),
+                            view.school_accounts(sorted(processed)), mains=mains)
+            del present_all
+        elif run_mode == "normal":
             # the persons' jointures as preserved (those of other schools kept); the entries
             # added so far are groups of tonight's schools (``preserve_uncovered``)
             present = {j for e in targets.values() if e.kind == "person"
@@ -168,6 +200,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             s.commit()
     _school_identity_findings(settings, run_id, desired.ine_findings)
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
+    if group and not dry_run:
+        seen.held = held_uais
+        write_presence(settings, run_id, seen)
     free = [c for c in changes if c.uai not in held_uais]
     docs = {r["uai"]: r["docs"] for r in ok}
     # an older export of the content applied is held too (its date would become the reference)
@@ -177,7 +212,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                  and r["uai"] not in held_uais}
     prints = {r["uai"]: r.get("fingerprint") for r in ok}
     rereads = {r["uai"]: r.get("reread_on") for r in ok}
-    plan_path = f"{run_id}/plan.json"  # a reference in the staging area
+    # a reference in the staging area
+    plan_path = f"{run_id}/plan-{group}.json" if group else f"{run_id}/plan.json"
     _write_plan(settings, plan_path, {
         "run_id": run_id, "academy": academy_code, "dry_run": dry_run, "mode": run_mode,
         "schools": [u for u in sorted(names) if u not in held_uais],
@@ -226,6 +262,148 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": desired.created_identities, "skipped": desired.skipped,
             "matches": desired.matches, "duplicates": desired.duplicates}
+
+
+def reconcile_absences(settings: Settings, academy_code: str, run_id: str,
+                       schools: Sequence[SchoolResult], mode: str | None = None,
+                       today: dt.date | None = None) -> Reconciled:
+    """The last step of a streamed run (``etl.plan.stream``): the absences, judged once every
+    group is written (``_reconcile_absences``), as a plan of their own."""
+    metrics.stage_start()
+    t0 = time.monotonic()
+    out = Reconciled.from_json(cpu_bound(
+        settings, _reconcile_absences, settings, academy_code, run_id,
+        [r.to_json() for r in schools], mode, today,
+        slot=goes_first(settings, academy_code, False)))
+    metrics.record(settings, run_id, academy_code, "absences", {
+        "duration_s": time.monotonic() - t0, "changes": out.changes, "absent": out.absent,
+        "schools_held": len(out.held)})
+    return out
+
+
+def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
+                        schools: list[dict[str, Any]], mode: str | None = None,
+                        today: dt.date | None = None) -> dict[str, Any]:
+    """The accounts none of tonight's groups read, every school attachment of which was
+    covered tonight, disabled (a plan ``plan-absences.json``) as one run over every school
+    would: the same absences, the same disable guards per school against the accounts each
+    had before its group wrote. A school held in its group gets its absences in its held
+    plan; a school whose absences trip a guard now has them held alone (what its group wrote
+    stays written)."""
+    from etl.discover.aaf import aaf_scopes, has_aaf_state
+    from etl.plan.diff import apply_order
+    from etl.plan.guards import categorize, evaluate_guards
+    from etl.plan.scope import (
+        absence_scope,
+        covered_scopes,
+        disabled_entries,
+        find_absent,
+        unscoped_keys,
+    )
+    from etl.plan.stream import ABSENCES, read_presences
+
+    academy = get_academy(academy_code)
+    locks.heartbeat(settings, academy_code, run_id)
+    run_mode = academy.effective_mode(today or dt.date.today(), mode)
+    ok = [r for r in schools if r and r.get("status") == "ok"]
+    seen = read_presences(settings, run_id)
+    processed = {u for p in seen for u in p.processed}
+    held_before = {u for p in seen for u in p.held}
+    accounts = {u: n for p in seen for u, n in p.accounts.items()}
+    base = settings.ldap.base
+    absent: list[Any] = []
+    changes: list[Any] = []
+    Session = session_factory(settings.state_url)
+    with Session() as s:
+        view = load_stored(s, academy_code)
+        if run_mode == "normal" and processed:
+            present = {j for p in seen for j in p.present}
+            del seen
+            covered = covered_scopes(ok)
+            scopes = (aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+                      if has_aaf_state(s, academy_code) else None)
+            absent = find_absent(view, academy, absence_scope(covered), present, scopes)
+            del present
+            targets = {e.dn: e for e in disabled_entries(view, absent, utcnow(), {},
+                                                         processed, base)}
+            changes = apply_order(_plan_against_state(view, targets))
+            for c in changes:
+                c.category = categorize(c)
+        guards = evaluate_guards(academy, changes, view, {}, {}, run_mode,
+                                 existing={u: accounts.get(u, 0) for u in
+                                           {c.uai for c in changes if c.uai}})
+    tripped = {u for u, g in guards.items() if g.tripped}
+    held_uais = sorted(tripped | ({c.uai for c in changes if c.uai} & held_before))
+    free = [c for c in changes if c.uai not in held_uais]
+    plan_path = f"{run_id}/plan-{ABSENCES}.json"
+    _write_plan(settings, plan_path, {
+        "run_id": run_id, "academy": academy_code, "dry_run": False, "mode": run_mode,
+        "schools": [], "docs": {}, "unchanged": [], "school_counts": {},
+        "school_years": {}}, free)
+    per_school: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
+    for c in changes:
+        if c.uai:
+            per_school[c.uai][_CAT_KEY.get(c.category, "updated")] += 1
+    held: dict[str, dict[str, Any]] = {}
+    with Session() as s, s.begin():
+        for uai in held_uais:
+            mine = [c for c in changes if c.uai == uai]
+            held[uai] = _hold_absences(settings, s, academy_code, run_id, run_mode, uai, mine,
+                                       guards[uai].tripped if uai in tripped else [],
+                                       dict(per_school.get(uai, {})))
+    by_kind_op: dict[str, int] = defaultdict(int)
+    for c in free:
+        by_kind_op[f"{c.kind}.{c.op}"] += 1
+    log.info("absences %s: %d accounts absent, %d changes, %d schools held", run_id,
+             len(absent), len(free), len(held_uais))
+    return {"plan": plan_path, "changes": len(free),
+            "per_school": {u: dict(v) for u, v in per_school.items()},
+            "by_kind_op": dict(by_kind_op), "held": held, "mode": run_mode,
+            "absent": len(absent), "guards": {u: g.evaluated for u, g in guards.items()},
+            "new_identities": 0, "skipped": {}, "matches": {}, "duplicates": []}
+
+
+def _hold_absences(settings: Settings, s: Any, academy_code: str, run_id: str, mode: str,
+                   uai: str, mine: list[Any], tripped: list[dict[str, Any]],
+                   counts: dict[str, int]) -> dict[str, Any]:
+    """A school's absences held: added to the plan its group held (one plan, one approval,
+    its hash renewed), else a held plan of their own."""
+    from sqlalchemy import select
+
+    from etl.plan.diff import apply_order
+
+    path = f"{run_id}/held/{uai}.json"
+    row = s.scalars(select(Approval).where(Approval.run_id == run_id, Approval.uai == uai)
+                    .order_by(Approval.id.desc())).first()
+    header: dict[str, Any] = {"run_id": run_id, "academy": academy_code, "uai": uai,
+                              "mode": mode, "docs": {}, "unchanged": [],
+                              "fingerprints": {}, "reread_on": {}, "school_counts": {},
+                              "school_years": {}}
+    before: list[Any] = []
+    if row is not None and staging.exists(settings, row.plan_path):
+        old_header, old = read_plan_file(settings, row.plan_path)
+        before = list(old)
+        header = {k: v for k, v in old_header.items() if k not in ("format", "change_count")}
+        path = row.plan_path
+    changes = apply_order([*before, *mine])
+    digest = _write_plan(settings, path, header, changes)
+    guards = [*(row.guards if row is not None else []), *tripped]
+    old_counts = dict((row.summary or {}).get("counts", {})) if row is not None else {}
+    merged = {k: int(old_counts.get(k, 0)) + int(counts.get(k, 0))
+              for k in set(old_counts) | set(counts)}
+    if "unchanged" in merged:
+        merged["unchanged"] = max(0, merged["unchanged"] - int(counts.get("disabled", 0)))
+    summary = {"counts": merged, "sample": _sample(changes), "by_profile": _by_profile(changes),
+               "guards": guards}
+    if row is not None:
+        row.plan_hash, row.guards, row.summary = digest, guards, summary
+    else:
+        s.add(Approval(run_id=run_id, academy=academy_code, uai=uai, plan_path=path,
+                       plan_hash=digest, guards=guards, summary=summary))
+    log.warning("school %s: %d absences held for approval%s", uai, len(mine),
+                ": " + "; ".join(g["detail"] for g in tripped) if tripped else
+                " with its plan")
+    return {"plan": path, "hash": digest, "guards": guards, "counts": merged}
 
 
 def _school_identity_findings(settings: Settings, run_id: str,

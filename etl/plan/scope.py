@@ -308,7 +308,10 @@ PRESERVE_BATCH = BATCH
 
 
 def preserve_other_schools(view: StoredView, targets: Mapping[str, DesiredEntry],
-                           processed: set[str]) -> Replacements:
+                           processed: set[str], also_processed: set[str] | None = None,
+                           read_in: Mapping[str, set[str]] | None = None,
+                           pre_main: Mapping[str, str] | None = None,
+                           record_main: dict[str, str] | None = None) -> Replacements:
     """One account, several schools: tonight's run rebuilds the parts of an account that
     belong to the schools it processed and keeps, from the directory, the parts that belong to
     schools it did not (their source keys, classes, groups, subjects, functions, pupils).
@@ -316,8 +319,18 @@ def preserve_other_schools(view: StoredView, targets: Mapping[str, DesiredEntry]
     Read hash first, ``PRESERVE_BATCH`` people at a time: an account whose stored content is
     already the desired one has nothing of another school to keep (what is stored is what
     tonight's schools give); it comes back with its hash known (``hash_memo``: planning does
-    not hash it again). Only the others' attributes are loaded."""
+    not hash it again). Only the others' attributes are loaded.
+
+    A group of a streamed run (``etl.plan.stream``): ``also_processed``, the schools its
+    earlier groups processed, count as processed for a person except those ``read_in``
+    (uid -> schools) says the person was read in tonight (their stored part is tonight's);
+    the main school kept is the one the person had before the run (``pre_main``: uid -> its
+    ``ENTPersonStructRattach``, for the people an earlier group wrote), and ``record_main``
+    gets it for the people no earlier group did."""
     out: Replacements = {}
+    earlier = also_processed or set()
+    seen = read_in or {}
+    before = pre_main or {}
     people = [e for e in targets.values() if e.kind == "person"]
     for i in range(0, len(people), PRESERVE_BATCH):
         part = {e.dn: e for e in people[i:i + PRESERVE_BATCH]}
@@ -325,6 +338,8 @@ def preserve_other_schools(view: StoredView, targets: Mapping[str, DesiredEntry]
         for dn, h in view.hashes(part).items():
             e = part[dn]
             mine = content_hash(e.attrs)
+            if record_main is not None and e.uid and e.uid not in seen:
+                record_main[e.uid] = (e.attrs.get("ENTPersonStructRattach") or [""])[0]
             if h == mine:  # equal to what is stored: nothing after this changes it
                 out[dn] = DesiredEntry(e.dn, e.kind, e.uai, e.attrs, e.uid, hash_memo=mine)
             else:
@@ -334,12 +349,32 @@ def preserve_other_schools(view: StoredView, targets: Mapping[str, DesiredEntry]
         current = view.attrs(stale)
         pupil_uai = view.uais({p: None for dn in stale
                                for p in current.get(dn, {}).get("ENTAuxPersRelEleveEleve", [])})
+        if seen:  # a pupil an earlier group read: the school it was read in tonight
+            for p in pupil_uai:
+                there = seen.get(_uid_of(p))
+                if there:
+                    pupil_uai[p] = min(there)
         for dn in stale:
             if dn in current:
-                new = _preserve_person(part[dn], current[dn], processed, pupil_uai)
+                e, cur = part[dn], current[dn]
+                uid = e.uid or ""
+                if uid in seen:  # written by an earlier group: its main before the run
+                    cur = {**cur, "ENTPersonStructRattach":
+                           [before[uid]] if before.get(uid) else []}
+                elif record_main is not None and uid:
+                    record_main[uid] = (cur.get("ENTPersonStructRattach") or [""])[0]
+                mine_done = (processed | (earlier - seen.get(uid, set()))
+                             if earlier else processed)
+                new = _preserve_person(e, cur, mine_done, pupil_uai)
                 if new is not None:
                     out[dn] = new
     return out
+
+
+def _uid_of(dn: str) -> str:
+    """The uid of a person's DN (``uid=<uid>,ou=people,...``)."""
+    head = dn.split(",", 1)[0]
+    return head[4:] if head[:4].lower() == "uid=" else ""
 
 
 def _preserve_person(e: DesiredEntry, cur: dict[str, list[str]], processed: set[str],
