@@ -357,7 +357,8 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
         # a CPU slot found free is kept from reading to the plan: an academy that has read
         # is not put behind one that has not for its planning (and its first write)
         slots = settings.cpu_slots if goes_first(settings, q.academy, q.dry_run) else 0
-        if q.dry_run or not settings.plan_group:
+        if (q.dry_run or not settings.plan_group
+                or len(disc.school_docs()) <= settings.plan_group):  # one group: whole
             with cpu_slot(slots):
                 results = read_validate_schools(settings, q.academy, run_id,
                                                 disc.school_docs(), q.dry_run)

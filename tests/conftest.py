@@ -102,5 +102,7 @@ def env(tmp_path: Path, server: LdapServer, state_url: str) -> Settings:
         "ENTSYNC_LANDING": str(tmp_path / "landing"),
         "ENTSYNC_WORKDIR": str(tmp_path / "work"),
         "ENTSYNC_STATE_URL": state_url,
+        # ENTSYNC_TEST_PLAN_GROUP=1: every sync streamed a school at a time
+        "ENTSYNC_PLAN_GROUP": os.environ.get("ENTSYNC_TEST_PLAN_GROUP", "16"),
         **server.env(),
     })

@@ -274,6 +274,37 @@ def aaf_scopes(s: Any, academy: Academy, jointures: Iterable[str]) -> dict[str, 
     return dict(out)
 
 
+def scopes_removed(settings: Settings, academy: Academy, run_id: str,
+                   uais: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+    """AAF jointure -> the scopes this run's applied schools (``uais``) removed from the AAF
+    state (their staged diffs' deletes): with ``aaf_scopes`` after they were committed, the
+    scopes as they were before the run (a streamed run judges absences after its groups
+    wrote, ``etl.plan.stream``)."""
+    out: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for uai in uais:
+        ref = f"{run_id}/aaf/{uai}/state.json"
+        if not staging.exists(settings, ref):
+            continue
+        diff = StateDiff.from_json(json.loads(staging.read_bytes(settings, ref)))
+        for cat, ident in diff.delete:
+            if cat in TYPE_SCOPE:
+                out[f"{academy.jointure_prefix}${ident}"].add((uai, TYPE_SCOPE[cat]))
+    return dict(out)
+
+
+def school_people(s: Any, academy: Academy, uais: Iterable[str]) -> list[str]:
+    """The AAF jointures of the people last applied in these schools' AAF state."""
+    from etl.store.models import AafStateRecord
+
+    wanted = sorted(set(uais))
+    if not wanted:
+        return []
+    return [f"{academy.jointure_prefix}${ident}" for ident in s.scalars(
+        select(AafStateRecord.identifier).distinct().where(
+            AafStateRecord.academy == academy.code, AafStateRecord.uai.in_(wanted),
+            AafStateRecord.category.in_(PERSON_TYPES)))]
+
+
 def has_aaf_state(s: Any, academy: str) -> bool:
     """Whether the AAF fed a school of the academy (else no AAF key to scope)."""
     from etl.store.models import AafSchool

@@ -148,8 +148,12 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                               earlier.parts, earlier.mains,
                                               mains if group else None))
         if group:
+            from etl.discover.aaf import has_aaf_state, school_people
+
+            aaf = (school_people(s, academy, processed) if earlier.parts
+                   and has_aaf_state(s, academy_code) else [])
             targets.update(left_parts(view, academy.jointure_prefix, processed, targets,
-                                      earlier, base))
+                                      earlier, base, aaf))
         protected = {k for r in ok for k in r.get("protected", [])}
         protected_uids = set(view.identities(protected).values())
         targets.update(keep_protected_members(view, targets, {person_dn(u, base)
@@ -199,11 +203,18 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         else:
             s.commit()
     _school_identity_findings(settings, run_id, desired.ine_findings)
+    joined: list[str] = []
+    if group:
+        # a group judges its own schools; a change it plans for a school an earlier group
+        # held joins that school's held plan, one for another school is written
+        mine_schools = {r["uai"] for r in schools if r}
+        guards = {u: g for u, g in guards.items() if u in mine_schools}
+        joined = sorted({c.uai for c in changes if c.uai in earlier.held} - mine_schools)
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     if group and not dry_run:
         seen.held = held_uais
         write_presence(settings, run_id, seen)
-    free = [c for c in changes if c.uai not in held_uais]
+    free = [c for c in changes if c.uai not in held_uais and c.uai not in joined]
     docs = {r["uai"]: r["docs"] for r in ok}
     # an older export of the content applied is held too (its date would become the reference)
     held_same = {r["uai"]: r["docs"] for r in schools if r and r.get("status") == "unchanged"
@@ -250,6 +261,12 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                guards=guards[uai].tripped, summary=summary))
             log.warning("school %s held for approval: %s", uai,
                         "; ".join(g["detail"] for g in guards[uai].tripped))
+    if joined:
+        with Session() as s, s.begin():
+            for uai in joined:
+                mine = [c for c in changes if c.uai == uai]
+                held[uai] = _hold_more(settings, s, academy_code, run_id, run_mode, uai,
+                                       mine, [], dict(per_school.get(uai, {})))
     log.info("plan %s: %d changes for %d schools, %d held (%d new identities, %d absent)",
              run_id, len(free), len(names) - len(held_uais), len(held_uais),
              desired.created_identities, len(absent))
@@ -290,7 +307,7 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
     had before its group wrote. A school held in its group gets its absences in its held
     plan; a school whose absences trip a guard now has them held alone (what its group wrote
     stays written)."""
-    from etl.discover.aaf import aaf_scopes, has_aaf_state
+    from etl.discover.aaf import aaf_scopes, has_aaf_state, scopes_removed
     from etl.plan.diff import apply_order
     from etl.plan.guards import categorize, evaluate_guards
     from etl.plan.scope import (
@@ -320,8 +337,12 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
             present = {j for p in seen for j in p.present}
             del seen
             covered = covered_scopes(ok)
-            scopes = (aaf_scopes(s, academy, unscoped_keys(view, academy, present))
-                      if has_aaf_state(s, academy_code) else None)
+            scopes = None
+            if has_aaf_state(s, academy_code):
+                # as before the groups committed their AAF state: what they removed added
+                scopes = aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+                for j, sc in scopes_removed(settings, academy, run_id, processed).items():
+                    scopes.setdefault(j, set()).update(sc)
             absent = find_absent(view, academy, absence_scope(covered), present, scopes)
             del present
             targets = {e.dn: e for e in disabled_entries(view, absent, utcnow(), {},
@@ -348,7 +369,7 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
     with Session() as s, s.begin():
         for uai in held_uais:
             mine = [c for c in changes if c.uai == uai]
-            held[uai] = _hold_absences(settings, s, academy_code, run_id, run_mode, uai, mine,
+            held[uai] = _hold_more(settings, s, academy_code, run_id, run_mode, uai, mine,
                                        guards[uai].tripped if uai in tripped else [],
                                        dict(per_school.get(uai, {})))
     by_kind_op: dict[str, int] = defaultdict(int)
@@ -363,11 +384,12 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
             "new_identities": 0, "skipped": {}, "matches": {}, "duplicates": []}
 
 
-def _hold_absences(settings: Settings, s: Any, academy_code: str, run_id: str, mode: str,
+def _hold_more(settings: Settings, s: Any, academy_code: str, run_id: str, mode: str,
                    uai: str, mine: list[Any], tripped: list[dict[str, Any]],
                    counts: dict[str, int]) -> dict[str, Any]:
-    """A school's absences held: added to the plan its group held (one plan, one approval,
-    its hash renewed), else a held plan of their own."""
+    """More of a school's changes held (its absences, or what a later group planned for it):
+    added to the plan held for it this run (one plan, one approval, its hash renewed), else
+    a held plan of their own."""
     from sqlalchemy import select
 
     from etl.plan.diff import apply_order

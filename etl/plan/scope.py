@@ -365,7 +365,8 @@ def preserve_other_schools(view: StoredView, targets: Mapping[str, DesiredEntry]
                     record_main[uid] = (cur.get("ENTPersonStructRattach") or [""])[0]
                 mine_done = (processed | (earlier - seen.get(uid, set()))
                              if earlier else processed)
-                new = _preserve_person(e, cur, mine_done, pupil_uai)
+                new = _preserve_person(e, cur, mine_done, pupil_uai,
+                                       seen.get(uid, set()) - processed)
                 if new is not None:
                     out[dn] = new
     return out
@@ -378,10 +379,14 @@ def _uid_of(dn: str) -> str:
 
 
 def _preserve_person(e: DesiredEntry, cur: dict[str, list[str]], processed: set[str],
-                     pupil_uai: Mapping[str, str | None]) -> DesiredEntry | None:
+                     pupil_uai: Mapping[str, str | None],
+                     read_elsewhere: set[str] | None = None) -> DesiredEntry | None:
     """``preserve_other_schools`` for one account whose stored attributes ``cur`` differ from
     the desired ones: the entry to put in its place, None when it stays as it is.
-    ``pupil_uai``: the stored main school of the pupils its stored entry names."""
+    ``pupil_uai``: the stored main school of the pupils its stored entry names;
+    ``read_elsewhere``: the schools an earlier group of a streamed run read the person in
+    (their parts are kept, an AAF key naming no school too)."""
+    elsewhere = read_elsewhere or set()
     a = dict(e.attrs)
     uai = e.uai
     # the main school stays what it was while the person is still attached to it
@@ -392,16 +397,20 @@ def _preserve_person(e: DesiredEntry, cur: dict[str, list[str]], processed: set[
                     if (sc := jointure_scope(j)) is not None}
         attached |= {sc[0] for j in cur.get("ENTPersonJointure", [])
                      if (sc := jointure_scope(j)) is not None and sc[0] not in processed}
+        attached |= elsewhere
         if main_uai in attached:
             a["ENTPersonStructRattach"] = list(cur_main)
             uai = main_uai
     kept_keys = [j for j in cur.get("ENTPersonJointure", [])
                  if (sc := jointure_scope(j)) is not None and sc[0] not in processed]
-    if kept_keys:
-        a["ENTPersonJointure"] = sorted(set(a.get("ENTPersonJointure", [])) | set(kept_keys))
+    if kept_keys or elsewhere:
+        if kept_keys:
+            a["ENTPersonJointure"] = sorted(set(a.get("ENTPersonJointure", []))
+                                            | set(kept_keys))
         for name in SCHOOL_SCOPED:
             keep = [v for v in cur.get(name, [])
-                    if (u := _uai_in_dn(v)) is not None and u not in processed]
+                    if (u := _uai_in_dn(v)) is not None and u not in processed
+                    and (kept_keys or u in elsewhere)]
             if keep:
                 a[name] = sorted(set(a.get(name, [])) | set(keep))
         for name in ("ENTPersonProfils", "objectClass"):
@@ -409,7 +418,8 @@ def _preserve_person(e: DesiredEntry, cur: dict[str, list[str]], processed: set[
         pupils = cur.get("ENTAuxPersRelEleveEleve", [])
         if pupils:
             keep = [dn for dn in dict.fromkeys(pupils)
-                    if dn in pupil_uai and pupil_uai[dn] not in processed]
+                    if dn in pupil_uai and pupil_uai[dn] not in processed
+                    and (kept_keys or pupil_uai[dn] in elsewhere)]
             if keep:
                 a["ENTAuxPersRelEleveEleve"] = sorted(
                     set(a.get("ENTAuxPersRelEleveEleve", [])) | set(keep))

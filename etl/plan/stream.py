@@ -97,6 +97,7 @@ class Earlier:
     parts: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     processed: set[str] = field(default_factory=set)
     mains: dict[str, str] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, presences: Iterable[Presence]) -> Earlier:
@@ -104,6 +105,7 @@ class Earlier:
         for p in presences:
             out.processed.update(p.processed)
             out.mains.update(p.mains)
+            out.held.update(p.held)
             for uid, uais in p.parts.items():
                 out.parts[uid].update(uais)
         return out
@@ -116,10 +118,16 @@ def tonight_parts(targets: Mapping[str, DesiredEntry], schools: set[str]) -> dic
     for e in targets.values():
         if e.kind != "person" or not e.uid:
             continue
-        mine = sorted({sc[0] for j in e.attrs.get("ENTPersonJointure", [])
-                       if (sc := jointure_scope(j)) is not None and sc[0] in schools})
+        mine = {sc[0] for j in e.attrs.get("ENTPersonJointure", [])
+                if (sc := jointure_scope(j)) is not None}
+        # an AAF key names no school: its record's classes, subjects and functions do
+        mine |= {u for name in SCHOOL_SCOPED for v in e.attrs.get(name, [])
+                 if (u := _uai_in_dn(v)) is not None}
+        if e.uai:
+            mine.add(e.uai)
+        mine = mine & schools
         if mine:
-            out[e.uid] = mine
+            out[e.uid] = sorted(mine)
     return out
 
 
@@ -140,17 +148,21 @@ def earlier_mains(targets: Mapping[str, DesiredEntry], earlier: Earlier,
 
 def left_parts(view: StoredView, prefix: str, schools: set[str],
                targets: Mapping[str, DesiredEntry], earlier: Earlier,
-               base: str) -> dict[str, DesiredEntry]:
+               base: str, aaf_keys: Iterable[str] = ()) -> dict[str, DesiredEntry]:
     """The people an earlier group read tonight who are stored with a part of one of this
     group's ``schools`` but were not read in it tonight: their entry without those parts (what
     one run over every school would have written). Their main school, when it was one of
-    these, becomes the first of the schools they were read in tonight."""
+    these, becomes the first of the schools they were read in tonight. ``aaf_keys``: the AAF
+    jointures last applied in these schools (an AAF key names no school)."""
     if not earlier.parts:
         return {}
     planned = {e.uid for e in targets.values() if e.kind == "person" and e.uid}
     uids = {uid for j, uid in view.academy_identities(prefix)
             if uid in earlier.parts and uid not in planned
             and (sc := jointure_scope(j)) is not None and sc[0] in schools}
+    # AAF keys name no school: the people last applied in these schools' AAF state
+    uids |= {uid for uid in view.identities(aaf_keys).values()
+             if uid in earlier.parts and uid not in planned}
     if not uids:
         return {}
     stored = view.person_entries(sorted(uids))
