@@ -88,6 +88,7 @@ from airflow.sdk import (
     dag,
     get_current_context,
     task,
+    task_group,
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -102,6 +103,19 @@ MODES = {"default": "the academy's configuration", "normal": "normal",
          "no_disable": "no_disable: nobody is disabled"}
 #: no answer in this long counts as Reject (`etl.approve.panel.APPROVAL_TIMEOUT`)
 APPROVAL_TIMEOUT = dt.timedelta(days=3)
+
+
+#: each mapped task's label (`_label`, set in the task's context as it runs)
+LABEL = "{{ school_label }}"
+
+
+def _label(batch: dict[str, Any]) -> None:
+    """Label the mapped task by its schools: "<UAI> <school name>" for one, "<first UAI>
+    <name> … <last UAI> (N schools)" for a group (the map_index_template reads it)."""
+    first = f"{batch['uai']} {batch['name']}" if batch.get("name") else str(batch["uai"])
+    more = (f" … {batch['schools'][-1]['uai']} ({len(batch['schools'])} schools)"
+            if batch.get("more") else "")
+    cast(Any, get_current_context())["school_label"] = first + more
 
 
 def _mode() -> str | None:
@@ -125,16 +139,20 @@ def _run(code: str) -> Any:
     return RunRef(academy=code, run_id=str(rid), dry_run=dry)
 
 
-def _results(results: Sequence[list[dict[str, Any]] | None]) -> list[Any]:
-    """The mapped read_validate results (a list of schools each) as one list of
-    `SchoolResult`, in one XCom request.
+def _groups(groups: Sequence[dict[str, Any] | None]) -> tuple[list[Any], list[Any]]:
+    """The mapped task groups' results (each: its schools' `SchoolResult`s, and what a
+    streamed night's group wrote) as one list of `SchoolResult` and the list of
+    `StreamedGroup` (None for a group planned whole), in one XCom request.
 
     Slicing fetches them all at once; iterating the lazy sequence would probe one index past
     the end and log an "XCom not found" error on every run. An empty run gives [].
     """
-    from etl.contracts import results_of
+    from etl.contracts import StreamedGroup, results_of
 
-    return results_of([r for group in results[:] if group for r in group])
+    got = [g for g in groups[:] if g]
+    return (results_of([r for g in got for r in g.get("results") or []]),
+            [StreamedGroup.from_json(g["streamed"]) if g.get("streamed") else None
+             for g in got])
 
 
 def _responder(answer: dict[str, Any]) -> str:
@@ -231,16 +249,16 @@ def make_dag(academy: Academy) -> Any:
         default_args=default_args(),
     )
     def ent_sync() -> None:
-        with TaskGroup("read", tooltip="find tonight's exports, read and validate each school"):
+        with TaskGroup("read", tooltip="find tonight's exports"):
 
             @task
             @fail_fast
             def discover() -> list[dict[str, Any]]:
                 """Open the sync run (XCom `run_id`; `run`: what discovery refused or held)
                 and return the schools to read in groups of ENTSYNC_READ_GROUP (16; one
-                mapped read_validate each: their rules run together, and one task process
+                mapped task group each: their rules run together, and one task process
                 reads them all), each school with its name when its STS-web export gives it
-                (the UI's label of the mapped task)."""
+                (the UI's label of the mapped tasks)."""
                 from etl import run as pipeline
                 from etl.contracts import dump_all
 
@@ -251,16 +269,17 @@ def make_dag(academy: Academy) -> Any:
                 ti.xcom_push(key=RUN_KEY, value=run.to_json())
                 return dump_all(groups)
 
-            # each mapped task is labelled by its schools: "<UAI> <school name>" for one,
-            # "<first UAI> <name> … <last UAI> (N schools)" for a group
+            found = discover()
+
+        # one mapped task group per group of schools: read_validate, then (a streamed
+        # night) plan_write, the group planned and written while the next groups are read
+        @task_group(group_id="schools", tooltip="each group of schools: read and validate; "
+                    "on a streamed night, plan and write it")
+        def schools(batch: dict[str, Any]) -> Any:
+            # each mapped task is labelled by its schools (`_label`)
             @task(
                 multiple_outputs=False,
-                map_index_template="{{ task.op_kwargs['batch']['uai'] }}"
-                "{% if task.op_kwargs['batch'].get('name') %} "
-                "{{ task.op_kwargs['batch']['name'] }}{% endif %}"
-                "{% if task.op_kwargs['batch']['more'] %} … "
-                "{{ task.op_kwargs['batch']['schools'][-1]['uai'] }} "
-                "({{ task.op_kwargs['batch']['schools'] | length }} schools){% endif %}",
+                map_index_template=LABEL,
                 max_active_tis_per_dagrun=4,
             )
             @fail_fast
@@ -268,25 +287,49 @@ def make_dag(academy: Academy) -> Any:
                 from etl import run as pipeline
                 from etl.contracts import ReadGroup, dump_all
 
+                _label(batch)
                 run = _run(code)
                 return dump_all(pipeline.read_validate_schools(
                     run_settings(), code, run.run_id, ReadGroup.from_json(batch).docs(),
                     run.dry_run))
 
-            found = discover()
-            res = read_validate.expand(batch=found)
+            # one group planned and written at a time (each against what the others wrote)
+            @task(multiple_outputs=False, map_index_template=LABEL,
+                  max_active_tis_per_dagrun=1)
+            @fail_fast
+            def plan_write(batch: dict[str, Any],
+                           results: list[dict[str, Any]]) -> dict[str, Any]:
+                """A streamed night's group (`ENTSYNC_PLAN_GROUP` not 0, more than one
+                group, not a dry run): planned against what the groups before it wrote, its
+                absences left for `reconcile`, written. Otherwise nothing: `reconcile` plans
+                the academy whole. Returns the group's read results and what it wrote."""
+                from etl import run as pipeline
+                from etl.contracts import ReadGroup, results_of
+
+                _label(batch)
+                tag = ReadGroup.from_json(batch).stream
+                part = (pipeline.plan_write_group(run_settings(), _run(code),
+                                                  results_of(results), tag, _mode()).to_json()
+                        if tag else None)
+                return {"results": results, "streamed": part}
+
+            return plan_write(batch, read_validate(batch))
+
+        res = schools.expand(batch=found)
 
         with TaskGroup("plan", tooltip="identities, logins, plan, disaster guards"):
             # none_failed: also run when read_validate was skipped because no school had new
             # exports, so an empty night still closes its run and writes a summary.
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
-            def reconcile(results: Sequence[list[dict[str, Any]] | None]) -> dict[str, Any]:
+            def reconcile(groups: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+                """A streamed night's absences, judged once every group is written; else the
+                academy's plan, whole."""
                 from etl import run as pipeline
 
-                run = _run(code)
-                return pipeline.reconcile(run_settings(), code, run.run_id, _results(results),
-                                          run.dry_run, _mode()).to_json()
+                results, parts = _groups(groups)
+                return pipeline.reconcile_night(run_settings(), _run(code), results, parts,
+                                                _mode()).to_json()
 
             rec = reconcile(res)
 
@@ -310,7 +353,7 @@ def make_dag(academy: Academy) -> Any:
             @task(trigger_rule="none_failed", multiple_outputs=False)
             @fail_fast
             def report(
-                results: Sequence[list[dict[str, Any]] | None],
+                groups: Sequence[dict[str, Any] | None],
                 rec: dict[str, Any],
                 app: dict[str, Any],
             ) -> dict[str, Any]:
@@ -318,10 +361,11 @@ def make_dag(academy: Academy) -> Any:
                 from etl.contracts import Applied, Discovery, Reconciled
 
                 disc = get_current_context()["ti"].xcom_pull(task_ids=DISCOVER, key=RUN_KEY)
+                results, parts = _groups(groups)
                 return pipeline.close_run(
                     run_settings(), _run(code), Discovery.from_json(disc),
-                    _results(results), Reconciled.from_json(rec) if rec else None,
-                    Applied.from_json(app) if app else None,
+                    results, Reconciled.from_json(rec) if rec else None,
+                    Applied.from_json(app) if app else None, parts,
                 ).to_json()
 
             @task(task_id="publish", outlets=[directory], multiple_outputs=False)

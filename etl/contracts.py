@@ -200,6 +200,9 @@ class ReadGroup(Contract, kw_only=True):
     schools: list[GroupSchool]
     #: more than one school (the task's label says how many)
     more: bool
+    #: the group's tag when the night is streamed (``etl.plan.stream``: each group planned and
+    #: written by its own task, the absences after the last); empty: planned whole
+    stream: str = ""
 
     def docs(self) -> dict[str, list[dict[str, Any]]]:
         """UAI -> documents, what ``read_validate_schools`` reads."""
@@ -310,6 +313,13 @@ class Applied(Contract, kw_only=True):
     left: int | UnsetType = UNSET
     stopped: str | UnsetType = UNSET
     connection_failures: int | UnsetType = UNSET
+
+
+class StreamedGroup(Contract, kw_only=True):
+    """One group of a streamed night, planned and written (``etl.run.plan_write_group``)."""
+
+    reconciled: Reconciled
+    applied: Applied
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,13 +10,15 @@ start -> discover -> read_validate_schools (per group of schools) -> reconcile -
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 
 from etl import staging
@@ -42,6 +44,7 @@ from etl.contracts import (
     RunStatus,
     SchoolResult,
     SchoolStatus,
+    StreamedGroup,
     UnsetType,
 )
 from etl.discover.tonight import discover_files
@@ -382,31 +385,71 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
     schools read, planned and written before the next is read; the absences judged and
     written after the last. A group whose apply stopped (the directory went down) stops the
     run there: no absence is judged on a night not read to its end."""
-    from etl.plan.reconcile import reconcile_absences
-    from etl.plan.stream import merge_applied, merge_reconciled, plan_order
+    from etl.plan.stream import plan_order
 
     docs = disc.school_docs()
     uais = list(docs)
     size = settings.plan_group
     groups = plan_order([uais[i:i + size] for i in range(0, len(uais), size)],
                         settings.plan_order, run_id)
+    run = RunRef(academy=q.academy, run_id=run_id)
     results: list[SchoolResult] = []
-    recs: list[Reconciled] = []
-    apps: list[Applied] = []
+    parts: list[StreamedGroup] = []
     for k, group in enumerate(groups):
         res = read_validate_schools(settings, q.academy, run_id, {u: docs[u] for u in group})
         results += res
-        recs.append(reconcile(settings, q.academy, run_id, res, False, q.mode, q.today,
-                              group=f"{k:04d}"))
-        apps.append(apply_plan(settings, q.academy, run_id, recs[-1].plan,
-                               workers=q.workers))
-        if not isinstance(apps[-1].stopped, UnsetType) and apps[-1].stopped:
-            break
-    else:
-        recs.append(reconcile_absences(settings, q.academy, run_id, results, q.mode, q.today))
-        apps.append(apply_plan(settings, q.academy, run_id, recs[-1].plan,
-                               workers=q.workers))
-    return results, merge_reconciled(recs), merge_applied(apps)
+        parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
+                                      q.workers))
+        if _stopped(parts[-1].applied):
+            return results, *merged_night(parts)
+    rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
+    app = apply_plan(settings, q.academy, run_id, rec.plan, workers=q.workers)
+    return results, *merged_night(parts, rec, app)
+
+
+def _stopped(app: Applied) -> bool:
+    return not isinstance(app.stopped, UnsetType) and bool(app.stopped)
+
+
+def plan_write_group(settings: Settings, run: RunRef, schools: Sequence[SchoolResult],
+                     tag: str, mode: str | None = None, today: dt.date | None = None,
+                     workers: int = 4) -> StreamedGroup:
+    """One group of a streamed night (the DAG's ``plan_write``): planned against what the
+    groups before it wrote, its absences left for the last step, written."""
+    rec = reconcile(settings, run.academy, run.run_id, schools, False, mode, today, group=tag)
+    app = apply_plan(settings, run.academy, run.run_id, rec.plan, workers=workers)
+    return StreamedGroup(reconciled=rec, applied=app)
+
+
+def reconcile_night(settings: Settings, run: RunRef, schools: Sequence[SchoolResult],
+                    parts: Sequence[StreamedGroup | None], mode: str | None = None,
+                    today: dt.date | None = None) -> Reconciled:
+    """The night's plan after its groups (the DAG's ``reconcile``): a streamed night's
+    absences (``reconcile_absences``), else the whole academy's plan."""
+    from etl.plan.reconcile import reconcile_absences
+
+    if any(p is not None for p in parts):
+        return reconcile_absences(settings, run.academy, run.run_id, schools, mode, today)
+    return reconcile(settings, run.academy, run.run_id, schools, run.dry_run, mode, today)
+
+
+def merged_night(parts: Sequence[StreamedGroup | None], rec: Reconciled | None = None,
+                 app: Applied | None = None) -> tuple[Reconciled, Applied]:
+    """A streamed night's groups and last step as one plan and one apply (what the summary
+    counts); a night planned whole as it is."""
+    from etl.plan.stream import merge_applied, merge_reconciled
+
+    done = [p for p in parts if p is not None]
+    recs = [p.reconciled for p in done] + ([rec] if rec is not None else [])
+    apps = [p.applied for p in done] + ([app] if app is not None else [])
+    return merge_reconciled(recs), merge_applied(apps)
+
+
+def stream_tag(groups: int, dry_run: bool, settings: Settings) -> Callable[[int], str]:
+    """The tag of each read group when the night is streamed (more than one group, not a dry
+    run, ``plan_group`` not 0), else empty."""
+    on = groups > 1 and not dry_run and settings.plan_group > 0
+    return lambda k: f"{k:04d}" if on else ""
 
 
 # ------------------------------------------------------------------------------------------
@@ -439,6 +482,8 @@ def open_run(settings: Settings, academy_code: str, dry_run: bool = False,
         found = [GroupSchool(uai=u, docs=d, name=school_name(d))
                  for u, d in disc.school_docs().items()]
         groups = read_groups(found, settings.read_group)
+        tag = stream_tag(len(groups), dry_run, settings)
+        groups = [msgspec.structs.replace(g, stream=tag(k)) for k, g in enumerate(groups)]
     except Exception as e:
         fail_run(settings, run_id, f"discover failed: {type(e).__name__}")
         raise
@@ -458,11 +503,15 @@ def read_groups(schools: Sequence[GroupSchool], size: int) -> list[ReadGroup]:
 
 def close_run(settings: Settings, run: RunRef, discovered: Discovery,
               schools: Sequence[SchoolResult], reconciled: Reconciled | None,
-              applied: Applied | None) -> RunOutcome:
+              applied: Applied | None,
+              streamed: Sequence[StreamedGroup | None] = ()) -> RunOutcome:
     """Write the run's summary and report (``finish_run``: the DAG's ``report``); a run that
-    failed (the directory down, changes refused) raises with its one line."""
+    failed (the directory down, changes refused) raises with its one line. ``streamed``: the
+    groups of a streamed night, planned and written (``plan_write_group``)."""
     from etl.errors import EntsyncError
 
+    if any(p is not None for p in streamed):
+        reconciled, applied = merged_night(streamed, reconciled, applied)
     s = finish_run(settings, run, discovered, schools, reconciled, applied)
     if s["status"] == RunStatus.FAILED:
         raise EntsyncError(s.get("error") or f"run {s['run_id']}: {s['failed']} changes failed")

@@ -46,7 +46,9 @@ from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(sys.argv[1])
 dags = {}
 for dag_id, dag in bag.dags.items():
-    rv = dag.get_task("read.read_validate") if "read.read_validate" in dag.task_ids else None
+    rv = (dag.get_task("schools.read_validate") if "schools.read_validate" in dag.task_ids
+          else None)
+    pw = dag.get_task("schools.plan_write") if "schools.plan_write" in dag.task_ids else None
     dags[dag_id] = {
         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
         "owner": dag.owner,
@@ -65,6 +67,9 @@ for dag_id, dag in bag.dags.items():
         "doc_md": dag.doc_md or "",
         "mapped": sorted(t.task_id for t in dag.tasks if "Mapped" in type(t).__name__),
         "map_index_template": getattr(rv, "map_index_template", None) if rv else None,
+        "plan_write_template": getattr(pw, "map_index_template", None) if pw else None,
+        "max_active": {t.task_id: t.max_active_tis_per_dagrun for t in dag.tasks
+                       if t.max_active_tis_per_dagrun},
         "trigger_rules": {t.task_id: getattr(t.trigger_rule, "value", t.trigger_rule)
                           for t in dag.tasks},
         "groups": {t.task_id: t.task_group.group_id for t in dag.tasks},
@@ -78,11 +83,9 @@ for dag_id, dag in bag.dags.items():
                     if t.outlets},
         "multiple_outputs": sorted(t.task_id for t in dag.tasks
                                    if getattr(t, "multiple_outputs", False)),
-        # read_validate's arguments: [task id, XCom key] per mapped and per partial argument
+        # the mapped task group's argument: [task id, XCom key]
         "expand": {k: [v.operator.task_id, v.key]
-                   for k, v in rv.op_kwargs_expand_input.value.items()} if rv else None,
-        "partial": {k: [v.operator.task_id, v.key]
-                    for k, v in rv.partial_kwargs["op_kwargs"].items()} if rv else None,
+                   for k, v in rv.task_group._expand_input.value.items()} if rv else None,
     }
 print(json.dumps({"added": added,
                   "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
@@ -160,27 +163,31 @@ def test_dagbag_has_one_dag_per_academy(probe: dict[str, Any]) -> None:
         # one task group per stage, so the ops team reads the graph as the pipeline; the
         # review only asks: the decision is the approval DAG's
         assert dag["groups"] == {
-            "read.discover": "read", "read.read_validate": "read",
+            "read.discover": "read", "schools.read_validate": "schools",
+            "schools.plan_write": "schools",
             "plan.reconcile": "plan", "write.apply": "write",
             "close.report": "close", "close.publish": "close",
             "review.held_plans": "review", "review.request_approval": "review",
         }
-        assert dag["mapped"] == ["read.read_validate", "review.request_approval"]
-        # read_validate maps over discover's return value; the sync run's id is read at run
-        # time (discover's small XCom "run_id"): no edge from discover to every later task
+        # the schools' task group maps over discover's return value, read_validate then
+        # plan_write per group; the sync run's id is read at run time (discover's small XCom
+        # "run_id"): no edge from discover to every later task
         assert dag["expand"] == {"batch": ["read.discover", "return_value"]}
-        assert dag["partial"] == {}
         assert dag["upstream"] == {
-            "read.discover": [], "read.read_validate": ["read.discover"],
-            "plan.reconcile": ["read.read_validate"], "write.apply": ["plan.reconcile"],
-            "close.report": ["plan.reconcile", "read.read_validate", "write.apply"],
+            "read.discover": [], "schools.read_validate": ["read.discover"],
+            "schools.plan_write": ["read.discover", "schools.read_validate"],
+            "plan.reconcile": ["schools.plan_write"], "write.apply": ["plan.reconcile"],
+            "close.report": ["plan.reconcile", "schools.plan_write", "write.apply"],
             "close.publish": ["close.report"],
             "review.held_plans": ["close.report", "plan.reconcile"],
             "review.request_approval": ["review.held_plans"],
         }
         # a dict a task returns is one XCom, not one more per key (each one a request)
         assert dag["multiple_outputs"] == []
-        assert "batch" in dag["map_index_template"] and "uai" in dag["map_index_template"]
+        assert dag["map_index_template"] == "{{ school_label }}"
+        assert dag["plan_write_template"] == dag["map_index_template"]
+        # groups read four at a time, planned and written one at a time
+        assert dag["max_active"] == {"schools.read_validate": 4, "schools.plan_write": 1}
         assert set(dag["retries"].values()) == {3}
         assert dag["backoff"]["write.apply"] == [2.0, 900.0]
         # the report task's button, the request's link to the approval DAG run it made, and
@@ -350,7 +357,7 @@ sys.modules["etl.run"] = Pipeline
 on_task_failure = dag_file["default_args"]()["on_failure_callback"]
 on_task_failure.__globals__["run_settings"] = lambda: "settings"
 class TI:
-    task_id = "read.read_validate"
+    task_id = "schools.read_validate"
     rendered_map_index = "0670001A"
     def xcom_pull(self, task_ids, key="return_value"):
         found = task_ids == "read.discover" and key == "run"
@@ -382,7 +389,7 @@ def test_only_transient_failures_are_left_to_airflow_retries(tmp_path: Path) -> 
     assert got["name"] == "task_body"
     # the failure callback closes the run, naming the task, the school and the root error
     assert got["callback"] == [["ac-strasbourg-x",
-                                "Airflow task read.read_validate (school 0670001A) failed: "
+                                "Airflow task schools.read_validate (school 0670001A) failed: "
                                 "DirectoryError"]]
 
 
@@ -559,7 +566,7 @@ def test_academy_dag_runs_end_to_end(
     # with its schools: the first one's UAI and name (its STS-web export's), the last's UAI
     labels = [r[0] for r in _metadata(
         airflow_runner, "SELECT rendered_map_index FROM task_instance WHERE dag_id = ? AND "
-        "task_id = 'read.read_validate' AND map_index >= 0", dag_id)]
+        "task_id = 'schools.read_validate' AND map_index >= 0", dag_id)]
     first_uai, last_uai = gen.schools[0], gen.schools[-1]
     assert len(labels) == 1, labels
     assert labels[0].startswith((f"{first_uai} COLLEGE ", f"{first_uai} LYCEE ")), labels
@@ -637,6 +644,55 @@ def test_academy_dag_runs_end_to_end(
         assert len(_asset_events(airflow_runner, academy)) == 1  # a dry run writes nothing
     finally:
         conn.unbind()
+
+
+@pytest.mark.airflow
+@pytest.mark.ldap
+def test_a_streamed_night_in_airflow_writes_what_one_plan_writes(
+    airflow_runner: AirflowRunner, server: LdapServer, tmp_path: Path
+) -> None:
+    """Three groups of one school (ENTSYNC_READ_GROUP=1): each mapped task group reads its
+    school and plans and writes it (plan_write), the absences after the last; the directory
+    is the one a single plan of the academy gives (a CLI run into a slapd of its own)."""
+    from etl import run as pipeline
+    from etl.contracts import RunRequest
+    from etl.devtools.slapd import start_slapd, stop_slapd
+    from tests.integration.test_stream import dump
+
+    academy, dag_id = "ac-strasbourg", "ent_sync__ac_strasbourg"
+    landing = tmp_path / "landing"
+    gen = generate_academy(landing, academy, schools=3, pupils_per_school=40, seed=77)
+    saved = dict(airflow_runner.env)
+    airflow_runner.env.update(server.env(), ENTSYNC_READ_GROUP="1",
+                              ENTSYNC_STATE_URL=f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        first = airflow_runner.dag_test(dag_id, tmp_path / "work", landing)
+        assert first["status"] == "success", first
+        assert first["applied"] == first["changes"] > 0 and first["failed"] == 0
+        assert {v["status"] for v in first["schools"].values()} == {"ok"}
+        labels = sorted(r[0] for r in _metadata(
+            airflow_runner, "SELECT rendered_map_index FROM task_instance WHERE dag_id = ? "
+            "AND task_id = 'schools.plan_write' AND map_index >= 0 AND run_id = "
+            "(SELECT MAX(run_id) FROM task_instance WHERE dag_id = ? AND "
+            "task_id = 'schools.plan_write')", dag_id, dag_id))
+        assert [x.split(" ")[0] for x in labels] == sorted(gen.schools), labels
+        streamed = dump(server)
+        second = airflow_runner.dag_test(dag_id, tmp_path / "work", landing)
+        assert second["status"] == "success"
+        assert second["changes"] == 0 and second["applied"] == 0, second
+    finally:
+        airflow_runner.env.clear()
+        airflow_runner.env.update(saved)
+    ref = start_slapd(tmp_path / "ref")
+    try:
+        env = Settings.from_env({
+            "ENTSYNC_LANDING": str(landing), "ENTSYNC_WORKDIR": str(tmp_path / "ref-work"),
+            "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'ref.db'}",
+            "ENTSYNC_PLAN_GROUP": "0", **ref.env()})
+        assert pipeline.run_sync(env, RunRequest(academy))["status"] == "success"
+        assert dump(ref) == streamed
+    finally:
+        stop_slapd(tmp_path / "ref")
 
 
 @pytest.mark.airflow
