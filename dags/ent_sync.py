@@ -139,7 +139,7 @@ def _run(code: str) -> Any:
     return RunRef(academy=code, run_id=str(rid), dry_run=dry)
 
 
-def _groups(groups: Sequence[dict[str, Any] | None]) -> tuple[list[Any], list[Any]]:
+def _groups(groups: Any) -> tuple[list[Any], list[Any]]:
     """The mapped task groups' results (each: its schools' `SchoolResult`s, and what a
     streamed night's group wrote) as one list of `SchoolResult` and the list of
     `StreamedGroup` (None for a group planned whole), in one XCom request.
@@ -149,7 +149,9 @@ def _groups(groups: Sequence[dict[str, Any] | None]) -> tuple[list[Any], list[An
     """
     from etl.contracts import StreamedGroup, results_of
 
-    got = [g for g in groups[:] if g]
+    # one group: Airflow hands its one value, not a sequence of one; none: None
+    got = ([groups] if isinstance(groups, dict) else
+           [g for g in groups[:] if g] if groups is not None else [])
     return (results_of([r for g in got for r in g.get("results") or []]),
             [StreamedGroup.from_json(g["streamed"]) if g.get("streamed") else None
              for g in got])
