@@ -9,11 +9,16 @@ step: accounts, classes and groups.
 
 - **read**: `discover` (identify each file by its root and UAI, open the sync run; its
   return value is the schools to read in groups, its XCom `run_id` the sync run's id, which
-  every later task reads) → `read_validate` (one mapped task per group of up to 16 schools,
-  `ENTSYNC_READ_GROUP`, named by their UAIs and the name the first one's STS-web export
-  gives: read, normalize, validate, the group's validation rules run together; a bad file
-  is quarantined whole and its school left untouched, the group's other schools go on);
-- **plan**: `reconcile` (identities, logins, desired entries, plan, disaster guards);
+  every later task reads);
+- **schools**: one mapped task group per group of up to 16 schools (`ENTSYNC_READ_GROUP`),
+  named by their UAIs and the name the first one's STS-web export gives: `read_validate`
+  (read, normalize, validate, the group's validation rules run together; a bad file is
+  quarantined whole and its school left untouched, the group's other schools go on) →
+  `plan_write` (a streamed night, more than one group: the group planned against what the
+  groups before it wrote, its disaster guards, written; one group at a time, while the next
+  are read. Otherwise it does nothing);
+- **plan**: `reconcile` (a streamed night's absences, judged once every group is written;
+  else identities, logins, desired entries, plan, disaster guards for the whole academy);
 - **write**: `apply` (ldap3, journaled);
 - **close**: `report` (run summary in `$ENTSYNC_WORKDIR/reports/<run_id>/`: `summary.json`,
   `report.html`; the task's **Run report** link opens the page in the browser) → `publish`;
@@ -22,8 +27,8 @@ step: accounts, classes and groups.
   held school). The night does **not** wait for the answer: it ends, the held school
   `awaiting_approval`, the others written, and the next nights run as usual.
 
-A night with no new export maps read_validate over nothing (skipped); reconcile, apply and
-report still run and close the run with an empty summary.
+A night with no new export maps the schools' group over nothing (skipped); reconcile, apply
+and report still run and close the run with an empty summary.
 
 **Approvals** (`ent_approval__<academy>`, one run per held school): `panel` (what the guard
 held: counts per action and profile, the guards with value and limit, sample DNs, the run

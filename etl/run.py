@@ -390,8 +390,7 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
     docs = disc.school_docs()
     uais = list(docs)
     size = settings.plan_group
-    groups = plan_order([uais[i:i + size] for i in range(0, len(uais), size)],
-                        settings.plan_order, run_id)
+    groups = plan_order(stream_groups(uais, size), settings.plan_order, run_id)
     run = RunRef(academy=q.academy, run_id=run_id)
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
@@ -405,6 +404,14 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
     rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
     app = apply_plan(settings, q.academy, run_id, rec.plan, workers=q.workers)
     return results, *merged_night(parts, rec, app)
+
+
+def stream_groups(uais: Sequence[str], size: int) -> list[list[str]]:
+    """A streamed night's groups: a first one of a quarter of ``size`` (at least one school),
+    so that the first writes start after a few schools are read, then groups of ``size``."""
+    first = max(1, size // 4)
+    rest = list(uais[first:])
+    return [list(uais[:first])] + [rest[i:i + size] for i in range(0, len(rest), size)]
 
 
 def _stopped(app: Applied) -> bool:
