@@ -1,0 +1,96 @@
+"""The pure parts of a streamed night (etl/plan/stream.py, etl/run.py): the groups, what a
+group saw of its people, and the groups' counts merged into one run's."""
+
+from __future__ import annotations
+
+from etl.contracts import Applied, Reconciled
+from etl.plan.desired import DesiredEntry, school_dn
+from etl.plan.stream import (
+    Earlier,
+    Presence,
+    earlier_mains,
+    merge_applied,
+    merge_reconciled,
+    plan_order,
+    tonight_parts,
+)
+from etl.run import stream_groups
+
+BASE = "dc=ent"
+
+
+def person(uid: str, uai: str, keys: list[str], classes: list[str] = ()) -> DesiredEntry:
+    attrs = {"ENTPersonJointure": keys, "ENTPersonStructRattach": [school_dn(uai, BASE)]}
+    if classes:
+        attrs["ENTAuxEnsClasses"] = [f"{school_dn(u, BASE)}${c}" for u, c in classes]
+    return DesiredEntry(f"uid={uid},ou=people,{BASE}", "person", uai, attrs, uid=uid)
+
+
+def test_the_first_group_is_small_and_every_school_in_one_group() -> None:
+    uais = [f"U{i:02d}" for i in range(37)]
+    groups = stream_groups(uais, 16)
+    assert [len(g) for g in groups] == [4, 16, 16, 1]
+    assert [u for g in groups for u in g] == uais
+    assert stream_groups(uais[:3], 1) == [["U00"], ["U01"], ["U02"]]
+
+
+def test_orders_keep_the_groups() -> None:
+    groups = [["A"], ["B"], ["C"], ["D"]]
+    assert plan_order(groups, "uai") == groups
+    assert plan_order(groups, "reverse") == groups[::-1]
+    shuffled = plan_order(groups, "shuffle", "run-1")
+    assert sorted(shuffled) == groups and shuffled == plan_order(groups, "shuffle", "run-1")
+
+
+def test_a_persons_schools_tonight_by_keys_and_by_classes() -> None:
+    t = {e.dn: e for e in (
+        person("a", "S1", ["AC$SIECLE$S1$1", "AC$INE$X"]),
+        # an AAF key names no school: its classes and main school do
+        person("b", "S2", ["AC$77"], classes=[("S2", "3A"), ("S3", "4B")]),
+    )}
+    assert tonight_parts(t, {"S1", "S2"}) == {"a": ["S1"], "b": ["S2"]}
+
+
+def test_the_main_school_is_the_first_read_tonight_whatever_the_group() -> None:
+    earlier = Earlier.of([Presence("0000", parts={"a": ["S1"]})])
+    t = {e.dn: e for e in (person("a", "S2", ["AC$SIECLE$S2$1"]),
+                           person("b", "S2", ["AC$SIECLE$S2$2"]))}
+    out = earlier_mains(t, earlier, BASE)
+    (e,) = out.values()
+    assert e.uid == "a" and e.uai == "S1"
+    assert e.attrs["ENTPersonStructRattach"] == [school_dn("S1", BASE)]
+    # read first in S1, then S2: nothing to change
+    assert not earlier_mains({e.dn: e for e in [person("a", "S1", [])]},
+                             Earlier.of([Presence("0", parts={"a": ["S2"]})]), BASE)
+
+
+def rec(changes: int, per: dict[str, dict[str, int]], held: dict[str, object] | None = None,
+        absent: int = 0) -> Reconciled:
+    return Reconciled.from_json({
+        "plan": f"p{changes}", "changes": changes, "per_school": per,
+        "by_kind_op": {"person.add": changes}, "held": held or {}, "mode": "normal",
+        "absent": absent, "guards": {u: [{"guard": "g"}] for u in per},
+        "new_identities": changes, "skipped": {"x": 1}, "matches": {"ine": 1},
+        "duplicates": []})
+
+
+def test_the_groups_counts_are_one_runs() -> None:
+    held = {"S2": {"plan": "h", "hash": "1", "guards": [], "counts": {}}}
+    merged = merge_reconciled([
+        rec(3, {"S1": {"created": 3, "unchanged": 5}}),
+        rec(2, {"S2": {"created": 2, "unchanged": 0}}, held),
+        rec(1, {"S1": {"disabled": 1}}, absent=1),  # the absences, last
+    ])
+    assert merged.changes == 6 and merged.absent == 1 and merged.plan == "p1"
+    assert merged.per_school["S1"] == {"created": 3, "disabled": 1, "unchanged": 4}
+    assert merged.by_kind_op == {"person.add": 6} and merged.skipped == {"x": 3}
+    assert set(merged.held) == {"S2"} and len(merged.guards["S1"]) == 2
+    app = merge_applied([
+        Applied(applied=3, failed=0, failed_schools=["S1"], errors=[{"e": 1}],
+                written_counts={"total": {"written": {"created": 3}}}),
+        Applied(applied=2, failed=1, failed_schools=["S2"], errors=[{"e": 2}],
+                written_counts={"total": {"written": {"created": 2}}}),
+    ])
+    assert (app.applied, app.failed, app.failed_schools) == (5, 1, ["S1", "S2"])
+    assert app.written_counts == {"total": {"written": {"created": 5}}}
+    assert app.errors == [{"e": 1}, {"e": 2}]
