@@ -1,10 +1,11 @@
 """Disaster guards, evaluated per school on the plan before anything is written.
 
 Share of the school's accounts disabled, share updated, absolute number disabled, a pupils
-export much smaller than the last applied one, a school year going backwards, an export older
-than the one applied. A tripped guard holds that school's changes for approval; the other
-schools proceed. The guards read the stored state through ``etl.plan.stored.StoredView`` and
-return their results; they change nothing.
+export much smaller than the last applied one, a school year going backwards, or forwards
+outside the roll-over window (normal mode), an export older than the one applied. A tripped
+guard holds that school's changes for approval; the other schools proceed. The guards read the
+stored state through ``etl.plan.stored.StoredView`` and return their results; they change
+nothing.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                     f"the export's school year {year} is before the applied {st.school_year}"
                     if older else f"the export's school year {year}, the applied one "
                     f"{st.school_year}")
+            # a new school year outside the roll-over window (normal mode): la rentrée
+            # written only once someone approved it
+            newer = mode == "normal" and year > st.school_year
+            g.check("school_year_advance", year, st.school_year, newer,
+                    f"the export starts school year {year} outside the roll-over window"
+                    if newer else f"the export's school year {year}")
         out[uai] = g
     return out
 

@@ -613,6 +613,9 @@ def guard_reason(g: dict[str, Any]) -> str:
     if name == "school_year":
         return (f"l'année scolaire de l'export ({g.get('value')}) est antérieure à celle déjà "
                 f"prise en compte ({g.get('limit')})")
+    if name == "school_year_advance":
+        return (f"l'export commence l'année scolaire {g.get('value')} hors de la période de "
+                f"rentrée : l'académie vérifie avant d'appliquer")
     if name == "older_export":
         dates = re.findall(r"export of (\S+) is older than the (\w+) export of (\S+)", detail)
         if dates:

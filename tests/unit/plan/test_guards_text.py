@@ -33,3 +33,22 @@ def test_a_passing_school_year_guard_does_not_say_before() -> None:
     assert not same["tripped"] and "before" not in same["detail"]
     older = _school_year(2025)
     assert older["tripped"] and "2025 is before the applied 2026" in older["detail"]
+
+
+def test_a_new_school_year_outside_the_window_is_held_and_said_in_french() -> None:
+    from etl.validate.feedback import guard_reason
+
+    row = {"guard": "school_year_advance", "value": 2027, "limit": 2026, "tripped": True,
+           "detail": "the export starts school year 2027 outside the roll-over window"}
+    assert "2027" in guard_reason(row) and "rentrée" in guard_reason(row)
+
+
+def test_a_new_school_year_trips_in_normal_mode_only() -> None:
+    def advance(mode: str) -> dict[str, Any]:
+        g = evaluate_guards(get_academy("ac-reims"), [], cast(StoredView, _View()),
+                            {"0510001A": {"ELV": 80}}, {"0510001A": 2027}, mode)["0510001A"]
+        return next(r for r in g.evaluated if r["guard"] == "school_year_advance")
+
+    assert advance("normal")["tripped"]
+    assert not advance("no_disable")["tripped"]  # the roll-over window's mode
+    assert not _school_year(2027)["tripped"]  # not a year going backwards
