@@ -38,6 +38,8 @@ class Academy:
     max_disable_count: int
     max_pupil_drop_share: float
     guard_min_changes: int
+    #: a new school year in normal mode holds the school (``school_year_advance``)
+    hold_school_year_advance: bool
     retention_days: tuple[tuple[str, int], ...]
     mode: str
     rollover_window: tuple[str, str] | None
@@ -142,6 +144,7 @@ def load_academies(path: Path | None = None) -> dict[str, Academy]:
                 max_disable_count=int(merged["max_disable_count"]),
                 max_pupil_drop_share=float(merged["max_pupil_drop_share"]),
                 guard_min_changes=int(merged["guard_min_changes"]),
+                hold_school_year_advance=bool(merged["hold_school_year_advance"]),
                 retention_days=tuple(sorted(
                     (str(k), int(v)) for k, v in merged["retention_days"].items())),
                 mode=str(merged["mode"]),

@@ -103,7 +103,8 @@ def evaluate_guards(academy: Academy, changes: list[Change], view: StoredView,
                     f"{st.school_year}")
             # a new school year outside the roll-over window (normal mode): la rentrée
             # written only once someone approved it
-            newer = mode == "normal" and year > st.school_year
+            newer = (academy.hold_school_year_advance and mode == "normal"
+                     and year > st.school_year)
             g.check("school_year_advance", year, st.school_year, newer,
                     f"the export starts school year {year} outside the roll-over window"
                     if newer else f"the export's school year {year}")

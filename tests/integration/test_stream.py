@@ -45,7 +45,8 @@ def relaxed(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def load(path: Path | None = None) -> dict[str, config.Academy]:
         return {c: dataclasses.replace(a, max_update_share=100.0, max_disable_share=100.0,
-                                       max_disable_count=10 ** 6, max_pupil_drop_share=1.0)
+                                       max_disable_count=10 ** 6, max_pupil_drop_share=1.0,
+                                       hold_school_year_advance=False)
                 for c, a in real(path).items()}
 
     monkeypatch.setattr(config, "load_academies", load)
