@@ -17,7 +17,7 @@ from etl.store.db import session_factory
 from etl.store.models import Approval, Run, RunMetric, SchoolState, SourceFile
 
 CHANGE_KEYS = ("created", "updated", "disabled", "restored", "deleted", "unchanged")
-STAGES = ("discover", "read_validate", "reconcile", "apply", "report")
+STAGES = ("discover", "read_validate", "reconcile", "apply", "absences", "report")
 #: how many of an academy's most recent runs are searched for a school's last status
 RUN_SCAN = 500
 
