@@ -340,7 +340,10 @@ def test_dag_runs_on_two_celery_workers_with_postgresql(
         # tasks handed each other files through the connection's staging URL, not the workdir
         staged = {p.relative_to(staging / run_id).as_posix()
                   for p in (staging / run_id).rglob("*") if p.is_file()}
-        assert {"plan.json", "reports/summary.json", "reports/report.html"} <= staged
+        # a streamed night: a plan per group and what each saw, then the absences' plan
+        assert {"plan-absences.json", "reports/summary.json", "reports/report.html"} <= staged
+        assert len([p for p in staged if p.startswith("plan-0")]) == SCHOOLS
+        assert len([p for p in staged if p.startswith("presence/")]) == SCHOOLS
         assert len([p for p in staged if p.endswith("/persons.pkl")]) == SCHOOLS
         assert not (workdir / "staging").exists()
     finally:
