@@ -80,16 +80,12 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     from etl.plan.diff import RETYPE, apply_order
     from etl.plan.guards import categorize, evaluate_guards, with_held, with_older_exports
     from etl.plan.scope import (
-        absence_scope,
         covered_scopes,
-        disabled_entries,
-        find_absent,
         keep_protected_members,
         preserve_other_schools,
         preserve_uncovered,
         retype_changes,
         structure_changes,
-        unscoped_keys,
     )
     from etl.plan.stream import (
         Earlier,
@@ -158,25 +154,15 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         protected_uids = set(view.identities(protected).values())
         targets.update(keep_protected_members(view, targets, {person_dn(u, base)
                                                               for u in protected_uids}))
-        absent = []
+        absent: list[Any] = []
         if group:
-            present_all = {j for e in targets.values() if e.kind == "person"
-                           for j in e.attrs.get("ENTPersonJointure", [])} | protected
-            seen = Presence(group, sorted(present_all), parts, sorted(processed),
-                            view.school_accounts(sorted(processed)), mains=mains)
-            del present_all
+            seen = Presence(group, sorted(_present(targets, protected)), parts,
+                            sorted(processed), view.school_accounts(sorted(processed)),
+                            mains=mains)
         elif run_mode == "normal":
-            # the persons' jointures as preserved (those of other schools kept); the entries
-            # added so far are groups of tonight's schools (``preserve_uncovered``)
-            present = {j for e in targets.values() if e.kind == "person"
-                       for j in e.attrs.get("ENTPersonJointure", [])}
-            present |= protected
-            from etl.discover.aaf import aaf_scopes, has_aaf_state
-
-            scopes = (aaf_scopes(s, academy, unscoped_keys(view, academy, present))
-                      if has_aaf_state(s, academy_code) else None)
-            absent = find_absent(view, academy, absence_scope(covered), present, scopes)
-            for e in disabled_entries(view, absent, utcnow(), targets, processed, base):
+            absent, gone = _judge_absent(settings, s, view, academy, run_id, covered,
+                                         _present(targets, protected), targets, processed)
+            for e in gone:
                 targets[e.dn] = e
         archives, removals = structure_changes(view, academy, targets, covered, years, base)
         targets.update(archives)
@@ -281,6 +267,34 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             "matches": desired.matches, "duplicates": desired.duplicates}
 
 
+def _present(targets: dict[str, Any], protected: set[str]) -> set[str]:
+    """Who is present tonight: the jointures of the people planned (as preserved: those of
+    other schools kept) and of the records rejected tonight (skipped, not moved)."""
+    return {j for e in targets.values() if e.kind == "person"
+            for j in e.attrs.get("ENTPersonJointure", [])} | protected
+
+
+def _judge_absent(settings: Settings, s: Any, view: StoredView, academy: Any, run_id: str,
+                  covered: set[tuple[str, str]], present: set[str], targets: dict[str, Any],
+                  processed: set[str], streamed: bool = False) -> tuple[list[Any], list[Any]]:
+    """The absent accounts (``find_absent`` over what tonight covered) and their disabled
+    entries (``disabled_entries``). An AAF key names no school: its scopes come from the AAF
+    state, as it was before tonight (a streamed night's groups committed theirs: what they
+    removed is added back, ``scopes_removed``)."""
+    from etl.discover.aaf import aaf_scopes, has_aaf_state, scopes_removed
+    from etl.plan.scope import absence_scope, disabled_entries, find_absent, unscoped_keys
+
+    scopes = None
+    if has_aaf_state(s, academy.code):
+        scopes = aaf_scopes(s, academy, unscoped_keys(view, academy, present))
+        if streamed:
+            for j, sc in scopes_removed(settings, academy, run_id, processed).items():
+                scopes.setdefault(j, set()).update(sc)
+    absent = find_absent(view, academy, absence_scope(covered), present, scopes)
+    return absent, disabled_entries(view, absent, utcnow(), targets, processed,
+                                    settings.ldap.base)
+
+
 def reconcile_absences(settings: Settings, academy_code: str, run_id: str,
                        schools: Sequence[SchoolResult], mode: str | None = None,
                        today: dt.date | None = None) -> Reconciled:
@@ -307,16 +321,9 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
     had before its group wrote. A school held in its group gets its absences in its held
     plan; a school whose absences trip a guard now has them held alone (what its group wrote
     stays written)."""
-    from etl.discover.aaf import aaf_scopes, has_aaf_state, scopes_removed
     from etl.plan.diff import apply_order
     from etl.plan.guards import categorize, evaluate_guards
-    from etl.plan.scope import (
-        absence_scope,
-        covered_scopes,
-        disabled_entries,
-        find_absent,
-        unscoped_keys,
-    )
+    from etl.plan.scope import covered_scopes
     from etl.plan.stream import ABSENCES, read_presences
 
     academy = get_academy(academy_code)
@@ -327,7 +334,6 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
     processed = {u for p in seen for u in p.processed}
     held_before = {u for p in seen for u in p.held}
     accounts = {u: n for p in seen for u, n in p.accounts.items()}
-    base = settings.ldap.base
     absent: list[Any] = []
     changes: list[Any] = []
     Session = session_factory(settings.state_url)
@@ -336,18 +342,11 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
         if run_mode == "normal" and processed:
             present = {j for p in seen for j in p.present}
             del seen
-            covered = covered_scopes(ok)
-            scopes = None
-            if has_aaf_state(s, academy_code):
-                # as before the groups committed their AAF state: what they removed added
-                scopes = aaf_scopes(s, academy, unscoped_keys(view, academy, present))
-                for j, sc in scopes_removed(settings, academy, run_id, processed).items():
-                    scopes.setdefault(j, set()).update(sc)
-            absent = find_absent(view, academy, absence_scope(covered), present, scopes)
+            absent, gone = _judge_absent(settings, s, view, academy, run_id,
+                                         covered_scopes(ok), present, {}, processed,
+                                         streamed=True)
             del present
-            targets = {e.dn: e for e in disabled_entries(view, absent, utcnow(), {},
-                                                         processed, base)}
-            changes = apply_order(_plan_against_state(view, targets))
+            changes = apply_order(_plan_against_state(view, {e.dn: e for e in gone}))
             for c in changes:
                 c.category = categorize(c)
         guards = evaluate_guards(academy, changes, view, {}, {}, run_mode,
@@ -361,10 +360,7 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
         "run_id": run_id, "academy": academy_code, "dry_run": False, "mode": run_mode,
         "schools": [], "docs": {}, "unchanged": [], "school_counts": {},
         "school_years": {}}, free)
-    per_school: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
-    for c in changes:
-        if c.uai:
-            per_school[c.uai][_CAT_KEY.get(c.category, "updated")] += 1
+    per_school = _per_school_counts(changes, {}, {})
     held: dict[str, dict[str, Any]] = {}
     with Session() as s, s.begin():
         for uai in held_uais:
@@ -378,15 +374,15 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
     log.info("absences %s: %d accounts absent, %d changes, %d schools held", run_id,
              len(absent), len(free), len(held_uais))
     return {"plan": plan_path, "changes": len(free),
-            "per_school": {u: dict(v) for u, v in per_school.items()},
+            "per_school": per_school,
             "by_kind_op": dict(by_kind_op), "held": held, "mode": run_mode,
             "absent": len(absent), "guards": {u: g.evaluated for u, g in guards.items()},
             "new_identities": 0, "skipped": {}, "matches": {}, "duplicates": []}
 
 
 def _hold_more(settings: Settings, s: Any, academy_code: str, run_id: str, mode: str,
-                   uai: str, mine: list[Any], tripped: list[dict[str, Any]],
-                   counts: dict[str, int]) -> dict[str, Any]:
+               uai: str, mine: list[Any], tripped: list[dict[str, Any]],
+               counts: dict[str, int]) -> dict[str, Any]:
     """More of a school's changes held (its absences, or what a later group planned for it):
     added to the plan held for it this run (one plan, one approval, its hash renewed), else
     a held plan of their own."""
@@ -422,9 +418,9 @@ def _hold_more(settings: Settings, s: Any, academy_code: str, run_id: str, mode:
     else:
         s.add(Approval(run_id=run_id, academy=academy_code, uai=uai, plan_path=path,
                        plan_hash=digest, guards=guards, summary=summary))
-    log.warning("school %s: %d absences held for approval%s", uai, len(mine),
+    log.warning("school %s: %d more changes held for approval%s", uai, len(mine),
                 ": " + "; ".join(g["detail"] for g in tripped) if tripped else
-                " with its plan")
+                ", with the plan held before")
     return {"plan": path, "hash": digest, "guards": guards, "counts": merged}
 
 

@@ -13,17 +13,15 @@ make the final directory the same whatever the order of the groups:
   earlier group wrote is tonight's); the parts of a person who left one of them are dropped
   (``preserve_other_schools``'s ``also_processed``), and a group drops its own schools' parts
   from the people an earlier group read elsewhere but it did not read (``left_parts``);
-- **absences wait for the last group** (``judge_absences``): who is absent is only known when
-  every school has been read, and a pupil moving from a collège of the first group to a lycée
-  of the last one is no absence. The disable guards judge them then, per school, against the
-  accounts each school had before its group wrote (a school held in its group gets its
-  absences in its held plan).
+- **absences wait for the last group** (``etl.plan.reconcile.reconcile_absences``): who is
+  absent is only known when every school has been read, and a pupil moving from a collège
+  of the first group to a lycée of the last one is no absence. The disable guards judge them
+  then, per school, against the accounts each school had before its group wrote (a school
+  held in its group gets its absences in its held plan).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,11 +36,9 @@ from etl.plan.desired import DesiredEntry, school_dn
 from etl.plan.scope import SCHOOL_SCOPED, _uai_in_dn, _uid_of, jointure_scope
 from etl.plan.stored import StoredView
 
-log = logging.getLogger(__name__)
-
 #: the staged folder of a run's presence files
 PRESENCE_DIR = "presence"
-#: the tag of the last step, the absences (``judge_absences``)
+#: the tag of the last step, the absences (``etl.plan.reconcile.reconcile_absences``)
 ABSENCES = "absences"
 
 
@@ -209,12 +205,6 @@ def plan_order(groups: Sequence[Any], order: str, seed: str = "") -> list[Any]:
     elif order == "shuffle":
         random.Random(seed).shuffle(out)
     return out
-
-
-def now() -> dt.datetime:
-    from etl.store.models import utcnow
-
-    return utcnow()
 
 
 def _add(a: Any, b: Any) -> Any:
