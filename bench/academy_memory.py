@@ -2,6 +2,7 @@
 
     python -m bench.academy_memory [--scale 0.1] [--academy ac-nancy-metz] [--seed 7]
                                    [--keep DIR] [--workers 4] [--nights initial,delta]
+                                   [--env ENTSYNC_X=V ...]
 
 Generates the region landing (only the academy's folder is kept) for an initial night and a
 2 % delta night (``bench.mutate``, on a copy with a later export date), or reuses it from
@@ -104,6 +105,9 @@ def main() -> None:
     ap.add_argument("--keep", help="work here (the landing is reused from there)")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--nights", default=",".join(NIGHTS))
+    ap.add_argument("--env", action="append", default=[], metavar="ENTSYNC_X=V",
+                    help="a setting for the syncs (e.g. ENTSYNC_PLAN_GROUP=0: each night "
+                         "planned whole); repeatable")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
     nights = [n for n in a.nights.split(",") if n]
@@ -127,6 +131,11 @@ def main() -> None:
                                "generate": gen, "nights": {}}
     try:
         env = clean_env(ENTSYNC_WORKDIR=str(work), **server.env())
+        for kv in a.env:
+            k, _, v = kv.partition("=")
+            if not k.startswith("ENTSYNC_") or not _:
+                raise SystemExit(f"--env takes ENTSYNC_NAME=value, not {kv!r}")
+            env[k] = v
         results["imports_rss_mib"] = round(baseline_rss(env, logs), 1)
         for night in nights:
             # a copy: a run may move a file aside (quarantine), the generated one stays

@@ -313,6 +313,10 @@ class Settings:
     #: (``etl.plan.stream``); 0: the whole academy read, then planned, then written. A dry run
     #: (``entsync check``) always plans the academy whole
     plan_group: int = 16
+    #: a streamed night's next group read in a process of its own while this one is planned
+    #: and written (``ENTSYNC_READ_AHEAD``, 1 or 0; ``etl.runtime.ahead``): the CLI's; the
+    #: DAG's mapped ``read_validate`` tasks read ahead by themselves
+    read_ahead: bool = True
     #: the order the groups go in (``ENTSYNC_PLAN_ORDER``): ``uai`` (as discovered),
     #: ``reverse`` or ``shuffle`` (seeded by the run): the directory is the same whichever
     plan_order: str = "uai"
@@ -382,6 +386,8 @@ class Settings:
                                     None, "a number of schools, 1 or more"),
             plan_group=_int_setting("ENTSYNC_PLAN_GROUP", e.get("ENTSYNC_PLAN_GROUP"), 16, 0,
                                     None, "a number of schools, 0 for the whole academy"),
+            read_ahead=_int_setting("ENTSYNC_READ_AHEAD", e.get("ENTSYNC_READ_AHEAD"), 1, 0, 1,
+                                    "1 (read the next group ahead) or 0") == 1,
             plan_order=_choice_setting("ENTSYNC_PLAN_ORDER", e.get("ENTSYNC_PLAN_ORDER"),
                                        ("uai", "reverse", "shuffle")),
             staging_keep_days=_int_setting(

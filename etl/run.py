@@ -10,6 +10,7 @@ start -> discover -> read_validate_schools (per group of schools) -> reconcile -
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -51,6 +52,7 @@ from etl.discover.tonight import discover_files
 from etl.errors import RunLocked
 from etl.plan.reconcile import CATEGORIES, reconcile
 from etl.report import metrics
+from etl.runtime.ahead import ReadAhead
 from etl.runtime.cpu import goes_first, yield_cpu
 from etl.store.db import session_factory
 from etl.store.locks import new_run_id
@@ -382,7 +384,8 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
 def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
               ) -> tuple[list[SchoolResult], Reconciled, Applied]:
     """A sync group by group (``etl.plan.stream``): each group of ``settings.plan_group``
-    schools read, planned and written before the next is read; the absences judged and
+    schools planned and written, the next one read meanwhile in a process of its own
+    (``etl.runtime.ahead``, unless ``settings.read_ahead`` is off); the absences judged and
     written after the last. A group whose apply stopped (the directory went down) stops the
     run there: no absence is judged on a night not read to its end."""
     from etl.plan.stream import plan_order
@@ -394,13 +397,24 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
     run = RunRef(academy=q.academy, run_id=run_id)
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
-    for k, group in enumerate(groups):
-        res = read_validate_schools(settings, q.academy, run_id, {u: docs[u] for u in group})
-        results += res
-        parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
-                                      q.workers))
-        if _stopped(parts[-1].applied):
-            return results, *merged_night(parts)
+    with contextlib.ExitStack() as stack:
+        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id))
+                 if settings.read_ahead else None)
+        for k, group in enumerate(groups):
+            here = {u: docs[u] for u in group}
+            ahead_next = ({u: docs[u] for u in groups[k + 1]}
+                          if ahead is not None and k + 1 < len(groups) else None)
+            if ahead is not None and k > 0:
+                res = ahead.result()
+            if ahead is not None and ahead_next is not None:
+                ahead.submit(ahead_next)  # read while this group is (k 0) or is written
+            if ahead is None or k == 0:
+                res = read_validate_schools(settings, q.academy, run_id, here)
+            results += res
+            parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
+                                          q.workers))
+            if _stopped(parts[-1].applied):
+                return results, *merged_night(parts)
     rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
     app = apply_plan(settings, q.academy, run_id, rec.plan, workers=q.workers)
     return results, *merged_night(parts, rec, app)

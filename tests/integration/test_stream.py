@@ -34,8 +34,10 @@ TONIGHT = dt.date(2026, 10, 1)
 RENTREE = dt.date(2027, 10, 5)  # outside the window: normal mode, absences judged
 AGAIN = RENTREE + dt.timedelta(days=1)
 
-#: (plan_group, plan_order): the whole academy at once (the reference), then groups
-VARIANTS = [(0, "uai"), (1, "uai"), (1, "reverse"), (2, "shuffle")]
+#: (plan_group, plan_order, read_ahead): the whole academy at once (the reference), then
+#: groups, the next one read ahead in a process of its own or (the last) in the sync's own
+VARIANTS = [(0, "uai", 1), (1, "uai", 1), (1, "reverse", 1), (2, "shuffle", 1),
+            (1, "uai", 0)]
 
 
 @pytest.fixture
@@ -95,14 +97,15 @@ def dump(server: LdapServer) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def nights(tmp: Path, group: int, order: str, tonight: Path, rentree: Path,
+def nights(tmp: Path, group: int, order: str, read_ahead: int, tonight: Path, rentree: Path,
            again: Path) -> list[Any]:
     server = start_slapd(tmp / "slapd")
     try:
         env = Settings.from_env({
             "ENTSYNC_LANDING": str(tonight), "ENTSYNC_WORKDIR": str(tmp / "work"),
             "ENTSYNC_STATE_URL": f"sqlite:///{tmp / 'state.db'}",
-            "ENTSYNC_PLAN_GROUP": str(group), "ENTSYNC_PLAN_ORDER": order, **server.env()})
+            "ENTSYNC_PLAN_GROUP": str(group), "ENTSYNC_PLAN_ORDER": order,
+            "ENTSYNC_READ_AHEAD": str(read_ahead), **server.env()})
         out: list[Any] = []
         for landing, day in ((tonight, TONIGHT), (rentree, RENTREE), (again, AGAIN)):
             s = pipeline.run_sync(dataclasses.replace(env, landing=landing),
@@ -116,7 +119,7 @@ def nights(tmp: Path, group: int, order: str, tonight: Path, rentree: Path,
 
 def test_the_order_of_the_groups_changes_nothing(tmp_path: Path, relaxed: None) -> None:
     tonight, rentree, again = landings(tmp_path / "landing")
-    runs = {v: nights(tmp_path / f"{v[0]}-{v[1]}", *v, tonight, rentree, again)
+    runs = {v: nights(tmp_path / "-".join(map(str, v)), *v, tonight, rentree, again)
             for v in VARIANTS}
     ref = runs[VARIANTS[0]]
     # la rentrée did something of every kind the streaming must get right
