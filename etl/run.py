@@ -360,8 +360,11 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
         from etl.runtime.cpuslots import cpu_slot
 
         # a CPU slot found free is kept from reading to the plan: an academy that has read
-        # is not put behind one that has not for its planning (and its first write)
-        slots = settings.cpu_slots if goes_first(settings, q.academy, q.dry_run) else 0
+        # is not put behind one that has not for its planning (and its first write). A
+        # streamed night asks for one at each group's reading and planning, and lets it go
+        # while the group is written: the academies write in turn
+        first = goes_first(settings, q.academy, q.dry_run)
+        slots = settings.cpu_slots if first else 0
         if (q.dry_run or not settings.plan_group
                 or len(disc.school_docs()) <= settings.plan_group):  # one group: whole
             with cpu_slot(slots):
@@ -372,8 +375,7 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
             app = apply_plan(settings, q.academy, run_id, rec.plan, dry_run=q.dry_run,
                              workers=q.workers)
         else:
-            with cpu_slot(slots):
-                results, rec, app = _streamed(settings, q, run_id, disc)
+            results, rec, app = _streamed(settings, q, run_id, disc, first)
         return finish_run(settings, RunRef(academy=q.academy, run_id=run_id,
                                            dry_run=q.dry_run), disc, results, rec, app)
     except BaseException as e:
@@ -381,8 +383,8 @@ def run_sync(settings: Settings, request: RunRequest) -> dict[str, Any]:
         raise
 
 
-def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
-              ) -> tuple[list[SchoolResult], Reconciled, Applied]:
+def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
+              first: bool = False) -> tuple[list[SchoolResult], Reconciled, Applied]:
     """A sync group by group (``etl.plan.stream``): each group of ``settings.plan_group``
     schools planned and written, the next one read meanwhile in a process of its own
     (``etl.runtime.ahead``, unless ``settings.read_ahead`` is off); the absences judged and
@@ -398,7 +400,7 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
     with contextlib.ExitStack() as stack:
-        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id))
+        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id, first))
                  if settings.read_ahead else None)
         for k, group in enumerate(groups):
             here = {u: docs[u] for u in group}
@@ -409,10 +411,10 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery
             if ahead is not None and ahead_next is not None:
                 ahead.submit(ahead_next)  # read while this group is (k 0) or is written
             if ahead is None or k == 0:
-                res = read_validate_schools(settings, q.academy, run_id, here)
+                res = read_validate_schools(settings, q.academy, run_id, here, first=first)
             results += res
             parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
-                                          q.workers))
+                                          q.workers, first))
             if _stopped(parts[-1].applied):
                 return results, *merged_night(parts)
     rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
@@ -434,10 +436,12 @@ def _stopped(app: Applied) -> bool:
 
 def plan_write_group(settings: Settings, run: RunRef, schools: Sequence[SchoolResult],
                      tag: str, mode: str | None = None, today: dt.date | None = None,
-                     workers: int = 4) -> StreamedGroup:
+                     workers: int = 4, first: bool | None = None) -> StreamedGroup:
     """One group of a streamed night (the DAG's ``plan_write``): planned against what the
-    groups before it wrote, its absences left for the last step, written."""
-    rec = reconcile(settings, run.academy, run.run_id, schools, False, mode, today, group=tag)
+    groups before it wrote, its absences left for the last step, written. ``first``: the
+    night is the academy's first load (None: as the state DB says now)."""
+    rec = reconcile(settings, run.academy, run.run_id, schools, False, mode, today, group=tag,
+                    first=first)
     app = apply_plan(settings, run.academy, run.run_id, rec.plan, workers=workers)
     return StreamedGroup(reconciled=rec, applied=app)
 

@@ -37,16 +37,20 @@ def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
 
 def reconcile(settings: Settings, academy_code: str, run_id: str,
               schools: Sequence[SchoolResult], dry_run: bool = False, mode: str | None = None,
-              today: dt.date | None = None, group: str | None = None) -> Reconciled:
+              today: dt.date | None = None, group: str | None = None,
+              first: bool | None = None) -> Reconciled:
     """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
     stage's numbers (changes by kind and operation) go to the run's metrics. ``group``: the
     tag of one group of a streamed run (``etl.plan.stream``; its absences wait for
-    ``reconcile_absences``)."""
+    ``reconcile_absences``). ``first``: whether the night is the academy's first load (asks
+    for a CPU slot, ``etl.runtime.cpu.cpu_bound``), as the run found it before anything was
+    written (None: as the state DB says now)."""
     metrics.stage_start()
     t0 = time.monotonic()
     out = Reconciled.from_json(cpu_bound(
         settings, _reconcile, settings, academy_code, run_id, [r.to_json() for r in schools],
-        dry_run, mode, today, group, slot=goes_first(settings, academy_code, dry_run)))
+        dry_run, mode, today, group,
+        slot=goes_first(settings, academy_code, dry_run) if first is None else first))
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
         "changes": out.changes,
@@ -91,8 +95,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         Earlier,
         Presence,
         earlier_mains,
+        earlier_presences,
         left_parts,
-        read_presences,
         tonight_parts,
         write_presence,
     )
@@ -132,7 +136,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         # the desired entries, replaced and added to by the lifecycle steps (what each
         # returns); the entries a step replaces are let go
         targets = desired.entries
-        earlier = (Earlier.of(read_presences(settings, run_id, exclude=group)) if group
+        earlier = (Earlier.of(earlier_presences(settings, run_id, group)) if group
                    else Earlier())
         parts = tonight_parts(targets, processed) if group else {}
         covered = covered_scopes(ok)
@@ -156,9 +160,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                                               for u in protected_uids}))
         absent: list[Any] = []
         if group:
-            seen = Presence(group, sorted(_present(targets, protected)), parts,
-                            sorted(processed), view.school_accounts(sorted(processed)),
-                            mains=mains)
+            seen = Presence(group, present=sorted(_present(targets, protected)),
+                            parts=parts, processed=sorted(processed),
+                            accounts=view.school_accounts(sorted(processed)), mains=mains)
         elif run_mode == "normal":
             absent, gone = _judge_absent(settings, s, view, academy, run_id, covered,
                                          _present(targets, protected), targets, processed)

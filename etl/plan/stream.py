@@ -26,7 +26,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -43,13 +43,11 @@ ABSENCES = "absences"
 
 
 @dataclass
-class Presence:
-    """What one group of a streamed run saw (staged as ``<run>/presence/<tag>.json``)."""
+class PresenceHead:
+    """What one group of a streamed run saw, but who was present: what the groups after it
+    need (``earlier_presences``); the absences' step reads ``Presence``."""
 
     tag: str
-    #: the jointures of the people planned (tonight's and those kept of other schools), and
-    #: of the records rejected tonight (present: skipped, not moved)
-    present: list[str] = field(default_factory=list)
     #: uid -> the group's schools the person was read in tonight
     parts: dict[str, list[str]] = field(default_factory=dict)
     #: the group's schools read tonight (status ``ok``)
@@ -63,6 +61,15 @@ class Presence:
     mains: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Presence(PresenceHead):
+    """What one group of a streamed run saw (staged as ``<run>/presence/<tag>.json``)."""
+
+    #: the jointures of the people planned (tonight's and those kept of other schools), and
+    #: of the records rejected tonight (present: skipped, not moved)
+    present: list[str] = field(default_factory=list)
+
+
 def presence_ref(run_id: str, tag: str) -> str:
     return f"{run_id}/{PRESENCE_DIR}/{tag}.json"
 
@@ -71,9 +78,23 @@ def write_presence(settings: Settings, run_id: str, p: Presence) -> None:
     staging.write_bytes(settings, presence_ref(run_id, p.tag), msgspec.json.encode(p))
 
 
-def read_presences(settings: Settings, run_id: str, exclude: str | None = None
-                   ) -> list[Presence]:
-    """The presence files of the run's groups planned so far (any order), ``exclude``'s not."""
+def read_presences(settings: Settings, run_id: str) -> list[Presence]:
+    """The presence files of the run's groups (the absences' step)."""
+    return _read_staged(settings, run_id, Presence, None)
+
+
+def earlier_presences(settings: Settings, run_id: str, exclude: str) -> list[PresenceHead]:
+    """The presence files of the run's groups planned so far (any order), ``exclude``'s not,
+    without who was present (the JSON list skipped, never decoded: each group reads every
+    earlier group's file)."""
+    return _read_staged(settings, run_id, PresenceHead, exclude)
+
+
+_P = TypeVar("_P", bound=PresenceHead)
+
+
+def _read_staged(settings: Settings, run_id: str, kind: type[_P], exclude: str | None
+                 ) -> list[_P]:
     folder = f"{run_id}/{PRESENCE_DIR}"
     if not staging.exists(settings, folder):
         return []
@@ -82,7 +103,7 @@ def read_presences(settings: Settings, run_id: str, exclude: str | None = None
         if not name.endswith(".json") or name[:-5] == exclude:
             continue
         out.append(msgspec.json.decode(staging.read_bytes(settings, f"{folder}/{name}"),
-                                       type=Presence))
+                                       type=kind))
     return out
 
 
@@ -96,7 +117,7 @@ class Earlier:
     held: set[str] = field(default_factory=set)
 
     @classmethod
-    def of(cls, presences: Iterable[Presence]) -> Earlier:
+    def of(cls, presences: Iterable[PresenceHead]) -> Earlier:
         out = cls()
         for p in presences:
             out.processed.update(p.processed)

@@ -42,18 +42,22 @@ def _child_init(level: int) -> None:
 
 
 def _read(settings: Settings, academy_code: str, run_id: str,
-          schools: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+          schools: dict[str, list[dict[str, Any]]], first: bool) -> list[dict[str, Any]]:
     from etl.validate.school import read_validate_schools
 
-    return [r.to_json() for r in read_validate_schools(settings, academy_code, run_id, schools)]
+    return [r.to_json() for r in read_validate_schools(settings, academy_code, run_id, schools,
+                                                       first=first)]
 
 
 class ReadAhead:
     """One reader process for a night: ``submit`` a group, later take its ``result``; one
-    group in flight at a time. A context manager: the process is ended on leaving."""
+    group in flight at a time. A context manager: the process is ended on leaving.
+    ``first``: the night is the academy's first load (its reading asks for a CPU slot)."""
 
-    def __init__(self, settings: Settings, academy_code: str, run_id: str) -> None:
+    def __init__(self, settings: Settings, academy_code: str, run_id: str,
+                 first: bool = False) -> None:
         self.settings, self.academy, self.run_id = settings, academy_code, run_id
+        self.first = first
         self._pool: Pool | None = None
         self._pending: AsyncResult[list[dict[str, Any]]] | None = None
 
@@ -72,7 +76,7 @@ class ReadAhead:
             self._pool = ctx.Pool(1, initializer=_child_init,
                                   initargs=(logging.getLogger().getEffectiveLevel(),))
         self._pending = self._pool.apply_async(
-            _read, (self.settings, self.academy, self.run_id, dict(schools)))
+            _read, (self.settings, self.academy, self.run_id, dict(schools), self.first))
 
     def result(self) -> list[SchoolResult]:
         """The group submitted last, once read (an error in the reader is raised here)."""

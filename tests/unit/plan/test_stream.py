@@ -3,16 +3,22 @@ group saw of its people, and the groups' counts merged into one run's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from etl.config import Settings
 from etl.contracts import Applied, Reconciled
 from etl.plan.desired import DesiredEntry, school_dn
 from etl.plan.stream import (
     Earlier,
     Presence,
     earlier_mains,
+    earlier_presences,
     merge_applied,
     merge_reconciled,
     plan_order,
+    read_presences,
     tonight_parts,
+    write_presence,
 )
 from etl.run import stream_groups
 
@@ -94,3 +100,19 @@ def test_the_groups_counts_are_one_runs() -> None:
     assert (app.applied, app.failed, app.failed_schools) == (5, 1, ["S1", "S2"])
     assert app.written_counts == {"total": {"written": {"created": 5}}}
     assert app.errors == [{"e": 1}, {"e": 2}]
+
+
+def test_a_group_reads_the_earlier_groups_without_who_was_present(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ENTSYNC_LANDING": str(tmp_path / "landing"),
+                                  "ENTSYNC_WORKDIR": str(tmp_path / "work")})
+    for tag, uai in (("0000", "S1"), ("0001", "S2")):
+        write_presence(settings, "run-1", Presence(
+            tag, present=[f"AC$SIECLE${uai}$1"], parts={f"u-{uai}": [uai]},
+            processed=[uai], accounts={uai: 1}, held=[], mains={f"u-{uai}": ""}))
+    heads = earlier_presences(settings, "run-1", "0001")
+    assert [(type(h).__name__, h.tag, h.parts) for h in heads] == [
+        ("PresenceHead", "0000", {"u-S1": ["S1"]})]
+    whole = read_presences(settings, "run-1")
+    assert [(p.tag, p.present) for p in whole] == [("0000", ["AC$SIECLE$S1$1"]),
+                                                   ("0001", ["AC$SIECLE$S2$1"])]
+    assert earlier_presences(settings, "run-2", "0000") == []
