@@ -7,13 +7,14 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etl import staging
 from etl.config import Settings, get_academy
 from etl.contracts import Reconciled, SchoolResult
 from etl.plan.files import _write_plan, read_plan_file
+from etl.plan.scope import _uid_of
 from etl.plan.stored import StoredView, load_stored
 from etl.read.canonical import Tables
 from etl.report import metrics
@@ -199,6 +200,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         # held joins that school's held plan, one for another school is written
         mine_schools = {r["uai"] for r in schools if r}
         guards = {u: g for u, g in guards.items() if u in mine_schools}
+        _hold_with_read_in(changes, parts, mine_schools, earlier.held,
+                           {u for u, g in guards.items() if g.tripped})
         joined = sorted({c.uai for c in changes if c.uai in earlier.held} - mine_schools)
     held_uais = sorted(u for u, g in guards.items() if g.tripped)
     if group and not dry_run:
@@ -297,6 +300,23 @@ def _judge_absent(settings: Settings, s: Any, view: StoredView, academy: Any, ru
     absent = find_absent(view, academy, absence_scope(covered), present, scopes)
     return absent, disabled_entries(view, absent, utcnow(), targets, processed,
                                     settings.ldap.base)
+
+
+def _hold_with_read_in(changes: Sequence[Any], parts: Mapping[str, Sequence[str]],
+                       mine: set[str], held_before: set[str], held: set[str]) -> None:
+    """A group's change to a person of a school outside the group (the person's main school,
+    judged in another group or not read tonight) who was read tonight in a school of the
+    group held now: the change goes with that school (its held plan, its counts), as the
+    whole night's plan would have held it. Without this, a pupil moving from a collège of a
+    later group to a lycée held in this one was written before anyone approved."""
+    if not held:
+        return
+    for c in changes:
+        if c.uai in mine or c.uai in held_before:
+            continue
+        there = sorted(set(parts.get(_uid_of(c.dn), ())) & held)
+        if there:
+            c.uai = there[0]
 
 
 def reconcile_absences(settings: Settings, academy_code: str, run_id: str,

@@ -139,10 +139,25 @@ def test_rentree_in_the_window_disables_nobody_and_archives_last_year(
         assert not set(classes(server, uai)) & set(last_year[uai])
 
 
+def people(server: LdapServer) -> dict[str, dict[str, Any]]:
+    return {e["dn"]: e for e in search(server, "(objectClass=*)", f"ou=people,{server.base}")}
+
+
+@pytest.mark.parametrize("group,order", [
+    (0, "uai"), (1, "uai"),
+    pytest.param(1, "reverse", marks=pytest.mark.xfail(strict=True, reason=(
+        "known gap: the lycée's group holds the moving pupil's change (its new classes), the "
+        "collège's later group plans the pupil's leaving against the directory, which does "
+        "not have them yet, and holds it in the collège's plan: approved one after the "
+        "other, the second leaves the pupil without classes (issue 24's note)")))])
 def test_rentree_outside_the_window_is_held_then_approval_applies_it(
-        env: Settings, server: LdapServer, tmp_path: Path) -> None:
+        env: Settings, server: LdapServer, tmp_path: Path, group: int, order: str) -> None:
+    # whole, and streamed a school at a time in both orders: a pupil moving from the collège
+    # to the lycée is planned with whichever school comes first, and waits all the same
+    env = dataclasses.replace(env, plan_group=group, plan_order=order)
     tonight, rentree, uais = generate(tmp_path, OUTSIDE)
     last_year = first_load(env, server, tonight, uais)
+    before = people(server)
     s = sync(env, rentree, OUTSIDE)
     assert s["mode"] == "normal"
     assert s["status"] == "awaiting_approval", s
@@ -155,6 +170,7 @@ def test_rentree_outside_the_window_is_held_then_approval_applies_it(
     for uai in uais:
         assert {c: set(e["member"]) for c, e in classes(server, uai).items()} == last_year[uai]
         assert not classes(server, uai, archived=True)
+    assert people(server) == before
     res = pipeline.decide(env, s["run_id"], approve=True, by="test")
     assert {v["decision"] for v in res["schools"].values()} == {"approved"}
     assert not any(v.get("failed") for v in res["schools"].values()), res
