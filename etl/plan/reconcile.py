@@ -15,7 +15,7 @@ from etl.config import Settings, get_academy
 from etl.contracts import Reconciled, SchoolResult
 from etl.plan.files import _write_plan, read_plan_file
 from etl.plan.scope import _uid_of
-from etl.plan.stored import StoredView, load_stored
+from etl.plan.stored import PendingView, StoredView, load_stored
 from etl.read.canonical import Tables
 from etl.report import metrics
 from etl.runtime.cpu import cpu_bound, goes_first
@@ -97,7 +97,10 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         Presence,
         earlier_mains,
         earlier_presences,
+        fold_into_held,
+        held_people,
         left_parts,
+        pending_entries,
         tonight_parts,
         write_presence,
     )
@@ -140,6 +143,15 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         earlier = (Earlier.of(earlier_presences(settings, run_id, group)) if group
                    else Earlier())
         parts = tonight_parts(targets, processed) if group else {}
+        # people whose change waits in a plan held for an earlier group's school: planned on
+        # top of it, and what this group plans for them folded into that plan
+        held_before: dict[str, Any] = {}
+        if group and earlier.held:
+            held_before = held_people(settings, run_id, earlier.held, {
+                e.uid for e in targets.values() if e.kind == "person" and e.uid}, processed)
+            if held_before:
+                view = PendingView(view.session, view.academy,
+                                   pending=pending_entries(held_before))
         covered = covered_scopes(ok)
         targets.update(preserve_uncovered(view, targets, covered, processed))
         mains: dict[str, str] = {}
@@ -178,6 +190,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
             c.category = categorize(c)
         if run_mode == "create_only":
             changes = [c for c in changes if c.op == "add"]
+        folded: dict[str, dict[str, Any]] = {}
+        if held_before:
+            changes, folded = fold_into_held(changes, held_before)
         # a school read from the AAF without an Eleve Complet tonight: its pupils are the
         # last Complet's plus the Deltas since, no export that could have vanished
         deltas_only = {r["uai"] for r in ok if r.get("aaf")
@@ -254,12 +269,14 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                                guards=guards[uai].tripped, summary=summary))
             log.warning("school %s held for approval: %s", uai,
                         "; ".join(g["detail"] for g in guards[uai].tripped))
-    if joined:
+    if joined or folded:
         with Session() as s, s.begin():
-            for uai in joined:
+            for uai in sorted(set(joined) | set(folded)):
                 mine = [c for c in changes if c.uai == uai]
+                repl = folded.get(uai, {})
                 held[uai] = _hold_more(settings, s, academy_code, run_id, run_mode, uai,
-                                       mine, [], dict(per_school.get(uai, {})))
+                                       mine + [c for c in repl.values() if c is not None],
+                                       [], dict(per_school.get(uai, {})), replace=set(repl))
     log.info("plan %s: %d changes for %d schools, %d held (%d new identities, %d absent)",
              run_id, len(free), len(names) - len(held_uais), len(held_uais),
              desired.created_identities, len(absent))
@@ -406,10 +423,11 @@ def _reconcile_absences(settings: Settings, academy_code: str, run_id: str,
 
 def _hold_more(settings: Settings, s: Any, academy_code: str, run_id: str, mode: str,
                uai: str, mine: list[Any], tripped: list[dict[str, Any]],
-               counts: dict[str, int]) -> dict[str, Any]:
+               counts: dict[str, int], replace: set[str] | None = None) -> dict[str, Any]:
     """More of a school's changes held (its absences, or what a later group planned for it):
     added to the plan held for it this run (one plan, one approval, its hash renewed), else
-    a held plan of their own."""
+    a held plan of their own. ``replace``: DNs whose change in that plan is dropped first
+    (``mine`` has the one that replaces it, if any: ``etl.plan.stream.fold_into_held``)."""
     from sqlalchemy import select
 
     from etl.plan.diff import apply_order
@@ -424,7 +442,7 @@ def _hold_more(settings: Settings, s: Any, academy_code: str, run_id: str, mode:
     before: list[Any] = []
     if row is not None and staging.exists(settings, row.plan_path):
         old_header, old = read_plan_file(settings, row.plan_path)
-        before = list(old)
+        before = [c for c in old if not replace or c.dn not in replace]
         header = {k: v for k, v in old_header.items() if k not in ("format", "change_count")}
         path = row.plan_path
     changes = apply_order([*before, *mine])

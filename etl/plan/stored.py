@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -240,10 +240,65 @@ class StoredView:
         return existing
 
 
+#: the content hash a pending entry shows (never a real one: its attributes are always read)
+PENDING_HASH = "pending"
+
+
+@dataclass(frozen=True)
+class PendingView(StoredView):
+    """The stored view with some persons as a plan held earlier in the run would leave them
+    (``pending``: dn -> the entry after that plan; an entry it would add shows as stored).
+    What a streamed night's later group plans for them is planned on top of the held plan,
+    then folded into it (``etl.plan.stream.fold_into_held``): one change per person, whatever
+    order the held plans are approved in."""
+
+    pending: Mapping[str, StoredEntry] = field(default_factory=dict)
+
+    def _uids(self) -> dict[str, StoredEntry]:
+        return {e.uid: e for e in self.pending.values() if e.uid}
+
+    def hashes(self, dns: Iterable[str]) -> dict[str, str]:
+        dns = list(dns)
+        out = super().hashes(dns)
+        out.update({dn: PENDING_HASH for dn in dns if dn in self.pending})
+        return out
+
+    def attrs(self, dns: Iterable[str]) -> dict[str, Attrs]:
+        dns = list(dns)
+        out = super().attrs(dns)
+        out.update({dn: self.pending[dn].attrs for dn in dns if dn in self.pending})
+        return out
+
+    def kinds(self, dns: Iterable[str]) -> dict[str, str]:
+        dns = list(dns)
+        out = super().kinds(dns)
+        out.update({dn: self.pending[dn].kind for dn in dns if dn in self.pending})
+        return out
+
+    def uais(self, dns: Iterable[str]) -> dict[str, str | None]:
+        dns = list(dns)
+        out = super().uais(dns)
+        out.update({dn: self.pending[dn].uai for dn in dns if dn in self.pending})
+        return out
+
+    def entries(self, dns: Iterable[str]) -> dict[str, StoredEntry]:
+        dns = list(dns)
+        out = super().entries(dns)
+        out.update({dn: self.pending[dn] for dn in dns if dn in self.pending})
+        return out
+
+    def person_entries(self, uids: Iterable[str]) -> dict[str, StoredEntry]:
+        uids = list(uids)
+        out = super().person_entries(uids)
+        mine = self._uids()
+        out.update({u: mine[u] for u in uids if u in mine})
+        return out
+
+
 def load_stored(session: Session, academy: str) -> StoredView:
     """The academy's stored view over ``session`` (read-only: planning writes nothing)."""
     return StoredView(session, academy)
 
 
-__all__ = ["BATCH", "StoredAccount", "StoredEntry", "StoredSchool", "StoredView",
-           "load_stored"]
+__all__ = ["BATCH", "PENDING_HASH", "PendingView", "StoredAccount", "StoredEntry",
+           "StoredSchool", "StoredView", "load_stored"]

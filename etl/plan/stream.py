@@ -33,8 +33,9 @@ import msgspec
 from etl import staging
 from etl.config import Settings
 from etl.plan.desired import DesiredEntry, school_dn
+from etl.plan.diff import Change
 from etl.plan.scope import SCHOOL_SCOPED, _uai_in_dn, _uid_of, jointure_scope
-from etl.plan.stored import StoredView
+from etl.plan.stored import StoredEntry, StoredView
 
 #: the staged folder of a run's presence files
 PRESENCE_DIR = "presence"
@@ -296,3 +297,88 @@ def merge_applied(parts: Sequence[Any]) -> Any:
             else:
                 out[k] = _add(out[k], v) if k in out else v
     return Applied.from_json(out)
+
+
+# ------------------------------------------------------------------------------------------
+# people in a plan held earlier in the run (a school of an earlier group held for approval)
+# ------------------------------------------------------------------------------------------
+
+
+def _touches(c: Change, schools: set[str]) -> bool:
+    """Whether a held person's change names one of ``schools`` (a source key, a class, a
+    group, a subject, a function, the main school), before or after it."""
+    for attrs in (c.before, c.after if c.after is not None else c.attrs):
+        if not attrs:
+            continue
+        if any((sc := jointure_scope(j)) is not None and sc[0] in schools
+               for j in attrs.get("ENTPersonJointure", [])):
+            return True
+        if any(_uai_in_dn(v) in schools for name in (*SCHOOL_SCOPED, "ENTPersonStructRattach")
+               for v in attrs.get(name, [])):
+            return True
+    return False
+
+
+def held_people(settings: Settings, run_id: str, held: Iterable[str], uids: set[str],
+                schools: set[str]) -> dict[str, tuple[str, Change]]:
+    """dn -> (the school, its change) of the persons whose change waits in the plan held
+    for an earlier group's school (``held``), among the people this group plans (``uids``)
+    or those whose held change names one of its ``schools`` (a part this group may drop):
+    what this group plans for them goes on top of that change (``PendingView``) and into
+    that plan (``fold_into_held``)."""
+    from etl.plan.files import read_plan_file
+
+    out: dict[str, tuple[str, Change]] = {}
+    for uai in sorted(held):
+        ref = f"{run_id}/held/{uai}.json"
+        if not staging.exists(settings, ref):
+            continue
+        _, changes = read_plan_file(settings, ref)
+        for c in changes:
+            if c.kind == "person" and c.op in ("add", "modify") and (
+                    (c.uid or _uid_of(c.dn)) in uids or _touches(c, schools)):
+                out[c.dn] = (uai, c)
+    return out
+
+
+def pending_entries(held: Mapping[str, tuple[str, Change]]) -> dict[str, StoredEntry]:
+    """The held persons as their held change leaves them (``PendingView.pending``)."""
+    out: dict[str, StoredEntry] = {}
+    for dn, (_uai, c) in held.items():
+        after = c.after if c.after is not None else c.attrs
+        out[dn] = StoredEntry(dn, c.kind, _main_uai(after) or c.uai, c.uid or _uid_of(dn),
+                              after)
+    return out
+
+
+def _main_uai(attrs: Mapping[str, list[str]]) -> str | None:
+    main = attrs.get("ENTPersonStructRattach") or []
+    return _uai_in_dn(main[0]) if main else None
+
+
+def fold_into_held(changes: list[Change], held: Mapping[str, tuple[str, Change]]
+                   ) -> tuple[list[Change], dict[str, dict[str, Change | None]]]:
+    """A group's changes, without those to held persons (planned on top of their held change),
+    and per held school the changes that replace theirs in its plan: from what is written
+    (the held change's before, or nothing for an add) to what this group plans (None: the
+    person's entry is back as written, nothing left to approve)."""
+    from etl.plan.diff import diff_attrs
+
+    kept: list[Change] = []
+    folded: dict[str, dict[str, Change | None]] = defaultdict(dict)
+    for c in changes:
+        if c.dn not in held or c.op not in ("add", "modify"):
+            kept.append(c)
+            continue
+        uai, h = held[c.dn]
+        after = c.after if c.after is not None else c.attrs
+        new: Change | None
+        if h.op == "add":
+            new = Change("add", h.dn, h.kind, h.uai, h.category, attrs=after, after=after,
+                         uid=h.uid)
+        else:
+            mods = diff_attrs(h.before or {}, after)
+            new = (Change("modify", h.dn, h.kind, h.uai, h.category, mods=mods,
+                          before=h.before, after=after, uid=h.uid) if mods else None)
+        folded[uai][c.dn] = new
+    return kept, dict(folded)

@@ -143,13 +143,7 @@ def people(server: LdapServer) -> dict[str, dict[str, Any]]:
     return {e["dn"]: e for e in search(server, "(objectClass=*)", f"ou=people,{server.base}")}
 
 
-@pytest.mark.parametrize("group,order", [
-    (0, "uai"), (1, "uai"),
-    pytest.param(1, "reverse", marks=pytest.mark.xfail(strict=True, reason=(
-        "known gap: the lycée's group holds the moving pupil's change (its new classes), the "
-        "collège's later group plans the pupil's leaving against the directory, which does "
-        "not have them yet, and holds it in the collège's plan: approved one after the "
-        "other, the second leaves the pupil without classes (issue 24's note)")))])
+@pytest.mark.parametrize("group,order", [(0, "uai"), (1, "uai"), (1, "reverse")])
 def test_rentree_outside_the_window_is_held_then_approval_applies_it(
         env: Settings, server: LdapServer, tmp_path: Path, group: int, order: str) -> None:
     # whole, and streamed a school at a time in both orders: a pupil moving from the collège
@@ -171,9 +165,12 @@ def test_rentree_outside_the_window_is_held_then_approval_applies_it(
         assert {c: set(e["member"]) for c, e in classes(server, uai).items()} == last_year[uai]
         assert not classes(server, uai, archived=True)
     assert people(server) == before
-    res = pipeline.decide(env, s["run_id"], approve=True, by="test")
-    assert {v["decision"] for v in res["schools"].values()} == {"approved"}
-    assert not any(v.get("failed") for v in res["schools"].values()), res
+    # all at once, or (streamed in reverse) one school at a time, the last held first
+    each = [None] if order == "uai" else [p["uai"] for p in reversed(pending)]
+    for uai in each:
+        res = pipeline.decide(env, s["run_id"], approve=True, uai=uai, by="test")
+        assert {v["decision"] for v in res["schools"].values()} == {"approved"}
+        assert not any(v.get("failed") for v in res["schools"].values()), res
     assert not pipeline.pending_approvals(env, s["run_id"])
     assert_new_year(server, tonight, rentree, uais, last_year)
     # outside the window the leavers are disabled (normal mode), as the held plan said

@@ -8,13 +8,16 @@ from pathlib import Path
 from etl.config import Settings
 from etl.contracts import Applied, Reconciled
 from etl.plan.desired import DesiredEntry, school_dn
+from etl.plan.diff import Change
 from etl.plan.stream import (
     Earlier,
     Presence,
     earlier_mains,
     earlier_presences,
+    fold_into_held,
     merge_applied,
     merge_reconciled,
+    pending_entries,
     plan_order,
     read_presences,
     tonight_parts,
@@ -116,3 +119,49 @@ def test_a_group_reads_the_earlier_groups_without_who_was_present(tmp_path: Path
     assert [(p.tag, p.present) for p in whole] == [("0000", ["AC$SIECLE$S1$1"]),
                                                    ("0001", ["AC$SIECLE$S2$1"])]
     assert earlier_presences(settings, "run-2", "0000") == []
+
+
+def test_a_later_groups_change_to_a_held_person_is_folded_into_the_held_plan() -> None:
+    written = {"ENTEleveClasses": ["C$3A"], "sn": ["X"]}
+    lycee = {"ENTEleveClasses": ["C$3A", "L$2NDE"], "sn": ["X"]}
+    held = {
+        "uid=a": ("LYCEE", Change("modify", "uid=a", "person", "LYCEE", "update",
+                                  mods={"ENTEleveClasses": {"add": ["L$2NDE"]}},
+                                  before=written, after=lycee, uid="a")),
+        "uid=b": ("LYCEE", Change("add", "uid=b", "person", "LYCEE", "create",
+                                  attrs=lycee, after=lycee, uid="b")),
+        "uid=c": ("LYCEE", Change("modify", "uid=c", "person", "LYCEE", "update",
+                                  mods={"sn": {"replace": ["Y"]}}, before=written,
+                                  after={**written, "sn": ["Y"]}, uid="c")),
+    }
+    left = {"ENTEleveClasses": ["L$2NDE"], "sn": ["X"]}  # the collège's part dropped
+    mine = Change("modify", "uid=z", "person", "COLLEGE", "update",
+                  mods={"sn": {"replace": ["Z"]}}, before=written, after=written, uid="z")
+    changes = [
+        Change("modify", "uid=a", "person", "COLLEGE", "update",
+               mods={"ENTEleveClasses": {"delete": ["C$3A"]}}, before=lycee, after=left),
+        Change("modify", "uid=b", "person", "COLLEGE", "update",
+               mods={"ENTEleveClasses": {"delete": ["C$3A"]}}, before=lycee, after=left),
+        Change("modify", "uid=c", "person", "COLLEGE", "update",
+               mods={"sn": {"replace": ["X"]}}, before={**written, "sn": ["Y"]},
+               after=written),
+        mine,
+    ]
+    kept, folded = fold_into_held(changes, held)
+    assert kept == [mine]
+    a, b, c = (folded["LYCEE"][dn] for dn in ("uid=a", "uid=b", "uid=c"))
+    # from what is written to what the later group plans, in the held school's plan
+    assert a is not None and (a.op, a.uai, a.before, a.after) == ("modify", "LYCEE", written,
+                                                                  left)
+    assert a.mods == {"ENTEleveClasses": {"add": ["L$2NDE"], "delete": ["C$3A"]}}
+    assert b is not None and (b.op, b.attrs) == ("add", left)
+    assert c is None  # back as written: nothing left to approve for it
+
+
+def test_a_held_person_is_seen_as_the_held_plan_leaves_it() -> None:
+    after = {"ENTPersonStructRattach": [school_dn("LYCEE", BASE)], "sn": ["X"]}
+    held = {"uid=a,ou=people": ("LYCEE", Change("add", "uid=a,ou=people", "person", None,
+                                                "create", attrs=after, after=after,
+                                                uid="a"))}
+    (e,) = pending_entries(held).values()
+    assert (e.dn, e.uid, e.uai, e.attrs) == ("uid=a,ou=people", "a", "LYCEE", after)
