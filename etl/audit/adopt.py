@@ -212,13 +212,26 @@ def _reader(settings: Settings) -> DirectoryReader | None:
     return DirectoryReader(ldap_target_from_settings(settings))
 
 
+def directory_fresh(settings: Settings, academy: Academy) -> bool | None:
+    """Whether the directory holds nothing of the academy (None: no directory configured)."""
+    from etl.audit.read import populated
+
+    reader = _reader(settings)
+    if reader is None:
+        return None
+    with reader:
+        return not populated(reader, academy, settings.ldap.base)
+
+
 def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
-                         decisions: Any, run_id: str) -> int:
+                         decisions: Any, run_id: str, fresh: bool | None = None) -> int:
     """Before accounts are created: the source keys of matching's new accounts
     (``IdentityDecisions``) searched in the directory, and their logins. An account found
     there is adopted (``adopt_entries``), a login found is registered as taken (``logins``).
     The rows adopted or registered (0: create as planned; else match again, the caller's
-    session now knows them)."""
+    session now knows them). ``fresh``: the academy's part of the directory was empty when
+    the run started (a streamed first load's later groups: what is there now, this run wrote
+    and the state DB knows), so its source keys are not searched; None: found out here."""
     new = {uid for uid, _p, _l in decisions.accounts}
     if not new:
         return 0
@@ -232,8 +245,8 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
         # source keys are the academy's own: none can be found where it has nothing (a
         # first load: two searches instead of one per batch)
         keys = [j for j, uid, _r, _run in decisions.identities if uid in new]
-        found = list(reader.find_values(ou, "ENTPersonJointure", keys)) if populated(
-            reader, academy, settings.ldap.base) else []
+        found = list(reader.find_values(ou, "ENTPersonJointure", keys)) if not fresh and (
+            populated(reader, academy, settings.ldap.base)) else []
         n = 0
         if found:
             c = adopt_entries(s, academy.code, found, run_id)
@@ -297,6 +310,6 @@ def _safe_url(url: str) -> str:
         return "?"
 
 
-__all__ = ["adopt_academy", "adopt_entries", "claimed_in_directory", "require_adopted",
-           "state_knows", "sync_kind"]
+__all__ = ["adopt_academy", "adopt_entries", "claimed_in_directory", "directory_fresh",
+           "require_adopted", "state_knows", "sync_kind"]
 

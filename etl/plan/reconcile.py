@@ -78,7 +78,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     earlier groups wrote and saw, its plan ``plan-<group>.json``, what it saw staged for the
     next groups and the absences, which it does not judge.
     """
-    from etl.audit.adopt import claimed_in_directory
+    from etl.audit.adopt import claimed_in_directory, directory_fresh
     from etl.match.identity import IdentityDecisions, write_identities
     from etl.match.resolve import match_records
     from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
@@ -123,10 +123,17 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         night = read_night(tables, names, academy, consume=True)
         del tables
         matched = match_records(night.night, academy, view, run_id)
+        earlier = (Earlier.of(earlier_presences(settings, run_id, group)) if group
+                   else Earlier())
+        fresh = None
+        if group and not dry_run:
+            fresh = earlier.fresh if earlier.fresh is not None else directory_fresh(
+                settings, academy)
         # never duplicate: accounts about to be created that the directory holds already are
         # adopted, logins it holds registered; matched again with what the state DB now knows
         for _ in range(3):
-            if not claimed_in_directory(settings, s, academy, matched.decisions, run_id):
+            if not claimed_in_directory(settings, s, academy, matched.decisions, run_id,
+                                        fresh):
                 break
             matched = match_records(night.night, academy, view, run_id)
         # what matching decided is written at once: what planning reads next (absence, the
@@ -140,8 +147,6 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         # the desired entries, replaced and added to by the lifecycle steps (what each
         # returns); the entries a step replaces are let go
         targets = desired.entries
-        earlier = (Earlier.of(earlier_presences(settings, run_id, group)) if group
-                   else Earlier())
         parts = tonight_parts(targets, processed) if group else {}
         # people whose change waits in a plan held for an earlier group's school: planned on
         # top of it, and what this group plans for them folded into that plan
@@ -175,7 +180,8 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         if group:
             seen = Presence(group, present=sorted(_present(targets, protected)),
                             parts=parts, processed=sorted(processed),
-                            accounts=view.school_accounts(sorted(processed)), mains=mains)
+                            accounts=view.school_accounts(sorted(processed)), mains=mains,
+                            fresh=bool(fresh))
         elif run_mode == "normal":
             absent, gone = _judge_absent(settings, s, view, academy, run_id, covered,
                                          _present(targets, protected), targets, processed)

@@ -60,6 +60,9 @@ class PresenceHead:
     #: uid -> the main school (``ENTPersonStructRattach``) a person had before the run, for
     #: the people this group was the first to write ("" for none)
     mains: dict[str, str] = field(default_factory=dict)
+    #: the academy's part of the directory was empty when the run's first group planned:
+    #: what is there since, the run wrote (``etl.audit.adopt.claimed_in_directory``)
+    fresh: bool = False
 
 
 @dataclass
@@ -116,11 +119,14 @@ class Earlier:
     processed: set[str] = field(default_factory=set)
     mains: dict[str, str] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
+    #: the directory was empty of the academy before the run (None: no group before this)
+    fresh: bool | None = None
 
     @classmethod
     def of(cls, presences: Iterable[PresenceHead]) -> Earlier:
         out = cls()
         for p in presences:
+            out.fresh = p.fresh and out.fresh is not False
             out.processed.update(p.processed)
             out.mains.update(p.mains)
             out.held.update(p.held)

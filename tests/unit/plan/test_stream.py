@@ -165,3 +165,12 @@ def test_a_held_person_is_seen_as_the_held_plan_leaves_it() -> None:
                                                 uid="a"))}
     (e,) = pending_entries(held).values()
     assert (e.dn, e.uid, e.uai, e.attrs) == ("uid=a,ou=people", "a", "LYCEE", after)
+
+
+def test_a_directory_empty_before_the_first_group_stays_known_as_such() -> None:
+    # the first group found the academy's part of the directory empty: the later groups need
+    # not search it for the source keys of the accounts they create (this run wrote it all)
+    assert Earlier.of([]).fresh is None
+    assert Earlier.of([Presence("0000", fresh=True), Presence("0001", fresh=True)]).fresh
+    assert Earlier.of([Presence("0000", fresh=True), Presence("0001")]).fresh is False
+    assert Earlier.of([Presence("0000")]).fresh is False
