@@ -400,7 +400,9 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
     with contextlib.ExitStack() as stack:
-        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id, first))
+        # the reader asks for no CPU slot: a slot taken to read ahead would be one an
+        # academy's first group (its first write) or a group's planning waits for
+        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id, first=False))
                  if settings.read_ahead else None)
         for k, group in enumerate(groups):
             here = {u: docs[u] for u in group}
