@@ -1,6 +1,7 @@
 """`make bench`: the sync at region scale against the directory server's own tools.
 
     python -m bench.run [--scale 0.1] [--seed 7] [--keep DIR] [--sequential]
+                        [--first-load-only]
 
 In one run, on fresh slapds configured as in production (schemas/slapd.conf.in: durable
 writes, no dbnosync):
@@ -195,8 +196,9 @@ def ldap_errors(log: Path) -> int:
 
 class Bench:
     def __init__(self, root: Path, scale: float, seed: int, workers: int,
-                 parallel: bool = True) -> None:
+                 parallel: bool = True, first_load_only: bool = False) -> None:
         self.parallel = parallel
+        self.first_load_only = first_load_only
         self.root = root
         self.scale = scale
         self.seed = seed
@@ -221,12 +223,17 @@ class Bench:
 
     def generate(self) -> None:
         for night, date in NIGHTS.items():
+            if self.first_load_only and night != "initial":
+                continue
             start = time.perf_counter()
             summary = generate_region(self.landing(night), self.scale, self.seed,
-                                      export_date=date, rentree=rentree_for(self, night))
+                                      export_date=date, rentree=None if self.first_load_only
+                                      else rentree_for(self, night))
             self.results.setdefault("generate_s", round(time.perf_counter() - start, 2))
             self.results.setdefault("schools", summary.schools)
             self.results.setdefault("pupils", summary.pupils)
+        if self.first_load_only:
+            return
         start = time.perf_counter()
         counts = mutate_landing(self.landing("delta"), share=0.02, seed=self.seed)
         people = counts.pop("people")
@@ -427,7 +434,7 @@ class Bench:
         print(f"bench: scale {self.scale}, working in {self.root}", flush=True)
         self.generate()
         print(f"bench: generated {r['schools']} schools, {r['pupils']} pupils per night in "
-              f"{r['generate_s']} s; delta mutations {r['mutations']}", flush=True)
+              f"{r['generate_s']} s; delta mutations {r.get('mutations')}", flush=True)
         a, b = self.slapd("a"), self.slapd("b")
         work_a = self.root / "work-a"
 
@@ -440,6 +447,9 @@ class Bench:
                   clean_env(), self.logs / "ldapadd.log", stdout=Path(os.devnull))
         ldapadd_s, ldapadd_errors = t.seconds, ldap_errors(t.log)
         print(f"bench: ldapadd of {entries} entries {ldapadd_s:.1f} s", flush=True)
+        if self.first_load_only:
+            return self.first_load(initial, work_a, entries, accounts, ldapadd_s,
+                                   ldapadd_errors)
 
         csn = context_csn(a)
         noop = self.sync(a, work_a, "noop", self.academies, "cli")
@@ -531,6 +541,34 @@ class Bench:
         self.table(initial, noop, delta, check_s, af, cli_same, aaf_rows + rentree_rows)
         return r
 
+    def first_load(self, initial: Night, work_a: Path, entries: int, accounts: int,
+                   ldapadd_s: float, ldapadd_errors: int) -> dict[str, Any]:
+        """``--first-load-only``: the first load's figures and a short table."""
+        from bench.rentree import first_writes, largest
+
+        r = self.results
+        big = largest(self)
+        fw = first_writes(work_a, initial)
+        r.update({
+            "accounts": accounts, "entries": entries,
+            "initial_s": round(initial.seconds, 2), "initial_writes": initial.writes,
+            "ldapadd_s": round(ldapadd_s, 2), "ldapadd_errors": ldapadd_errors,
+            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
+            "first_write_s_per_academy": fw, "first_write_academy": big,
+            "first_write_s": fw.get(big), "peak_rss_mib": round(initial.rss_mib, 1),
+            "academies_at_once": self.parallel,
+            "per_academy": {"initial": initial.per_academy},
+        })
+        print(f"\n{'figure':44} {'value':>12}")
+        print(f"{'initial load / ldapadd':44} {r['initial_vs_ldapadd']:>11.3f}x"
+              f"  ({initial.seconds:.1f} / {ldapadd_s:.1f} s, {initial.writes} writes for "
+              f"{entries} entries)")
+        for academy, s in sorted(fw.items()):
+            mark = " (largest)" if academy == big else ""
+            print(f"{'first write, ' + academy + mark:44} {s if s is not None else 0:>10.1f} s")
+        print(f"{'peak RSS per academy process':44} {initial.rss_mib:>8.0f} MiB")
+        return r
+
     def table(self, initial: Night, noop: Night, delta: Night, check_s: float,
               af: dict[str, Night], cli_same: dict[str, float],
               extra: list[Row] | None = None) -> None:
@@ -585,15 +623,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sequential", action="store_true",
                    help="sync the academies one after the other (default: at once, as the "
                    "three academy DAGs run each night)")
+    p.add_argument("--first-load-only", action="store_true",
+                   help="only the initial load against ldapadd, its first writes and memory "
+                   "(a quick look at 1.0; the whole bench is `make bench`)")
     p.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
-    p.add_argument("--out", default=str(RESULTS / "latest.json"))
+    p.add_argument("--out", help="the results (default bench/results/latest.json; "
+                   "first-load.json with --first-load-only)")
     a = p.parse_args(argv)
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="entsync-bench-"))
     if a.keep and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     bench = Bench(root.resolve(), a.scale, a.seed, a.workers,
-                  parallel=not a.sequential)
+                  parallel=not a.sequential, first_load_only=a.first_load_only)
     started = time.perf_counter()
     try:
         results = bench.run()
@@ -601,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop_all()
     results["bench_s"] = round(time.perf_counter() - started, 1)
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    out = Path(a.out)
+    out = Path(a.out or RESULTS / ("first-load.json" if a.first_load_only else "latest.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2)
     out.write_text(text, "utf-8")
