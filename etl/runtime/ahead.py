@@ -33,7 +33,16 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+#: how long the reader waits for a SQLite state DB's write lock, in milliseconds: the sync's
+#: planning holds its write transaction from the identities it decides to its commit (tens of
+#: seconds for a group at region scale), and the reader has nothing better to do than wait
+READER_BUSY_TIMEOUT_MS = 600_000
+
+
 def _child_init(level: int) -> None:
+    from etl.store import db
+
+    db.SQLITE_BUSY_TIMEOUT_MS = max(db.SQLITE_BUSY_TIMEOUT_MS, READER_BUSY_TIMEOUT_MS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     from etl.runtime.logs import quiet_loggers

@@ -51,3 +51,23 @@ def test_closing_ends_a_read_in_progress(tmp_path: Path) -> None:
     assert procs and not any(p.is_alive() for p in procs)
     with pytest.raises(RuntimeError, match="no group"):
         ahead.result()
+
+
+def test_the_reader_waits_for_the_syncs_planning_to_commit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # planning holds the SQLite state DB's write lock for tens of seconds at region scale: the
+    # reader ahead waits minutes for it, not the 30 s an operator's command waits
+    import logging
+    import signal
+
+    from etl.runtime import ahead
+    from etl.store import db
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 30_000)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        ahead._child_init(logging.INFO)
+        assert db.SQLITE_BUSY_TIMEOUT_MS == ahead.READER_BUSY_TIMEOUT_MS >= 300_000
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
