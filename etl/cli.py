@@ -767,10 +767,10 @@ def main(argv: list[str] | None = None) -> int:
         a.json = True
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+    from etl.runtime.logs import LOG_FORMAT, quiet_loggers
+
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    from etl.runtime.logs import quiet_loggers
+                        format=LOG_FORMAT, stream=sys.stderr)
 
     quiet_loggers()
     try:

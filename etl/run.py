@@ -400,20 +400,16 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
     with contextlib.ExitStack() as stack:
-        # the reader asks for no CPU slot: a slot taken to read ahead would be one an
-        # academy's first group (its first write) or a group's planning waits for
-        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id, first=False))
-                 if settings.read_ahead else None)
+        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id))
+                 if settings.read_ahead and len(groups) > 1 else None)
         for k, group in enumerate(groups):
-            here = {u: docs[u] for u in group}
-            ahead_next = ({u: docs[u] for u in groups[k + 1]}
-                          if ahead is not None and k + 1 < len(groups) else None)
             if ahead is not None and k > 0:
                 res = ahead.result()
-            if ahead is not None and ahead_next is not None:
-                ahead.submit(ahead_next)  # read while this group is (k 0) or is written
+            if ahead is not None and k + 1 < len(groups):  # read while this one is
+                ahead.submit({u: docs[u] for u in groups[k + 1]})
             if ahead is None or k == 0:
-                res = read_validate_schools(settings, q.academy, run_id, here, first=first)
+                res = read_validate_schools(settings, q.academy, run_id,
+                                            {u: docs[u] for u in group}, first=first)
             results += res
             parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
                                           q.workers, first))

@@ -10,8 +10,9 @@ a time, because an academy's every stored entry held at once would be the planni
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -240,6 +241,8 @@ class StoredView:
         return existing
 
 
+_V = TypeVar("_V")
+
 #: the content hash a pending entry shows (never a real one: its attributes are always read)
 PENDING_HASH = "pending"
 
@@ -254,44 +257,34 @@ class PendingView(StoredView):
 
     pending: Mapping[str, StoredEntry] = field(default_factory=dict)
 
-    def _uids(self) -> dict[str, StoredEntry]:
-        return {e.uid: e for e in self.pending.values() if e.uid}
-
     def hashes(self, dns: Iterable[str]) -> dict[str, str]:
-        dns = list(dns)
-        out = super().hashes(dns)
-        out.update({dn: PENDING_HASH for dn in dns if dn in self.pending})
-        return out
+        return self._over(super().hashes, dns, lambda e: PENDING_HASH)
 
     def attrs(self, dns: Iterable[str]) -> dict[str, Attrs]:
-        dns = list(dns)
-        out = super().attrs(dns)
-        out.update({dn: self.pending[dn].attrs for dn in dns if dn in self.pending})
-        return out
+        return self._over(super().attrs, dns, lambda e: e.attrs)
 
     def kinds(self, dns: Iterable[str]) -> dict[str, str]:
-        dns = list(dns)
-        out = super().kinds(dns)
-        out.update({dn: self.pending[dn].kind for dn in dns if dn in self.pending})
-        return out
+        return self._over(super().kinds, dns, lambda e: e.kind)
 
     def uais(self, dns: Iterable[str]) -> dict[str, str | None]:
-        dns = list(dns)
-        out = super().uais(dns)
-        out.update({dn: self.pending[dn].uai for dn in dns if dn in self.pending})
-        return out
+        return self._over(super().uais, dns, lambda e: e.uai)
 
     def entries(self, dns: Iterable[str]) -> dict[str, StoredEntry]:
-        dns = list(dns)
-        out = super().entries(dns)
-        out.update({dn: self.pending[dn] for dn in dns if dn in self.pending})
-        return out
+        return self._over(super().entries, dns, lambda e: e)
 
     def person_entries(self, uids: Iterable[str]) -> dict[str, StoredEntry]:
         uids = list(uids)
         out = super().person_entries(uids)
-        mine = self._uids()
+        mine = {e.uid: e for e in self.pending.values() if e.uid}
         out.update({u: mine[u] for u in uids if u in mine})
+        return out
+
+    def _over(self, stored: Callable[[list[str]], dict[str, _V]], dns: Iterable[str],
+              pick: Callable[[StoredEntry], _V]) -> dict[str, _V]:
+        """``stored(dns)``, the pending entries' ``pick`` in place of what is stored."""
+        dns = list(dns)
+        out = stored(dns)
+        out.update({dn: pick(self.pending[dn]) for dn in dns if dn in self.pending})
         return out
 
 

@@ -28,11 +28,6 @@ from typing import Any
 from etl.config import Settings
 from etl.contracts import SchoolResult
 
-log = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 #: how long the reader waits for a SQLite state DB's write lock, in milliseconds: the sync's
 #: planning holds its write transaction from the identities it decides to its commit (tens of
 #: seconds for a group at region scale), and the reader has nothing better to do than wait
@@ -44,29 +39,28 @@ def _child_init(level: int) -> None:
 
     db.SQLITE_BUSY_TIMEOUT_MS = max(db.SQLITE_BUSY_TIMEOUT_MS, READER_BUSY_TIMEOUT_MS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
-    from etl.runtime.logs import quiet_loggers
+    from etl.runtime.logs import LOG_FORMAT, quiet_loggers
 
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     quiet_loggers()
 
 
 def _read(settings: Settings, academy_code: str, run_id: str,
-          schools: dict[str, list[dict[str, Any]]], first: bool) -> list[dict[str, Any]]:
+          schools: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """A group read as the sync reads it, asking for no CPU slot: a slot taken to read ahead
+    would be one an academy's first group (its first write) or a group's planning waits for."""
     from etl.validate.school import read_validate_schools
 
     return [r.to_json() for r in read_validate_schools(settings, academy_code, run_id, schools,
-                                                       first=first)]
+                                                       first=False)]
 
 
 class ReadAhead:
     """One reader process for a night: ``submit`` a group, later take its ``result``; one
-    group in flight at a time. A context manager: the process is ended on leaving.
-    ``first``: the night is the academy's first load (its reading asks for a CPU slot)."""
+    group in flight at a time. A context manager: the process is ended on leaving."""
 
-    def __init__(self, settings: Settings, academy_code: str, run_id: str,
-                 first: bool = False) -> None:
+    def __init__(self, settings: Settings, academy_code: str, run_id: str) -> None:
         self.settings, self.academy, self.run_id = settings, academy_code, run_id
-        self.first = first
         self._pool: Pool | None = None
         self._pending: AsyncResult[list[dict[str, Any]]] | None = None
 
@@ -85,7 +79,7 @@ class ReadAhead:
             self._pool = ctx.Pool(1, initializer=_child_init,
                                   initargs=(logging.getLogger().getEffectiveLevel(),))
         self._pending = self._pool.apply_async(
-            _read, (self.settings, self.academy, self.run_id, dict(schools), self.first))
+            _read, (self.settings, self.academy, self.run_id, dict(schools)))
 
     def result(self) -> list[SchoolResult]:
         """The group submitted last, once read (an error in the reader is raised here)."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 
+#: the CLI's log line (its reader processes' too): no record's values, ever
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 QUIET_LOGGERS = ("great_expectations", "great_expectations.data_context.types.base",
                  "alembic", "alembic.runtime.migration", "py.warnings")
 
