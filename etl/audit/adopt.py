@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exists, insert, select
@@ -223,30 +224,46 @@ def directory_fresh(settings: Settings, academy: Academy) -> bool | None:
         return not populated(reader, academy, settings.ldap.base)
 
 
+@dataclass
+class Searched:
+    """What one group's planning has looked up in the directory and not found there: source
+    keys and logins. Matching again after a login was found taken hands out new logins for
+    that login's name only; only those are searched then, not the whole group's again."""
+
+    keys: set[str] = field(default_factory=set)
+    logins: set[str] = field(default_factory=set)
+
+
 def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
-                         decisions: Any, run_id: str, fresh: bool | None = None) -> int:
+                         decisions: Any, run_id: str, fresh: bool | None = None,
+                         searched: Searched | None = None) -> int:
     """Before accounts are created: the source keys of matching's new accounts
     (``IdentityDecisions``) searched in the directory, and their logins. An account found
     there is adopted (``adopt_entries``), a login found is registered as taken (``logins``).
     The rows adopted or registered (0: create as planned; else match again, the caller's
     session now knows them). ``fresh``: the academy's part of the directory was empty when
     the run started (a streamed first load's later groups: what is there now, this run wrote
-    and the state DB knows), so its source keys are not searched; None: found out here."""
+    and the state DB knows), so its source keys are not searched; None: found out here.
+    ``searched``: what earlier rounds of this planning searched and did not find, not searched
+    again (and what this round does not find is added to it)."""
     new = {uid for uid, _p, _l in decisions.accounts}
     if not new:
         return 0
     reader = _reader(settings)
     if reader is None:
         return 0
+    done = searched if searched is not None else Searched()
     ou = people_dn(settings.ldap.base)
     with reader:
         from etl.audit.read import populated
 
         # source keys are the academy's own: none can be found where it has nothing (a
         # first load: two searches instead of one per batch)
-        keys = [j for j, uid, _r, _run in decisions.identities if uid in new]
-        found = list(reader.find_values(ou, "ENTPersonJointure", keys)) if not fresh and (
-            populated(reader, academy, settings.ldap.base)) else []
+        keys = [j for j, uid, _r, _run in decisions.identities
+                if uid in new and j not in done.keys]
+        found = list(reader.find_values(ou, "ENTPersonJointure", keys)) if keys and (
+            not fresh) and populated(reader, academy, settings.ldap.base) else []
+        done.keys.update(keys)
         n = 0
         if found:
             c = adopt_entries(s, academy.code, found, run_id)
@@ -254,11 +271,12 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
             log.warning("%d accounts of %s about to be created are in the directory already: "
                         "adopted (uid and login kept), not created twice", c["accounts"],
                         academy.code)
-        logins = [login for _u, _p, login in decisions.accounts]
+        logins = [login for _u, _p, login in decisions.accounts if login not in done.logins]
         taken: dict[str, str] = {}
         for e in reader.find_values(ou, "ENTPersonLogin", logins, ["ENTPersonLogin", "uid"]):
             for v in e.attrs.get("ENTPersonLogin", [])[:1]:
                 taken[v.lower()] = (e.attrs.get("uid") or [""])[0]
+        done.logins.update(login for login in logins if login.lower() not in taken)
     if taken:
         registered = set(s.scalars(select(Login.login).where(Login.login.in_(sorted(taken)))))
         rows = [{"login": k, "uid": u, "assigned_at": utcnow()}
@@ -310,6 +328,6 @@ def _safe_url(url: str) -> str:
         return "?"
 
 
-__all__ = ["adopt_academy", "adopt_entries", "claimed_in_directory", "directory_fresh",
-           "require_adopted", "state_knows", "sync_kind"]
+__all__ = ["Searched", "adopt_academy", "adopt_entries", "claimed_in_directory",
+           "directory_fresh", "require_adopted", "state_knows", "sync_kind"]
 

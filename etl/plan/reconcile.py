@@ -13,6 +13,7 @@ from typing import Any
 from etl import staging
 from etl.config import Settings, get_academy
 from etl.contracts import Reconciled, SchoolResult
+from etl.errors import DirectoryError
 from etl.plan.files import _write_plan, read_plan_file
 from etl.plan.scope import _uid_of
 from etl.plan.stored import PendingView, StoredView, load_stored
@@ -25,6 +26,11 @@ from etl.store.models import Approval, utcnow
 from etl.validate.school import _school_counts
 
 log = logging.getLogger(__name__)
+
+#: rounds of matching against the directory's taken logins before a group gives up
+#: (``etl.audit.adopt.claimed_in_directory``): each registers every taken login it finds, so a
+#: round more is needed only where a name's next numbers are taken too
+CLAIM_ROUNDS = 10
 
 
 def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
@@ -78,7 +84,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
     earlier groups wrote and saw, its plan ``plan-<group>.json``, what it saw staged for the
     next groups and the absences, which it does not judge.
     """
-    from etl.audit.adopt import claimed_in_directory, directory_fresh
+    from etl.audit.adopt import Searched, claimed_in_directory, directory_fresh
     from etl.match.identity import IdentityDecisions, write_identities
     from etl.match.resolve import match_records
     from etl.plan.desired import PlanContext, build_desired, person_dn, read_night
@@ -131,11 +137,19 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
                 settings, academy)
         # never duplicate: accounts about to be created that the directory holds already are
         # adopted, logins it holds registered; matched again with what the state DB now knows
-        for _ in range(3):
+        # (each round searches only the logins handed out anew: those of a name found
+        # taken; until a round finds none taken, or at most CLAIM_ROUNDS)
+        searched = Searched()
+        for _ in range(CLAIM_ROUNDS):
             if not claimed_in_directory(settings, s, academy, matched.decisions, run_id,
-                                        fresh):
+                                        fresh, searched):
                 break
             matched = match_records(night.night, academy, view, run_id)
+        else:
+            raise DirectoryError(
+                f"{academy_code}: logins about to be handed out were still found taken in "
+                f"the directory after {CLAIM_ROUNDS} rounds of matching: nothing written "
+                f"(accounts the state DB does not know hold them; entsync audit lists them)")
         # what matching decided is written at once: what planning reads next (absence, the
         # preserved parts of accounts) sees tonight's identities, as it always has
         write_identities(s, academy_code, matched.decisions)

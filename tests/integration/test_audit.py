@@ -299,3 +299,50 @@ def test_a_write_reconciled_against_the_directory_keeps_foreign_attributes(
     after = entries(server, dn)[dn]
     assert after["preferredLanguage"] == ["fr-FR"] and after["sn"] == ["THOMAS"]
     assert run_audit(env, ACADEMY)["differences"] == 0
+
+
+def test_logins_taken_in_the_directory_are_never_handed_out(
+        env: Settings, server: LdapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Accounts the state DB does not know (another academy's state DB, made by hand) hold
+    zoe.martin, zoe.martin2 and zoe.martin4: tonight's Zoé MARTIN gets zoe.martin3, the next
+    one zoe.martin5. Each round of matching after a login was found taken searches only the
+    logins handed out anew, not the whole group's again."""
+    from etl.audit.read import DirectoryReader
+
+    c = admin_connection(server)
+    for n, login in enumerate(["zoe.martin", "zoe.martin2", "zoe.martin4"]):
+        assert c.add(f"uid=foreign{n},ou=people,{server.base}",
+                     ["inetOrgPerson", "ENTPerson"],
+                     {"cn": "Zoé Martin", "sn": "Martin", "uid": f"foreign{n}",
+                      "ENTPersonLogin": login}), c.result
+    c.unbind()
+    searched: list[list[str]] = []
+    real = DirectoryReader.find_values
+
+    def spy(self: DirectoryReader, base: str, attr: str, values: Any,
+            attributes: Any = ("*",)) -> Any:
+        if attr == "ENTPersonLogin":
+            searched.append(sorted(values))
+        return real(self, base, attr, values, attributes)
+
+    monkeypatch.setattr(DirectoryReader, "find_values", spy)
+    school(env.landing)
+    out = pipeline.run_sync(env, RunRequest(ACADEMY))
+    assert out["status"] == "success", out
+    assert pupil(server, "1001")[1]["ENTPersonLogin"] == ["zoe.martin3"]
+    # the whole group once (10 pupils, a guardian, a teacher), then zoe.martin2, zoe.martin3
+    assert [len(v) for v in searched] == [12, 1, 1], searched
+    assert searched[1:] == [["zoe.martin2"], ["zoe.martin3"]]
+    write_school(env.landing, ACADEMY, UAI, [
+        *[Pupil(str(1001 + i), n, "Zoé" if i == 0 else f"Prenom{i}", "3A" if i < 5 else "3B",
+                ine=f"07087669{i:02d}HA") for i, n in enumerate(NAMES)],
+        Pupil("1097", "MARTIN", "Zoé", "3B", ine="0708766997HA")],
+        [Guardian("501", "MARTIN", "Claire", ["1001"])],
+        [Teacher("9001", "LEBLANC", "Henri", ["3A", "3B"], head_of=["3A"])], date="03/10/2026")
+    again = pipeline.run_sync(env, RunRequest(ACADEMY))
+    assert again["status"] == "success", again
+    assert pupil(server, "1097")[1]["ENTPersonLogin"] == ["zoe.martin5"]
+    logins = [v["ENTPersonLogin"][0] for v in entries(
+        server, f"ou=people,{server.base}", attrs=["ENTPersonLogin"]).values()
+              if v.get("ENTPersonLogin")]
+    assert len(logins) == len(set(logins))
