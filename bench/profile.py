@@ -1,10 +1,13 @@
-"""Where the sync's time goes: py-spy on the initial load and the no-change rerun.
+"""Where the sync's time goes: py-spy on the initial load, the no-change rerun and the 2 %
+change night.
 
-    python -m bench.profile [--scale 0.02] [--academy ac-nancy-metz] [--keep DIR]
+    python -m bench.profile [--scale 0.02] [--academy ac-nancy-metz] [--nights N,N] [--keep DIR]
 
-Generates the region at --scale (two nights: same content, new export date), starts a fresh
-slapd, and runs `entsync sync` for one academy under `py-spy record --threads --idle` for
-both nights. Prints, per night: wall time, the pipeline's CPU, slapd's CPU, the main thread's
+Generates the region at --scale (three nights: the same content with a new export date, then
+``make bench``'s 2 % of changes on a third date, ``bench.mutate``), starts a fresh slapd, and
+runs `entsync sync` for one academy under `py-spy record --threads --idle` for each night of
+``--nights`` (default all three; a night needs the ones before it, which run unprofiled when
+left out). Prints, per night: wall time, the pipeline's CPU, slapd's CPU, the main thread's
 wall time per stage, the apply threads' busy/idle split, and the top functions by own CPU.
 Writes the raw stacks (flamegraph.pl input) and bench/results/profile-<night>.json.
 """
@@ -12,7 +15,6 @@ Writes the raw stacks (flamegraph.pl input) and bench/results/profile-<night>.js
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -23,7 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.run import BIN, RESULTS, clean_env, timed
+from bench.mutate import mutate_landing
+from bench.run import BIN, NIGHTS, RESULTS, clean_env, timed
 from etl.devtools.generate import generate_region
 from etl.devtools.slapd import start_slapd, stop_slapd
 
@@ -107,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--academy", default="ac-nancy-metz")
     p.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     p.add_argument("--keep", help="work in this folder and keep it")
+    p.add_argument("--nights", default="initial,noop,delta",
+                   help="the nights profiled, of initial, noop, delta")
     a = p.parse_args(argv)
+    profiled = {n.strip() for n in a.nights.split(",") if n.strip()}
+    if not profiled or profiled - {"initial", "noop", "delta"}:
+        raise SystemExit(f"--nights: of initial, noop, delta, not {a.nights!r}")
     root = Path(a.keep or tempfile.mkdtemp(prefix="entsync-profile-")).resolve()
     if a.keep and root.exists():
         shutil.rmtree(root)
@@ -119,16 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     server = start_slapd(slapd_dir)
     out: dict[str, Any] = {"scale": a.scale, "academy": a.academy}
     try:
-        for night, date in (("initial", dt.date(2026, 10, 1)), ("noop", dt.date(2026, 10, 2))):
+        last = max(("initial", "noop", "delta").index(n) for n in profiled)
+        for night in ("initial", "noop", "delta")[:last + 1]:
             landing = root / f"landing-{night}"
-            generate_region(landing, a.scale, a.seed, export_date=date)
+            generate_region(landing, a.scale, a.seed, export_date=NIGHTS[night])
+            if night == "delta":
+                mutate_landing(landing, share=0.02, seed=a.seed)
             env = clean_env(ENTSYNC_WORKDIR=str(root / "work"), ENTSYNC_LANDING=str(landing),
                             **server.env())
             raw = root / f"pyspy-{night}.txt"
             cpu0 = slapd_cpu(slapd_dir)
+            sync = [str(BIN / "entsync"), "sync", "--academy", a.academy]
+            if night not in profiled:
+                t = timed(sync, env, root / f"sync-{night}.log")
+                if t.rc != 0:
+                    raise SystemExit(f"sync failed: {t.log}")
+                print(f"\n== {night} (not profiled): wall {t.seconds:.1f} s")
+                continue
             t = timed([pyspy, "record", "--threads", "--idle", "--nonblocking", "-r",
-                       str(a.rate), "--format", "raw", "-o", str(raw), "--",
-                       str(BIN / "entsync"), "sync", "--academy", a.academy],
+                       str(a.rate), "--format", "raw", "-o", str(raw), "--", *sync],
                       env, root / f"sync-{night}.log")
             if t.rc != 0:
                 raise SystemExit(f"profiled sync failed: {t.log}")

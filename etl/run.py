@@ -409,10 +409,11 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
                 ahead.submit({u: docs[u] for u in groups[k + 1]})
             if ahead is None or k == 0:
                 res = read_validate_schools(settings, q.academy, run_id,
-                                            {u: docs[u] for u in group}, first=first)
+                                            {u: docs[u] for u in group}, first=first,
+                                            lead=first and k == 0)
             results += res
             parts.append(plan_write_group(settings, run, res, f"{k:04d}", q.mode, q.today,
-                                          q.workers, first))
+                                          q.workers, first, lead=first and k == 0))
             if _stopped(parts[-1].applied):
                 return results, *merged_night(parts)
     rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
@@ -434,12 +435,14 @@ def _stopped(app: Applied) -> bool:
 
 def plan_write_group(settings: Settings, run: RunRef, schools: Sequence[SchoolResult],
                      tag: str, mode: str | None = None, today: dt.date | None = None,
-                     workers: int = 4, first: bool | None = None) -> StreamedGroup:
+                     workers: int = 4, first: bool | None = None,
+                     lead: bool = False) -> StreamedGroup:
     """One group of a streamed night (the DAG's ``plan_write``): planned against what the
     groups before it wrote, its absences left for the last step, written. ``first``: the
-    night is the academy's first load (None: as the state DB says now)."""
+    night is the academy's first load (None: as the state DB says now); ``lead``: this is
+    its first group (``etl.runtime.cpu.cpu_bound``)."""
     rec = reconcile(settings, run.academy, run.run_id, schools, False, mode, today, group=tag,
-                    first=first)
+                    first=first, lead=lead)
     app = apply_plan(settings, run.academy, run.run_id, rec.plan, workers=workers)
     return StreamedGroup(reconciled=rec, applied=app)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,10 +274,15 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
                         academy.code)
         logins = [login for _u, _p, login in decisions.accounts if login not in done.logins]
         taken: dict[str, str] = {}
-        for e in reader.find_values(ou, "ENTPersonLogin", logins, ["ENTPersonLogin", "uid"]):
-            for v in e.attrs.get("ENTPersonLogin", [])[:1]:
-                taken[v.lower()] = (e.attrs.get("uid") or [""])[0]
-        done.logins.update(login for login in logins if login.lower() not in taken)
+        # a name found taken: the numbers after it are searched at once too, until a window
+        # finds none (another state DB's forty "lea.martin" cost a search or two, not a
+        # round of matching for each number it handed out)
+        while logins:
+            held = _logins_in(reader, ou, logins)
+            done.logins.update(login for login in logins if login.lower() not in held)
+            taken.update(held)
+            logins = [x for x in _next_numbers(held) if x not in done.logins
+                      and x not in taken]
     if taken:
         registered = set(s.scalars(select(Login.login).where(Login.login.in_(sorted(taken)))))
         rows = [{"login": k, "uid": u, "assigned_at": utcnow()}
@@ -287,6 +293,34 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
             log.warning("%d logins about to be handed out are taken in the directory: "
                         "registered, others allocated", len(rows))
     return n
+
+
+def _logins_in(reader: DirectoryReader, ou: str, logins: list[str]) -> dict[str, str]:
+    """The logins of ``logins`` the directory holds -> the uid holding each."""
+    out: dict[str, str] = {}
+    for e in reader.find_values(ou, "ENTPersonLogin", logins, ["ENTPersonLogin", "uid"]):
+        for v in e.attrs.get("ENTPersonLogin", [])[:1]:
+            out[v.lower()] = (e.attrs.get("uid") or [""])[0]
+    return out
+
+
+#: numbers searched past the highest of a name found taken, besides as many as were found
+LOGIN_WINDOW = 8
+_NUMBERED = re.compile(r"(.+?)(\d+)")
+
+
+def _next_numbers(found: Iterable[str]) -> list[str]:
+    """For each name among logins found taken (``lea.martin``, ``lea.martin7``), the logins
+    ``allocate_login`` would hand out next for it: the numbers past the highest found, as
+    many as were found and ``LOGIN_WINDOW`` more."""
+    top: dict[str, tuple[int, int]] = {}
+    for login in found:
+        m = _NUMBERED.fullmatch(login)
+        base, n = (m.group(1), int(m.group(2))) if m and int(m.group(2)) >= 2 else (login, 1)
+        hi, count = top.get(base, (1, 0))
+        top[base] = (max(hi, n), count + 1)
+    return [f"{base}{k}" for base, (hi, count) in sorted(top.items())
+            for k in range(max(hi + 1, 2), hi + count + LOGIN_WINDOW + 1)]
 
 
 def state_knows(s: Session, academy: str) -> bool:

@@ -45,19 +45,21 @@ def _plan_against_state(view: StoredView, targets: dict[str, Any]) -> list[Any]:
 def reconcile(settings: Settings, academy_code: str, run_id: str,
               schools: Sequence[SchoolResult], dry_run: bool = False, mode: str | None = None,
               today: dt.date | None = None, group: str | None = None,
-              first: bool | None = None) -> Reconciled:
+              first: bool | None = None, lead: bool = False) -> Reconciled:
     """Identities, desired state, absences, the plan and the guards (``_reconcile``); the
     stage's numbers (changes by kind and operation) go to the run's metrics. ``group``: the
     tag of one group of a streamed run (``etl.plan.stream``; its absences wait for
     ``reconcile_absences``). ``first``: whether the night is the academy's first load (asks
     for a CPU slot, ``etl.runtime.cpu.cpu_bound``), as the run found it before anything was
-    written (None: as the state DB says now)."""
+    written (None: as the state DB says now); ``lead``: the first group of a streamed first
+    load, what its first writes wait for."""
     metrics.stage_start()
     t0 = time.monotonic()
     out = Reconciled.from_json(cpu_bound(
         settings, _reconcile, settings, academy_code, run_id, [r.to_json() for r in schools],
         dry_run, mode, today, group,
-        slot=goes_first(settings, academy_code, dry_run) if first is None else first))
+        slot=goes_first(settings, academy_code, dry_run) if first is None else first,
+        lead=lead))
     metrics.record(settings, run_id, academy_code, "reconcile", {
         "duration_s": time.monotonic() - t0,
         "changes": out.changes,

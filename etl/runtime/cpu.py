@@ -77,7 +77,8 @@ def full_collections_deferred() -> Iterator[None]:
 
 
 
-def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool = False) -> _T:
+def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool = False,
+              lead: bool = False) -> _T:
     """``fn(*args)``, a CPU-bound stage, without the cyclic GC's automatic full collections
     (``full_collections_deferred``), in a thread at the stage's priority (``_cpu_bound``).
 
@@ -85,12 +86,18 @@ def cpu_bound(settings: Settings, fn: Callable[..., _T], *args: Any, slot: bool 
     (``etl.runtime.cpuslots``), last if not; what a first load asks for (``first_load``): its writes
     are most of its night, and the sooner an academy has read and planned the sooner they
     start while the others read. Other nights share the cores equally: reading and planning
-    are most of them, and three single-threaded stages on two cores finish soonest together."""
+    are most of them, and three single-threaded stages on two cores finish soonest together.
+
+    ``lead``: with ``slot``, a stage the night's first writes wait for (a streamed first
+    load's first group, a few schools): without a free slot it runs as the slots' holders
+    do, sharing the cores with them, rather than last in line: the academy that found both
+    slots taken (two academies' first groups, or a smaller academy's whole plan) writes
+    within seconds too, not after their planning."""
     from etl.runtime.cpuslots import cpu_slot
 
     with cpu_slot(settings.cpu_slots if slot else 0) as held, \
             full_collections_deferred():
-        return _cpu_bound(settings, fn, held, *args)
+        return _cpu_bound(settings, fn, True if lead and held is False else held, *args)
 
 
 #: niceness of a CPU-bound stage's thread: the lowest of the normal policy (weight 15 against

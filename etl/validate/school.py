@@ -37,16 +37,16 @@ log = logging.getLogger(__name__)
 
 def read_validate_schools(settings: Settings, academy_code: str, run_id: str,
                           schools: Mapping[str, list[dict[str, Any]]], dry_run: bool = False,
-                          group: int | None = None, first: bool | None = None
-                          ) -> list[SchoolResult]:
+                          group: int | None = None, first: bool | None = None,
+                          lead: bool = False) -> list[SchoolResult]:
     """Read, normalize, validate and stage schools (``_read_validate_schools``), as CPU-bound
     work (``cpu_bound``). ``schools``: UAI -> its documents (``Discovery.schools``,
     ``ReadGroup.docs()``). ``first``: whether the night is the academy's first load (asks for
     a CPU slot), as the run found it before anything was written (None: as the state DB says
-    now)."""
+    now). ``lead``: the first group of a streamed first load (``etl.runtime.cpu.cpu_bound``)."""
     slot = goes_first(settings, academy_code, dry_run) if first is None else first
     out = cpu_bound(settings, _read_validate_schools, settings, academy_code, run_id,
-                    dict(schools), dry_run, group, slot=slot)
+                    dict(schools), dry_run, group, slot=slot, lead=lead)
     return [SchoolResult.from_json(r) for r in out]
 
 

@@ -59,10 +59,11 @@ def test_a_directory_on_this_machine_is_told_by_its_url(url: str | None, local: 
     assert directory_is_local(url) is local
 
 
-def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
+def _inside(env: dict[str, str], slot: str, folder: Path,
+            lead: bool = False) -> tuple[int, int]:
     """(policy, niceness) of a CPU-bound stage run by this thread, which holds the machine's
     one CPU slot (``slot`` "held"), finds it taken by another thread ("taken"), or runs with
-    no slots ("none")."""
+    no slots ("none"); ``lead``: a streamed first load's first group."""
     import threading
 
     from etl.runtime.cpu import cpu_bound
@@ -75,7 +76,7 @@ def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
     settings = Settings.from_env({**env, "ENTSYNC_CPU_SLOTS": "0" if slot == "none" else "1"})
     if slot != "taken":
         with cpu_slot(1, folder):
-            return cpu_bound(settings, probe, slot=True)
+            return cpu_bound(settings, probe, slot=True, lead=lead)
     taken, done = threading.Event(), threading.Event()
 
     def holder() -> None:
@@ -87,7 +88,7 @@ def _inside(env: dict[str, str], slot: str, folder: Path) -> tuple[int, int]:
     t.start()
     try:
         assert taken.wait(30)
-        return cpu_bound(settings, probe, slot=True)
+        return cpu_bound(settings, probe, slot=True, lead=lead)
     finally:
         done.set()
         t.join()
@@ -114,6 +115,11 @@ def test_cpu_bound_work_runs_first_with_a_slot_last_without(
     assert _inside(remote, "none", tmp_path) == me
     assert _inside({**local, "ENTSYNC_CPU_POLICY": "nice"}, "held", tmp_path) == me
     assert _inside({**remote, "ENTSYNC_CPU_POLICY": "idle"}, "taken", tmp_path)[0] == idle
+    # a streamed first load's first group: without a slot, as the slots' holders run
+    assert _inside(local, "taken", tmp_path, lead=True) == (other, 19)
+    assert _inside(remote, "taken", tmp_path, lead=True) == me
+    assert _inside(local, "held", tmp_path, lead=True) == (other, 19)
+    assert _inside(local, "none", tmp_path, lead=True)[0] == idle
     assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)) == me
 
 

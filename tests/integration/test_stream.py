@@ -142,3 +142,36 @@ def test_the_order_of_the_groups_changes_nothing(tmp_path: Path, relaxed: None) 
                      if want[d].get(k) != have[d].get(k)}) for d in diff[:15]])
         # the no-change night: nothing planned, nothing written
         assert got[2][0] == 0 and got[2][1] == 0, (v, got[2][:2])
+
+
+def test_only_a_first_loads_first_group_leads(tmp_path: Path, env: Settings,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streamed first load's first group (what its first writes wait for) reads and plans
+    as the CPU slots' holders do, slot or none (``etl.runtime.cpu.cpu_bound``'s ``lead``);
+    its later groups, and every group of a later night, do not."""
+    from etl.plan import reconcile as rec_mod
+    from etl.runtime import cpu
+    from etl.validate import school as school_mod
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    def spy(settings: Settings, fn: Any, *args: Any, slot: bool = False,
+            lead: bool = False) -> Any:
+        seen.append((fn.__name__, slot, lead))
+        return cpu.cpu_bound(settings, fn, *args, slot=slot, lead=lead)
+
+    monkeypatch.setattr(school_mod, "cpu_bound", spy)
+    monkeypatch.setattr(rec_mod, "cpu_bound", spy)
+    tonight, rentree, _again = landings(tmp_path / "landing")
+    streamed = dataclasses.replace(env, landing=tonight, plan_group=1, read_ahead=0)
+    s = pipeline.run_sync(streamed, RunRequest(ACADEMY, today=TONIGHT))
+    assert s["status"] == "success", s
+    stages = [x for x in seen if x[0] in ("_read_validate_schools", "_reconcile")]
+    assert len(stages) == 8, seen  # 4 schools, a group each: read, then plan
+    assert stages[:2] == [("_read_validate_schools", True, True), ("_reconcile", True, True)]
+    assert all(slot and not lead for _f, slot, lead in stages[2:]), stages
+    seen.clear()
+    s = pipeline.run_sync(dataclasses.replace(streamed, landing=rentree),
+                          RunRequest(ACADEMY, today=RENTREE))
+    assert s["status"] in ("success", "held"), s
+    assert seen and not any(slot or lead for _f, slot, lead in seen), seen
