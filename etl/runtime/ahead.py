@@ -89,9 +89,16 @@ class ReadAhead:
         return [SchoolResult.from_json(r) for r in pending.get()]
 
     def close(self) -> None:
-        """End the reader: at once (a group still being read is dropped; its schools are
-        read again next night, as after a run that stopped)."""
-        pool, self._pool, self._pending = self._pool, None, None
-        if pool is not None:
+        """End the reader: once idle, it exits as a process ends normally (its finalizers
+        run: killed, it left the resource tracker a semaphore to warn about on the user's
+        terminal at exit); a group still being read is dropped at once (its schools are read
+        again next night, as after a run that stopped)."""
+        pool, pending = self._pool, self._pending
+        self._pool, self._pending = None, None
+        if pool is None:
+            return
+        if pending is None or pending.ready():
+            pool.close()
+        else:
             pool.terminate()
-            pool.join()
+        pool.join()

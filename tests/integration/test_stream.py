@@ -175,3 +175,24 @@ def test_only_a_first_loads_first_group_leads(tmp_path: Path, env: Settings,
                           RunRequest(ACADEMY, today=RENTREE))
     assert s["status"] in ("success", "awaiting_approval"), s
     assert seen and not any(slot or lead for _f, slot, lead in seen), seen
+
+
+def test_a_streamed_cli_night_prints_only_its_log(tmp_path: Path, server: LdapServer) -> None:
+    """The CLI's streamed night, the next group read ahead in a process of its own: on its
+    terminal nothing but the log's own lines (the reader ended as a process ends, leaving the
+    resource tracker nothing to warn about at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    tonight, _rentree, _again = landings(tmp_path / "landing")
+    env = {**os.environ, "ENTSYNC_LANDING": str(tonight), "ENTSYNC_WORKDIR":
+           str(tmp_path / "work"), "ENTSYNC_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+           "ENTSYNC_PLAN_GROUP": "1", "ENTSYNC_READ_AHEAD": "1", **server.env()}
+    r = subprocess.run([sys.executable, "-m", "etl.cli", "sync", "--academy", ACADEMY,
+                        "--today", TONIGHT.isoformat()], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) [\w.]+: ")
+    other = [x for x in r.stderr.splitlines() if x.strip() and not line.match(x)]
+    assert not other, other
