@@ -73,6 +73,21 @@ def journal_count(state_db: Path, run_id: str) -> int:
     return int(row[0])
 
 
+def shared_logins(state_dbs: Iterable[Path]) -> int:
+    """Logins held by accounts of more than one of these state DBs: with a state DB per
+    academy and the academies running at once, the directory search before creating
+    accounts (``etl.audit.adopt.claimed_in_directory``) cannot see what another academy has
+    planned and not yet written; one state DB shared by the academies (its ``logins`` table)
+    makes them unique."""
+    seen: dict[str, int] = {}
+    for i, path in enumerate(state_dbs):
+        with sqlite3.connect(path) as db:
+            for (login,) in db.execute("SELECT login FROM accounts"):
+                if seen.setdefault(login, i) != i:
+                    seen[login] = -1
+    return sum(1 for v in seen.values() if v == -1)
+
+
 def _json(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
 

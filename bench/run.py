@@ -516,6 +516,7 @@ class Bench:
             "delta_vs_ldapmodify_plus_parse": round(
                 delta.seconds / (ldapmodify_s + check_s), 3),
             "academies_at_once": self.parallel,
+            "shared_logins": self.shared_logins(work_a),
             "peak_rss_mib": round(max(initial.rss_mib, noop.rss_mib, delta.rss_mib), 1),
             "peak_rss_sum_mib": round(max(initial.rss_sum_mib, noop.rss_sum_mib,
                                           delta.rss_sum_mib), 1),
@@ -557,6 +558,7 @@ class Bench:
             "first_write_s_per_academy": fw, "first_write_academy": big,
             "first_write_s": fw.get(big), "peak_rss_mib": round(initial.rss_mib, 1),
             "academies_at_once": self.parallel,
+            "shared_logins": self.shared_logins(work_a),
             "per_academy": {"initial": initial.per_academy},
         })
         print(f"\n{'figure':44} {'value':>12}")
@@ -567,7 +569,14 @@ class Bench:
             mark = " (largest)" if academy == big else ""
             print(f"{'first write, ' + academy + mark:44} {s if s is not None else 0:>10.1f} s")
         print(f"{'peak RSS per academy process':44} {initial.rss_mib:>8.0f} MiB")
+        print(f"{'logins of two academies (state DB each)':44} "
+              f"{r['shared_logins']:>12}")
         return r
+
+    def shared_logins(self, workdir: Path) -> int:
+        from bench.ldif import shared_logins
+
+        return shared_logins(workdir / a / "state.db" for a in self.academies)
 
     def table(self, initial: Night, noop: Night, delta: Night, check_s: float,
               af: dict[str, Night], cli_same: dict[str, float],
@@ -605,7 +614,8 @@ class Bench:
               f"({r['peak_rss_sum_mib']} MiB for the academies at once); Airflow DagRuns vs "
               f"CLI (3 nights) {r['airflow_vs_cli']} ({r['airflow_process_vs_cli']} in the "
               f"Airflow processes; {r['airflow_process_with_start_vs_cli']} adding their "
-              f"one-off start, {r['airflow_start_s']} s)")
+              f"one-off start, {r['airflow_start_s']} s); logins held by accounts of two "
+              f"academies' state DBs: {r['shared_logins']}")
         print(head)
         print("-" * len(head))
         for stage, wall, rate, writes, ref, ratio in rows:

@@ -291,7 +291,9 @@ def claimed_in_directory(settings: Settings, s: Session, academy: Academy,
             s.execute(insert(table(Login)), rows)
             n += len(rows)
             log.warning("%d logins about to be handed out are taken in the directory: "
-                        "registered, others allocated", len(rows))
+                        "registered, others allocated (accounts another state DB wrote? The "
+                        "academies writing one directory share one state DB: "
+                        "docs/production.md)", len(rows))
     return n
 
 
