@@ -387,9 +387,11 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
               first: bool = False) -> tuple[list[SchoolResult], Reconciled, Applied]:
     """A sync group by group (``etl.plan.stream``): each group of ``settings.plan_group``
     schools planned and written, the next one read meanwhile in a process of its own
-    (``etl.runtime.ahead``, unless ``settings.read_ahead`` is off); the absences judged and
-    written after the last. A group whose apply stopped (the directory went down) stops the
-    run there: no absence is judged on a night not read to its end."""
+    (``etl.runtime.ahead``, unless ``settings.read_ahead`` is off: from the first group on a
+    first load, from the second on a night whose first group was heavy, ``heavy_night``;
+    never on a light one); the absences judged and written after the last. A group whose
+    apply stopped (the directory went down) stops the run there: no absence is judged on a
+    night not read to its end."""
     from etl.plan.stream import plan_order
 
     docs = disc.school_docs()
@@ -400,14 +402,20 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
     results: list[SchoolResult] = []
     parts: list[StreamedGroup] = []
     with contextlib.ExitStack() as stack:
-        ahead = (stack.enter_context(ReadAhead(settings, q.academy, run_id))
-                 if settings.read_ahead and len(groups) > 1 else None)
+        ahead: ReadAhead | None = None
+        submitted = False
         for k, group in enumerate(groups):
-            if ahead is not None and k > 0:
-                res = ahead.result()
+            if submitted and ahead is not None:
+                res, submitted = ahead.result(), False
+            else:
+                res = None
+            if ahead is None and settings.read_ahead and k + 1 < len(groups) and (
+                    first or (k > 0 and heavy_night(parts[0], results))):
+                ahead = stack.enter_context(ReadAhead(settings, q.academy, run_id))
             if ahead is not None and k + 1 < len(groups):  # read while this one is
                 ahead.submit({u: docs[u] for u in groups[k + 1]})
-            if ahead is None or k == 0:
+                submitted = True
+            if res is None:
                 res = read_validate_schools(settings, q.academy, run_id,
                                             {u: docs[u] for u in group}, first=first,
                                             lead=first and k == 0)
@@ -419,6 +427,23 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
     rec = reconcile_night(settings, run, results, parts, q.mode, q.today)
     app = apply_plan(settings, q.academy, run_id, rec.plan, workers=q.workers)
     return results, *merged_night(parts, rec, app)
+
+
+#: the share of the first group's records its plan changes above which a night that is not a
+#: first load reads its next groups ahead (la rentrée: about one change a record; a 2 % night:
+#: a few in a hundred)
+READ_AHEAD_MIN_SHARE = 0.25
+
+
+def heavy_night(first_group: StreamedGroup, read: Sequence[SchoolResult]) -> bool:
+    """Whether a streamed night is worth reading ahead (``etl.runtime.ahead``), as its first
+    group says: its writes are long (a first load, la rentrée), so the reader reads while the
+    directory writes. On a light night the sync's stages keep the cores busy, and the reader's
+    start (a fresh interpreter importing the readers and GX, ~4 s of CPU) would cost more than
+    reading ahead hides."""
+    records = sum(r.records_read if isinstance(r.records_read, int) else sum(r.counts.values())
+                  for r in read)
+    return first_group.reconciled.changes >= READ_AHEAD_MIN_SHARE * max(records, 1)
 
 
 def stream_groups(uais: Sequence[str], size: int) -> list[list[str]]:

@@ -174,3 +174,21 @@ def test_a_directory_empty_before_the_first_group_stays_known_as_such() -> None:
     assert Earlier.of([Presence("0000", fresh=True), Presence("0001", fresh=True)]).fresh
     assert Earlier.of([Presence("0000", fresh=True), Presence("0001")]).fresh is False
     assert Earlier.of([Presence("0000")]).fresh is False
+
+
+def test_only_a_heavy_night_reads_ahead_after_its_first_group() -> None:
+    """A night that is not a first load reads its next groups ahead when its first group's
+    plan changes a quarter of the records it read (la rentrée), not on a 2 % night."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from etl.run import heavy_night
+
+    def night(changes: int, *records: int) -> tuple[Any, Any]:
+        group = SimpleNamespace(reconciled=SimpleNamespace(changes=changes))
+        return group, [SimpleNamespace(records_read=n, counts={}) for n in records]
+
+    assert heavy_night(*night(2600, 1400, 1300))  # la rentrée: about one change a record
+    assert not heavy_night(*night(80, 1400, 1300))  # a 2 % night
+    assert heavy_night(*night(1, 0))  # nothing read: a change is enough
+    assert not heavy_night(*night(0))
