@@ -38,7 +38,7 @@ def person(uid: str, uai: str, keys: list[str], classes: list[str] = ()) -> Desi
 def test_the_first_group_is_small_and_every_school_in_one_group() -> None:
     uais = [f"U{i:02d}" for i in range(37)]
     groups = stream_groups(uais, 16)
-    assert [len(g) for g in groups] == [4, 16, 16, 1]
+    assert [len(g) for g in groups] == [2, 16, 16, 3]
     assert [u for g in groups for u in g] == uais
     assert stream_groups(uais[:3], 1) == [["U00"], ["U01"], ["U02"]]
 
