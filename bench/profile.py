@@ -8,7 +8,8 @@ Generates the region at --scale (three nights: the same content with a new expor
 runs `entsync sync` for one academy under `py-spy record --threads --idle` for each night of
 ``--nights`` (default all three; a night needs the ones before it, which run unprofiled when
 left out). Prints, per night: wall time, the pipeline's CPU, slapd's CPU, the main thread's
-wall time per stage, the apply threads' busy/idle split, and the top functions by own CPU.
+wall time per stage (a CPU-bound stage's own thread counted as the stage), the apply
+threads' busy/idle split, and the top functions by own CPU.
 Writes the raw stacks (flamegraph.pl input) and bench/results/profile-<night>.json.
 """
 
@@ -47,7 +48,9 @@ STAGES = (
     ("apply_plan", "apply (main thread)"),
     ("finish_run", "finish"),
     ("read_validate_schools", "read_validate other (staging, DB)"),
+    ("_read_validate_schools", "read_validate other (staging, DB)"),
     ("reconcile", "reconcile other (plan.json, DB)"),
+    ("_reconcile", "reconcile other (plan.json, DB)"),
 )
 #: leaf functions that block in C (locks, sockets, queues): the thread is waiting, not working
 IDLE = re.compile(r"^(wait|_wait_for_tstate_lock|select|poll|recv_into|recv|receiving|"
@@ -83,7 +86,13 @@ def analyse(raw: Path, rate: int) -> dict[str, Any]:
             continue
         leaf = frames[-1]
         idle = bool(IDLE.match(names[-1]))
-        if "MainThread" in thread or ":" not in thread:
+        # a CPU-bound stage runs in a thread of its own (``etl.runtime.cpu.cpu_bound``: its
+        # stack starts at ``_cpu_bound``'s ``body``; py-spy's names for such short-lived
+        # threads are stale) while the main thread waits for it: the stage's samples count,
+        # the main thread's wait does not count twice
+        stage_thread = "body" in names and "_cpu_bound" not in names[:names.index("body")]
+        if stage_thread or (("MainThread" in thread or ":" not in thread)
+                            and not (idle and "_cpu_bound" in names)):
             stage = "startup (imports, CLI)"
             for fn, label in STAGES:
                 if fn in names:

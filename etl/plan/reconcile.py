@@ -150,7 +150,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         else:
             raise DirectoryError(
                 f"{academy_code}: logins about to be handed out were still found taken in "
-                f"the directory after {CLAIM_ROUNDS} rounds of matching: nothing written "
+                f"the directory after {CLAIM_ROUNDS} rounds of matching: this group not written "
                 f"(accounts the state DB does not know hold them; entsync audit lists them)")
         # what matching decided is written at once: what planning reads next (absence, the
         # preserved parts of accounts) sees tonight's identities, as it always has
