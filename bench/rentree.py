@@ -1,6 +1,14 @@
 """La rentrée in `make bench`: the first export of the next school year, after the first load.
 
     python -m bench.rentree [--scale 0.01] [--seed 7] [--keep DIR]   (standalone, a quick look)
+    python -m bench.rentree --on DIR [--academies ac-reims,...] [--check-delta]
+
+``--on DIR`` goes on from a kept bench folder (``python -m bench.run --keep DIR``) whose run
+was stopped after its 2 % night, when A and B hold the same entries: night (a) below for the
+academies given (all by default), the first load's first writes, and with ``--check-delta``
+the 2 % night's parse reference (``entsync check`` of its exports). At scale 1.0 a whole
+``make bench`` runs past a session on a slow disk; this measures la rentrée on the directory
+that run built, without its Airflow nights and night (b).
 
 The bench's region is generated with its next school year beside tonight's
 (``entsync generate --rentree-out``: etl/devtools/generate/rentree.py), twice: dated inside
@@ -127,26 +135,18 @@ def held_schools(bench: Any, night: Any, tag: str) -> tuple[int, int]:
     return held, read
 
 
-def rentree_nights(bench: Any, a: LdapServer, b: LdapServer, work_a: Path, c: LdapServer,
-                   work_c: Path, initial: Any) -> tuple[dict[str, Any], list[Row]]:
-    """The two rentrée nights (module docstring) and the first write of the first load: the
-    results (``rentree_*``, ``first_write_s*``) and the table rows. `a`/`work_a` and
-    `c`/`work_c`: directories and state in the state before the rentrée; `b`: the reference
-    directory in that state too; `initial`: the first load's ``Night``."""
+def inside_night(bench: Any, a: LdapServer, b: LdapServer, work_a: Path,
+                 academies: list[str]) -> tuple[dict[str, Any], list[Row]]:
+    """Night (a) of the module docstring for `academies` (all of the bench's in
+    ``rentree_nights``): la rentrée inside the roll-over window on `a`, ``ldapmodify -c`` of
+    its journaled changes on `b` (in the same state as `a` before it), ``entsync check`` of
+    the same exports. The results (``rentree_*``) and the table rows."""
     from bench.run import clean_env, ldap_args, ldap_errors, ldap_tool, timed
 
-    r: dict[str, Any] = {}
-    rows: list[Row] = []
-    big = largest(bench)
-    fw = first_writes(work_a, initial)
-    r["first_write_s_per_academy"] = fw
-    r["first_write_academy"] = big
-    r["first_write_s"] = fw.get(big)
-
     inside_name, inside_day = RENTREE_OF["initial"]
-    check_s = bench.check(bench.academies, night=inside_name,
+    check_s = bench.check(academies, night=inside_name,
                           extra=["--today", inside_day.isoformat()])
-    inside = bench.sync(a, work_a, inside_name, bench.academies, "cli",
+    inside = bench.sync(a, work_a, inside_name, academies, "cli",
                         extra=["--today", inside_day.isoformat()])
     statuses = {k: v["status"] for k, v in inside.per_academy.items()}
     if set(statuses.values()) != {"success"}:
@@ -157,13 +157,54 @@ def rentree_nights(bench: Any, a: LdapServer, b: LdapServer, work_a: Path, c: Ld
         n_changes = sum(
             write_changes(f, journal_rows(work_a / academy / "state.db",
                                           [inside.per_academy[academy]["run_id"]]))
-            for academy in bench.academies)
+            for academy in academies)
     t = timed([ldap_tool("ldapmodify"), "-c", *ldap_args(b), "-f", str(changes)],
               clean_env(), bench.logs / "ldapmodify-rentree.log", stdout=Path(os.devnull))
     ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
-    fw_inside = first_writes(work_a, inside)
     print(f"bench: rentrée (window) {inside.seconds:.1f} s, {inside.writes} writes; "
           f"ldapmodify {ldapmodify_s:.1f} s + check {check_s:.1f} s", flush=True)
+    r: dict[str, Any] = {
+        "rentree_academies": academies,
+        "rentree_s": round(inside.seconds, 2),
+        "rentree_records": inside.records,
+        "rentree_writes": inside.writes,
+        "rentree_parse_s": round(check_s, 2),
+        "rentree_ldapmodify_s": round(ldapmodify_s, 2),
+        "rentree_ldapmodify_changes": n_changes,
+        "rentree_ldapmodify_errors": ldapmodify_errors,
+        "rentree_vs_ldapmodify": round(inside.seconds / ldapmodify_s, 3),
+        "rentree_vs_ldapmodify_plus_parse": round(inside.seconds / (ldapmodify_s + check_s), 3),
+        "rentree_first_write_s": first_writes(work_a, inside),
+        "rentree_rss_mib": round(inside.rss_mib, 1),
+        "rentree_per_academy": inside.per_academy,
+    }
+    mode = ", 3 at once" if bench.parallel and len(academies) > 1 else ""
+    rows: list[Row] = [
+        (f"rentrée, in window (CLI{mode})", inside.seconds, inside.records / inside.seconds,
+         inside.writes, f"{ldapmodify_s:.1f}+{check_s:.1f} s",
+         r["rentree_vs_ldapmodify_plus_parse"]),
+        ("ldapmodify same changes", ldapmodify_s, n_changes / ldapmodify_s, n_changes, "",
+         None),
+    ]
+    return r, rows
+
+
+def rentree_nights(bench: Any, a: LdapServer, b: LdapServer, work_a: Path, c: LdapServer,
+                   work_c: Path, initial: Any) -> tuple[dict[str, Any], list[Row]]:
+    """The two rentrée nights (module docstring) and the first write of the first load: the
+    results (``rentree_*``, ``first_write_s*``) and the table rows. `a`/`work_a` and
+    `c`/`work_c`: directories and state in the state before the rentrée; `b`: the reference
+    directory in that state too; `initial`: the first load's ``Night``."""
+    r: dict[str, Any] = {}
+    big = largest(bench)
+    fw = first_writes(work_a, initial)
+    r["first_write_s_per_academy"] = fw
+    r["first_write_academy"] = big
+    r["first_write_s"] = fw.get(big)
+
+    got, rows = inside_night(bench, a, b, work_a, bench.academies)
+    r.update(got)
+    inside_s = got["rentree_s"]
 
     late_name, late_day = RENTREE_OF["noop"]
     late = bench.sync(c, work_c, late_name, bench.academies, "late",
@@ -186,18 +227,6 @@ def rentree_nights(bench: Any, a: LdapServer, b: LdapServer, work_a: Path, c: Ld
           f"approve {approve_s:.1f} s, {approved_writes} writes", flush=True)
 
     r.update({
-        "rentree_s": round(inside.seconds, 2),
-        "rentree_records": inside.records,
-        "rentree_writes": inside.writes,
-        "rentree_parse_s": round(check_s, 2),
-        "rentree_ldapmodify_s": round(ldapmodify_s, 2),
-        "rentree_ldapmodify_changes": n_changes,
-        "rentree_ldapmodify_errors": ldapmodify_errors,
-        "rentree_vs_ldapmodify": round(inside.seconds / ldapmodify_s, 3),
-        "rentree_vs_ldapmodify_plus_parse": round(inside.seconds / (ldapmodify_s + check_s), 3),
-        "rentree_first_write_s": fw_inside,
-        "rentree_rss_mib": round(inside.rss_mib, 1),
-        "rentree_per_academy": inside.per_academy,
         "rentree_late_s": round(late.seconds, 2),
         "rentree_late_held_schools": held,
         "rentree_late_schools": read,
@@ -205,22 +234,62 @@ def rentree_nights(bench: Any, a: LdapServer, b: LdapServer, work_a: Path, c: Ld
         "rentree_late_approved": approved,
         "rentree_late_writes": approved_writes,
     })
-    mode = ", 3 at once" if bench.parallel else ""
     rows += [
-        (f"rentrée, in window (CLI{mode})", inside.seconds, inside.records / inside.seconds,
-         inside.writes, f"{ldapmodify_s:.1f}+{check_s:.1f} s",
-         r["rentree_vs_ldapmodify_plus_parse"]),
-        ("ldapmodify same changes", ldapmodify_s, n_changes / ldapmodify_s, n_changes, "",
-         None),
         ("rentrée, outside window: held", late.seconds, None, late.writes,
          f"{held}/{read} schools held", None),
         ("  approve all held schools", approve_s, approved_writes / approve_s,
-         approved_writes, f"window {inside.seconds:.1f} s", approve_s / inside.seconds),
+         approved_writes, f"window {inside_s:.1f} s", approve_s / inside_s),
     ]
     if r["first_write_s"] is not None:
         rows.append((f"first write, first load ({big[3:]})", r["first_write_s"], None, None,
                      f"initial {initial.per_academy[big]['s']:.1f} s", None))
     return r, rows
+
+
+def on_kept(root: Path, academies: list[str] | None, check_delta: bool, workers: int,
+            parallel: bool) -> dict[str, Any]:
+    """``--on DIR`` (module docstring): the results, printed with their rows."""
+    from bench.run import Bench
+
+    bench = Bench(root.resolve(), 0.0, 0, workers=workers, parallel=parallel)
+    chosen = academies or bench.academies
+    unknown = sorted(set(chosen) - set(bench.academies))
+    if unknown:
+        raise SystemExit(f"--academies: not an academy of academies.toml: {unknown}")
+    for sub in ("slapd-a", "slapd-b", "work-a", "landing-rentree"):
+        if not (bench.root / sub).is_dir():
+            raise SystemExit(f"--on {root}: no {sub}/ (not a kept bench folder)")
+    r: dict[str, Any] = {"on": str(bench.root)}
+    fw: dict[str, float | None] = {}
+    for academy in bench.academies:
+        summary = bench.logs / f"cli-initial-{academy}.json"
+        if summary.is_file():
+            run_id = json.loads(summary.read_text("utf-8"))["run_id"]
+            fw[academy] = first_write_s(bench.root / "work-a" / academy / "state.db", run_id)
+    r["first_write_s_per_academy"] = fw
+    rows: list[Row] = []
+    if check_delta:
+        s = bench.check(bench.academies, night="delta")
+        r["delta_parse_s"] = round(s, 2)
+        rows.append(("check of the 2 % night's exports", s, None, None, "", None))
+    a, b = bench.slapd("a"), bench.slapd("b")
+    try:
+        got, more = inside_night(bench, a, b, bench.root / "work-a", chosen)
+    finally:
+        bench.stop_all()
+    r.update(got)
+    rows += more
+    print(json.dumps({k: v for k, v in r.items() if k != "rentree_per_academy"}, indent=2))
+    _print_rows(rows)
+    (bench.root / "rentree-on.json").write_text(json.dumps(r, indent=2), "utf-8")
+    return r
+
+
+def _print_rows(rows: list[Row]) -> None:
+    for stage, wall, rate, writes, ref, ratio in rows:
+        print(f"{stage:34} {wall:8.2f} {'' if rate is None else f'{rate:10.0f}':>10} "
+              f"{'' if writes is None else writes:>8}  {ref:24} "
+              f"{'' if ratio is None else f'{ratio:7.3f}':>7}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,14 +311,25 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="entsync sync --workers (2; with --on 4, as bench.run)")
     p.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
+    p.add_argument("--on", help="go on from this kept bench folder (module docstring)")
+    p.add_argument("--academies", help="with --on: these academies (comma-separated)")
+    p.add_argument("--check-delta", action="store_true",
+                   help="with --on: also time entsync check of the 2 %% night's exports")
+    p.add_argument("--sequential", action="store_true",
+                   help="with --on: the academies one after the other")
     a = p.parse_args(argv)
+    if a.on:
+        on_kept(Path(a.on), a.academies.split(",") if a.academies else None, a.check_delta,
+                a.workers or 4, not a.sequential)
+        return 0
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="entsync-bench-rentree-"))
     if a.keep and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    bench = Bench(root.resolve(), a.scale, a.seed, workers=a.workers)
+    bench = Bench(root.resolve(), a.scale, a.seed, workers=a.workers or 2)
     bench.logs.mkdir(parents=True, exist_ok=True)
     try:
         for night in ("initial", "noop"):
@@ -268,10 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                                        initial)
         print(json.dumps({k: v for k, v in results.items() if k != "rentree_per_academy"},
                          indent=2))
-        for stage, wall, rate, writes, ref, ratio in rows:
-            print(f"{stage:34} {wall:8.2f} {'' if rate is None else f'{rate:10.0f}':>10} "
-                  f"{'' if writes is None else writes:>8}  {ref:24} "
-                  f"{'' if ratio is None else f'{ratio:7.3f}':>7}")
+        _print_rows(rows)
     finally:
         bench.stop_all()
         if not a.keep:
