@@ -29,6 +29,10 @@ from etl.store.models import Account, Identity, Login, table
 MAX_LOGIN = 32
 #: rows per INSERT statement when new accounts and identities are written
 WRITE_BATCH = 5000
+#: logins looked up base by base (``IdentityRegistry.allocate_login``) before the registry
+#: reads every login once instead: a normal night's few hundred new accounts cost a lookup
+#: each, a first load's or la rentrée's tens of thousands one read of the table
+LOGIN_LOOKUPS = 1000
 _FOLD = str.maketrans({
     "œ": "oe", "Œ": "oe", "æ": "ae", "Æ": "ae", "ß": "ss", "ø": "o", "Ø": "o", "ł": "l",
     "Ł": "l", "đ": "d", "Đ": "d", "ð": "d", "þ": "th", "ı": "i",
@@ -107,7 +111,12 @@ class IdentityRegistry:
     def __init__(self, view: StoredView) -> None:
         self.view = view
         self.academy = view.academy
+        #: every login registered, once read (after ``LOGIN_LOOKUPS`` bases looked up)
         self._logins: set[str] | None = None
+        #: base login -> the registered logins of that base (``base``, ``base<n>``)
+        self._by_base: dict[str, set[str]] = {}
+        #: the logins handed out by this registry
+        self._mine: set[str] = set()
         #: (uid, profile, login) and (jointure, uid, rule, run_id): tuples, a third of a
         #: dict's size, for an academy's every account on a first load
         self._new_accounts: list[tuple[str, str, str]] = []
@@ -129,22 +138,41 @@ class IdentityRegistry:
 
     def _all_logins(self) -> set[str]:
         if self._logins is None:
-            self._logins = self.view.all_logins()
+            self._logins = self.view.all_logins() | self._mine
+            self._by_base.clear()
         return self._logins
+
+    def _taken(self, base: str) -> set[str]:
+        """The logins registered that ``base`` could collide with: read base by base (a
+        range of the logins' key each), every login at once past ``LOGIN_LOOKUPS`` bases.
+        Reading them all in each group of a streamed night made it grow with the square of
+        the academy."""
+        if self._logins is not None:
+            return self._logins
+        got = self._by_base.get(base)
+        if got is None:
+            if len(self._by_base) >= LOGIN_LOOKUPS:
+                return self._all_logins()
+            got = self._by_base[base] = self.view.logins_of_base(base)
+        return got
 
     def allocate_login(self, first_name: str | None, last_name: str | None, uid: str) -> str:
         """``base``, else the lowest ``base<n>`` (n ≥ 2) not taken. The search for a base
         resumes where its last allocation stopped (logins are never released, so every
-        number below is taken): the n-th "lea.martin" of a first load costs one look, not n."""
-        taken = self._all_logins()
+        number below is taken): the n-th "lea.martin" of a first load costs one look, not n.
+        Taken: registered (``_taken``) or handed out by this registry (another base's
+        number can spell it: "lea.martin" + 22, "lea.martin2" + 2)."""
         base = base_login(first_name, last_name)
+        taken, mine = self._taken(base), self._mine
         login, n = base, self._next_n.get(base, 1)
         if n > 1:
             login = f"{base}{n}"
-        while login in taken:
+        while login in taken or login in mine:
             n += 1
             login = f"{base}{n}"
-        taken.add(login)
+        mine.add(login)
+        if self._logins is not None:
+            self._logins.add(login)
         self._next_n[base] = n + 1
         self._new_login_of[uid] = login
         return login

@@ -191,7 +191,7 @@ class Matcher:
         """The keys seen in this run merged with what is stored: (rows to insert, rows whose
         strong evidence grew: ``k_kind``, ``k_key``, ``k_uid``, ``strong``), for
         ``etl.match.identity.write_identities``. Stored rows are read in batches."""
-        existing = self.view.match_key_rows(key for (_kind, key) in self._mem)
+        existing = self.view.match_key_rows(self._mem)
         new: list[dict[str, Any]] = []
         grown: list[dict[str, Any]] = []
         for (kind, key), uids in self._mem.items():

@@ -219,8 +219,13 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         # last Complet's plus the Deltas since, no export that could have vanished
         deltas_only = {r["uai"] for r in ok if r.get("aaf")
                        and "Eleve" not in (r["aaf"].get("complets") or [])}
+        existing = None
+        if group:  # the group's schools counted once (its presence has them), the rest now
+            extra = sorted({c.uai for c in changes if c.uai and c.kind == "person"}
+                           - set(seen.accounts))
+            existing = {**seen.accounts, **(view.school_accounts(extra) if extra else {})}
         guards = evaluate_guards(academy, changes, view, counts, years, run_mode,
-                                 no_pupil_drop=deltas_only)
+                                 no_pupil_drop=deltas_only, existing=existing)
         guards = with_older_exports(guards, view.held_reasons(run_id, [
             r["uai"] for r in schools if r and r.get("status") in ("ok", "unchanged")]))
         guards = with_held(guards, {r["uai"]: r["aaf"]["holds"] for r in schools

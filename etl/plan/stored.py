@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -55,6 +55,15 @@ def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
     ordered = list(dict.fromkeys(keys))
     for i in range(0, len(ordered), BATCH):
         yield ordered[i:i + BATCH]
+
+
+def key_range(session: Session, column: Any, prefix: str) -> tuple[Any, Any]:
+    """The conditions of the keys of ``column`` that start with ``prefix``, as a range of its
+    index (``LIKE`` is case-blind in SQLite and reads the whole table there). Compared byte
+    by byte: PostgreSQL in a database whose collation is not C orders punctuation apart."""
+    col = column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return col >= prefix, col < end
 
 
 @dataclass(frozen=True)
@@ -118,12 +127,16 @@ class StoredView:
 
     def structures(self, uais: Iterable[str] | None = None) -> Iterator[StoredEntry]:
         """The academy's classes and groups (archives too), of the given schools if any."""
-        q = select(Entry.dn, Entry.kind, Entry.uai, Entry.uid, Entry.attrs).where(
-            Entry.academy == self.academy, or_(Entry.kind == "class", Entry.kind == "group"))
-        if uais is not None:
-            q = q.where(Entry.uai.in_(sorted(uais)))
-        for dn, kind, uai, uid, attrs in self.session.execute(q):
-            yield StoredEntry(dn, kind, uai, uid, attrs)
+        q = select(Entry.dn, Entry.kind, Entry.uai, Entry.uid, Entry.attrs, Entry.academy).where(
+            or_(Entry.kind == "class", Entry.kind == "group"))
+        # given schools: by their UAI's index, the academy checked here (with both in the
+        # query SQLite reads the academy's index, the whole academy, for each group of a
+        # streamed night)
+        q = (q.where(Entry.academy == self.academy) if uais is None
+             else q.where(Entry.uai.in_(sorted(uais))))
+        for dn, kind, uai, uid, attrs, academy in self.session.execute(q):
+            if academy == self.academy:
+                yield StoredEntry(dn, kind, uai, uid, attrs)
 
     def school_accounts(self, uais: Iterable[str]) -> dict[str, int]:
         """Active accounts written per main school (the guards' denominator), counted by the
@@ -134,10 +147,11 @@ class StoredView:
         # active: anything but exactly ["DISABLED"] (as ``attrs.get("entSyncStatus") !=
         # ["DISABLED"]`` reads it: no status, another status, or more than one value)
         active = or_(first.is_(None), first != "DISABLED", second.is_not(None))
-        rows = self.session.execute(select(Entry.uai, func.count()).where(
-            Entry.academy == self.academy, Entry.kind == "person", Entry.uai.in_(list(uais)),
-            Entry.uai.is_not(None), Entry.uai != "", active).group_by(Entry.uai))
-        return {str(uai): int(n) for uai, n in rows}
+        # by the UAI's index, the academy checked here (as ``structures``)
+        rows = self.session.execute(select(Entry.uai, Entry.academy, func.count()).where(
+            Entry.kind == "person", Entry.uai.in_(list(uais)),
+            Entry.uai.is_not(None), Entry.uai != "", active).group_by(Entry.uai, Entry.academy))
+        return {str(uai): int(n) for uai, academy, n in rows if academy == self.academy}
 
     # -- schools and source files -------------------------------------------------------------
     def schools(self, uais: Iterable[str]) -> dict[str, StoredSchool]:
@@ -179,6 +193,19 @@ class StoredView:
                                            .where(Identity.jointure.like(f"{prefix}$%"))):
             yield str(j), str(uid)
 
+    def school_identities(self, prefix: str, sources: Iterable[str], uais: Iterable[str]
+                          ) -> Iterator[tuple[str, str]]:
+        """(jointure, uid) of the source keys of these schools (``<prefix>$<source>$<uai>$``,
+        for each source): a range of the primary key per school and source, read as its
+        own, where ``academy_identities`` reads the whole academy's."""
+        for uai in sorted(set(uais)):
+            for src in sources:
+                for j, uid in self.session.execute(
+                        select(Identity.jointure, Identity.uid)
+                        .where(*key_range(self.session, Identity.jointure,
+                                          f"{prefix}${src}${uai}$"))):
+                    yield str(j), str(uid)
+
     def keys_of(self, uids: Iterable[str]) -> dict[str, set[str]]:
         """uid -> all its jointures."""
         out: dict[str, set[str]] = defaultdict(set)
@@ -203,6 +230,13 @@ class StoredView:
             out.update(self.session.execute(select(Account.uid, Account.login)
                                             .where(Account.uid.in_(part))).all())
         return out
+
+    def logins_of_base(self, base: str) -> set[str]:
+        """The logins registered (any academy) that are ``base`` or ``base<n>``."""
+        n = len(base)
+        return {x for x in self.session.scalars(
+            select(Login.login).where(*key_range(self.session, Login.login, base)))
+            if x == base or x[n:].isdigit()}
 
     def all_logins(self) -> set[str]:
         """Every login ever registered (any academy): a login is never handed out again."""
@@ -230,14 +264,23 @@ class StoredView:
             known[(kind, key)][uid] = set(strong or [])
         return known
 
-    def match_key_rows(self, keys: Iterable[str]) -> dict[tuple[str, str, str], list[str]]:
-        """(kind, key, uid) -> strong tokens stored, for the keys given (any kind)."""
+    def match_key_rows(self, keys: Iterable[tuple[str, str]]
+                       ) -> dict[tuple[str, str, str], list[str]]:
+        """(kind, key, uid) -> strong tokens stored, for the (kind, key) pairs given. Queried
+        kind by kind: the primary key is (academy, kind, key, uid), and a query without the
+        kind read every key of the academy for each batch (a streamed night's groups each
+        paid for the whole academy)."""
+        by_kind: dict[str, set[str]] = defaultdict(set)
+        for kind, key in keys:
+            by_kind[kind].add(key)
         existing: dict[tuple[str, str, str], list[str]] = {}
-        for part in _chunks(sorted(set(keys))):
-            for kind, key, uid, strong in self.session.execute(
-                    select(MatchKey.kind, MatchKey.key, MatchKey.uid, MatchKey.strong).where(
-                        MatchKey.academy == self.academy, MatchKey.key.in_(part))):
-                existing[(kind, key, uid)] = list(strong or [])
+        for kind, wanted in sorted(by_kind.items()):
+            for part in _chunks(sorted(wanted)):
+                for key, uid, strong in self.session.execute(
+                        select(MatchKey.key, MatchKey.uid, MatchKey.strong).where(
+                            MatchKey.academy == self.academy, MatchKey.kind == kind,
+                            MatchKey.key.in_(part))):
+                    existing[(kind, key, uid)] = list(strong or [])
         return existing
 
 

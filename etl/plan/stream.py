@@ -34,7 +34,13 @@ from etl import staging
 from etl.config import Settings
 from etl.plan.desired import DesiredEntry, school_dn
 from etl.plan.diff import Change
-from etl.plan.scope import SCHOOL_SCOPED, _uai_in_dn, _uid_of, jointure_scope
+from etl.plan.scope import (
+    SCHOOL_SCOPED,
+    SCOPED_SOURCES,
+    _uai_in_dn,
+    _uid_of,
+    jointure_scope,
+)
 from etl.plan.stored import StoredEntry, StoredView
 
 #: the staged folder of a run's presence files
@@ -181,7 +187,9 @@ def left_parts(view: StoredView, prefix: str, schools: set[str],
     if not earlier.parts:
         return {}
     planned = {e.uid for e in targets.values() if e.kind == "person" and e.uid}
-    uids = {uid for j, uid in view.academy_identities(prefix)
+    # the source keys of these schools only (a range each): a scan of the academy's keys in
+    # every group made a streamed night grow with the square of the academy
+    uids = {uid for j, uid in view.school_identities(prefix, SCOPED_SOURCES, schools)
             if uid in earlier.parts and uid not in planned
             and (sc := jointure_scope(j)) is not None and sc[0] in schools}
     # AAF keys name no school: the people last applied in these schools' AAF state

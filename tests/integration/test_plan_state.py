@@ -161,3 +161,49 @@ def test_json_columns_round_trip_any_script_and_older_text(state_url: str) -> No
         s.commit()
     with Session() as s:
         assert s.get(Entry, "uid=a").attrs == attrs  # type: ignore[union-attr]
+
+
+def test_the_state_db_is_read_by_key_range_as_a_scan_would_read_it(state_url: str) -> None:
+    """A streamed night's groups read only their own part of the state DB (a source key
+    range per school and source, logins by base, match keys by kind), on SQLite and on
+    PostgreSQL: the same rows as reading the academy's whole table and filtering."""
+    from etl.plan.scope import SCOPED_SOURCES
+    from etl.store.models import Account, Identity, Login, MatchKey
+
+    keys = {
+        "AC-X$SIECLE$0671234X$1": "a1", "AC-X$SIECLE$0671234X$2": "a2",
+        "AC-X$SIECLE-RESP$0671234X$9": "a3", "AC-X$STS$0671234X$7": "a4",
+        "AC-X$SIECLE$0671234Y$1": "a5",  # another school
+        "AC-X$INE$0671234X1": "a1",  # an INE names no school
+        "AC-XY$SIECLE$0671234X$1": "a6",  # an academy whose prefix starts the same
+        "AC-X$SIECLE$0671234X": "a7",  # no id: not a key of the school's range
+    }
+    logins = ["lea.martin", "lea.martin2", "lea.martin22", "lea.martinez", "lea.martin-roux",
+              "lea.marti", "lea.martin.b", "zoe.roux"]
+    Session = session_factory(state_url)
+    with Session() as s, s.begin():
+        for i, uid in enumerate(sorted(set(keys.values()))):
+            s.add(Account(uid=uid, academy="ac-x", profile="ELV", login=f"l{i}"))
+        s.flush()
+        s.add_all(Identity(jointure=j, uid=u) for j, u in keys.items())
+        s.add_all(Login(login=x, uid="a1") for x in logins)
+        s.add_all(MatchKey(academy=a, kind=k, key=key, uid=u, strong=[u])
+                  for a, k, key, u in [("ac-x", "staff", "k1", "a4"),
+                                       ("ac-x", "guardian", "k1", "a3"),
+                                       ("ac-x", "guardian", "k2", "a3"),
+                                       ("ac-y", "staff", "k1", "a6")])
+    with Session() as s:
+        view = StoredView(s, "ac-x")
+        got = sorted(view.school_identities("AC-X", SCOPED_SOURCES, ["0671234X"]))
+        assert got == sorted((j, u) for j, u in view.academy_identities("AC-X")
+                             if j.split("$")[2:3] == ["0671234X"] and j.count("$") == 3
+                             and j.split("$")[1] in SCOPED_SOURCES)
+        assert {j for j, _ in got} == {"AC-X$SIECLE$0671234X$1", "AC-X$SIECLE$0671234X$2",
+                                       "AC-X$SIECLE-RESP$0671234X$9", "AC-X$STS$0671234X$7"}
+        assert view.logins_of_base("lea.martin") == {"lea.martin", "lea.martin2",
+                                                     "lea.martin22"}
+        assert view.logins_of_base("lea.martin2") == {"lea.martin2", "lea.martin22"}
+        assert view.logins_of_base("zoe.roux") == {"zoe.roux"}
+        assert view.logins_of_base("ana.roux") == set()
+        assert view.match_key_rows([("staff", "k1"), ("guardian", "k2"), ("staff", "k9")]) == {
+            ("staff", "k1", "a4"): ["a4"], ("guardian", "k2", "a3"): ["a3"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -143,3 +144,41 @@ def test_new_accounts_written_in_batches(tmp_path, monkeypatch: pytest.MonkeyPat
         assert keys >= {(f"AC-REIMS$INE$00000000{i}AA", m.uid, "source_key", "r1")
                         for i, m in enumerate(made)}
     assert reg.decisions().accounts == []  # handed over once: nothing left
+
+
+def test_logins_looked_up_base_by_base_are_those_of_a_read_of_every_login(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few new accounts look their bases up one by one; past ``LOGIN_LOOKUPS`` bases the
+    registry reads every login once. Either way the same logins, never one taken, never one
+    handed out twice in the run (another base's number can spell it)."""
+    import etl.match.identity as identity_mod
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    stored = ["lea.martin", *(f"lea.martin{n}" for n in range(2, 22)), "zoe.roux", "ana.petit2"]
+    with Session(engine) as s:
+        s.add_all([Login(login=x, uid=f"u{i}") for i, x in enumerate(stored)])
+        s.commit()
+        names = [("Léa", "Martin"), ("Léa", "Martin2"), ("Léa", "Martin"), ("Zoé", "Roux"),
+                 ("Ana", "Petit"), ("Léa", "Martin2"), ("Ana", "Petit"), ("Léa", "Martin")]
+        runs = {}
+        for lookups in (0, 2, 1000):
+            monkeypatch.setattr(identity_mod, "LOGIN_LOOKUPS", lookups)
+            reg = IdentityRegistry(StoredView(s, "ac-reims"))
+            reads: list[int] = []
+
+            def counted(self: StoredView, reads: list[int] = reads,
+                        read: Any = StoredView.all_logins) -> set[str]:
+                reads.append(1)
+                return read(self)
+
+            monkeypatch.setattr(StoredView, "all_logins", counted)
+            runs[lookups] = [reg.allocate_login(f, n, f"n{i}") for i, (f, n) in
+                             enumerate(names)]
+            assert len(reads) == (1 if lookups < 4 else 0)
+            monkeypatch.undo()
+        assert runs[0] == runs[2] == runs[1000]
+        got = runs[0]
+        assert len(set(got)) == len(got) and not set(got) & set(stored)
+        assert got == ["lea.martin22", "lea.martin23", "lea.martin24", "zoe.roux2", "ana.petit",
+                       "lea.martin25", "ana.petit3", "lea.martin26"]
+
