@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from etl.plan.stored import StoredView
+from etl.plan.stored import StoredView, ranges_indexed
 from etl.store.models import Account, Identity, Login, table
 
 MAX_LOGIN = 32
@@ -151,7 +151,7 @@ class IdentityRegistry:
             return self._logins
         got = self._by_base.get(base)
         if got is None:
-            if len(self._by_base) >= LOGIN_LOOKUPS:
+            if len(self._by_base) >= LOGIN_LOOKUPS or not ranges_indexed(self.view.session):
                 return self._all_logins()
             got = self._by_base[base] = self.view.logins_of_base(base)
         return got

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from etl.store.models import Account, Entry, Identity, Login, MatchKey, SchoolState, SourceFile
@@ -57,13 +57,39 @@ def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
         yield ordered[i:i + BATCH]
 
 
-def key_range(session: Session, column: Any, prefix: str) -> tuple[Any, Any]:
+#: PostgreSQL collations whose order is the bytes' (a key range is a prefix there)
+_BYTE_ORDER = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
+_ranges_indexed: dict[str, bool] = {}
+
+
+def ranges_indexed(session: Session) -> bool:
+    """Whether a prefix of a text key can be read as a range of its index: SQLite (binary
+    order), PostgreSQL in a database of the C collation (libc's). In another collation
+    punctuation such as ``$`` sorts apart, and a range compared ``COLLATE "C"`` cannot use
+    the index: each range would read the whole table."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return True
+    key = str(bind.engine.url)
+    if key not in _ranges_indexed:
+        collate = str(session.execute(text(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()"))
+            .scalar() or "")
+        provider = "c"
+        if int(str(session.execute(text("SHOW server_version_num")).scalar())) >= 150000:
+            provider = str(session.execute(text(
+                "SELECT datlocprovider FROM pg_database WHERE datname = current_database()"))
+                .scalar() or "c")
+        _ranges_indexed[key] = provider == "c" and collate.lower() in _BYTE_ORDER
+    return _ranges_indexed[key]
+
+
+def key_range(column: Any, prefix: str) -> tuple[Any, Any]:
     """The conditions of the keys of ``column`` that start with ``prefix``, as a range of its
-    index (``LIKE`` is case-blind in SQLite and reads the whole table there). Compared byte
-    by byte: PostgreSQL in a database whose collation is not C orders punctuation apart."""
-    col = column.collate("C") if session.get_bind().dialect.name == "postgresql" else column
+    index (``LIKE`` is case-blind in SQLite and reads the whole table there); only where
+    ``ranges_indexed``."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return col >= prefix, col < end
+    return column >= prefix, column < end
 
 
 @dataclass(frozen=True)
@@ -198,12 +224,18 @@ class StoredView:
         """(jointure, uid) of the source keys of these schools (``<prefix>$<source>$<uai>$``,
         for each source): a range of the primary key per school and source, read as its
         own, where ``academy_identities`` reads the whole academy's."""
+        if not ranges_indexed(self.session):  # one read of the academy's keys
+            wanted = {(src, uai) for src in sources for uai in uais}
+            for j, uid in self.academy_identities(prefix):
+                parts = j.split("$", 3)
+                if len(parts) == 4 and parts[0] == prefix and (parts[1], parts[2]) in wanted:
+                    yield j, uid
+            return
         for uai in sorted(set(uais)):
             for src in sources:
                 for j, uid in self.session.execute(
                         select(Identity.jointure, Identity.uid)
-                        .where(*key_range(self.session, Identity.jointure,
-                                          f"{prefix}${src}${uai}$"))):
+                        .where(*key_range(Identity.jointure, f"{prefix}${src}${uai}$"))):
                     yield str(j), str(uid)
 
     def keys_of(self, uids: Iterable[str]) -> dict[str, set[str]]:
@@ -235,7 +267,7 @@ class StoredView:
         """The logins registered (any academy) that are ``base`` or ``base<n>``."""
         n = len(base)
         return {x for x in self.session.scalars(
-            select(Login.login).where(*key_range(self.session, Login.login, base)))
+            select(Login.login).where(*key_range(Login.login, base)))
             if x == base or x[n:].isdigit()}
 
     def all_logins(self) -> set[str]:

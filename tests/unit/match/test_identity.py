@@ -161,8 +161,10 @@ def test_logins_looked_up_base_by_base_are_those_of_a_read_of_every_login(
         names = [("Léa", "Martin"), ("Léa", "Martin2"), ("Léa", "Martin"), ("Zoé", "Roux"),
                  ("Ana", "Petit"), ("Léa", "Martin2"), ("Ana", "Petit"), ("Léa", "Martin")]
         runs = {}
-        for lookups in (0, 2, 1000):
-            monkeypatch.setattr(identity_mod, "LOGIN_LOOKUPS", lookups)
+        for lookups in (0, 2, 1000, -1):
+            monkeypatch.setattr(identity_mod, "LOGIN_LOOKUPS", lookups if lookups >= 0 else 1000)
+            if lookups == -1:  # a base's logins cannot be read as a range: all at once
+                monkeypatch.setattr(identity_mod, "ranges_indexed", lambda session: False)
             reg = IdentityRegistry(StoredView(s, "ac-reims"))
             reads: list[int] = []
 
@@ -176,7 +178,7 @@ def test_logins_looked_up_base_by_base_are_those_of_a_read_of_every_login(
                              enumerate(names)]
             assert len(reads) == (1 if lookups < 4 else 0)
             monkeypatch.undo()
-        assert runs[0] == runs[2] == runs[1000]
+        assert runs[0] == runs[2] == runs[1000] == runs[-1]
         got = runs[0]
         assert len(set(got)) == len(got) and not set(got) & set(stored)
         assert got == ["lea.martin22", "lea.martin23", "lea.martin24", "zoe.roux2", "ana.petit",
