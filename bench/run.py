@@ -1,7 +1,7 @@
 """`make bench`: the sync at region scale against the directory server's own tools.
 
     python -m bench.run [--scale 0.1] [--seed 7] [--keep DIR] [--sequential]
-                        [--first-load-only]
+                        [--first-load-only | --until-delta]
 
 In one run, on fresh slapds configured as in production (schemas/slapd.conf.in: durable
 writes, no dbnosync):
@@ -196,9 +196,11 @@ def ldap_errors(log: Path) -> int:
 
 class Bench:
     def __init__(self, root: Path, scale: float, seed: int, workers: int,
-                 parallel: bool = True, first_load_only: bool = False) -> None:
+                 parallel: bool = True, first_load_only: bool = False,
+                 until_delta: bool = False) -> None:
         self.parallel = parallel
         self.first_load_only = first_load_only
+        self.until_delta = until_delta
         self.root = root
         self.scale = scale
         self.seed = seed
@@ -227,7 +229,8 @@ class Bench:
                 continue
             start = time.perf_counter()
             summary = generate_region(self.landing(night), self.scale, self.seed,
-                                      export_date=date, rentree=None if self.first_load_only
+                                      export_date=date,
+                                      rentree=None if self.first_load_only or self.until_delta
                                       else rentree_for(self, night))
             self.results.setdefault("generate_s", round(time.perf_counter() - start, 2))
             self.results.setdefault("schools", summary.schools)
@@ -469,6 +472,9 @@ class Bench:
         ldapmodify_s, ldapmodify_errors = t.seconds, ldap_errors(t.log)
         print(f"bench: delta {delta.seconds:.1f} s, {delta.writes} writes; ldapmodify "
               f"{ldapmodify_s:.1f} s", flush=True)
+        if self.until_delta:
+            return self.first_nights(initial, noop, delta, work_a, entries, accounts,
+                                     ldapadd_s, check_s, ldapmodify_s, n_changes)
         from bench.audit import time_audits  # the weekly audit, on the delta night's state
 
         r["audit"] = time_audits(a, work_a, self.academies, self.logs)
@@ -573,6 +579,50 @@ class Bench:
               f"{r['shared_logins']:>12}")
         return r
 
+    def first_nights(self, initial: Night, noop: Night, delta: Night, work_a: Path,
+                     entries: int, accounts: int, ldapadd_s: float, check_s: float,
+                     ldapmodify_s: float, n_changes: int) -> dict[str, Any]:
+        """``--until-delta``: the first load, the no-change night and the 2 % night against
+        their references, and a short table (the same keys as the whole bench's)."""
+        from bench.rentree import first_writes, largest
+
+        r = self.results
+        big = largest(self)
+        fw = first_writes(work_a, initial)
+        r.update({
+            "accounts": accounts, "entries": entries,
+            "initial_s": round(initial.seconds, 2), "initial_writes": initial.writes,
+            "ldapadd_s": round(ldapadd_s, 2),
+            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
+            "first_write_s_per_academy": fw, "first_write_academy": big,
+            "first_write_s": fw.get(big),
+            "noop_s": round(noop.seconds, 2), "noop_writes": noop.writes,
+            "noop_vs_initial": round(noop.seconds / initial.seconds, 4),
+            "delta_s": round(delta.seconds, 2), "delta_writes": delta.writes,
+            "delta_parse_s": round(check_s, 2), "ldapmodify_s": round(ldapmodify_s, 2),
+            "ldapmodify_changes": n_changes,
+            "delta_vs_ldapmodify_plus_parse": round(delta.seconds / (ldapmodify_s + check_s),
+                                                    3),
+            "peak_rss_mib": round(max(initial.rss_mib, noop.rss_mib, delta.rss_mib), 1),
+            "academies_at_once": self.parallel,
+            "cpu_s": {"initial": round(initial.cpu_s, 2), "noop": round(noop.cpu_s, 2),
+                      "delta": round(delta.cpu_s, 2)},
+            "per_academy": {"initial": initial.per_academy, "noop": noop.per_academy,
+                            "delta": delta.per_academy},
+        })
+        print(f"\n{'figure':44} {'value':>12}")
+        print(f"{'initial load / ldapadd':44} {r['initial_vs_ldapadd']:>11.3f}x"
+              f"  ({initial.seconds:.1f} / {ldapadd_s:.1f} s, {initial.writes} writes)")
+        print(f"{'first write, ' + str(big) + ' (largest)':44} {fw.get(big) or 0:>10.1f} s")
+        print(f"{'no-change night / initial load':44} {r['noop_vs_initial']:>11.2%}"
+              f"  ({noop.seconds:.1f} s, {noop.writes} writes)")
+        print(f"{'2 % night / (ldapmodify + check)':44} "
+              f"{r['delta_vs_ldapmodify_plus_parse']:>11.3f}x  ({delta.seconds:.1f} / "
+              f"({ldapmodify_s:.1f} + {check_s:.1f}) s, {delta.writes} writes)")
+        print(f"{'peak RSS per academy process':44} {r['peak_rss_mib']:>8.0f} MiB")
+        print(f"{'CPU of the syncs, 2 % night':44} {delta.cpu_s:>10.1f} s")
+        return r
+
     def shared_logins(self, workdir: Path) -> int:
         from bench.ldif import shared_logins
 
@@ -636,16 +686,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-load-only", action="store_true",
                    help="only the initial load against ldapadd, its first writes and memory "
                    "(a quick look at 1.0; the whole bench is `make bench`)")
+    p.add_argument("--until-delta", action="store_true",
+                   help="only the initial load, the no-change night and the 2 % night against "
+                   "their references (the nights a change to the sync moves first)")
     p.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
     p.add_argument("--out", help="the results (default bench/results/latest.json; "
-                   "first-load.json with --first-load-only)")
+                   "first-load.json with --first-load-only, first-nights.json with "
+                   "--until-delta)")
     a = p.parse_args(argv)
+    if a.first_load_only and a.until_delta:
+        raise SystemExit("--first-load-only or --until-delta, not both")
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="entsync-bench-"))
     if a.keep and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     bench = Bench(root.resolve(), a.scale, a.seed, a.workers,
-                  parallel=not a.sequential, first_load_only=a.first_load_only)
+                  parallel=not a.sequential, first_load_only=a.first_load_only,
+                  until_delta=a.until_delta)
     started = time.perf_counter()
     try:
         results = bench.run()
@@ -653,7 +710,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop_all()
     results["bench_s"] = round(time.perf_counter() - started, 1)
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    out = Path(a.out or RESULTS / ("first-load.json" if a.first_load_only else "latest.json"))
+    out = Path(a.out or RESULTS / ("first-load.json" if a.first_load_only
+                                   else "first-nights.json" if a.until_delta
+                                   else "latest.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2)
     out.write_text(text, "utf-8")

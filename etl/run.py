@@ -388,8 +388,9 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
     """A sync group by group (``etl.plan.stream``): each group of ``settings.plan_group``
     schools planned and written, the next one read meanwhile in a process of its own
     (``etl.runtime.ahead``, unless ``settings.read_ahead`` is off: from the first group on a
-    first load, from the second on a night whose first group was heavy, ``heavy_night``;
-    never on a light one); the absences judged and written after the last. A group whose
+    first load and on a night of more than ``READ_AHEAD_GROUPS`` groups, from the second on a
+    night whose first group was heavy, ``heavy_night``; never on a light night of fewer
+    groups); the absences judged and written after the last. A group whose
     apply stopped (the directory went down) stops the run there: no absence is judged on a
     night not read to its end."""
     from etl.plan.stream import plan_order
@@ -409,8 +410,8 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
                 res, submitted = ahead.result(), False
             else:
                 res = None
-            if ahead is None and settings.read_ahead and k + 1 < len(groups) and (
-                    first or (k > 0 and heavy_night(parts[0], results))):
+            if ahead is None and settings.read_ahead and reads_ahead(
+                    k, len(groups), first, parts[0] if parts else None, results):
                 ahead = stack.enter_context(ReadAhead(settings, q.academy, run_id))
             if ahead is not None and k + 1 < len(groups):  # read while this one is
                 ahead.submit({u: docs[u] for u in groups[k + 1]})
@@ -433,6 +434,23 @@ def _streamed(settings: Settings, q: RunRequest, run_id: str, disc: Discovery,
 #: first load reads its next groups ahead (la rentrée: about one change a record; a 2 % night:
 #: a few in a hundred)
 READ_AHEAD_MIN_SHARE = 0.25
+#: groups left to read from which any night reads them ahead (a light night's too): the
+#: reader's start (~4 s of CPU) is paid once, each group read while the one before is planned
+#: and written saves about its reading's time where a core is free (an academy of 12 groups
+#: or more at scale 1.0: Reims, Strasbourg, Nancy-Metz; none at 0.1)
+READ_AHEAD_GROUPS = 8
+
+
+def reads_ahead(k: int, groups: int, first: bool, first_group: StreamedGroup | None,
+                read: Sequence[SchoolResult]) -> bool:
+    """Whether a streamed night starts reading ahead at its group ``k`` (of ``groups``): a
+    next group to read, and a first load, or at least ``READ_AHEAD_GROUPS`` groups left to
+    read, or (from the second group) a heavy night (``heavy_night``)."""
+    if k + 1 >= groups:
+        return False
+    if first or groups - k - 1 >= READ_AHEAD_GROUPS:
+        return True
+    return k > 0 and first_group is not None and heavy_night(first_group, read)
 
 
 def heavy_night(first_group: StreamedGroup, read: Sequence[SchoolResult]) -> bool:

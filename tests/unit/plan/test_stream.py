@@ -192,3 +192,24 @@ def test_only_a_heavy_night_reads_ahead_after_its_first_group() -> None:
     assert not heavy_night(*night(80, 1400, 1300))  # a 2 % night
     assert heavy_night(*night(1, 0))  # nothing read: a change is enough
     assert not heavy_night(*night(0))
+
+
+def test_a_light_night_of_many_groups_reads_ahead_from_its_first() -> None:
+    """A light night reads in turn when few groups are left (the reader's start would cost
+    more than it hides), ahead from its first group when at least ``READ_AHEAD_GROUPS`` are
+    left to read (an academy of scale 1.0); a first load always, never past the last group."""
+    from types import SimpleNamespace
+
+    from etl.run import READ_AHEAD_GROUPS, reads_ahead
+
+    light = SimpleNamespace(reconciled=SimpleNamespace(changes=80))
+    heavy = SimpleNamespace(reconciled=SimpleNamespace(changes=2600))
+    read = [SimpleNamespace(records_read=1400, counts={})]
+    many = READ_AHEAD_GROUPS + 1
+    assert reads_ahead(0, many, False, None, read)
+    assert not reads_ahead(0, READ_AHEAD_GROUPS, False, None, read)
+    assert not reads_ahead(1, READ_AHEAD_GROUPS, False, light, read)  # a 2 % night
+    assert reads_ahead(1, READ_AHEAD_GROUPS, False, heavy, read)  # la rentrée
+    assert reads_ahead(0, 2, True, None, read)  # a first load
+    assert not reads_ahead(1, 2, True, heavy, read)  # the last group: nothing to read next
+    assert not reads_ahead(many - 1, many, False, light, read)
