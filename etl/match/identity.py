@@ -14,6 +14,7 @@ Rules (see README "Identity and logins"):
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import unicodedata
@@ -41,8 +42,12 @@ _UID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 PROFILE_UID_LETTER = {"ELV": "e", "TUT": "r", "ENS": "p", "DIR": "d", "EVS": "v", "DOC": "c"}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def fold(text: str) -> str:
-    """ASCII-fold: ligatures expanded, accents dropped, lower case."""
+    """ASCII-fold: ligatures expanded, accents dropped, lower case. Remembered: an academy's
+    names repeat (a night folds every record's names several times: match keys, homonyms)."""
+    if text.isascii():
+        return text.lower()
     t = unicodedata.normalize("NFKD", text.translate(_FOLD))
     return "".join(c for c in t if not unicodedata.combining(c)).lower()
 

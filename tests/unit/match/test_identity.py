@@ -55,6 +55,21 @@ def test_fold_ligatures() -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_fold_is_the_full_folding_whatever_its_shortcuts(text: str) -> None:
+    """``fold`` remembers its answers and lower-cases ASCII at once: the same text as the
+    whole NFKD folding, asked once or twice."""
+    import unicodedata
+
+    from etl.match.identity import _FOLD
+
+    t = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    full = "".join(c for c in t if not unicodedata.combining(c)).lower()
+    assert fold(text) == full
+    assert fold(text) == full
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60), st.text(max_size=60))
 def test_login_always_valid(first: str, last: str) -> None:
     login = base_login(first, last)
