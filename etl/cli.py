@@ -337,9 +337,11 @@ def _sync_table(s: dict[str, Any]) -> str:
         f"{k} {v}" for k, v in pending_by.items()) + ")" if pending_by else "")
         + (f", {s['left']} left by the directory" if s.get("left") else ""))
     lines.append(f"changes planned {s['changes']}, held {s.get('held_changes', 0)}")
-    dups: dict[str, int] = defaultdict(int)
-    for d in s.get("duplicates") or []:
-        dups[str(d.get("rule"))] += 1
+    dups: dict[str, int] = dict(s.get("duplicates_by_rule") or {})
+    if not dups:  # a summary from before the counts
+        dups = defaultdict(int)
+        for d in s.get("duplicates") or []:
+            dups[str(d.get("rule"))] += 1
     if dups:  # never merged automatically: someone looks at them in the report
         lines.append("suspected duplicates: " + ", ".join(f"{k} {n}"
                                                          for k, n in sorted(dups.items())))

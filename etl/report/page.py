@@ -118,6 +118,13 @@ def render_run_report(summary: dict[str, Any]) -> str:
         f"<td>{_e(', '.join(d.get('records') or ([d['source']] if d.get('source') else [])))}"
         f"</td><td>{_e(d.get('evidence'))}</td>"
         f"<td>{_e(d.get('action'))}</td></tr>" for d in summary.get("duplicates", []))
+    listed = len(summary.get("duplicates", []))
+    total = int(summary.get("duplicates_total", listed))
+    by_rule = ", ".join(f"{k} {v}" for k, v in (summary.get("duplicates_by_rule") or {}).items())
+    dup_note = "" if total <= listed else (
+        f"<p>{total} in all ({_e(by_rule)}): "
+        f"the first {listed} here, INE conflicts first; every one in "
+        f"<code>{_e(summary.get('duplicates_file'))}</code> beside this page, one a line.</p>")
     matches = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in summary.get("matches", {}).items()
                         if v) or "none"
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
@@ -152,6 +159,7 @@ pending writes is <i>partial</i> (some written) or <i>failed</i> (none).</p>
 <th>limit</th><th></th><th>detail</th></tr>{''.join(guard_rows)}</table>
 <h2>Identity</h2><p>Accounts matched across schools or sources by rule: {matches}.</p>
 <h3>Suspected duplicates (never merged automatically; <code>entsync merge KEEP OTHER</code>)</h3>
+{dup_note}
 <table><tr><th>rule</th><th>score</th><th>accounts (uid)</th><th>records (source keys)</th>
 <th>evidence</th><th>action</th>
 </tr>{dups}</table>

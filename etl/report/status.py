@@ -61,7 +61,8 @@ def _run_view(s: Any, run: Run, settings: Settings | None = None) -> dict[str, A
             "records_read": int(records.get("records_read", 0)),
             "records_rejected": int(records.get("records_rejected", 0)),
             # never merged automatically (INE conflicts among them): the run report lists them
-            "suspected_duplicates": len(summary.get("duplicates") or []),
+            "suspected_duplicates": summary.get("duplicates_total",
+                                                len(summary.get("duplicates") or [])),
         },
         # where each quarantined file is kept (its reason file beside it)
         "quarantined": [{"file": q.get("file"), "school": q.get("uai"),

@@ -234,3 +234,35 @@ def test_one_ine_shared_tonight_conflicts_only_when_its_records_disagree() -> No
     assert (out[0].person_key, out[0].reason, out[0].others) == ("a", "birth_date", ["b"])
     assert out[1].others == ["a"] and out[1].stored_uid is None
     assert shared_ine_conflicts(rows, set()) == {}
+
+
+def test_a_run_of_many_suspected_duplicates_keeps_the_first_by_rule_and_files_them_all(
+        env: Settings, server: LdapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary (state DB, ``--json``, the report) holds the first
+    ``DUPLICATES_IN_SUMMARY`` suspected duplicates, those of the rules to look at first
+    before same names; how many in all and by rule; and every one in ``duplicates.jsonl``
+    beside the report (a first load at scale 1.0 finds ~200,000 in Nancy-Metz)."""
+    import json
+
+    monkeypatch.setattr(pipeline, "DUPLICATES_IN_SUMMARY", 2)
+    write_school(env.landing, ACADEMY, UAI,
+                 [Pupil(str(10 + i), "MULLER", "Lucas", "6A", birth=f"0{i + 1}/03/2014")
+                  for i in range(3)]
+                 + [Pupil(str(20 + i), "DUPONT", "Zoé", "6B", birth=f"0{i + 1}/04/2014")
+                    for i in range(2)],
+                 [Guardian("501", "MARTIN", "Julie", ["10"], email="julie1@example.org")], [])
+    write_school(env.landing, ACADEMY, UAI_2, [Pupil("31", "MARTIN", "Léo", "6A")],
+                 [Guardian("601", "MARTIN", "Julie", ["31"], email="julie2@example.org")], [])
+    s = pipeline.run_sync(env, RunRequest(ACADEMY, today=NOV))
+    assert s["duplicates_by_rule"] == {"guardian_name": 1, "same_name": 2}
+    assert s["duplicates_total"] == 3 and s["duplicates_file"] == "duplicates.jsonl"
+    assert [d["rule"] for d in s["duplicates"]] == ["guardian_name", "same_name"]
+    lines = (Path(s["report_dir"]) / "duplicates.jsonl").read_text("utf-8").splitlines()
+    every = [json.loads(x) for x in lines]
+    assert sorted(d["rule"] for d in every) == ["guardian_name", "same_name", "same_name"]
+    assert all(d in every for d in s["duplicates"])
+    report = (Path(s["report_dir"]) / "report.html").read_text()
+    assert "3 in all (guardian_name 1, same_name 2)" in report and "duplicates.jsonl" in report
+    assert "MULLER" not in "\n".join(lines) and "Julie" not in "\n".join(lines)
+    saved = json.loads((Path(s["report_dir"]) / "summary.json").read_text("utf-8"))
+    assert saved["duplicates_total"] == 3 and len(saved["duplicates"]) == 2
