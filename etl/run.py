@@ -16,8 +16,8 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 import msgspec
 from sqlalchemy import select
@@ -113,26 +113,65 @@ def release_lock(settings: Settings, academy_code: str, run_id: str) -> None:
 #: made a 46 MB row in the state DB, a 44 MB page and the run's memory peak
 DUPLICATES_IN_SUMMARY = 500
 DUPLICATES_FILE = "duplicates.jsonl"
+#: the staged folder of a streamed run's groups' suspected duplicates
+DUPLICATES_DIR = "duplicates"
 #: the order in which the summary keeps them (what a school or the ops team must look at first)
 _DUPLICATE_RULES = ("ine_conflict", "staff_name_birth", "guardian_name", "same_name")
 
 
-def duplicates_digest(every: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The summary's part of the run's suspected duplicates: the first
+def duplicates_digest(every: Iterable[dict[str, Any]], sink: TextIO | None = None
+                      ) -> dict[str, Any]:
+    """The summary's part of the run's suspected duplicates, read once as they come: the first
     ``DUPLICATES_IN_SUMMARY`` by rule (``duplicates``), how many in all and by rule, and the
-    file that lists them all when the summary does not."""
+    file that lists them all when the summary does not; ``sink`` gets every one, a line
+    each."""
     order = {r: i for i, r in enumerate(_DUPLICATE_RULES)}
+    firsts: dict[int, list[dict[str, Any]]] = defaultdict(list)
     by_rule: dict[str, int] = defaultdict(int)
+    total = 0
     for d in every:
-        by_rule[str(d.get("rule"))] += 1
-    first = sorted(range(len(every)),
-                   key=lambda i: (order.get(str(every[i].get("rule")), len(order)), i))
+        total += 1
+        rule = str(d.get("rule"))
+        by_rule[rule] += 1
+        rank = order.get(rule, len(order))
+        if len(firsts[rank]) < DUPLICATES_IN_SUMMARY:
+            firsts[rank].append(d)
+        if sink is not None:
+            sink.write(json.dumps(d, ensure_ascii=False) + "\n")
     out: dict[str, Any] = {
-        "duplicates": [every[i] for i in first[:DUPLICATES_IN_SUMMARY]],
-        "duplicates_total": len(every), "duplicates_by_rule": dict(sorted(by_rule.items()))}
-    if len(every) > DUPLICATES_IN_SUMMARY:
+        "duplicates": [d for r in sorted(firsts) for d in firsts[r]][:DUPLICATES_IN_SUMMARY],
+        "duplicates_total": total, "duplicates_by_rule": dict(sorted(by_rule.items()))}
+    if total > DUPLICATES_IN_SUMMARY:
         out["duplicates_file"] = DUPLICATES_FILE
     return out
+
+
+def spill_duplicates(settings: Settings, run_id: str, tag: str, rec: Reconciled
+                     ) -> Reconciled:
+    """A streamed group's suspected duplicates, staged (``<run>/duplicates/<tag>.jsonl``) and
+    let go: the run's report reads them back (``every_duplicate``), its groups do not hold
+    them (Nancy-Metz's first load at 1.0: ~10,000 a group, 197,756 in all)."""
+    if not rec.duplicates:
+        return rec
+    staging.write_chunks(settings, f"{run_id}/{DUPLICATES_DIR}/{tag}.jsonl",
+                         (json.dumps(d, ensure_ascii=False).encode() + b"\n"
+                          for d in rec.duplicates))
+    return msgspec.structs.replace(rec, duplicates=[])
+
+
+def every_duplicate(settings: Settings, run_id: str, reconciled: Reconciled | None
+                    ) -> Iterator[dict[str, Any]]:
+    """The run's suspected duplicates: its groups' staged ones in their order, then the
+    plan's own."""
+    folder = f"{run_id}/{DUPLICATES_DIR}"
+    if staging.exists(settings, folder):
+        for name in sorted(staging.children(settings, folder)):
+            if name.endswith(".jsonl"):
+                for line in staging.read_bytes(settings, f"{folder}/{name}").splitlines():
+                    if line.strip():
+                        yield json.loads(line)
+    if reconciled is not None:
+        yield from reconciled.duplicates
 
 
 def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
@@ -199,7 +238,12 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
     else:
         status = RunStatus.SUCCESS
     errors = applied.errors if applied is not None and applied.errors else []
-    every_dup = reconciled.duplicates if reconciled is not None else []
+    out = settings.reports_dir / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / DUPLICATES_FILE).open("w", encoding="utf-8") as sink:
+        dups = duplicates_digest(every_duplicate(settings, run_id, reconciled), sink)
+    if not dups["duplicates_total"]:
+        (out / DUPLICATES_FILE).unlink()
     summary: dict[str, Any] = {
         "run_id": run_id, "academy": academy_code, "status": status.value, "dry_run": dry_run,
         "mode": reconciled.mode if reconciled is not None else None, "schools": per_school,
@@ -213,20 +257,15 @@ def finish_run(settings: Settings, run: RunRef, discovered: Discovery,
         **written,
         "errors": list(errors),
         "matches": reconciled.matches if reconciled is not None else {},
-        **duplicates_digest(every_dup),
+        **dups,
         "ignored_sources": dict(discovered.ignored_sources),
         **({} if isinstance(discovered.aaf, UnsetType) else {"aaf": discovered.aaf}),
     }
-    out = settings.reports_dir / run_id
-    out.mkdir(parents=True, exist_ok=True)
     _school_pages(settings, summary, schools)  # names, times, links, the schools' pages
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")
     write_run_report(summary, out / "report.html")
     names = ["summary.json", "report.html"]
-    if every_dup:  # all of them, one a line (the summary and the report hold the first)
-        with (out / DUPLICATES_FILE).open("w", encoding="utf-8") as f:
-            for d in every_dup:
-                f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    if dups["duplicates_total"]:  # all of them, one a line (the summary holds the first)
         names.append(DUPLICATES_FILE)
     for name in names:  # a copy any worker or operator can read
         staging.copy_in(settings, out / name, f"{run_id}/reports/{name}")
@@ -521,8 +560,9 @@ def plan_write_group(settings: Settings, run: RunRef, schools: Sequence[SchoolRe
     groups before it wrote, its absences left for the last step, written. ``first``: the
     night is the academy's first load (None: as the state DB says now); ``lead``: this is
     its first group (``etl.runtime.cpu.cpu_bound``)."""
-    rec = reconcile(settings, run.academy, run.run_id, schools, False, mode, today, group=tag,
-                    first=first, lead=lead)
+    rec = spill_duplicates(settings, run.run_id, tag, reconcile(
+        settings, run.academy, run.run_id, schools, False, mode, today, group=tag,
+        first=first, lead=lead))
     app = apply_plan(settings, run.academy, run.run_id, rec.plan, workers=workers)
     return StreamedGroup(reconciled=rec, applied=app)
 

@@ -236,15 +236,19 @@ def test_one_ine_shared_tonight_conflicts_only_when_its_records_disagree() -> No
     assert shared_ine_conflicts(rows, set()) == {}
 
 
+@pytest.mark.parametrize("group", [16, 1], ids=["whole", "streamed"])
 def test_a_run_of_many_suspected_duplicates_keeps_the_first_by_rule_and_files_them_all(
-        env: Settings, server: LdapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Settings, server: LdapServer, monkeypatch: pytest.MonkeyPatch, group: int) -> None:
     """The summary (state DB, ``--json``, the report) holds the first
     ``DUPLICATES_IN_SUMMARY`` suspected duplicates, those of the rules to look at first
     before same names; how many in all and by rule; and every one in ``duplicates.jsonl``
-    beside the report (a first load at scale 1.0 finds ~200,000 in Nancy-Metz)."""
+    beside the report (a first load at scale 1.0 finds ~200,000 in Nancy-Metz). A streamed
+    night's groups stage theirs as they go (``spill_duplicates``): the same report."""
+    import dataclasses
     import json
 
     monkeypatch.setattr(pipeline, "DUPLICATES_IN_SUMMARY", 2)
+    env = dataclasses.replace(env, plan_group=group, read_ahead=0)
     write_school(env.landing, ACADEMY, UAI,
                  [Pupil(str(10 + i), "MULLER", "Lucas", "6A", birth=f"0{i + 1}/03/2014")
                   for i in range(3)]
@@ -266,3 +270,6 @@ def test_a_run_of_many_suspected_duplicates_keeps_the_first_by_rule_and_files_th
     assert "MULLER" not in "\n".join(lines) and "Julie" not in "\n".join(lines)
     saved = json.loads((Path(s["report_dir"]) / "summary.json").read_text("utf-8"))
     assert saved["duplicates_total"] == 3 and len(saved["duplicates"]) == 2
+    from etl import staging
+
+    assert staging.exists(env, f"{s['run_id']}/{pipeline.DUPLICATES_DIR}") == (group == 1)
