@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -90,13 +90,21 @@ def write_presence(settings: Settings, run_id: str, p: Presence) -> None:
 
 def read_presences(settings: Settings, run_id: str) -> list[Presence]:
     """The presence files of the run's groups (the absences' step)."""
-    return _read_staged(settings, run_id, Presence, None)
+    return list(_read_staged(settings, run_id, Presence, None))
 
 
 def earlier_presences(settings: Settings, run_id: str, exclude: str) -> list[PresenceHead]:
     """The presence files of the run's groups planned so far (any order), ``exclude``'s not,
     without who was present (the JSON list skipped, never decoded: each group reads every
     earlier group's file)."""
+    return list(iter_earlier_presences(settings, run_id, exclude))
+
+
+def iter_earlier_presences(settings: Settings, run_id: str, exclude: str
+                           ) -> Iterator[PresenceHead]:
+    """``earlier_presences`` one file at a time, as ``Earlier.of`` merges them: the last
+    group of an academy at scale 1.0 would otherwise hold every earlier group's decoded
+    parts at once (a person each, ~450,000 for Nancy-Metz) beside the merge."""
     return _read_staged(settings, run_id, PresenceHead, exclude)
 
 
@@ -104,17 +112,14 @@ _P = TypeVar("_P", bound=PresenceHead)
 
 
 def _read_staged(settings: Settings, run_id: str, kind: type[_P], exclude: str | None
-                 ) -> list[_P]:
+                 ) -> Iterator[_P]:
     folder = f"{run_id}/{PRESENCE_DIR}"
     if not staging.exists(settings, folder):
-        return []
-    out = []
+        return
     for name in sorted(staging.children(settings, folder)):
         if not name.endswith(".json") or name[:-5] == exclude:
             continue
-        out.append(msgspec.json.decode(staging.read_bytes(settings, f"{folder}/{name}"),
-                                       type=kind))
-    return out
+        yield msgspec.json.decode(staging.read_bytes(settings, f"{folder}/{name}"), type=kind)
 
 
 @dataclass
