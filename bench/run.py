@@ -548,25 +548,32 @@ class Bench:
         self.table(initial, noop, delta, check_s, af, cli_same, aaf_rows + rentree_rows)
         return r
 
+    def first_load_figures(self, initial: Night, work_a: Path, entries: int, accounts: int,
+                           ldapadd_s: float) -> tuple[dict[str, float | None], str]:
+        """The first load's figures into the results (its time against ``ldapadd``'s, the
+        first writes): the first writes per academy and the largest academy."""
+        from bench.rentree import first_writes, largest
+
+        big = largest(self)
+        fw = first_writes(work_a, initial)
+        self.results.update({
+            "accounts": accounts, "entries": entries,
+            "initial_s": round(initial.seconds, 2), "initial_writes": initial.writes,
+            "ldapadd_s": round(ldapadd_s, 2),
+            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
+            "first_write_s_per_academy": fw, "first_write_academy": big,
+            "first_write_s": fw.get(big), "academies_at_once": self.parallel,
+        })
+        return fw, big
+
     def first_load(self, initial: Night, work_a: Path, entries: int, accounts: int,
                    ldapadd_s: float, ldapadd_errors: int) -> dict[str, Any]:
         """``--first-load-only``: the first load's figures and a short table."""
-        from bench.rentree import first_writes, largest
-
         r = self.results
-        big = largest(self)
-        fw = first_writes(work_a, initial)
-        r.update({
-            "accounts": accounts, "entries": entries,
-            "initial_s": round(initial.seconds, 2), "initial_writes": initial.writes,
-            "ldapadd_s": round(ldapadd_s, 2), "ldapadd_errors": ldapadd_errors,
-            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
-            "first_write_s_per_academy": fw, "first_write_academy": big,
-            "first_write_s": fw.get(big), "peak_rss_mib": round(initial.rss_mib, 1),
-            "academies_at_once": self.parallel,
-            "shared_logins": self.shared_logins(work_a),
-            "per_academy": {"initial": initial.per_academy},
-        })
+        fw, big = self.first_load_figures(initial, work_a, entries, accounts, ldapadd_s)
+        r.update({"ldapadd_errors": ldapadd_errors, "peak_rss_mib": round(initial.rss_mib, 1),
+                  "shared_logins": self.shared_logins(work_a),
+                  "per_academy": {"initial": initial.per_academy}})
         print(f"\n{'figure':44} {'value':>12}")
         print(f"{'initial load / ldapadd':44} {r['initial_vs_ldapadd']:>11.3f}x"
               f"  ({initial.seconds:.1f} / {ldapadd_s:.1f} s, {initial.writes} writes for "
@@ -584,18 +591,9 @@ class Bench:
                      ldapmodify_s: float, n_changes: int) -> dict[str, Any]:
         """``--until-delta``: the first load, the no-change night and the 2 % night against
         their references, and a short table (the same keys as the whole bench's)."""
-        from bench.rentree import first_writes, largest
-
         r = self.results
-        big = largest(self)
-        fw = first_writes(work_a, initial)
+        fw, big = self.first_load_figures(initial, work_a, entries, accounts, ldapadd_s)
         r.update({
-            "accounts": accounts, "entries": entries,
-            "initial_s": round(initial.seconds, 2), "initial_writes": initial.writes,
-            "ldapadd_s": round(ldapadd_s, 2),
-            "initial_vs_ldapadd": round(initial.seconds / ldapadd_s, 3),
-            "first_write_s_per_academy": fw, "first_write_academy": big,
-            "first_write_s": fw.get(big),
             "noop_s": round(noop.seconds, 2), "noop_writes": noop.writes,
             "noop_vs_initial": round(noop.seconds / initial.seconds, 4),
             "delta_s": round(delta.seconds, 2), "delta_writes": delta.writes,
@@ -604,7 +602,6 @@ class Bench:
             "delta_vs_ldapmodify_plus_parse": round(delta.seconds / (ldapmodify_s + check_s),
                                                     3),
             "peak_rss_mib": round(max(initial.rss_mib, noop.rss_mib, delta.rss_mib), 1),
-            "academies_at_once": self.parallel,
             "cpu_s": {"initial": round(initial.cpu_s, 2), "noop": round(noop.cpu_s, 2),
                       "delta": round(delta.cpu_s, 2)},
             "per_academy": {"initial": initial.per_academy, "noop": noop.per_academy,

@@ -104,9 +104,9 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         Earlier,
         Presence,
         earlier_mains,
+        earlier_presences,
         fold_into_held,
         held_people,
-        iter_earlier_presences,
         left_parts,
         pending_entries,
         tonight_parts,
@@ -131,7 +131,7 @@ def _reconcile(settings: Settings, academy_code: str, run_id: str,
         night = read_night(tables, names, academy, consume=True)
         del tables
         matched = match_records(night.night, academy, view, run_id)
-        earlier = (Earlier.of(iter_earlier_presences(settings, run_id, group)) if group
+        earlier = (Earlier.of(earlier_presences(settings, run_id, group)) if group
                    else Earlier())
         fresh = None
         if group and not dry_run:

@@ -93,18 +93,12 @@ def read_presences(settings: Settings, run_id: str) -> list[Presence]:
     return list(_read_staged(settings, run_id, Presence, None))
 
 
-def earlier_presences(settings: Settings, run_id: str, exclude: str) -> list[PresenceHead]:
+def earlier_presences(settings: Settings, run_id: str, exclude: str) -> Iterator[PresenceHead]:
     """The presence files of the run's groups planned so far (any order), ``exclude``'s not,
     without who was present (the JSON list skipped, never decoded: each group reads every
-    earlier group's file)."""
-    return list(iter_earlier_presences(settings, run_id, exclude))
-
-
-def iter_earlier_presences(settings: Settings, run_id: str, exclude: str
-                           ) -> Iterator[PresenceHead]:
-    """``earlier_presences`` one file at a time, as ``Earlier.of`` merges them: the last
-    group of an academy at scale 1.0 would otherwise hold every earlier group's decoded
-    parts at once (a person each, ~450,000 for Nancy-Metz) beside the merge."""
+    earlier group's file), one at a time as ``Earlier.of`` merges them: the last group of an
+    academy at scale 1.0 would otherwise hold every earlier group's decoded parts at once (a
+    person each, ~450,000 for Nancy-Metz) beside the merge."""
     return _read_staged(settings, run_id, PresenceHead, exclude)
 
 

@@ -112,13 +112,13 @@ def test_a_group_reads_the_earlier_groups_without_who_was_present(tmp_path: Path
         write_presence(settings, "run-1", Presence(
             tag, present=[f"AC$SIECLE${uai}$1"], parts={f"u-{uai}": [uai]},
             processed=[uai], accounts={uai: 1}, held=[], mains={f"u-{uai}": ""}))
-    heads = earlier_presences(settings, "run-1", "0001")
+    heads = list(earlier_presences(settings, "run-1", "0001"))
     assert [(type(h).__name__, h.tag, h.parts) for h in heads] == [
         ("PresenceHead", "0000", {"u-S1": ["S1"]})]
     whole = read_presences(settings, "run-1")
     assert [(p.tag, p.present) for p in whole] == [("0000", ["AC$SIECLE$S1$1"]),
                                                    ("0001", ["AC$SIECLE$S2$1"])]
-    assert earlier_presences(settings, "run-2", "0000") == []
+    assert list(earlier_presences(settings, "run-2", "0000")) == []
 
 
 def test_a_later_groups_change_to_a_held_person_is_folded_into_the_held_plan() -> None:
